@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    install into .venv and run stridecare on the embedded default (SQLite, no server)
+#   make test   install into .venv with test extras, start local Redis/PostgreSQL if down, run the whole suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint bench install install-test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+
+install-test: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+
+run: install
+	$(BIN)/stridecare run
+
+test: install-test
+	./scripts/services.sh
+	$(BIN)/ruff check stridecare ingest workers recommender delivery tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+bench: install-test
+	$(BIN)/python bench/run_all.py

@@ -1,0 +1,227 @@
+"""Render a foot-care prompt into an email subject, text and HTML bodies, and a webhook payload.
+
+Inputs are plain values (no ORM objects) so the recommender, the relay and tests can all call it. The payload
+carries our recommendation only, never raw source (Strava) fields: the Strava API agreement forbids passing
+its data to third parties, and a webhook receiver is one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+PromptKind = Literal["post_run", "weekly_balance"]
+PROMPT_KINDS: tuple[str, ...] = ("post_run", "weekly_balance")
+PAYLOAD_TYPE = "prompt.created"
+
+DEFAULT_DISCLAIMER = (
+    "This is general wellness advice, not medical advice. "
+    "If you have pain, swelling or numbness in your feet, see a clinician before going on."
+)
+
+_TEMPLATES = Path(__file__).with_name("templates")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_MAX_NAME = 60
+
+
+class RenderedPrompt(NamedTuple):
+    """One prompt, ready for any channel; unpacks as ``subject, text, html, payload``."""
+
+    subject: str
+    text: str
+    html: str
+    payload: dict[str, Any]
+
+
+@cache
+def _environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(_TEMPLATES),
+        # Escape everything except plain text: the text body must show "&" as "&", HTML must never run markup.
+        autoescape=select_autoescape(enabled_extensions=("html.j2",), disabled_extensions=("txt.j2",), default=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _one_line(value: object, limit: int | None = None) -> str:
+    """Collapse control characters and line breaks, which would break headers and forge lines in text."""
+    text = " ".join(_CONTROL.sub(" ", str(value)).split())
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def _check_url(name: str, url: str | None) -> str | None:
+    if url is None:
+        return None
+    if not url.startswith(("https://", "http://")) or _CONTROL.search(url) or any(c in url for c in " <>\"'"):
+        raise ValueError(f"{name} must be an http(s) URL without spaces or quotes")
+    return url
+
+
+def _seconds(duration: object) -> int | None:
+    if duration is None:
+        return None
+    if isinstance(duration, timedelta):
+        return round(duration.total_seconds())
+    if isinstance(duration, int | float) and not isinstance(duration, bool):
+        return round(duration)
+    return None
+
+
+def _clock(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _run_date(value: object) -> date | None:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value[:10])
+        except ValueError:
+            return None
+    return None
+
+
+def _number(value: object, digits: int) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return round(float(value), digits)
+    return None
+
+
+def _run_view(run: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run summary as display strings for the templates, and as numbers for the payload."""
+    # Accept the planner's stored facts ("start_time", "timer_s") as well as the plain names.
+    day = _run_date(run.get("date", run.get("start_time")))
+    distance = _number(run.get("distance_km"), 2)
+    seconds = _seconds(run.get("duration", run.get("duration_s", run.get("timer_s"))))
+    load = _number(run.get("load"), 1)
+    parts: list[str] = []
+    if distance is not None:
+        parts.append(f"{distance:.1f} km")
+    if seconds is not None:
+        parts.append(_clock(seconds))
+    elif isinstance(run.get("duration"), str):
+        parts.append(_one_line(run["duration"], 20))
+    if load is not None:
+        parts.append(f"foot load {load:.0f}")
+    view = {
+        "date_text": f"{day:%a} {day.day} {day:%b}" if day else "your last run day",
+        "line": ", ".join(parts) or "no details",
+    }
+    numbers = {
+        "date": day.isoformat() if day else None,
+        "distance_km": distance,
+        "duration_s": seconds,
+        "load": load,
+    }
+    return view, numbers
+
+
+def render_prompt(
+    *,
+    prompt_id: str | int,
+    athlete_name: str,
+    kind: PromptKind,
+    routines: Sequence[Mapping[str, Any]],
+    reasons: Sequence[str],
+    flags: Sequence[Mapping[str, Any]],
+    run: Mapping[str, Any] | None,
+    done_url: str | None,
+    unsubscribe_url: str | None,
+    created_at: datetime,
+    disclaimer: str = DEFAULT_DISCLAIMER,
+) -> RenderedPrompt:
+    """Render one prompt for every channel.
+
+    ``routines`` are mappings with ``key``, ``title``, ``instructions`` and ``dose``; ``flags`` have ``name``
+    and ``reason``; ``run`` has ``date`` (date, datetime or ISO string; or ``start_time``), ``distance_km``,
+    ``duration`` (timedelta or seconds; or ``duration_s`` / ``timer_s``) and ``load``, or is None for the
+    weekly prompt; other keys are ignored. ``created_at`` must be timezone-aware. The disclaimer may be
+    reworded by the caller but never left out.
+    """
+    if kind not in PROMPT_KINDS:
+        raise ValueError(f"unknown prompt kind {kind!r}; expected one of {PROMPT_KINDS}")
+    if created_at.tzinfo is None or created_at.utcoffset() is None:
+        raise ValueError("created_at must be timezone-aware")
+    if not disclaimer.strip():
+        raise ValueError("every prompt carries the wellness disclaimer; it may not be empty")
+    if not routines:
+        raise ValueError("a prompt needs at least one routine")
+    done_url = _check_url("done_url", done_url)
+    unsubscribe_url = _check_url("unsubscribe_url", unsubscribe_url)
+
+    try:
+        routine_views = [
+            {
+                "key": str(r["key"]),
+                "title": _one_line(r["title"], 120),
+                "dose": _one_line(r["dose"], 80),
+                "instructions": " ".join(str(r["instructions"]).split()),
+            }
+            for r in routines
+        ]
+        flag_views = [
+            {"name": str(f["name"]), "reason": _one_line(f["reason"], 300)}
+            | ({"level": str(f["level"])} if f.get("level") is not None else {})
+            for f in flags
+        ]
+    except KeyError as exc:
+        raise ValueError(f"routine or flag is missing {exc.args[0]!r}") from None
+    reason_lines = [_one_line(reason, 300) for reason in reasons]
+    name = _one_line(athlete_name, _MAX_NAME) or "there"
+    run_view, run_numbers = _run_view(run) if run is not None else (None, None)
+
+    if kind == "weekly_balance":
+        subject = f"{name}: your weekly balance check"
+    elif run_numbers is not None and run_numbers["distance_km"] is not None:
+        subject = f"{name}: foot care after your {run_numbers['distance_km']:.1f} km run"
+    else:
+        subject = f"{name}: foot care after your run"
+
+    context = {
+        "subject": subject,
+        "name": name,
+        "kind": kind,
+        "routines": routine_views,
+        "reasons": reason_lines,
+        "flags": flag_views,
+        "run": run_view,
+        "done_url": done_url,
+        "unsubscribe_url": unsubscribe_url,
+        "disclaimer": " ".join(disclaimer.split()),
+    }
+    env = _environment()
+    text = env.get_template("prompt.txt.j2").render(context)
+    html = env.get_template("prompt.html.j2").render(context)
+
+    payload: dict[str, Any] = {
+        "type": PAYLOAD_TYPE,
+        "timestamp": created_at.astimezone(UTC).isoformat(),
+        "data": {
+            "prompt_id": prompt_id,
+            "kind": kind,
+            "routines": [{k: r[k] for k in ("key", "title", "dose")} for r in routine_views],
+            "reasons": reason_lines,
+            "flags": flag_views,
+            "run": run_numbers,
+            "done_url": done_url,
+            "created_at": created_at.astimezone(UTC).isoformat(),
+            "disclaimer": context["disclaimer"],
+        },
+    }
+    return RenderedPrompt(subject, text, html, payload)

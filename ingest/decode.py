@@ -1,0 +1,66 @@
+"""Decoding one file with whichever registered source claims it. Runs in worker processes: no database here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from ingest.files import FileStat, RefusedFile, check_file, content_hash
+from stridecare.domain.run import DecodeError, DecodeResult
+from stridecare.plugins import FileSource, source_classes, source_for
+
+
+@cache
+def registered_sources() -> tuple[FileSource, ...]:
+    """One instance of every file source registered under the ``stridecare.sources`` entry point group."""
+    return tuple(cls() for cls in source_classes().values())
+
+
+def supported_suffixes() -> tuple[str, ...]:
+    """File endings some registered source can read."""
+    return tuple(sorted({s for src in registered_sources() for s in src.suffixes}))
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """The outcome of reading one file, picklable so that a process pool can hand it back."""
+
+    path: Path
+    stat: FileStat | None
+    content_hash: str | None
+    source: str | None
+    result: DecodeResult | None
+    error: str | None  # one line, for refused or damaged files
+    refused: bool = False  # refused before reading (link, size): nothing to quarantine
+
+
+def decode_path(path: Path, root: Path | None, max_bytes: int) -> Decoded:
+    """Check, hash and decode ``path``; every failure becomes a one-line reason, never an exception."""
+    try:
+        stat = check_file(path, root=root, max_bytes=max_bytes)
+    except RefusedFile as exc:
+        return Decoded(path, None, None, None, None, str(exc), refused=True)
+    source = source_for(path, registered_sources())
+    if source is None:
+        known = ", ".join(supported_suffixes())
+        return Decoded(
+            path,
+            stat,
+            None,
+            None,
+            None,
+            f"refused: {path.name} is not a supported file ({known})",
+            refused=True,
+        )
+    try:
+        digest = content_hash(path)
+    except OSError as exc:
+        return Decoded(path, stat, None, source.name, None, f"unreadable: {exc.strerror or exc}", refused=True)
+    try:
+        result = source.decode(path, digest)
+    except DecodeError as exc:
+        return Decoded(path, stat, digest, source.name, None, str(exc).splitlines()[0] if str(exc) else "damaged")
+    except MemoryError:
+        return Decoded(path, stat, digest, source.name, None, "damaged: file needs more memory than allowed")
+    return Decoded(path, stat, digest, source.name, result, None)

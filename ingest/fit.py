@@ -1,0 +1,590 @@
+"""FIT activity files → ``ParsedRun``s, through python-fitparse's streaming decoder.
+
+One pass over the file with ``fitparse.UncachedFitFile`` (CRC checks on) keeps only what the runs need:
+sessions, timer events, a few header messages, and the record stream in compact ``array`` columns (≈ 40 bytes
+a record), so an 8-hour file stays at a few MB. Everything that goes wrong inside the parser becomes a
+one-line ``DecodeError``.
+
+Policies (see the foot-load model, section 1):
+
+* Records are assigned to sessions by time: a record belongs to the last session that started at or before it,
+  while inside that session's end (``start_time + total_elapsed_time``, or ``timestamp`` when later). Session
+  ``timestamp`` is not trusted alone: some devices write it equal to ``start_time``.
+* Timer state comes from ``event`` messages (event ``timer``: ``start`` resumes, any ``stop*`` pauses).
+  Before any timer event the timer counts as running: several devices write no start event (or only the last
+  leg's) in multisport files. A sample is marked not running when the timer was stopped at it or at any
+  moment since the previous sample, so an interval spanning a pause never counts (see
+  ``steps.interval_weights``).
+* Steps: the cadence stream when the session's records carry any positive cadence (``stream``; it wins over a
+  disagreeing device total), else the session's ``total_strides`` × 2 or average cadence (``session``), else
+  an estimate from speed (``estimated``; the default ``c(v)``, or the athlete model given to ``FitSource``).
+* Device-relative (integer) timestamps are anchored by a ``timestamp_correlation`` message, else by the
+  activity message's ``local_timestamp`` (then the UTC offset is unknown and the wall-clock time is stored as
+  UTC), else by the FIT epoch (1989-12-31) so that the run is still counted, visibly misdated.
+* Files that are valid FIT but not activities (settings, workouts, monitoring), or activities without
+  sessions and without foot records, return an empty ``DecodeResult`` with a ``SkippedSession`` saying why:
+  they are not damaged, so they must not be quarantined. Unreadable files raise ``DecodeError``.
+* Chained FIT files are read as one stream; a session repeated by a chained copy (same sport, start and
+  length) is kept once, and records are sorted by time so duplicated records add no steps.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import struct
+import warnings
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import fitparse
+from fitparse.records import DevFieldDefinition
+
+from stridecare.domain.run import (
+    FOOT_SPORTS,
+    CadenceSource,
+    DecodeError,
+    DecodeResult,
+    ParsedRun,
+    Samples,
+    SkippedSession,
+)
+from stridecare.domain.steps import (
+    DEFAULT_CADENCE,
+    CadenceConstants,
+    CadenceModel,
+    interval_weights,
+    normalise_cadence,
+    steps_estimated_from_speed,
+    steps_from_average_speed,
+    steps_from_samples,
+    steps_from_summary,
+    timed_seconds,
+)
+from stridecare.domain.terrain import climb
+
+FIT_EPOCH = datetime(1989, 12, 31, tzinfo=UTC)
+_FIT_EPOCH_NAIVE = FIT_EPOCH.replace(tzinfo=None)
+# FIT date_time values below this are seconds since the device powered on, not since the FIT epoch.
+_RELATIVE_TS_LIMIT = 0x10000000
+# Sub-sports that are foot sessions whatever sport the device filed them under (e.g.
+# fitness_equipment/treadmill).
+_FOOT_SUB_SPORTS = frozenset({"treadmill", "trail", "trail_running"})
+_TIMER_STOPS = frozenset({"stop", "stop_all", "stop_disable", "stop_disable_all"})
+# Slack when assigning records to a session end: devices round session lengths to whole seconds.
+_END_SLACK_S = 1.0
+_NAN = math.nan
+
+_RECORD_FIELDS = frozenset(
+    {
+        "timestamp",
+        "distance",
+        "speed",
+        "enhanced_speed",
+        "cadence",
+        "fractional_cadence",
+        "altitude",
+        "enhanced_altitude",
+    }
+)
+_SESSION_FIELDS = frozenset(
+    {
+        "timestamp",
+        "start_time",
+        "sport",
+        "sub_sport",
+        "total_elapsed_time",
+        "total_timer_time",
+        "total_distance",
+        "total_ascent",
+        "total_descent",
+        "total_strides",
+        "total_cycles",
+        "total_fractional_cycles",
+        "avg_running_cadence",
+        "avg_cadence",
+        "avg_fractional_cadence",
+        "avg_speed",
+        "enhanced_avg_speed",
+    }
+)
+
+
+@dataclass(slots=True)
+class _Records:
+    """The record stream in compact columns; NaN stands for "not recorded"."""
+
+    t: array[float] = field(default_factory=lambda: array("d"))
+    distance: array[float] = field(default_factory=lambda: array("d"))
+    speed: array[float] = field(default_factory=lambda: array("d"))
+    cadence: array[float] = field(default_factory=lambda: array("d"))  # raw, strides/min incl. fractional
+    altitude: array[float] = field(default_factory=lambda: array("d"))
+
+    def append(self, t: float, values: dict[str, Any]) -> None:
+        self.t.append(t)
+        self.distance.append(_num(values.get("distance")))
+        speed = values.get("enhanced_speed")
+        self.speed.append(_num(speed if speed is not None else values.get("speed")))
+        cadence = _num(values.get("cadence"))
+        if not math.isnan(cadence):
+            frac = _num(values.get("fractional_cadence"))
+            cadence += 0.0 if math.isnan(frac) else frac
+        self.cadence.append(cadence)
+        alt = values.get("enhanced_altitude")
+        self.altitude.append(_num(alt if alt is not None else values.get("altitude")))
+
+    def sort_by_time(self) -> None:
+        """Chained files and summary-first files can go back in time; integration needs order."""
+        t = self.t
+        if all(t[i] <= t[i + 1] for i in range(len(t) - 1)):
+            return
+        order = sorted(range(len(t)), key=t.__getitem__)
+        for name in ("t", "distance", "speed", "cadence", "altitude"):
+            col: array[float] = getattr(self, name)
+            setattr(self, name, array("d", (col[i] for i in order)))
+
+
+@dataclass(slots=True)
+class _Scan:
+    """Everything one pass over the file keeps."""
+
+    file_type: str | None = None
+    device: str | None = None
+    activity_ts: float | None = None
+    activity_local: datetime | None = None
+    correlation_offset_s: float | None = None  # absolute − device-relative seconds
+    sport_msg: tuple[str, str | None] | None = None
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    timer_events: list[tuple[float, bool]] = field(default_factory=list)  # (t, running afterwards)
+    records: _Records = field(default_factory=_Records)
+
+
+def _num(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return _NAN
+    return float(value)
+
+
+def _opt(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _fit_seconds(value: Any) -> float | None:
+    """A FIT timestamp in seconds on the file's axis (since the FIT epoch, or device-relative if small)."""
+    if isinstance(value, datetime):
+        naive = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+        return (naive - _FIT_EPOCH_NAIVE).total_seconds()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _name(value: Any) -> str | None:
+    """fitparse gives enum names as str and unknown enum values as int; keep both readable."""
+    if value is None:
+        return None
+    return str(value)
+
+
+def _values(message: Any, wanted: frozenset[str]) -> dict[str, Any]:
+    """The wanted native fields of a message; developer fields never shadow native ones (a dev "cadence" may
+    be in other units), and the first valid value wins over an invalid native one."""
+    out: dict[str, Any] = {}
+    for fd in message.fields:
+        if isinstance(fd.field_def, DevFieldDefinition):
+            continue
+        name = fd.name
+        if name in wanted and fd.value is not None and name not in out:
+            out[name] = fd.value
+    return out
+
+
+def _scan(path: Path) -> _Scan:
+    scan = _Scan()
+    records = scan.records
+    fit = fitparse.UncachedFitFile(str(path), check_crc=True)
+    try:
+        for message in fit:
+            name = message.name
+            if name == "record":
+                values = _values(message, _RECORD_FIELDS)
+                t = _fit_seconds(values.get("timestamp"))
+                if t is not None:
+                    records.append(t, values)
+            elif name == "event":
+                values = _values(message, frozenset({"timestamp", "event", "event_type"}))
+                t = _fit_seconds(values.get("timestamp"))
+                if values.get("event") == "timer" and t is not None:
+                    event_type = values.get("event_type")
+                    if event_type == "start":
+                        scan.timer_events.append((t, True))
+                    elif event_type in _TIMER_STOPS:
+                        scan.timer_events.append((t, False))
+            elif name == "session":
+                scan.sessions.append(_values(message, _SESSION_FIELDS))
+            elif name == "file_id":
+                values = message.get_values()
+                if scan.file_type is None:
+                    scan.file_type = _name(values.get("type"))
+                if scan.device is None:
+                    scan.device = _device(values)
+            elif name == "activity":
+                values = message.get_values()
+                scan.activity_ts = _fit_seconds(values.get("timestamp"))
+                local = values.get("local_timestamp")
+                scan.activity_local = local if isinstance(local, datetime) else None
+            elif name == "timestamp_correlation":
+                values = message.get_values()
+                absolute = _fit_seconds(values.get("timestamp"))
+                relative = _fit_seconds(values.get("system_timestamp"))
+                if absolute is not None and relative is not None and absolute >= _RELATIVE_TS_LIMIT:
+                    scan.correlation_offset_s = absolute - relative
+            elif name == "sport" and scan.sport_msg is None:
+                values = message.get_values()
+                sport = _name(values.get("sport"))
+                if sport is not None:
+                    scan.sport_msg = (sport, _name(values.get("sub_sport")))
+    finally:
+        fit.close()
+    return scan
+
+
+def _device(file_id: dict[str, Any]) -> str | None:
+    manufacturer = _name(file_id.get("manufacturer"))
+    product = file_id.get("garmin_product") or file_id.get("product_name") or file_id.get("product")
+    parts = [p for p in (manufacturer, _name(product)) if p]
+    return " ".join(parts) or None
+
+
+def _one_line(exc: BaseException) -> str:
+    """A damaged file's reason in one short line (the import log and quarantine note show it verbatim)."""
+    if isinstance(exc, fitparse.utils.FitCRCError):
+        reason = "CRC mismatch"
+    elif isinstance(exc, fitparse.utils.FitHeaderError):
+        reason = f"invalid file header ({exc})"
+    elif isinstance(exc, fitparse.utils.FitEOFError | EOFError):
+        reason = "file ends unexpectedly (truncated)"
+    else:
+        detail = " ".join(str(exc).split()) or "no detail"
+        reason = f"{type(exc).__name__}: {detail}"
+    if len(reason) > 200:
+        reason = reason[:197] + "..."
+    return f"damaged FIT file: {reason}"
+
+
+def _is_foot(sport: str | None, sub_sport: str | None) -> bool:
+    return sport in FOOT_SPORTS or sub_sport in _FOOT_SUB_SPORTS
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    index: int
+    start: float
+    end: float
+    values: dict[str, Any]
+
+
+class FitSource:
+    """Decodes FIT activity files (``.fit``) into one ``ParsedRun`` per foot session.
+
+    ``constants`` and ``cadence_model`` only matter for sessions without cadence: the caller may pass the
+    athlete's own model (``steps.fit_cadence_model``) once five runs with cadence exist; the default is the
+    literature line of the load model.
+    """
+
+    name = "fit"
+    suffixes: tuple[str, ...] = (".fit",)
+
+    def __init__(
+        self, constants: CadenceConstants = DEFAULT_CADENCE, cadence_model: CadenceModel | None = None
+    ) -> None:
+        self._constants = constants
+        self._model = cadence_model
+
+    def decode(self, path: Path, content_hash: str) -> DecodeResult:
+        """Decode ``path``; raise ``DecodeError`` with a one-line reason for a damaged or unreadable file."""
+        try:
+            with warnings.catch_warnings():
+                # fitparse warns about oddities it then raises on or tolerates; the outcome is what matters
+                # here.
+                warnings.simplefilter("ignore")
+                scan = _scan(path)
+        except DecodeError:
+            raise
+        except OSError as exc:
+            raise DecodeError(f"cannot read FIT file: {exc.strerror or type(exc).__name__}") from exc
+        except (
+            fitparse.FitParseError,
+            KeyError,
+            ValueError,
+            TypeError,
+            IndexError,
+            AttributeError,
+            struct.error,
+            EOFError,
+            OverflowError,
+            ZeroDivisionError,
+            UnicodeDecodeError,
+            RecursionError,
+        ) as exc:
+            raise DecodeError(_one_line(exc)) from exc
+        try:
+            return self._build(scan, content_hash)
+        except (KeyError, ValueError, TypeError, IndexError, OverflowError, ZeroDivisionError) as exc:
+            # Values valid for the parser but absurd for a run (e.g. an out-of-range date) end here.
+            raise DecodeError(f"unusable FIT file: {' '.join(str(exc).split())[:200]}") from exc
+
+    # -- building runs ------------------------------------------------------------------------------------
+
+    def _build(self, scan: _Scan, content_hash: str) -> DecodeResult:
+        if scan.file_type is not None and scan.file_type != "activity":
+            return DecodeResult(
+                runs=[],
+                skipped=[SkippedSession("unknown", None, f"not an activity file (type {scan.file_type})")],
+            )
+        records = scan.records
+        records.sort_by_time()
+        anchor, utc_offset = self._anchor(scan)
+        spans = self._spans(scan)
+        if not spans:
+            return DecodeResult(runs=[], skipped=[self._no_session_skip(scan)])
+
+        events = sorted(scan.timer_events, key=lambda e: e[0])
+        runs: list[ParsedRun] = []
+        skipped: list[SkippedSession] = []
+        starts = [s.start for s in spans]
+        for position, span in enumerate(spans):
+            sport = _name(span.values.get("sport")) or "generic"
+            sub_sport = _name(span.values.get("sub_sport"))
+            if not _is_foot(sport, sub_sport):
+                skipped.append(SkippedSession(sport, sub_sport, f"not a foot sport ({sport}/{sub_sport})"))
+                continue
+            if sport not in FOOT_SPORTS:
+                # e.g. fitness_equipment/treadmill: a run on a treadmill, stored as one.
+                sport = "running"
+            next_start = starts[position + 1] if position + 1 < len(starts) else math.inf
+            lo, hi = self._record_range(records.t, span.start, min(span.end + _END_SLACK_S, next_start))
+            runs.append(self._run(scan, span, sport, sub_sport, lo, hi, events, anchor, utc_offset, content_hash))
+        return DecodeResult(runs=runs, skipped=skipped)
+
+    def _anchor(self, scan: _Scan) -> tuple[float, int | None]:
+        """Seconds to add to the file's time axis to get seconds since the FIT epoch, and the UTC offset."""
+        utc_offset: int | None = None
+        if scan.activity_local is not None and scan.activity_ts is not None:
+            local_s = _fit_seconds(scan.activity_local)
+            if local_s is not None and scan.activity_ts >= _RELATIVE_TS_LIMIT:
+                # Offsets are whole quarter hours; rounding absorbs a second of skew between the two fields.
+                offset = round((local_s - scan.activity_ts) / 900.0) * 900
+                if abs(offset) <= 14 * 3600:
+                    utc_offset = offset
+        first = self._first_time(scan)
+        if first is None or first >= _RELATIVE_TS_LIMIT:
+            return 0.0, utc_offset
+        if scan.correlation_offset_s is not None:
+            return scan.correlation_offset_s, utc_offset
+        if scan.activity_local is not None and scan.activity_ts is not None and scan.activity_ts < _RELATIVE_TS_LIMIT:
+            local_s = _fit_seconds(scan.activity_local)
+            if local_s is not None:
+                return local_s - scan.activity_ts, None
+        return 0.0, utc_offset
+
+    @staticmethod
+    def _first_time(scan: _Scan) -> float | None:
+        for values in scan.sessions:
+            t = _fit_seconds(values.get("start_time"))
+            if t is not None:
+                return t
+        return scan.records.t[0] if len(scan.records.t) else None
+
+    def _spans(self, scan: _Scan) -> list[_Span]:
+        """Sessions with their time range, deduplicated (chained copies) and ordered by start."""
+        spans: list[_Span] = []
+        seen: set[tuple[Any, ...]] = set()
+        records_t = scan.records.t
+        sessions = scan.sessions
+        if not sessions and len(records_t) and scan.sport_msg is not None:
+            # A file with records and a sport message but no session (some phone apps and bike computers).
+            sport, sub_sport = scan.sport_msg
+            sessions = [{"sport": sport, "sub_sport": sub_sport}]
+        for values in sessions:
+            start = _fit_seconds(values.get("start_time"))
+            stamp = _fit_seconds(values.get("timestamp"))
+            elapsed = values.get("total_elapsed_time")
+            if start is None:
+                start = records_t[0] if len(records_t) else stamp
+            if start is None:
+                continue
+            end = start + float(elapsed) if isinstance(elapsed, int | float) else start
+            if stamp is not None and stamp > end:
+                end = stamp
+            if not isinstance(elapsed, int | float) and len(records_t) and end <= start:
+                end = records_t[-1]
+            key = (values.get("sport"), values.get("sub_sport"), start, elapsed, values.get("total_distance"))
+            if key in seen:
+                continue
+            seen.add(key)
+            spans.append(_Span(len(spans), start, end, values))
+        spans.sort(key=lambda s: s.start)
+        return [_Span(i, s.start, s.end, s.values) for i, s in enumerate(spans)]
+
+    @staticmethod
+    def _no_session_skip(scan: _Scan) -> SkippedSession:
+        if not scan.sessions and not len(scan.records.t):
+            return SkippedSession("unknown", None, "activity file without sessions or records")
+        return SkippedSession("unknown", None, "activity file without a session or sport: cannot tell the sport")
+
+    @staticmethod
+    def _record_range(t: array[float], start: float, end: float) -> tuple[int, int]:
+        return bisect.bisect_left(t, start), bisect.bisect_right(t, end)
+
+    def _run(
+        self,
+        scan: _Scan,
+        span: _Span,
+        sport: str,
+        sub_sport: str | None,
+        lo: int,
+        hi: int,
+        events: list[tuple[float, bool]],
+        anchor: float,
+        utc_offset: int | None,
+        content_hash: str,
+    ) -> ParsedRun:
+        v = span.values
+        rec = scan.records
+        samples = self._samples(rec, lo, hi, span.start, events)
+
+        timer_s = _num(v.get("total_timer_time"))
+        elapsed_s = _num(v.get("total_elapsed_time"))
+        if math.isnan(elapsed_s):
+            elapsed_s = max(span.end - span.start, samples.t[-1] if len(samples) else 0.0)
+        if math.isnan(timer_s):
+            timer_s = timed_seconds(samples) if len(samples) else elapsed_s
+
+        distance = _num(v.get("total_distance"))
+        if math.isnan(distance):
+            distance = _records_distance(samples)
+
+        device_steps: float | None = None
+        strides = v.get("total_strides")
+        if strides is None:
+            strides = v.get("total_cycles")
+        if isinstance(strides, int | float) and strides > 0:
+            frac = _num(v.get("total_fractional_cycles"))
+            device_steps = 2.0 * (float(strides) + (0.0 if math.isnan(frac) else frac))
+
+        steps, source, avg_spm = self._steps(samples, v, device_steps, distance, timer_s)
+
+        ascent = _opt(_num(v.get("total_ascent")))
+        descent = _opt(_num(v.get("total_descent")))
+        if ascent is None and descent is None:
+            ascent, descent = climb(samples.altitude_m)
+
+        start_time = FIT_EPOCH + timedelta(seconds=span.start + anchor)
+        return ParsedRun(
+            source="fit",
+            source_key=f"{content_hash}:{span.index}",
+            sport=sport,
+            sub_sport=sub_sport,
+            start_time=start_time,
+            utc_offset_s=utc_offset,
+            elapsed_s=elapsed_s,
+            timer_s=timer_s,
+            distance_m=distance,
+            ascent_m=ascent,
+            descent_m=descent,
+            steps=steps,
+            avg_cadence_spm=avg_spm,
+            cadence_source=source,
+            device=scan.device,
+            device_total_strides=device_steps,
+            samples=samples,
+        )
+
+    def _steps(
+        self,
+        samples: Samples,
+        v: dict[str, Any],
+        device_steps: float | None,
+        distance: float,
+        timer_s: float,
+    ) -> tuple[float, CadenceSource, float | None]:
+        # Only cadence that counts towards steps decides: a record at the very start (weight 0) may be the
+        # previous leg's last one, written at the same second.
+        weights = interval_weights(samples)
+        if any(c is not None and c > 0 and w > 0 for c, w in zip(samples.cadence_spm, weights, strict=True)):
+            steps = steps_from_samples(samples)
+            timed = timed_seconds(samples)
+            return steps, CadenceSource.STREAM, (steps * 60.0 / timed if timed > 0 else None)
+
+        def per_minute(steps: float) -> float | None:
+            return steps * 60.0 / timer_s if timer_s > 0 else None
+
+        if device_steps is not None:
+            return device_steps, CadenceSource.SESSION, per_minute(device_steps)
+        avg = v.get("avg_running_cadence")
+        if avg is None:
+            avg = v.get("avg_cadence")
+        if isinstance(avg, int | float) and avg > 0 and timer_s > 0:
+            frac = _num(v.get("avg_fractional_cadence"))
+            steps = steps_from_summary(float(avg) + (0.0 if math.isnan(frac) else frac), timer_s)
+            return steps, CadenceSource.SESSION, per_minute(steps)
+        estimated = steps_estimated_from_speed(samples, self._constants, self._model)
+        if estimated is None:
+            estimated = steps_from_average_speed(distance, timer_s, self._constants, self._model)
+        return estimated, CadenceSource.ESTIMATED, per_minute(estimated)
+
+    @staticmethod
+    def _samples(rec: _Records, lo: int, hi: int, start: float, events: list[tuple[float, bool]]) -> Samples:
+        running_flags: list[bool] = []
+        # Each session starts with its timer running, and only events after its start apply: devices close a
+        # leg with stop_all and often write no start for the next one.
+        state = True
+        e = bisect.bisect_right(events, (start, True))
+        prev_t = start
+        for i in range(lo, hi):
+            t = rec.t[i]
+            stopped_between = False
+            # Events at exactly this sample's time act on the next interval: a stop written with the last
+            # record ends the timer after it, and a start written with a record follows a pause that ended
+            # there.
+            while e < len(events) and events[e][0] < t:
+                event_t, state = events[e]
+                if not state and event_t >= prev_t:
+                    stopped_between = True
+                e += 1
+            running_flags.append(state and not stopped_between)
+            prev_t = t
+        raw_cadence = [_opt(rec.cadence[i]) for i in range(lo, hi)]
+        spm, _doubled = normalise_cadence(raw_cadence)
+        return Samples(
+            t=[rec.t[i] - start for i in range(lo, hi)],
+            distance_m=[_opt(rec.distance[i]) for i in range(lo, hi)],
+            speed_mps=[_opt(rec.speed[i]) for i in range(lo, hi)],
+            cadence_spm=spm,
+            altitude_m=[_opt(rec.altitude[i]) for i in range(lo, hi)],
+            timer_running=running_flags,
+        )
+
+
+def _records_distance(samples: Samples) -> float:
+    values = [d for d in samples.distance_m if d is not None]
+    if len(values) >= 2:
+        return max(0.0, values[-1] - values[0]) if values[0] <= values[-1] else max(values)
+    return 0.0
+
+
+def iter_messages(path: Path) -> Iterator[Any]:
+    """Every message of a FIT file, streamed with CRC checks on (for benchmarks and debugging tools)."""
+    fit = fitparse.UncachedFitFile(str(path), check_crc=True)
+    try:
+        yield from fit
+    finally:
+        fit.close()
+
+
+__all__ = ["FIT_EPOCH", "FitSource", "iter_messages"]

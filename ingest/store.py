@@ -1,0 +1,230 @@
+"""Storing decoded files: the import log, runs and samples, and the load/prompt update, in one transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ingest.decode import Decoded
+from ingest.dedupe import link_duplicate
+from ingest.files import quarantine
+from recommender.planner import runs_changed
+from recommender.shoes import shoe_for_new_run
+from stridecare.db.athletes import ensure_athlete
+from stridecare.db.engine import Database
+from stridecare.db.models import ImportedFile, Run, RunLoad, RunSamples, SeenFile
+from stridecare.db.samples import ENCODING, pack_samples
+from stridecare.domain.run import ParsedRun
+from stridecare.settings import Settings
+
+
+@dataclass(slots=True)
+class FileReport:
+    """The result of one input file, as ``stridecare ingest --json`` prints it."""
+
+    path: str
+    status: str  # ingested | duplicate | skipped | rejected
+    reason: str | None = None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The documented JSON shape."""
+        return {"path": self.path, "status": self.status, "reason": self.reason, "runs": self.runs}
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    """A stored run as the command line's JSON prints it."""
+    load = run.load
+    return {
+        "id": run.id,
+        "source": run.source,
+        "sport": run.sport,
+        "sub_sport": run.sub_sport,
+        "start_time": run.start_time.isoformat().replace("+00:00", "Z"),
+        "timer_s": round(run.timer_s, 3),
+        "elapsed_s": round(run.elapsed_s, 3),
+        "distance_m": round(run.distance_m, 2),
+        "steps": round(run.steps),
+        "avg_cadence_spm": None if run.avg_cadence_spm is None else round(run.avg_cadence_spm, 1),
+        "cadence_source": run.cadence_source,
+        "load": None if load is None else round(load.load, 1),
+        "long_run": None if load is None else load.long_run,
+        "duplicate_of": run.duplicate_of_id,
+    }
+
+
+def add_run(session: Session, athlete_id: int, parsed: ParsedRun, file_id: int | None) -> Run:
+    """Insert one parsed run with its packed samples (caller handles uniqueness)."""
+    run = Run(
+        athlete_id=athlete_id,
+        source=parsed.source,
+        source_key=parsed.source_key,
+        file_id=file_id,
+        name=parsed.name,
+        sport=parsed.sport,
+        sub_sport=parsed.sub_sport,
+        start_time=parsed.start_time,
+        utc_offset_s=parsed.utc_offset_s,
+        elapsed_s=parsed.elapsed_s,
+        timer_s=parsed.timer_s,
+        distance_m=parsed.distance_m,
+        ascent_m=parsed.ascent_m,
+        descent_m=parsed.descent_m,
+        steps=parsed.steps,
+        avg_cadence_spm=parsed.avg_cadence_spm,
+        cadence_source=str(parsed.cadence_source),
+        device=parsed.device,
+        device_total_strides=parsed.device_total_strides,
+        shoe_id=shoe_for_new_run(session, athlete_id, parsed.gear_id),
+    )
+    if len(parsed.samples):
+        run.samples = RunSamples(count=len(parsed.samples), encoding=ENCODING, data=pack_samples(parsed.samples))
+    session.add(run)
+    return run
+
+
+def remember_file(session: Session, decoded: Decoded) -> None:
+    """Record path, size and mtime so that rescans skip this file without hashing it."""
+    if decoded.stat is None or decoded.content_hash is None:
+        return
+    key = str(decoded.path.resolve())
+    seen = session.get(SeenFile, key)
+    if seen is None:
+        session.add(
+            SeenFile(
+                path=key,
+                size=decoded.stat.size,
+                mtime_ns=decoded.stat.mtime_ns,
+                content_hash=decoded.content_hash,
+            )
+        )
+    else:
+        seen.size, seen.mtime_ns, seen.content_hash = (
+            decoded.stat.size,
+            decoded.stat.mtime_ns,
+            decoded.content_hash,
+        )
+
+
+def existing_report(session: Session, path: str, imported: ImportedFile) -> FileReport:
+    """The report for content imported before, naming the first copy."""
+    runs = session.scalars(select(Run).where(Run.file_id == imported.id).order_by(Run.start_time)).all()
+    reason = f"same content as {imported.path} ({imported.status})"
+    return FileReport(path, "duplicate", reason, [run_json(r) for r in runs])
+
+
+def store_decoded(
+    db: Database,
+    settings: Settings,
+    athlete_name: str,
+    decoded: Decoded,
+    now: datetime,
+    *,
+    quarantine_dir: Path | None = None,
+    defer_load: bool = False,
+) -> FileReport:
+    """Record one decoded file exactly once: a second call with the same content reports a duplicate.
+
+    Runs, samples, load, prompts and their outbox rows are written in one transaction, so a crash leaves either
+    all of them or none (and the file is then picked up again by the next scan). ``defer_load`` stores the runs
+    only; the caller then runs :func:`complete_pending_loads` once, in time order (bulk imports).
+    """
+    path = str(decoded.path)
+    if decoded.refused or decoded.content_hash is None:
+        return FileReport(path, "rejected", decoded.error)
+    for attempt in range(2):
+        try:
+            report, move = _store_once(db, settings, athlete_name, decoded, now, defer_load)
+            break
+        except IntegrityError:
+            # A concurrent worker stored the same content first; the second pass reports it as a duplicate.
+            if attempt:
+                raise
+    if move and quarantine_dir is not None and decoded.path.exists():
+        quarantine(decoded.path, quarantine_dir, report.reason or "damaged", now)
+    return report
+
+
+def _store_once(
+    db: Database, settings: Settings, athlete_name: str, decoded: Decoded, now: datetime, defer_load: bool
+) -> tuple[FileReport, bool]:
+    path = str(decoded.path)
+    assert decoded.content_hash is not None and decoded.stat is not None
+    with db.transaction() as session:
+        athlete = ensure_athlete(session, athlete_name, settings)
+        imported = session.scalar(
+            select(ImportedFile).where(
+                ImportedFile.athlete_id == athlete.id, ImportedFile.content_hash == decoded.content_hash
+            )
+        )
+        if imported is not None:
+            remember_file(session, decoded)
+            return existing_report(session, path, imported), False
+        if decoded.result is None:
+            session.add(
+                ImportedFile(
+                    athlete_id=athlete.id,
+                    content_hash=decoded.content_hash,
+                    path=path,
+                    size=decoded.stat.size,
+                    status="rejected",
+                    reason=decoded.error,
+                    source=decoded.source or "unknown",
+                )
+            )
+            remember_file(session, decoded)
+            return FileReport(path, "rejected", decoded.error), True
+        result = decoded.result
+        status = "ingested" if result.runs else "skipped"
+        reason = None
+        if not result.runs:
+            reason = "; ".join(s.reason for s in result.skipped) or "no foot sessions in file"
+        elif result.skipped:
+            reason = "also skipped: " + "; ".join(s.reason for s in result.skipped)
+        imported = ImportedFile(
+            athlete_id=athlete.id,
+            content_hash=decoded.content_hash,
+            path=path,
+            size=decoded.stat.size,
+            status=status,
+            reason=reason,
+            source=decoded.source or "unknown",
+        )
+        session.add(imported)
+        session.flush()
+        runs = [add_run(session, athlete.id, parsed, imported.id) for parsed in result.runs]
+        session.flush()
+        for run in runs:
+            link_duplicate(session, athlete.id, run)  # the same run from Strava: one primary, one prompt
+        if runs and not defer_load:
+            runs_changed(session, settings, athlete, runs, now)
+        remember_file(session, decoded)
+        return FileReport(path, status, reason, [run_json(r) for r in runs]), False
+
+
+def complete_pending_loads(db: Database, settings: Settings, athlete_name: str, now: datetime) -> int:
+    """Compute load, flags and (fresh) prompts for the athlete's runs stored without them, oldest first.
+
+    Bulk imports store runs first and finish them here in one pass, so each run's figures are the same as if
+    the runs had arrived one by one in time order; an import interrupted before this pass is finished by the
+    next one.
+    """
+    with db.transaction() as session:
+        athlete = ensure_athlete(session, athlete_name, settings)
+        pending = list(
+            session.scalars(
+                select(Run)
+                .outerjoin(RunLoad)
+                .where(Run.athlete_id == athlete.id, RunLoad.run_id.is_(None))
+                .order_by(Run.start_time)
+            )
+        )
+        if pending:
+            runs_changed(session, settings, athlete, pending, now)
+        return len(pending)

@@ -1,0 +1,282 @@
+"""Resumable import of an athlete's Strava history, scheduled against the rate-limit budget.
+
+One call of :func:`backfill_step` works until the history is done, the budget is spent, Strava answers 429 or
+``max_requests`` is reached; it never sleeps. Its cursor lives on :class:`StravaAccount`:
+
+* ``backfill_before`` — list activities that started strictly before this time (newest first). After each
+  activity handed over it becomes that activity's start + 1 s, with the ids already handed over at that second
+  in ``backfill_seen_ids``. Re-listing the boundary second costs one overlapping item per page but loses
+  nothing when activities share a start second across a page boundary, and, unlike page numbers, it is not
+  shifted when the athlete deletes activities during a backfill that can span days.
+* ``backfill_page`` — list pages fetched so far (progress only).
+* ``backfill_state`` — ``pending`` | ``running`` | ``deferred`` | ``done`` | ``error``; ``backfill_resume_at``
+  says when a deferred backfill may continue, so a periodic job can enqueue what is due.
+
+Pages hold 200 summaries, which carry ``average_cadence`` and ``moving_time``: older runs need no other
+request. Streams are fetched only for foot activities that started within ``strava_streams_days``.
+Runs go to the caller's ``store(parsed_runs)`` before the cursor moves past them, so ``store`` must be
+idempotent (``(source, source_key)`` is unique); a crash in between only repeats a store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import requests
+from sqlalchemy import select
+from stravalib import Client
+from stravalib import exc as strava_exc
+
+from ingest.strava import ratelimit
+from ingest.strava.client import athlete_client
+from ingest.strava.convert import STREAM_KEYS, convert_activity, is_foot_activity
+from ingest.strava.oauth import StravaAuthError, StravaError, fresh_access_token
+from stridecare.db.engine import Database
+from stridecare.db.models import StravaAccount
+from stridecare.domain.run import ParsedRun
+from stridecare.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PER_PAGE = 200
+# After an unexpected failure (network, 5xx) try again after this long.
+ERROR_RETRY = timedelta(minutes=5)
+
+Store = Callable[[Sequence[ParsedRun]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillProgress:
+    """What one step did and where the backfill stands."""
+
+    state: str
+    requests: int = 0
+    stored: int = 0
+    skipped: int = 0
+    streams: int = 0
+    resume_at: datetime | None = None
+    reason: str = ""
+    cursor: datetime | None = None
+
+
+class _Deferred(Exception):
+    def __init__(self, resume_at: datetime, reason: str) -> None:
+        super().__init__(reason)
+        self.resume_at = resume_at
+        self.reason = reason
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+def _epoch(value: str) -> int:
+    return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+
+
+class _Step:
+    """The state of one step: client, budget, counters and the cursor not yet committed."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        account_id: int,
+        now: datetime,
+        reserve: int,
+        max_requests: int | None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.account_id = account_id
+        self.now = now
+        self.reserve = reserve
+        self.max_requests = max_requests
+        self.requests = 0
+        self.streams = 0
+        self.stored = 0
+        self.skipped = 0
+        self.budget = ratelimit.Budget()
+        self.client: Client | None = None
+        self.token: str | None = None
+
+    def on_response(self, response: requests.Response) -> None:
+        # Sees every response of the step's client, including errors, so the budget stays current.
+        if "/api/v3/" in response.url:
+            self.requests += 1
+            self.budget = self.budget.observe(response.headers, self.now)
+
+    def connect(self) -> Client:
+        if self.client is None:
+            self.client = athlete_client(
+                self.db, self.settings, self.account_id, now=self.now, on_response=self.on_response
+            )
+            self.token = self.client.access_token
+        return self.client
+
+    def get(self, url: str, **params: Any) -> Any:
+        """One API read, after checking the budget; a 401 is retried once with a refreshed token."""
+        if self.max_requests is not None and self.requests >= self.max_requests:
+            raise _Deferred(self.now, "request cap of this step reached")
+        decision = ratelimit.decide(self.budget, self.now, "read", reserve=self.reserve)
+        if not decision.allowed:
+            assert decision.resume_at is not None
+            raise _Deferred(decision.resume_at, decision.reason)
+        client = self.connect()
+        try:
+            return client.protocol.get(url, **params)
+        except strava_exc.AccessUnauthorized:
+            if self.token is None:
+                raise _Unauthorized() from None
+            # The stored token may have been revoked or rotated by another worker: one forced refresh.
+            rejected, self.token = self.token, None
+            client.access_token = fresh_access_token(
+                self.db, self.settings, self.account_id, now=self.now, rejected_token=rejected
+            )
+            return self.get(url, **params)
+        except strava_exc.Fault as err:
+            response = err.response
+            if response is not None and response.status_code == 429:
+                with self.db.transaction() as s:
+                    self.budget = ratelimit.record_429(s, self.budget, self.now)
+                assert self.budget.blocked_until is not None
+                raise _Deferred(self.budget.blocked_until, "Strava answered 429") from None
+            raise
+
+
+def start_backfill(db: Database, account_id: int, now: datetime) -> None:
+    """(Re)start an account's backfill from ``now`` backwards; the next step begins at the newest activity."""
+    with db.transaction() as s:
+        account = s.get(StravaAccount, account_id)
+        if account is None:
+            raise StravaError(f"no Strava account {account_id}")
+        account.backfill_state = "pending"
+        account.backfill_before = None
+        account.backfill_page = 0
+        account.backfill_seen_ids = []
+        account.backfill_resume_at = now
+        account.backfill_detail = None
+
+
+def due_backfills(db: Database, now: datetime) -> list[int]:
+    """Account ids whose backfill is pending or deferred and due at ``now`` (for the periodic job)."""
+    with db.sessions() as s:
+        rows = s.execute(
+            select(StravaAccount.id, StravaAccount.backfill_resume_at).where(
+                StravaAccount.backfill_state.in_(("pending", "running", "deferred"))
+            )
+        ).all()
+    return [r.id for r in rows if r.backfill_resume_at is None or r.backfill_resume_at <= now]
+
+
+def backfill_step(
+    db: Database,
+    settings: Settings,
+    account_id: int,
+    now: datetime,
+    store: Store,
+    *,
+    reserve: int = 0,
+    max_requests: int | None = None,
+) -> BackfillProgress:
+    """Import as much of the account's history as the budget allows now, handing runs to ``store``.
+
+    ``now`` (timezone-aware) decides the rate-limit windows and the streams window. ``reserve`` keeps that
+    many requests of each window for other work (webhook events). Returns ``done``, ``deferred`` (with
+    ``resume_at``, also stored on the account), or ``error`` (access revoked). A 429 or an exhausted budget
+    loses nothing: the cursor only moves past runs that ``store`` has accepted.
+    """
+    now = now.astimezone(UTC)
+    step = _Step(db, settings, account_id, now, reserve, max_requests)
+    with db.transaction() as s:
+        account = s.get(StravaAccount, account_id)
+        if account is None:
+            raise StravaError(f"no Strava account {account_id}")
+        if account.backfill_state == "done":
+            return BackfillProgress("done", cursor=account.backfill_before)
+        step.budget = ratelimit.load_budget(s)
+        before = account.backfill_before or now
+        seen: set[int] = set(account.backfill_seen_ids or [])
+        pages = account.backfill_page
+        account.backfill_state = "running"
+
+    streams_since = now - timedelta(days=settings.strava_streams_days)
+    cursor, cursor_seen = before, set(seen)
+
+    def checkpoint(batch: list[ParsedRun], state: str, resume_at: datetime | None, detail: str | None) -> None:
+        if batch:
+            store(batch)
+            step.stored += len(batch)
+            batch.clear()
+        with db.transaction() as s:
+            account = s.get(StravaAccount, account_id)
+            assert account is not None
+            account.backfill_before = cursor
+            account.backfill_seen_ids = sorted(cursor_seen)
+            account.backfill_page = pages
+            account.backfill_state = state
+            account.backfill_resume_at = resume_at
+            account.backfill_detail = detail
+            ratelimit.save_budget(s, step.budget)
+
+    def progress(state: str, resume_at: datetime | None = None, reason: str = "") -> BackfillProgress:
+        return BackfillProgress(
+            state, step.requests, step.stored, step.skipped, step.streams, resume_at, reason, cursor
+        )
+
+    batch: list[ParsedRun] = []
+    try:
+        while True:
+            before_epoch = int(cursor.timestamp()) if cursor.microsecond == 0 else int(cursor.timestamp()) + 1
+            page: list[dict[str, Any]] = step.get("/athlete/activities", before=before_epoch, page=1, per_page=PER_PAGE)
+            pages += 1
+            fresh = [a for a in page if int(a["id"]) not in cursor_seen]
+            for activity in fresh:
+                started = datetime.fromtimestamp(_epoch(activity["start_date"]), UTC)
+                streams = None
+                if is_foot_activity(activity) and started >= streams_since and not activity.get("manual"):
+                    try:
+                        streams = step.get(
+                            "/activities/{id}/streams",
+                            id=activity["id"],
+                            keys=",".join(STREAM_KEYS),
+                            key_by_type="true",
+                        )
+                        step.streams += 1
+                    except strava_exc.ObjectNotFound:
+                        streams = None  # no streams (or deleted meanwhile): the summary still counts
+                result = convert_activity(activity, streams)
+                if isinstance(result, ParsedRun):
+                    batch.append(result)
+                else:
+                    step.skipped += 1
+                next_cursor = started + timedelta(seconds=1)
+                if next_cursor != cursor:
+                    cursor, cursor_seen = next_cursor, set()
+                cursor_seen.add(int(activity["id"]))
+            if len(page) < PER_PAGE:
+                checkpoint(batch, "done", None, None)
+                log.info("Strava backfill of account %s done (%d pages)", account_id, pages)
+                return progress("done")
+            if not fresh:
+                # A full page of one start second already seen (pathological): step past that second.
+                cursor, cursor_seen = cursor - timedelta(seconds=1), set()
+            checkpoint(batch, "running", now, None)
+    except _Deferred as deferred:
+        checkpoint(batch, "deferred", deferred.resume_at, deferred.reason)
+        return progress("deferred", deferred.resume_at, deferred.reason)
+    except (_Unauthorized, StravaAuthError) as err:
+        detail = "Strava access was revoked or refused; the athlete must reconnect"
+        checkpoint(batch, "error", None, detail)
+        log.warning("Strava backfill of account %s stopped: %s", account_id, type(err).__name__)
+        return progress("error", None, detail)
+    except (strava_exc.Fault, requests.RequestException, StravaError) as err:
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        detail = f"{type(err).__name__} (HTTP {status})" if status else type(err).__name__
+        checkpoint(batch, "deferred", now + ERROR_RETRY, detail)
+        log.warning("Strava backfill of account %s deferred after %s", account_id, detail)
+        return progress("deferred", now + ERROR_RETRY, detail)

@@ -1,0 +1,484 @@
+"""Strava push events: stored on receipt, processed later by a worker, swept up when an enqueue was lost.
+
+Strava needs a 200 within 2 seconds and retries otherwise, and its events are not signed. So the web handler
+only checks the ``subscription_id`` and stores the event (:func:`store_event`; unique on its content, so a
+retry is stored once), then enqueues its id. A worker calls :func:`process_event`, which treats the event as a
+hint: it re-fetches the activity from the API before storing anything, and a deauthorization deletes data only
+after a token call has failed. :func:`sweep` (every periodic tick) re-enqueues events whose enqueue was lost
+or whose retry is due, and due backfills.
+
+Event statuses: ``pending`` (``next_attempt_at`` = when the sweep enqueues it again), ``processing``
+(``next_attempt_at`` = when a crashed worker's claim lapses), and the final ``done``, ``ignored``, ``failed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from stravalib import exc as strava_exc
+
+from ingest.strava import ratelimit
+from ingest.strava.backfill import due_backfills
+from ingest.strava.client import StravaClient, athlete_client
+from ingest.strava.convert import STREAM_KEYS, convert_activity
+from ingest.strava.oauth import StravaAccountMissing, StravaAuthError, StravaError, fresh_access_token
+from ingest.strava.sync import find_run, forget_account, remove_runs, store_parsed
+from stridecare.db.engine import is_sqlite
+from stridecare.db.models import Athlete, StravaAccount, StravaEvent
+from stridecare.domain.run import ParsedRun
+from stridecare.runtime import Runtime
+from stridecare.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OBJECT_TYPES = frozenset({"activity", "athlete"})
+ASPECT_TYPES = frozenset({"create", "update", "delete"})
+# An event the web handler enqueued is enqueued again by the sweep only if still pending after this long.
+ENQUEUE_GRACE = timedelta(seconds=60)
+# A worker that claimed an event and died gives it back after this long.
+CLAIM_TTL = timedelta(minutes=10)
+# Retry delays after transient failures (network, 5xx); then the event is marked failed.
+RETRY_DELAYS = (
+    timedelta(seconds=30),
+    timedelta(minutes=2),
+    timedelta(minutes=10),
+    timedelta(hours=1),
+    timedelta(hours=6),
+)
+
+
+_SQLITE_EVENT_WRITES = threading.Lock()
+
+
+class InvalidEvent(ValueError):
+    """The request body is not a Strava push event."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """The stored event's id; ``created`` is False for a retry of an event already stored."""
+
+    id: int
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    """What processing did: ``status`` is the event's new status (or ``skipped`` when it was not claimed)."""
+
+    status: str
+    detail: str = ""
+    runs_changed: bool = False
+
+
+class _Retry(Exception):
+    """Try the event again at ``at`` (rate limit, network, Strava 5xx)."""
+
+    def __init__(self, at: datetime | None, reason: str) -> None:
+        super().__init__(reason)
+        self.at = at
+        self.reason = reason
+
+
+# -- receiving -----------------------------------------------------------------------------------------------
+
+
+def _int(body: Mapping[str, Any], key: str) -> int:
+    value = body.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidEvent(f"{key} must be an integer")
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidEvent(f"{key} must be an integer") from None
+
+
+def parse_event(body: Any) -> dict[str, Any]:
+    """The event's fields, validated and normalised; raises :class:`InvalidEvent`."""
+    if not isinstance(body, Mapping):
+        raise InvalidEvent("event must be a JSON object")
+    object_type = body.get("object_type")
+    aspect_type = body.get("aspect_type")
+    if object_type not in OBJECT_TYPES:
+        raise InvalidEvent("unknown object_type")
+    if aspect_type not in ASPECT_TYPES:
+        raise InvalidEvent("unknown aspect_type")
+    updates = body.get("updates") or {}
+    if not isinstance(updates, Mapping):
+        raise InvalidEvent("updates must be an object")
+    return {
+        "object_type": object_type,
+        "object_id": _int(body, "object_id"),
+        "aspect_type": aspect_type,
+        "owner_id": _int(body, "owner_id"),
+        "subscription_id": _int(body, "subscription_id"),
+        "event_time": _int(body, "event_time"),
+        # Strava sends strings ("authorized": "false"); keep values short so a body cannot bloat the table.
+        "updates": {str(k)[:64]: str(v)[:300] for k, v in updates.items()},
+    }
+
+
+def dedupe_key(event: Mapping[str, Any]) -> str:
+    """A stable key of the event's content: Strava's retries of one event have the same key."""
+    fields = {k: event.get(k) for k in ("object_type", "object_id", "aspect_type", "event_time", "owner_id")}
+    fields["updates"] = dict(sorted((event.get("updates") or {}).items()))
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def subscription_matches(settings: Settings, event: Mapping[str, Any]) -> bool:
+    """True when the event names our push subscription. Events are unsigned: with no subscription id
+    configured, none is trusted."""
+    expected = settings.strava_subscription_id
+    return expected is not None and event.get("subscription_id") == expected
+
+
+def store_event(rt: Runtime, event: Mapping[str, Any]) -> StoredEvent:
+    """Store a parsed event once (no API call); returns its id and whether it is new."""
+    # SQLite has one writer at a time, and its busy handler polls with growing sleeps: under a burst of events
+    # some requests lose every race and wait seconds (past Strava's 2 s). Queueing this process's event
+    # writes on a lock serves them in turn instead.
+    guard: AbstractContextManager[Any] = _SQLITE_EVENT_WRITES if is_sqlite(rt.db.engine) else nullcontext()
+    with guard:
+        return _store_event(rt, event)
+
+
+def _store_event(rt: Runtime, event: Mapping[str, Any]) -> StoredEvent:
+    key = dedupe_key(event)
+    now = rt.now()
+    for _ in range(3):
+        try:
+            with rt.db.transaction() as session:
+                row = StravaEvent(
+                    dedupe_key=key,
+                    payload=dict(event),
+                    status="pending",
+                    received_at=now,
+                    # The handler enqueues it right after commit; the sweep steps in only if that is lost.
+                    next_attempt_at=now + ENQUEUE_GRACE,
+                )
+                session.add(row)
+                session.flush()
+                return StoredEvent(row.id, True)
+        except IntegrityError:
+            with rt.db.sessions() as session:
+                found = session.scalar(select(StravaEvent.id).where(StravaEvent.dedupe_key == key))
+            if found is not None:
+                return StoredEvent(found, False)
+            # The row we collided with was deleted meanwhile (a deauthorization): try again.
+    raise RuntimeError("could not store the Strava event")  # pragma: no cover - needs three races in a row
+
+
+# -- processing ----------------------------------------------------------------------------------------------
+
+
+def _claim(rt: Runtime, event_id: int, now: datetime) -> dict[str, Any] | None:
+    """Take the event for this worker; None when it is finished or another worker holds a live claim."""
+    with rt.db.transaction() as session:
+        result = session.execute(
+            update(StravaEvent)
+            .where(
+                StravaEvent.id == event_id,
+                (StravaEvent.status == "pending")
+                | ((StravaEvent.status == "processing") & (StravaEvent.next_attempt_at <= now)),
+            )
+            .values(status="processing", attempts=StravaEvent.attempts + 1, next_attempt_at=now + CLAIM_TTL)
+            .execution_options(synchronize_session=False)
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return None
+        payload = session.scalar(select(StravaEvent.payload).where(StravaEvent.id == event_id))
+    return dict(payload) if payload is not None else None
+
+
+def _finish(rt: Runtime, event_id: int, now: datetime, status: str, detail: str) -> None:
+    with rt.db.transaction() as session:
+        row = session.get(StravaEvent, event_id)
+        if row is not None:
+            row.status, row.detail, row.processed_at = status, detail[:500], now
+
+
+def _reschedule(rt: Runtime, event_id: int, now: datetime, retry: _Retry) -> EventOutcome:
+    with rt.db.transaction() as session:
+        row = session.get(StravaEvent, event_id)
+        if row is None:
+            return EventOutcome("skipped", "event deleted")
+        if retry.at is None and row.attempts > len(RETRY_DELAYS):
+            row.status, row.detail, row.processed_at = "failed", retry.reason[:500], now
+            log.warning("Strava event %s failed after %d attempts: %s", event_id, row.attempts, retry.reason)
+            return EventOutcome("failed", retry.reason)
+        delay = RETRY_DELAYS[min(max(row.attempts, 1), len(RETRY_DELAYS)) - 1]
+        row.status, row.detail = "pending", retry.reason[:500]
+        row.next_attempt_at = retry.at if retry.at is not None else now + delay
+        at = row.next_attempt_at
+    log.info("Strava event %s will be retried at %s: %s", event_id, at.isoformat(), retry.reason)
+    return EventOutcome("pending", retry.reason)
+
+
+def process_event(rt: Runtime, event_id: int) -> EventOutcome:
+    """Process one stored event (what the ``stridecare.strava_event`` task calls). Safe to call twice: only
+    a pending event (or one whose claim lapsed) is processed.
+
+    * activity create → fetch the activity (and streams within ``strava_streams_days``), store the run, its
+      load and its prompt in one transaction;
+    * activity update → re-fetch and update the run (removed when it is no longer a foot sport or no longer
+      visible), recompute;
+    * activity delete → remove the run, recompute;
+    * athlete update with ``authorized: "false"`` → confirm with a token call that must fail, then delete the
+      athlete's Strava data.
+    """
+    now = rt.now()
+    event = _claim(rt, event_id, now)
+    if event is None:
+        return EventOutcome("skipped", "not pending")
+    try:
+        outcome = _handle(rt, event_id, event, now)
+    except _Retry as retry:
+        return _reschedule(rt, event_id, now, retry)
+    except (StravaError, strava_exc.Fault, requests.RequestException) as err:
+        return _reschedule(rt, event_id, now, _Retry(None, _describe(err)))
+    except Exception as err:
+        # An unexpected payload or a bug: retried on the usual schedule and then marked failed, instead of
+        # staying claimed and being retried forever.
+        log.warning("Strava event %s raised %s", event_id, type(err).__name__, exc_info=True)
+        return _reschedule(rt, event_id, now, _Retry(None, _describe(err)))
+    if outcome.status != "deleted":
+        _finish(rt, event_id, now, outcome.status, outcome.detail)
+    log.info("Strava event %s: %s %s", event_id, outcome.status, outcome.detail)
+    return outcome
+
+
+def _describe(err: BaseException) -> str:
+    # Type and HTTP status only: exception texts of HTTP libraries can carry URLs and bodies.
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    return f"{type(err).__name__} (HTTP {status})" if status else type(err).__name__
+
+
+def _account_id(rt: Runtime, owner_id: int) -> int | None:
+    with rt.db.sessions() as session:
+        return session.scalar(select(StravaAccount.id).where(StravaAccount.strava_athlete_id == owner_id))
+
+
+def _handle(rt: Runtime, event_id: int, event: Mapping[str, Any], now: datetime) -> EventOutcome:
+    if not subscription_matches(rt.settings, event):
+        # Checked again here: the subscription may have changed between receipt and processing.
+        return EventOutcome("ignored", "unknown subscription_id")
+    account_id = _account_id(rt, int(event["owner_id"]))
+    if account_id is None:
+        return EventOutcome("ignored", "no connected account for this Strava athlete")
+    object_type, aspect = event["object_type"], event["aspect_type"]
+    if object_type == "athlete":
+        if aspect == "update" and str(event.get("updates", {}).get("authorized", "")).lower() == "false":
+            return _deauthorized(rt, event_id, account_id, now)
+        return EventOutcome("ignored", "athlete event without a deauthorization")
+    activity_id = int(event["object_id"])
+    if aspect == "delete":
+        return _activity_deleted(rt, event_id, account_id, activity_id, now)
+    return _activity_changed(rt, event_id, account_id, activity_id, now, aspect == "create")
+
+
+# -- the API -------------------------------------------------------------------------------------------------
+
+
+class _Api:
+    """Budget-checked reads for one account; a 401 is retried once with a forced refresh."""
+
+    def __init__(self, rt: Runtime, account_id: int, now: datetime) -> None:
+        self.rt = rt
+        self.account_id = account_id
+        self.now = now
+        with rt.db.sessions() as session:
+            self.budget = ratelimit.load_budget(session)
+        self.client: StravaClient | None = None
+
+    def _observe(self, response: requests.Response) -> None:
+        if "/api/v3/" in response.url:
+            self.budget = self.budget.observe(response.headers, self.now)
+
+    def get(self, url: str, count: int = 1, **params: Any) -> Any:
+        decision = ratelimit.decide(self.budget, self.now, "read", count=count)
+        if not decision.allowed:
+            raise _Retry(decision.resume_at, f"Strava budget: {decision.reason}")
+        if self.client is None:
+            self.client = athlete_client(
+                self.rt.db, self.rt.settings, self.account_id, now=self.now, on_response=self._observe
+            )
+        try:
+            try:
+                return self.client.protocol.get(url, **params)
+            except strava_exc.AccessUnauthorized:
+                rejected = self.client.access_token
+                self.client.access_token = fresh_access_token(
+                    self.rt.db, self.rt.settings, self.account_id, now=self.now, rejected_token=rejected
+                )
+                return self.client.protocol.get(url, **params)
+        except strava_exc.Fault as err:
+            if err.response is not None and err.response.status_code == 429:
+                with self.rt.db.transaction() as session:
+                    self.budget = ratelimit.record_429(session, self.budget, self.now)
+                raise _Retry(self.budget.blocked_until, "Strava answered 429") from None
+            raise
+
+    def save(self) -> None:
+        with self.rt.db.transaction() as session:
+            ratelimit.save_budget(session, self.budget)
+
+
+def _fetch(rt: Runtime, account_id: int, activity_id: int, now: datetime, with_streams: bool) -> ParsedRun | str:
+    """The activity as a run, or why there is none (``"gone"`` for 404, a skip reason for other sports)."""
+    api = _Api(rt, account_id, now)
+    try:
+        try:
+            activity = api.get("/activities/{id}", count=2 if with_streams else 1, id=activity_id)
+        except strava_exc.ObjectNotFound:
+            return "gone"
+        streams = None
+        started = datetime.fromisoformat(str(activity.get("start_date", "")).replace("Z", "+00:00"))
+        recent = started >= now - timedelta(days=rt.settings.strava_streams_days)
+        parsed_summary = convert_activity(activity)
+        if not isinstance(parsed_summary, ParsedRun):
+            return parsed_summary.reason
+        if with_streams and recent and not activity.get("manual"):
+            try:
+                streams = api.get(
+                    "/activities/{id}/streams", id=activity_id, keys=",".join(STREAM_KEYS), key_by_type="true"
+                )
+            except strava_exc.ObjectNotFound:
+                streams = None  # no streams recorded: the summary's average cadence still counts
+        if streams is None:
+            return parsed_summary
+        parsed = convert_activity(activity, streams)
+        return parsed if isinstance(parsed, ParsedRun) else parsed.reason
+    finally:
+        api.save()
+
+
+def _activity_changed(
+    rt: Runtime, event_id: int, account_id: int, activity_id: int, now: datetime, created: bool
+) -> EventOutcome:
+    with rt.db.sessions() as session:
+        account = session.get(StravaAccount, account_id)
+        if account is None:
+            return EventOutcome("ignored", "account disconnected")
+        stored = find_run(session, account.athlete_id, activity_id) is not None
+    # Streams only for a run we do not have yet: an update changes title, type or visibility, not samples.
+    fetched = _fetch(rt, account_id, activity_id, now, with_streams=created or not stored)
+    with rt.db.transaction() as session:
+        if session.get(StravaEvent, event_id) is None:
+            return EventOutcome("deleted", "account forgotten meanwhile")
+        account = session.get(StravaAccount, account_id)
+        athlete = session.get(Athlete, account.athlete_id) if account is not None else None
+        if athlete is None:
+            return EventOutcome("ignored", "account disconnected")
+        run = find_run(session, athlete.id, activity_id)
+        if isinstance(fetched, ParsedRun):
+            changed = store_parsed(session, rt.settings, athlete, [fetched], now)
+            row = session.get(StravaEvent, event_id)
+            assert row is not None
+            # Marked in the same transaction as the run: a crash after it cannot process the event twice.
+            row.status, row.detail, row.processed_at = "done", "stored" if changed else "unchanged", now
+            return EventOutcome("done", "stored" if changed else "unchanged", bool(changed))
+        # Gone (deleted, or now private without activity:read_all) or no longer a foot sport: remove our copy.
+        removed = remove_runs(session, rt.settings, athlete, [run] if run is not None else [], now)
+        detail = f"not stored: {fetched}" + ("; run removed" if removed else "")
+        row = session.get(StravaEvent, event_id)
+        assert row is not None
+        row.status, row.detail, row.processed_at = "done", detail[:500], now
+        return EventOutcome("done", detail, bool(removed))
+
+
+def _activity_deleted(rt: Runtime, event_id: int, account_id: int, activity_id: int, now: datetime) -> EventOutcome:
+    with rt.db.transaction() as session:
+        account = session.get(StravaAccount, account_id)
+        athlete = session.get(Athlete, account.athlete_id) if account is not None else None
+        if athlete is None:
+            return EventOutcome("ignored", "account disconnected")
+        run = find_run(session, athlete.id, activity_id)
+        removed = remove_runs(session, rt.settings, athlete, [run] if run is not None else [], now)
+        detail = "run removed" if removed else "no such run"
+        row = session.get(StravaEvent, event_id)
+        if row is not None:
+            row.status, row.detail, row.processed_at = "done", detail, now
+        return EventOutcome("done", detail, bool(removed))
+
+
+def _still_authorized(rt: Runtime, account_id: int, now: datetime) -> bool:
+    """Ask Strava whether our tokens still work: an athlete read with the stored (or refreshed) token, and
+    after a 401 one forced refresh. Raises :class:`_Retry` when Strava cannot be asked now."""
+    api = _Api(rt, account_id, now)
+    try:
+        api.get("/athlete")
+    except StravaAuthError:
+        return False  # the refresh token was refused: access is revoked
+    except strava_exc.AccessUnauthorized:
+        # A refresh succeeded yet the new token was refused: inconclusive, so ask again later.
+        raise _Retry(None, "deauthorization inconclusive") from None
+    finally:
+        api.save()
+    return True
+
+
+def _deauthorized(rt: Runtime, event_id: int, account_id: int, now: datetime) -> EventOutcome:
+    try:
+        authorized = _still_authorized(rt, account_id, now)
+    except StravaAccountMissing:
+        return EventOutcome("ignored", "account already gone")
+    if authorized:
+        # Events are unsigned: a deauthorization our tokens contradict is forged (or stale); delete nothing.
+        log.warning("Strava deauthorization event %s not confirmed: the account's token still works", event_id)
+        return EventOutcome("ignored", "deauthorization not confirmed: the token still works")
+    with rt.db.transaction() as session:
+        account = session.get(StravaAccount, account_id)
+        if account is None:
+            return EventOutcome("ignored", "account already gone")
+        strava_id = account.strava_athlete_id
+        deleted = forget_account(session, rt.settings, account, now)
+    log.info("Strava athlete %s deauthorized: account and %d runs deleted", strava_id, deleted)
+    # The event row went with the account's events.
+    return EventOutcome("deleted", f"deauthorized; {deleted} runs deleted", bool(deleted))
+
+
+# -- the periodic sweep --------------------------------------------------------------------------------------
+
+
+def due_event_ids(rt: Runtime, now: datetime, limit: int = 500) -> list[int]:
+    """Events to enqueue now: pending ones whose enqueue grace or retry time has passed, and claims of crashed
+    workers. Each is given a new grace period, so a slow queue does not get it again on every tick."""
+    with rt.db.transaction() as session:
+        rows = list(
+            session.scalars(
+                select(StravaEvent)
+                .where(StravaEvent.status.in_(("pending", "processing")), StravaEvent.next_attempt_at <= now)
+                .order_by(StravaEvent.id)
+                .limit(limit)
+            )
+        )
+        for row in rows:
+            row.status = "pending"
+            row.next_attempt_at = now + ENQUEUE_GRACE
+        return [row.id for row in rows]
+
+
+def sweep(rt: Runtime, enqueue_event: Callable[[int], Any], enqueue_backfill: Callable[[int], Any]) -> tuple[int, int]:
+    """Enqueue due events and due backfills (ids only); returns how many of each. Called on every tick."""
+    now = rt.now()
+    event_ids = due_event_ids(rt, now)
+    for event_id in event_ids:
+        enqueue_event(event_id)
+    account_ids = due_backfills(rt.db, now)
+    for account_id in account_ids:
+        enqueue_backfill(account_id)
+    if event_ids or account_ids:
+        log.debug("Strava sweep: %d events, %d backfills enqueued", len(event_ids), len(account_ids))
+    return len(event_ids), len(account_ids)

@@ -1,0 +1,215 @@
+"""Strava's rate-limit budget, read from response headers and kept in SQL, so work is scheduled, never slept
+on.
+
+Strava limits the whole application (not one athlete) per fixed 15-minute window (:00/:15/:30/:45 UTC) and per
+UTC day, overall and for reads. Each API response carries ``X-RateLimit-Limit``/``X-RateLimit-Usage`` and
+``X-ReadRateLimit-Limit``/``X-ReadRateLimit-Usage`` as ``"15-min,daily"``. The real limits differ between apps
+and change over time, so they are only ever taken from those headers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from sqlalchemy.orm import Session
+
+from stridecare.db.models import ApiBudget
+
+log = logging.getLogger(__name__)
+
+BUDGET_NAME = "strava"
+
+Kind = Literal["read", "write"]
+
+
+def quarter_start(now: datetime) -> datetime:
+    """Start of the 15-minute window that contains ``now`` (UTC)."""
+    now = now.astimezone(UTC)
+    return now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
+
+
+def next_quarter(now: datetime) -> datetime:
+    """When the next 15-minute window opens (:00/:15/:30/:45 UTC)."""
+    return quarter_start(now) + timedelta(minutes=15)
+
+
+def day_start(now: datetime) -> datetime:
+    """Midnight UTC of ``now``'s day."""
+    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def next_day(now: datetime) -> datetime:
+    """When the daily window opens again (00:00 UTC)."""
+    return day_start(now) + timedelta(days=1)
+
+
+def _pair(value: str | None) -> tuple[int, int] | None:
+    # Values look like "600,30000"; stravalib's tests also show "601, 602" with a space.
+    if not value:
+        return None
+    parts = [p.strip() for p in value.split(",")]
+    if len(parts) != 2:
+        return None
+    try:
+        return int(parts[0]), int(parts[1])
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """What the last response said about the application's budget, and when that was.
+
+    Each pair is ``(15-minute, daily)``; ``None`` when the header was absent. Usage belongs to the windows
+    that contained ``observed_at``: once a window has passed, its usage no longer counts.
+    """
+
+    limit: tuple[int, int] | None = None
+    usage: tuple[int, int] | None = None
+    read_limit: tuple[int, int] | None = None
+    read_usage: tuple[int, int] | None = None
+    observed_at: datetime | None = None
+    blocked_until: datetime | None = None
+
+    @property
+    def known(self) -> bool:
+        """True once any response has told us a limit."""
+        return self.limit is not None or self.read_limit is not None
+
+    def _current_usage(self, usage: tuple[int, int] | None, now: datetime) -> tuple[int, int] | None:
+        if usage is None or self.observed_at is None:
+            return None
+        short, daily = usage
+        if day_start(self.observed_at) != day_start(now):
+            return 0, 0
+        if quarter_start(self.observed_at) != quarter_start(now):
+            short = 0
+        return short, daily
+
+    def remaining(self, now: datetime, kind: Kind = "read") -> tuple[int, int] | None:
+        """Requests still allowed in the current 15-minute and daily windows, or ``None`` when unknown.
+
+        A read counts against both the overall and the read limit; a write only against the overall one.
+        """
+        pairs = [(self.limit, self.usage)]
+        if kind == "read":
+            pairs.append((self.read_limit, self.read_usage))
+        short_left: int | None = None
+        day_left: int | None = None
+        for limit, usage in pairs:
+            current = self._current_usage(usage, now)
+            if limit is None or current is None:
+                continue
+            s = limit[0] - current[0]
+            d = limit[1] - current[1]
+            short_left = s if short_left is None else min(short_left, s)
+            day_left = d if day_left is None else min(day_left, d)
+        if short_left is None or day_left is None:
+            return None
+        return short_left, day_left
+
+    def observe(self, headers: Mapping[str, str], now: datetime) -> Budget:
+        """A new budget with one response's rate-limit headers applied (names matched case-insensitively)."""
+        lower = {k.lower(): v for k, v in headers.items()}
+        limit = _pair(lower.get("x-ratelimit-limit"))
+        usage = _pair(lower.get("x-ratelimit-usage"))
+        read_limit = _pair(lower.get("x-readratelimit-limit"))
+        read_usage = _pair(lower.get("x-readratelimit-usage"))
+        if limit is None and read_limit is None:
+            return self
+        return replace(
+            self,
+            limit=limit or self.limit,
+            usage=usage or self.usage,
+            read_limit=read_limit or self.read_limit,
+            read_usage=read_usage or self.read_usage,
+            observed_at=now,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether a request may be sent now; if not, the earliest time it may."""
+
+    allowed: bool
+    resume_at: datetime | None = None
+    reason: str = ""
+
+
+def decide(budget: Budget, now: datetime, kind: Kind = "read", count: int = 1, reserve: int = 0) -> Decision:
+    """May ``count`` more requests of ``kind`` be sent at ``now``, keeping ``reserve`` requests spare?
+
+    An unknown budget allows the request: its response tells us the budget, and a 429 is handled as a
+    deferral.
+    """
+    if budget.blocked_until is not None and now < budget.blocked_until:
+        return Decision(False, budget.blocked_until, "blocked after a 429")
+    left = budget.remaining(now, kind)
+    if left is None:
+        return Decision(True)
+    short_left, day_left = left
+    if day_left - reserve < count:
+        return Decision(False, next_day(now), "daily budget used up")
+    if short_left - reserve < count:
+        return Decision(False, next_quarter(now), "15-minute budget used up")
+    return Decision(True)
+
+
+def resume_after_429(budget: Budget, now: datetime) -> datetime:
+    """When to try again after a 429: midnight UTC if a daily limit is spent, else the next quarter hour."""
+    left = budget.remaining(now, "read")
+    if left is not None and left[1] <= 0:
+        return next_day(now)
+    return next_quarter(now)
+
+
+def load_budget(session: Session, name: str = BUDGET_NAME) -> Budget:
+    """The budget as last stored (an empty one when nothing is known yet)."""
+    row = session.get(ApiBudget, name)
+    if row is None:
+        return Budget()
+
+    def pair(data: dict[str, object], key: str) -> tuple[int, int] | None:
+        value = data.get(key)
+        if isinstance(value, list) and len(value) == 2:
+            return int(value[0]), int(value[1])
+        return None
+
+    return Budget(
+        limit=pair(row.limits, "overall"),
+        usage=pair(row.usage, "overall"),
+        read_limit=pair(row.limits, "read"),
+        read_usage=pair(row.usage, "read"),
+        observed_at=row.observed_at,
+        blocked_until=row.blocked_until,
+    )
+
+
+def save_budget(session: Session, budget: Budget, name: str = BUDGET_NAME) -> None:
+    """Store ``budget`` unless the stored one is a newer observation (another worker saw a later response)."""
+    row = session.get(ApiBudget, name)
+    if row is None:
+        row = ApiBudget(name=name, limits={}, usage={})
+        session.add(row)
+    newer_stored = (
+        row.observed_at is not None and budget.observed_at is not None and row.observed_at > budget.observed_at
+    )
+    if not newer_stored and budget.observed_at is not None:
+        row.limits = {k: list(v) for k, v in (("overall", budget.limit), ("read", budget.read_limit)) if v is not None}
+        row.usage = {k: list(v) for k, v in (("overall", budget.usage), ("read", budget.read_usage)) if v is not None}
+        row.observed_at = budget.observed_at
+    # A block is kept until it has passed, whoever set it: it is the safer of two views.
+    if budget.blocked_until is not None and (row.blocked_until is None or budget.blocked_until > row.blocked_until):
+        row.blocked_until = budget.blocked_until
+
+
+def record_429(session: Session, budget: Budget, now: datetime, name: str = BUDGET_NAME) -> Budget:
+    """Record a 429: nothing more is sent until the next window; returns the blocked budget."""
+    blocked = replace(budget, blocked_until=resume_after_429(budget, now))
+    save_budget(session, blocked, name)
+    log.warning("Strava answered 429; requests paused until %s", blocked.blocked_until)
+    return blocked

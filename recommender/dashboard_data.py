@@ -1,0 +1,273 @@
+"""What the dashboard shows, as plain data: the daily load series with acute and chronic averages, flagged runs,
+weekly distance and steps, recent runs with their prompts, and routine adherence.
+
+Kept apart from the web layer so that it is tested against a database without a browser, and so that the
+weekly digest can reuse the same figures.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from recommender.planner import constants
+from stridecare.db.models import Athlete, Completion, DailyLoad, Prompt, Run
+from stridecare.domain.history import EwmaState, local_day, recompute_from, utc_bounds_of_local_day
+from stridecare.settings import Settings
+
+ADHERENCE_DAYS = 28
+RECENT_RUNS = 10
+# Prompts that ask for a routine; digests and shoe reminders ask for none and are not adherence.
+ROUTINE_KINDS = ("post_run", "weekly_balance")
+
+
+def daily_series(
+    session: Session, settings: Settings, athlete: Athlete, first: date, last: date
+) -> list[dict[str, Any]]:
+    """One entry per local day from ``first`` to ``last`` inclusive: load, acute, chronic, distance, steps.
+
+    Days before the athlete's history are zeros; days after the last stored row (rest days up to today) carry
+    the averages decayed the same way ``stridecare status`` decays them.
+    """
+    rows = {
+        r.day: r
+        for r in session.scalars(
+            select(DailyLoad).where(DailyLoad.athlete_id == athlete.id, DailyLoad.day >= first, DailyLoad.day <= last)
+        )
+    }
+    stored_last = session.scalar(
+        select(DailyLoad).where(DailyLoad.athlete_id == athlete.id).order_by(DailyLoad.day.desc()).limit(1)
+    )
+    decayed: dict[date, tuple[float, float]] = {}
+    if stored_last is not None and stored_last.day < last:
+        first_day = session.scalar(
+            select(DailyLoad.day).where(DailyLoad.athlete_id == athlete.id).order_by(DailyLoad.day).limit(1)
+        )
+        for row in recompute_from(
+            [],
+            start=stored_last.day + timedelta(days=1),
+            through=last,
+            previous=EwmaState(stored_last.day, stored_last.acute, stored_last.chronic),
+            first_day=first_day,
+            constants=constants(settings),
+        ):
+            decayed[row.day] = (row.acute, row.chronic)
+    out: list[dict[str, Any]] = []
+    day = first
+    while day <= last:
+        stored = rows.get(day)
+        if stored is not None:
+            acute, chronic = stored.acute, stored.chronic
+            load, distance, steps = stored.load, stored.distance_m, stored.steps
+        else:
+            acute, chronic = decayed.get(day, (0.0, 0.0))
+            load = distance = steps = 0.0
+        out.append(
+            {
+                "day": day.isoformat(),
+                "load": round(load, 1),
+                "acute": round(acute, 1),
+                "chronic": round(chronic, 1),
+                "distance_m": round(distance, 1),
+                "steps": round(steps),
+            }
+        )
+        day += timedelta(days=1)
+    return out
+
+
+def _primary_runs_between(session: Session, athlete: Athlete, first: date, last: date) -> list[Run]:
+    lo, _ = utc_bounds_of_local_day(first, athlete.timezone)
+    _, hi = utc_bounds_of_local_day(last, athlete.timezone)
+    return list(
+        session.scalars(
+            select(Run)
+            .where(
+                Run.athlete_id == athlete.id,
+                Run.duplicate_of_id.is_(None),
+                Run.start_time >= lo,
+                Run.start_time < hi,
+            )
+            .order_by(Run.start_time)
+        )
+    )
+
+
+def week_totals(session: Session, athlete: Athlete, first: date, last: date) -> dict[str, Any]:
+    """Distance, time, steps, load and run count of the primary runs on local days ``first``..``last``."""
+    runs = _primary_runs_between(session, athlete, first, last)
+    return {
+        "first_day": first.isoformat(),
+        "last_day": last.isoformat(),
+        "runs": len(runs),
+        "distance_m": round(sum(r.distance_m for r in runs), 1),
+        "timer_s": round(sum(r.timer_s for r in runs)),
+        "steps": round(sum(r.steps for r in runs)),
+        "load": round(sum(r.load.load for r in runs if r.load is not None), 1),
+    }
+
+
+def weekly_table(session: Session, athlete: Athlete, first: date, last: date) -> list[dict[str, Any]]:
+    """Per ISO week touching ``first``..``last``: distance, time, steps, load and runs, oldest first."""
+    weeks: dict[date, dict[str, Any]] = {}
+    monday = first - timedelta(days=first.weekday())
+    while monday <= last:
+        iso = monday.isocalendar()
+        weeks[monday] = {
+            "week": f"{iso.year}-W{iso.week:02d}",
+            "week_start": monday.isoformat(),
+            "runs": 0,
+            "distance_m": 0.0,
+            "timer_s": 0.0,
+            "steps": 0.0,
+            "load": 0.0,
+        }
+        monday += timedelta(days=7)
+    for run in _primary_runs_between(session, athlete, min(weeks), last):
+        day = local_day(run.start_time, athlete.timezone)
+        week = weeks[day - timedelta(days=day.weekday())]
+        week["runs"] += 1
+        week["distance_m"] += run.distance_m
+        week["timer_s"] += run.timer_s
+        week["steps"] += run.steps
+        week["load"] += run.load.load if run.load is not None else 0.0
+    return [
+        {
+            **w,
+            "distance_m": round(w["distance_m"], 1),
+            "timer_s": round(w["timer_s"]),
+            "steps": round(w["steps"]),
+            "load": round(w["load"], 1),
+        }
+        for w in weeks.values()
+    ]
+
+
+def adherence(session: Session, athlete: Athlete, first: date, last: date) -> list[dict[str, Any]]:
+    """Per routine: how often it was prompted on local days ``first``..``last`` and how often reported done."""
+    prompts = list(
+        session.scalars(
+            select(Prompt).where(
+                Prompt.athlete_id == athlete.id,
+                Prompt.kind.in_(ROUTINE_KINDS),
+                Prompt.local_day >= first,
+                Prompt.local_day <= last,
+            )
+        )
+    )
+    prompted: dict[str, int] = defaultdict(int)
+    for p in prompts:
+        for key in set(p.routines):
+            prompted[key] += 1
+    done: dict[str, int] = defaultdict(int)
+    ids = [p.id for p in prompts]
+    if ids:
+        routines_by_prompt = {p.id: set(p.routines) for p in prompts}
+        for prompt_id, routine in session.execute(
+            select(Completion.prompt_id, Completion.routine).where(Completion.prompt_id.in_(ids))
+        ):
+            # A completion counts for a routine that prompt asked for (Completion is unique per prompt+routine).
+            if routine in routines_by_prompt.get(prompt_id, set()):
+                done[routine] += 1
+    return [
+        {
+            "routine": key,
+            "prompted": prompted[key],
+            "done": done[key],
+            "rate": round(done[key] / prompted[key], 3) if prompted[key] else None,
+        }
+        for key in sorted(prompted)
+    ]
+
+
+def recent_runs(session: Session, athlete: Athlete, limit: int = RECENT_RUNS) -> list[dict[str, Any]]:
+    """The newest primary runs with their flags and the prompts made for them (routines, done or not)."""
+    runs = list(
+        session.scalars(
+            select(Run)
+            .where(Run.athlete_id == athlete.id, Run.duplicate_of_id.is_(None))
+            .order_by(Run.start_time.desc())
+            .limit(limit)
+        )
+    )
+    prompts: dict[int, list[Prompt]] = defaultdict(list)
+    if runs:
+        for p in session.scalars(
+            select(Prompt).where(Prompt.athlete_id == athlete.id, Prompt.run_id.in_([r.id for r in runs]))
+        ):
+            assert p.run_id is not None
+            prompts[p.run_id].append(p)
+    out: list[dict[str, Any]] = []
+    for run in runs:
+        load = run.load
+        out.append(
+            {
+                "id": run.id,
+                "day": local_day(run.start_time, athlete.timezone).isoformat(),
+                "start_time": run.start_time.isoformat(),
+                "name": run.name,
+                "sport": run.sport,
+                "distance_m": round(run.distance_m, 1),
+                "timer_s": round(run.timer_s),
+                "steps": round(run.steps),
+                "load": round(load.load, 1) if load is not None else None,
+                "long_run": bool(load.long_run) if load is not None else False,
+                "flags": list(load.flags) if load is not None else [],
+                "prompts": [
+                    {
+                        "id": p.id,
+                        "kind": p.kind,
+                        "routines": list(p.routines),
+                        "done": p.done_at is not None,
+                        "done_at": p.done_at.isoformat() if p.done_at else None,
+                    }
+                    for p in sorted(prompts.get(run.id, []), key=lambda p: p.created_at)
+                ],
+            }
+        )
+    return out
+
+
+def flagged_runs(session: Session, athlete: Athlete, first: date, last: date) -> list[dict[str, Any]]:
+    """Primary runs on local days ``first``..``last`` that raised a flag, with each flag's reason."""
+    out: list[dict[str, Any]] = []
+    for run in _primary_runs_between(session, athlete, first, last):
+        if run.load is None or not run.load.flags:
+            continue
+        reasons: dict[str, str] = run.load.facts.get("flag_reasons", {})
+        out.append(
+            {
+                "run_id": run.id,
+                "day": local_day(run.start_time, athlete.timezone).isoformat(),
+                "flags": [{"name": f, "reason": reasons.get(f, f)} for f in run.load.flags],
+            }
+        )
+    return out
+
+
+def dashboard_data(
+    session: Session, settings: Settings, athlete: Athlete, now: datetime, days: int = 42
+) -> dict[str, Any]:
+    """Everything the dashboard page shows for the ``days`` local days ending today (``now`` in the athlete's
+    time zone). Plain JSON-able values only."""
+    if days < 1:
+        raise ValueError("days must be at least 1")
+    today = local_day(now, athlete.timezone)
+    first = today - timedelta(days=days - 1)
+    series = daily_series(session, settings, athlete, first, today)
+    return {
+        "athlete": athlete.name,
+        "display_name": athlete.display_name or athlete.name,
+        "today": today.isoformat(),
+        "first_day": first.isoformat(),
+        "days": series,
+        "flags": flagged_runs(session, athlete, first, today),
+        "weeks": weekly_table(session, athlete, first, today),
+        "recent_runs": recent_runs(session, athlete),
+        "adherence": adherence(session, athlete, today - timedelta(days=ADHERENCE_DAYS - 1), today),
+        "adherence_days": ADHERENCE_DAYS,
+    }

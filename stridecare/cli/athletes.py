@@ -1,0 +1,217 @@
+"""``stridecare athlete add|set|list``: who we look after and how they want to hear from us."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import typer
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from stridecare.cli.main import app, emit_json, fail, runtime
+from stridecare.crypto import new_webhook_secret
+from stridecare.db.athletes import UnknownAthlete, get_athlete
+from stridecare.db.models import Athlete
+
+athlete_app = typer.Typer(help="Add athletes and set how and when they receive prompts.", no_args_is_help=True)
+app.add_typer(athlete_app, name="athlete")
+
+WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+NameArg = Annotated[str, typer.Argument(help="Short handle, e.g. `anna` (used by folders and commands).")]
+EmailOpt = Annotated[str | None, typer.Option(help="Email address for prompts (needs STRIDECARE_SMTP_HOST).")]
+WebhookOpt = Annotated[
+    str | None,
+    typer.Option(help="HTTPS URL that receives signed prompts (Standard Webhooks). '' removes it."),
+]
+TzOpt = Annotated[str | None, typer.Option(help="IANA time zone, e.g. Europe/Berlin.")]
+QuietOpt = Annotated[str | None, typer.Option(help="Quiet hours HH:MM-HH:MM, e.g. 22:00-07:00; '' for none.")]
+MassOpt = Annotated[float | None, typer.Option(help="Body mass in kg (only changes force in newtons).")]
+DayOpt = Annotated[str | None, typer.Option(help="Weekday for the weekly balance prompt: mon … sun.")]
+TimeOpt = Annotated[str | None, typer.Option(help="Local time for the weekly balance prompt, HH:MM.")]
+NameOpt = Annotated[str | None, typer.Option("--display-name", help="Name used in greetings.")]
+
+
+def _apply(
+    athlete: Athlete,
+    *,
+    email: str | None,
+    webhook: str | None,
+    timezone: str | None,
+    quiet: str | None,
+    mass: float | None,
+    balance_day: str | None,
+    balance_time: str | None,
+    display_name: str | None,
+    vault_encrypt: object,
+) -> str | None:
+    """Validate and apply options; returns a newly generated webhook secret to show once."""
+    new_secret: str | None = None
+    if display_name is not None:
+        athlete.display_name = display_name or None
+    if email is not None:
+        if email and ("@" not in email or any(c.isspace() for c in email)):
+            fail(f"{email!r} is not an email address")
+        athlete.email = email or None
+        athlete.email_unsubscribed_at = None
+    if webhook is not None:
+        if webhook and not webhook.startswith(("https://", "http://")):
+            fail("the webhook URL must start with https:// (or http:// on a trusted network)")
+        athlete.webhook_url = webhook or None
+        athlete.webhook_disabled_at = None
+        if webhook and not athlete.webhook_secret_enc:
+            new_secret = new_webhook_secret()
+            athlete.webhook_secret_enc = vault_encrypt(new_secret)  # type: ignore[operator]
+    if timezone is not None:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            fail(f"unknown time zone {timezone!r}; use an IANA name such as Europe/Berlin")
+        athlete.timezone = timezone
+    if quiet is not None:
+        if quiet == "":
+            athlete.quiet_start = athlete.quiet_end = None
+        else:
+            start, _, end = quiet.partition("-")
+            if not (_HHMM.match(start) and _HHMM.match(end)):
+                fail(f"quiet hours must look like 22:00-07:00, got {quiet!r}")
+            athlete.quiet_start, athlete.quiet_end = start, end
+    if mass is not None:
+        if not 20 <= mass <= 300:
+            fail("body mass must be between 20 and 300 kg")
+        athlete.body_mass_kg = mass
+    if balance_day is not None:
+        key = balance_day.strip().lower()[:3]
+        if key not in WEEKDAYS:
+            fail(f"balance day must be one of {', '.join(WEEKDAYS)}")
+        athlete.balance_weekday = WEEKDAYS.index(key)
+    if balance_time is not None:
+        if not _HHMM.match(balance_time):
+            fail(f"balance time must be HH:MM, got {balance_time!r}")
+        athlete.balance_time = balance_time
+    return new_secret
+
+
+def _describe(a: Athlete) -> dict[str, object]:
+    return {
+        "name": a.name,
+        "display_name": a.display_name,
+        "email": a.email,
+        "email_unsubscribed": a.email_unsubscribed_at is not None,
+        "webhook_url": a.webhook_url,
+        "webhook_disabled": a.webhook_disabled_at is not None,
+        "timezone": a.timezone,
+        "quiet_hours": f"{a.quiet_start}-{a.quiet_end}" if a.quiet_start else None,
+        "body_mass_kg": a.body_mass_kg,
+        "balance_day": WEEKDAYS[a.balance_weekday],
+        "balance_time": a.balance_time,
+        "balance_level": a.balance_level,
+    }
+
+
+@athlete_app.command("add")
+def add(
+    name: NameArg,
+    email: EmailOpt = None,
+    webhook: WebhookOpt = None,
+    timezone: TzOpt = None,
+    quiet: QuietOpt = None,
+    mass: MassOpt = None,
+    balance_day: DayOpt = None,
+    balance_time: TimeOpt = None,
+    display_name: NameOpt = None,
+) -> None:
+    """Add an athlete. A webhook secret is generated and shown once: give it to the receiver."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,63}", name):
+        fail("athlete handles are lower-case letters, digits, '.', '_' or '-'")
+    rt = runtime()
+    try:
+        with rt.db.transaction() as session:
+            athlete = Athlete(name=name, timezone=timezone or rt.settings.default_timezone)
+            session.add(athlete)
+            secret = _apply(
+                athlete,
+                email=email,
+                webhook=webhook,
+                timezone=timezone,
+                quiet=quiet,
+                mass=mass,
+                balance_day=balance_day,
+                balance_time=balance_time,
+                display_name=display_name,
+                vault_encrypt=rt.vault.encrypt,
+            )
+            session.flush()
+    except IntegrityError:
+        fail(f"athlete {name!r} exists already; change it with `stridecare athlete set {name} …`")
+    typer.echo(f"added {name}")
+    if secret:
+        typer.echo(f"webhook secret (shown once, verify signatures with it): {secret}")
+
+
+@athlete_app.command("set")
+def set_(
+    name: NameArg,
+    email: EmailOpt = None,
+    webhook: WebhookOpt = None,
+    timezone: TzOpt = None,
+    quiet: QuietOpt = None,
+    mass: MassOpt = None,
+    balance_day: DayOpt = None,
+    balance_time: TimeOpt = None,
+    display_name: NameOpt = None,
+) -> None:
+    """Change an athlete's details; options not given stay as they are."""
+    rt = runtime()
+    with rt.db.transaction() as session:
+        try:
+            athlete = get_athlete(session, name)
+        except UnknownAthlete as exc:
+            fail(str(exc))
+        secret = _apply(
+            athlete,
+            email=email,
+            webhook=webhook,
+            timezone=timezone,
+            quiet=quiet,
+            mass=mass,
+            balance_day=balance_day,
+            balance_time=balance_time,
+            display_name=display_name,
+            vault_encrypt=rt.vault.encrypt,
+        )
+    typer.echo(f"updated {name}")
+    if secret:
+        typer.echo(f"webhook secret (shown once, verify signatures with it): {secret}")
+
+
+@athlete_app.command("list")
+def list_(as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False) -> None:
+    """List athletes and their delivery settings."""
+    rt = runtime()
+    with rt.db.transaction() as session:
+        rows = [_describe(a) for a in session.scalars(select(Athlete).order_by(Athlete.name))]
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        channels = [c for c in ("email", "webhook_url") if row[c]]
+        typer.echo(f"{row['name']:16} {row['timezone']:20} {', '.join(channels) or 'console only'}")
+
+
+@athlete_app.command("link")
+def link(name: NameArg) -> None:
+    """Print the athlete's private dashboard link (anyone with it can see that athlete's dashboard)."""
+    rt = runtime()
+    with rt.db.transaction() as session:
+        try:
+            athlete = get_athlete(session, name)
+        except UnknownAthlete as exc:
+            fail(str(exc))
+        token = athlete.dashboard_token
+    from stridecare.web.dashboard import dashboard_url
+
+    typer.echo(dashboard_url(rt.settings.effective_public_url, name, token))

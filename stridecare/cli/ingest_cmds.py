@@ -1,0 +1,227 @@
+"""Commands that bring runs in: ``ingest``, ``import``, ``watch`` and ``runs``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlalchemy import select
+
+from ingest.decode import Decoded, decode_path, supported_suffixes
+from ingest.files import iter_files
+from ingest.service import ingest_path
+from ingest.store import FileReport, complete_pending_loads, run_json, store_decoded
+from stridecare.cli.main import app, emit_json, fail, runtime
+from stridecare.db.athletes import UnknownAthlete, get_athlete
+from stridecare.db.models import Run, SeenFile
+
+err = Console(stderr=True, soft_wrap=True)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="FIT files to read.", show_default=False)],
+    athlete: Annotated[str | None, typer.Option(help="Athlete handle (default: STRIDECARE_DEFAULT_ATHLETE).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per file on stdout.")] = False,
+) -> None:
+    """Read files now, in this process, and store their runs.
+
+    Prints one line per file (or one JSON object with --json) and exits 2 when any file was rejected.
+    The same content under another name is reported as a duplicate and stored once.
+    """
+    rt = runtime()
+    name = athlete or rt.settings.default_athlete
+    rejected = False
+    for path in paths:
+        report = ingest_path(rt.db, rt.settings, name, path, rt.now())
+        rejected |= report.status == "rejected"
+        _print_report(report, as_json)
+    if rejected:
+        raise typer.Exit(2)
+
+
+def _print_report(report: FileReport, as_json: bool) -> None:
+    if as_json:
+        emit_json(report.as_json())
+        return
+    runs = ", ".join(f"{r['sport']} {r['distance_m'] / 1000:.2f} km {r['steps']} steps" for r in report.runs)
+    detail = runs or (report.reason or "")
+    typer.echo(f"{report.status:9} {report.path}" + (f"  {detail}" if detail else ""))
+
+
+@app.command("import")
+def import_archive(
+    folder: Annotated[Path, typer.Argument(help="A folder of FIT/GPX/TCX files, or a Strava export .zip")],
+    athlete: Annotated[str | None, typer.Option(help="Athlete handle (default: STRIDECARE_DEFAULT_ATHLETE).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Decoding processes (default: one per core).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per file on stdout.")] = False,
+) -> None:
+    """Import a whole archive in parallel, with a progress bar and a summary.
+
+    Runs older than the freshness window (STRIDECARE_FRESH_WINDOW_HOURS) count for load only: importing
+    history sends no post-run prompts. Files read before (same path, size and time) are skipped without
+    being read. A damaged file is reported and never stops the rest.
+    """
+    rt = runtime()
+    name = athlete or rt.settings.default_athlete
+    if folder.is_file() and folder.name.lower().endswith(".zip"):
+        _import_strava_zip(rt, folder, name, as_json=as_json)
+        return
+    if not folder.is_dir():
+        fail(f"{folder} is not a folder")
+    summary = import_folder(rt, folder, name, workers or rt.settings.import_workers, as_json=as_json)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.items()))
+    err.print(f"imported {folder}: {counts or 'no files'}")
+    if summary.get("rejected"):
+        raise typer.Exit(2)
+
+
+def _import_strava_zip(rt: object, archive: Path, athlete: str, *, as_json: bool) -> None:
+    """A Strava bulk-export archive: every row of its activities.csv, reported like a folder's files."""
+    from ingest.strava_export import StravaExportError, import_strava_export
+    from stridecare.runtime import Runtime
+
+    assert isinstance(rt, Runtime)
+    try:
+        summary = import_strava_export(
+            rt, archive, athlete, rt.now(), report=lambda report: _print_report(report, as_json)
+        )
+    except StravaExportError as exc:
+        fail(str(exc))
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.items()))
+    err.print(f"imported {archive}: {counts or 'no activities'}")
+    if summary.get("rejected"):
+        raise typer.Exit(2)
+
+
+def import_folder(rt: object, folder: Path, athlete: str, workers: int, *, as_json: bool = False) -> dict[str, int]:
+    """Decode every supported file below ``folder`` across ``workers`` processes and store each result."""
+    from stridecare.runtime import Runtime
+
+    assert isinstance(rt, Runtime)
+    suffixes = supported_suffixes()
+    files = [p for p in iter_files(folder) if p.name.lower().endswith(suffixes)]
+    with rt.db.transaction() as session:
+        seen = {row.path: (row.size, row.mtime_ns) for row in session.scalars(select(SeenFile))}
+    summary: dict[str, int] = {}
+    todo: list[Path] = []
+    for path in files:
+        st = path.stat()
+        if seen.get(str(path.resolve())) == (st.st_size, st.st_mtime_ns):
+            summary["duplicate"] = summary.get("duplicate", 0) + 1
+            continue
+        todo.append(path)
+    now = rt.now()
+    max_bytes = rt.settings.max_file_bytes
+
+    def record(decoded: Decoded) -> None:
+        report = store_decoded(rt.db, rt.settings, athlete, decoded, now, defer_load=True)
+        summary[report.status] = summary.get(report.status, 0) + 1
+        if as_json:
+            emit_json(report.as_json())
+        elif report.status == "rejected":
+            err.print(f"[red]rejected[/red] {report.path}: {report.reason}", highlight=False)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False, disable=not todo) as progress:
+        task = progress.add_task(f"importing {len(todo)} files", total=len(todo))
+        for decoded in _decode_all(todo, workers, max_bytes):
+            record(decoded)
+            progress.advance(task)
+    # Load, flags and prompts in one pass, oldest run first, whatever order the files finished decoding in.
+    complete_pending_loads(rt.db, rt.settings, athlete, now)
+    return summary
+
+
+def _decode_all(todo: list[Path], workers: int, max_bytes: int) -> Iterator[Decoded]:
+    """Decoded files in completion order, across ``workers`` processes; bounded so memory stays flat."""
+    if workers <= 1 or len(todo) <= 1:
+        for path in todo:
+            yield decode_path(path, None, max_bytes)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        queue = iter(todo)
+        running: set[Future[Decoded]] = set()
+        for path in queue:
+            running.add(pool.submit(decode_path, path, None, max_bytes))
+            if len(running) >= workers * 4:
+                break
+        while running:
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+                nxt = next(queue, None)
+                if nxt is not None:
+                    running.add(pool.submit(decode_path, nxt, None, max_bytes))
+
+
+@app.command()
+def runs(
+    athlete: Annotated[str | None, typer.Option(help="Athlete handle (default: STRIDECARE_DEFAULT_ATHLETE).")] = None,
+    limit: Annotated[int, typer.Option(help="How many of the newest runs.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout.")] = False,
+) -> None:
+    """List stored runs, newest first, with distance, steps, cadence source and load."""
+    rt = runtime()
+    name = athlete or rt.settings.default_athlete
+    with rt.db.transaction() as session:
+        try:
+            who = get_athlete(session, name)
+        except UnknownAthlete as exc:
+            if as_json:
+                emit_json([])
+                return
+            fail(str(exc))
+        rows = session.scalars(
+            select(Run).where(Run.athlete_id == who.id).order_by(Run.start_time.desc()).limit(limit)
+        ).all()
+        data = [run_json(r) for r in rows]
+    if as_json:
+        emit_json(data)
+        return
+    if not data:
+        typer.echo("no runs yet: drop FIT files into the inbox, or `stridecare ingest FILE`")
+        return
+    typer.echo(
+        f"{'id':>5} {'start (UTC)':20} {'sport':10} {'km':>7} {'min':>6} {'steps':>7} {'cad':>5} "
+        f"{'source':9} {'load':>7}"
+    )
+    for r in data:
+        cad = "" if r["avg_cadence_spm"] is None else f"{r['avg_cadence_spm']:.0f}"
+        load = "" if r["load"] is None else f"{r['load']:.0f}"
+        typer.echo(
+            f"{r['id']:>5} {r['start_time'][:19]:20} {r['sport']:10} {r['distance_m'] / 1000:7.2f} "
+            f"{r['timer_s'] / 60:6.1f} {r['steps']:7d} {cad:>5} {r['cadence_source']:9} {load:>7}"
+            + ("  long" if r["long_run"] else "")
+        )
+
+
+@app.command()
+def watch(
+    folders: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Folders to watch, as PATH or ATHLETE=PATH (default: STRIDECARE_INBOXES).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Watch folders and ingest every complete FIT file that lands in them.
+
+    With a broker configured (STRIDECARE_BROKER_URL) files are handed to the Celery workers; otherwise they
+    are ingested in this process. Damaged files move to the quarantine folder with a reason file.
+    """
+    from workers.runner import run_watcher
+
+    rt = runtime()
+    if folders:
+        rt.settings = rt.settings.model_copy(update={"inboxes": [str(f) for f in folders]})
+    for athlete, root in rt.settings.inbox_map():
+        root.mkdir(parents=True, exist_ok=True)
+        err.print(f"watching {root} for {athlete}")
+    run_watcher(rt, use_broker=not rt.settings.embedded)

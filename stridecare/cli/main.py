@@ -1,0 +1,115 @@
+"""The ``stridecare`` command line: one entry point for runners and operators.
+
+Every command takes its settings from ``STRIDECARE_*`` variables, or from the file named by ``--config``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from stridecare.logging import setup_logging
+from stridecare.runtime import Runtime
+from stridecare.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="stridecare",
+    help=(
+        "Foot care for runners: runs in from FIT folders and Strava, foot load out, and the routine that fits "
+        "after every run.\n\n"
+        "Start with `stridecare run` (everything in one process, SQLite, no server), drop FIT files into the "
+        "inbox it prints, and watch prompts arrive. Settings come from STRIDECARE_* environment variables or "
+        "--config FILE; `stridecare settings` lists them."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+class _State:
+    config: Path | None = None
+    verbose: bool = False
+
+
+state = _State()
+
+
+@app.callback()
+def _global(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Env-style settings file (STRIDECARE_*=… lines).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at DEBUG.")] = False,
+) -> None:
+    state.config = config
+    state.verbose = verbose
+
+
+def settings() -> Settings:
+    """The settings for this invocation; a clear message and exit 2 when they cannot be read."""
+    try:
+        s = load_settings(state.config)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(f"cannot read settings: {exc}")
+    if state.verbose:
+        s = s.model_copy(update={"log_level": "DEBUG"})
+    setup_logging(s)
+    return s
+
+
+def runtime() -> Runtime:
+    """Open the database for this invocation (migrating it on first use)."""
+    s = settings()
+    try:
+        return Runtime.open(s)
+    except Exception as exc:  # a wrong URL or a server that is down: say so in one line
+        fail(
+            f"cannot open the database at {_redact(s.effective_database_url)}: {exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        )
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``message`` to stderr and exit with ``code``."""
+    typer.echo(f"stridecare: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def emit_json(value: object) -> None:
+    """Print one JSON document on stdout."""
+    sys.stdout.write(json.dumps(value, default=str) + "\n")
+
+
+def _register() -> None:
+    # Command groups live in their own modules; importing them attaches them to ``app``.
+    from stridecare.cli import (  # noqa: F401
+        athletes,
+        data_cmds,
+        health_cmd,
+        ingest_cmds,
+        operate,
+        prompts_cmds,
+        shoe_cmds,
+        strava_cmds,
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _register()
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

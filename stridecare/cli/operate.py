@@ -1,0 +1,87 @@
+"""Commands that run or inspect the service: ``run``, ``migrate``, ``web``, ``settings``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from stridecare.cli.main import app, emit_json, runtime, settings
+from stridecare.settings import Settings
+
+err = Console(stderr=True, soft_wrap=True)
+
+
+@app.command()
+def run(
+    concurrency: Annotated[int, typer.Option(help="Worker threads.")] = 2,
+    web: Annotated[bool, typer.Option(help="Serve the web app (done links, Strava connect) too.")] = True,
+) -> None:
+    """Run everything in one process: watcher, worker, scheduler and web app.
+
+    On the embedded default (no STRIDECARE_BROKER_URL) this needs no server: the database and the queue are
+    SQLite files in the data home, so a restart loses no run and no prompt. Drop FIT files into the inbox
+    printed below; prompts go to the channels each athlete has (the console log by default).
+    """
+    from workers.runner import run_all
+
+    rt = runtime()
+    s = rt.settings
+    err.print(f"stridecare: data in {s.data_home}")
+    for athlete, root in s.inbox_map():
+        err.print(f"stridecare: inbox for {athlete}: {root}")
+    err.print(f"stridecare: prompts without email or webhook are written to {s.data_home / 'prompts.log'}")
+    if web:
+        err.print(f"stridecare: web app on http://{s.web_host}:{s.web_port}/")
+    run_all(rt, concurrency=concurrency, web=web)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (the distributed deployment runs this once before the rest)."""
+    rt = runtime()
+    err.print(f"database at {rt.db.engine.url.render_as_string(hide_password=True)} is up to date")
+
+
+@app.command()
+def web(
+    host: Annotated[str | None, typer.Option(help="Bind address (default STRIDECARE_WEB_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default STRIDECARE_WEB_PORT).")] = None,
+) -> None:
+    """Serve the web app: done links, unsubscribe, Strava connect and webhooks, health and metrics."""
+    from stridecare.web.server import serve
+
+    rt = runtime()
+    serve(rt, host=host, port=port)
+
+
+@app.command("settings")
+def show_settings(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """Show every setting with its environment variable and current value (secrets hidden)."""
+    s = settings()
+    rows: list[tuple[str, str]] = []
+    for name in Settings.model_fields:
+        if name == "load":
+            continue
+        rows.append((f"STRIDECARE_{name.upper()}", _show(getattr(s, name))))
+    for name in type(s.load).model_fields:
+        rows.append((f"STRIDECARE_LOAD_{name.upper()}", _show(getattr(s.load, name))))
+    if as_json:
+        emit_json(dict(rows))
+        return
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        typer.echo(f"{key:<{width}}  {value}")
+
+
+def _show(value: object) -> str:
+    from pydantic import SecretStr
+
+    if isinstance(value, SecretStr):
+        return "*** (set)"
+    if isinstance(value, list):
+        return ",".join("***" if isinstance(v, SecretStr) else str(v) for v in value)
+    return "" if value is None else str(value)

@@ -1,0 +1,1 @@
+"""The SQL adapter: schema, engine and sessions, sample packing, migrations."""

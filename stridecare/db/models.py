@@ -1,0 +1,375 @@
+"""The relational schema: athletes, runs and their samples, load, prompts, the delivery outbox, Strava state.
+
+Every table that a task writes has a natural unique key, so a redelivered task or a rerun import is a no-op.
+Times are stored as timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A random identifier for rows that leave the system (prompt ids appear in links and webhook ids)."""
+    return uuid.uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A DateTime that always comes back timezone-aware UTC, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with stable constraint names (Alembic needs them on both SQLite and PostgreSQL)."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Athlete(Base):
+    """A person whose feet we look after; ``name`` is the short handle used on the command line."""
+
+    __tablename__ = "athletes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    webhook_secret_enc: Mapped[str | None] = mapped_column(Text)
+    webhook_disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    email_unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    console: Mapped[bool] = mapped_column(Boolean, default=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    quiet_start: Mapped[str | None] = mapped_column(String(5))  # "22:00"
+    quiet_end: Mapped[str | None] = mapped_column(String(5))  # "07:00"
+    body_mass_kg: Mapped[float | None] = mapped_column(Float)
+    sex: Mapped[str | None] = mapped_column(String(8))
+    balance_weekday: Mapped[int] = mapped_column(Integer, default=6)  # Monday=0 … Sunday=6
+    balance_time: Mapped[str] = mapped_column(String(5), default="18:00")
+    balance_level: Mapped[int] = mapped_column(Integer, default=0)
+    digest_weekday: Mapped[int] = mapped_column(Integer, default=0)
+    dashboard_token: Mapped[str] = mapped_column(String(64), default=new_id)
+    # The pair new runs are counted on when the source names none; a plain id (no FK) so that athletes and
+    # shoes can be deleted in any order.
+    default_shoe_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ImportedFile(Base):
+    """The import log: one row per distinct file content per athlete, whatever its name or folder."""
+
+    __tablename__ = "imported_files"
+    __table_args__ = (UniqueConstraint("athlete_id", "content_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    athlete_id: Mapped[int] = mapped_column(ForeignKey("athletes.id", ondelete="CASCADE"))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))  # ingested | skipped | rejected
+    reason: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SeenFile(Base):
+    """Fast path for rescans: a file whose path, size and mtime are unchanged is not read again."""
+
+    __tablename__ = "seen_files"
+
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    content_hash: Mapped[str] = mapped_column(String(64))
+
+
+class Run(Base):
+    """One foot session. ``(athlete_id, source, source_key)`` is unique; a run seen from two sources links the
+    weaker copy to the richer one through ``duplicate_of_id`` and only the primary counts for load and prompts."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("athlete_id", "source", "source_key"),
+        Index("ix_runs_athlete_start", "athlete_id", "start_time"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    athlete_id: Mapped[int] = mapped_column(ForeignKey("athletes.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(32))
+    source_key: Mapped[str] = mapped_column(String(128))
+    file_id: Mapped[int | None] = mapped_column(ForeignKey("imported_files.id", ondelete="SET NULL"))
+    name: Mapped[str | None] = mapped_column(String(300))
+    sport: Mapped[str] = mapped_column(String(32))
+    sub_sport: Mapped[str | None] = mapped_column(String(32))
+    start_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    utc_offset_s: Mapped[int | None] = mapped_column(Integer)
+    elapsed_s: Mapped[float] = mapped_column(Float)
+    timer_s: Mapped[float] = mapped_column(Float)
+    distance_m: Mapped[float] = mapped_column(Float)
+    ascent_m: Mapped[float | None] = mapped_column(Float)
+    descent_m: Mapped[float | None] = mapped_column(Float)
+    steps: Mapped[float] = mapped_column(Float)
+    avg_cadence_spm: Mapped[float | None] = mapped_column(Float)
+    cadence_source: Mapped[str] = mapped_column(String(16))
+    device: Mapped[str | None] = mapped_column(String(100))
+    device_total_strides: Mapped[float | None] = mapped_column(Float)
+    duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    shoe_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    samples: Mapped[RunSamples | None] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True, uselist=False
+    )
+    load: Mapped[RunLoad | None] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True, uselist=False
+    )
+
+
+class RunSamples(Base):
+    """A run's sample series, packed as little-endian float32 columns and zlib-compressed (see db/samples.py)."""
+
+    __tablename__ = "run_samples"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    encoding: Mapped[str] = mapped_column(String(16), default="f32z-v1")
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+    run: Mapped[Run] = relationship(back_populates="samples")
+
+
+class RunLoad(Base):
+    """The load model's figures for one run, recomputed when the run or the athlete's history changes."""
+
+    __tablename__ = "run_loads"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    load: Mapped[float] = mapped_column(Float)
+    stimulus_sum: Mapped[float] = mapped_column(Float)  # Σ (n/2)·F⁴, for the per-foot daily stimulus ψ
+    downhill_impact: Mapped[float] = mapped_column(Float)
+    peak_force_bw: Mapped[float] = mapped_column(Float)
+    long_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    flags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    model_version: Mapped[int] = mapped_column(Integer, default=1)
+
+    run: Mapped[Run] = relationship(back_populates="load")
+
+
+class DailyLoad(Base):
+    """Load per athlete and local calendar day with the acute and chronic averages at that day."""
+
+    __tablename__ = "daily_loads"
+    __table_args__ = (UniqueConstraint("athlete_id", "day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    athlete_id: Mapped[int] = mapped_column(ForeignKey("athletes.id", ondelete="CASCADE"))
+    day: Mapped[date] = mapped_column(Date)
+    load: Mapped[float] = mapped_column(Float)
+    acute: Mapped[float] = mapped_column(Float)
+    chronic: Mapped[float] = mapped_column(Float)
+    distance_m: Mapped[float] = mapped_column(Float, default=0.0)
+    steps: Mapped[float] = mapped_column(Float, default=0.0)
+    stimulus: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class Prompt(Base):
+    """A routine recommendation. ``(athlete_id, kind, dedupe_key)`` is unique: one post-run prompt per run, one
+    weekly balance prompt per ISO week. ``facts`` and ``rule`` record why it was made."""
+
+    __tablename__ = "prompts"
+    __table_args__ = (UniqueConstraint("athlete_id", "kind", "dedupe_key"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    athlete_id: Mapped[int] = mapped_column(ForeignKey("athletes.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))  # post_run | weekly_balance | digest | shoe
+    dedupe_key: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    local_day: Mapped[date] = mapped_column(Date)
+    routines: Mapped[list[str]] = mapped_column(JSON, default=list)
+    reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    rule: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Completion(Base):
+    """A routine the athlete reported as done (from a signed link or the command line)."""
+
+    __tablename__ = "completions"
+    __table_args__ = (UniqueConstraint("prompt_id", "routine"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prompt_id: Mapped[str] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
+    athlete_id: Mapped[int] = mapped_column(ForeignKey("athletes.id", ondelete="CASCADE"))
+    routine: Mapped[str] = mapped_column(String(32))
+    level: Mapped[int] = mapped_column(Integer, default=0)
+    done_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Delivery(Base):
+    """The outbox: one row per prompt and channel, written in the same transaction as the prompt.
+
+    The relay sends rows that are due and records the outcome; retry times live here, not in broker countdowns.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("prompt_id", "channel"),
+        Index("ix_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prompt_id: Mapped[str] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
+    athlete_id: Mapped[int] = mapped_column(ForeignKey("athletes.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(32))
+    message_id: Mapped[str] = mapped_column(String(128), default=lambda: f"msg_{new_id()}")
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|sent|failed|cancelled
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DeliveryAttempt(Base):
+    """One try of a delivery, for the operator's eyes and for tests that count attempts."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class StravaAccount(Base):
+    """A connected Strava athlete; tokens are Fernet-encrypted and refreshed under a row lock."""
+
+    __tablename__ = "strava_accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    athlete_id: Mapped[int] = mapped_column(ForeignKey("athletes.id", ondelete="CASCADE"), unique=True)
+    strava_athlete_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    access_token_enc: Mapped[str] = mapped_column(Text)
+    refresh_token_enc: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    scope: Mapped[str] = mapped_column(String(200), default="")
+    connected_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    backfill_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    backfill_page: Mapped[int] = mapped_column(Integer, default=0)
+    backfill_state: Mapped[str] = mapped_column(String(16), default="idle")
+    # When a deferred backfill may run again (next rate-limit window); a periodic job picks up what is due.
+    backfill_resume_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Activity ids already handed over whose start second equals ``backfill_before`` - 1 s: the cursor re-lists
+    # that second so that activities sharing it across a page boundary are not lost.
+    backfill_seen_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    backfill_detail: Mapped[str | None] = mapped_column(Text)
+
+
+class StravaEvent(Base):
+    """A push event as received; unique on its content so Strava's retries are processed once."""
+
+    __tablename__ = "strava_events"
+    __table_args__ = (UniqueConstraint("dedupe_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    detail: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ApiBudget(Base):
+    """Rate-limit state of an external API as read from its response headers, and when work may resume."""
+
+    __tablename__ = "api_budgets"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    observed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Lease(Base):
+    """A named lock with an expiry: only one beat, one relay pass, one refresh at a time."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Shoe(Base):
+    """A pair of shoes, with the distance at which the athlete wants a reminder."""
+
+    __tablename__ = "shoes"
+    __table_args__ = (UniqueConstraint("athlete_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    athlete_id: Mapped[int] = mapped_column(ForeignKey("athletes.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    strava_gear_id: Mapped[str | None] = mapped_column(String(32))
+    remind_at_km: Mapped[float | None] = mapped_column(Float)
+    retired: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,0 +1,216 @@
+"""The one settings object: every knob of stridecare, read from ``STRIDECARE_*`` variables.
+
+Values come, in order of precedence, from explicit keyword arguments, ``STRIDECARE_*`` environment variables,
+and an optional env-style file named by ``STRIDECARE_CONFIG`` (or passed as ``config_file``). Every default
+works with no server installed: SQLite in the data home and an in-process worker.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _default_data_home() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "stridecare"
+
+
+def _split_list(value: Any) -> Any:
+    """Accept comma- or newline-separated lists as well as JSON arrays in environment variables."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
+    return value
+
+
+class LoadModelSettings(BaseSettings):
+    """Constants of the foot-load model (see ARCHITECTURE.md and the model's design notes)."""
+
+    model_config = SettingsConfigDict(env_prefix="STRIDECARE_LOAD_", extra="ignore")
+
+    force_a: float = 1.27
+    force_b: float = 0.105
+    cadence_k: float = 0.4
+    reference_force_bw: float = 2.5
+    exponent: float = 4.0
+    downhill_per_degree: float = 0.06
+    downhill_cap_degrees: float = 9.0
+    default_mass_kg: float = 70.0
+    acute_days: int = 7
+    chronic_days: int = 28
+    acwr_min_history_days: int = 28
+    spike_caution: float = 1.10
+    spike_high: float = 2.0
+    spike_window_days: int = 30
+    ramp_ratio: float = 1.30
+    monotony_limit: float = 2.0
+    acwr_high: float = 1.5
+    long_run_absolute_min: float = 90.0
+    long_run_relative_min: float = 45.0
+    long_run_percentile: float = 90.0
+    long_run_percentile_weeks: int = 12
+    min_history_runs: int = 3
+    cadence_baseline_days: int = 90
+    default_cadence_intercept_spm: float = 160.0
+    default_cadence_slope_spm_per_mps: float = 8.0
+    default_cadence_min_spm: float = 150.0
+    default_cadence_max_spm: float = 190.0
+    cadence_fit_min_runs: int = 5
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Pass this object explicitly; nothing reads the environment behind your back."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STRIDECARE_", env_file_encoding="utf-8", extra="ignore", env_nested_delimiter="__"
+    )
+
+    # Where the embedded default keeps its database, broker file, inbox and quarantine.
+    data_home: Path = Field(default_factory=_default_data_home)
+    database_url: str | None = None
+    # None means embedded: a real Celery worker in-process on a SQLite broker file (no server to install).
+    broker_url: str | None = None
+    # Redis visibility timeout must exceed the longest task (see ARCHITECTURE.md, "Celery on Redis").
+    broker_visibility_timeout_s: int = 3600
+
+    # Watched folders, each "path" (for the default athlete) or "athlete=path".
+    inboxes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    quarantine_dir: Path | None = None
+    default_athlete: str = "me"
+    max_file_mb: float = 64.0
+    settle_seconds: float = 2.0
+    rescan_interval_s: float = 60.0
+    import_workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
+
+    # Prompts
+    fresh_window_hours: float = 24.0
+    relay_interval_s: float = 5.0
+    # A claimed delivery whose worker died is sent again after this long (longer than any send attempt).
+    delivery_claim_s: float = 120.0
+    # A delivery handed to the broker is handed again after this long if nobody claimed it (a lost message).
+    redispatch_after_s: float = 60.0
+    default_timezone: str = "UTC"
+
+    # Email
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: str = "starttls"  # starttls | ssl | none
+    smtp_ca_file: Path | None = None
+    smtp_timeout_s: float = 20.0
+    mail_from: str = "stridecare <stridecare@localhost>"
+
+    # Outgoing webhooks
+    webhook_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_timeout_s: float = 10.0
+    webhook_max_response_bytes: int = 65536
+
+    # Web
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    # The address people's browsers reach the web app at (links in prompts); default: http://WEB_HOST:WEB_PORT.
+    public_url: str | None = None
+    # Signs "done" links and unsubscribe links; generated into the data home when unset.
+    secret_key: SecretStr | None = None
+    # Fernet keys for tokens at rest, newest first; generated into the data home when unset.
+    encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    # Strava
+    strava_client_id: str | None = None
+    strava_client_secret: SecretStr | None = None
+    strava_base_url: str = "https://www.strava.com"
+    strava_verify_token: SecretStr | None = None
+    strava_subscription_id: int | None = None
+    strava_streams_days: int = 42
+    strava_refresh_margin_s: int = 300
+
+    # Simulation clock: when set, "now" is read from this file (an ISO 8601 timestamp). For demos that replay
+    # weeks of runs in minutes and for end-to-end tests; leave unset in real use.
+    clock_file: Path | None = None
+
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    load: LoadModelSettings = Field(default_factory=LoadModelSettings)
+
+    @field_validator("inboxes", "webhook_allowed_networks", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("encryption_keys", mode="before")
+    @classmethod
+    def _keys(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    # -- derived values -------------------------------------------------------------------------------------
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database URL, or the embedded SQLite file in the data home."""
+        return self.database_url or f"sqlite:///{self.data_home / 'stridecare.db'}"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker server is configured: the worker runs in-process on a SQLite broker file."""
+        return not self.broker_url
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The broker URL Celery connects to; a SQLite file in the data home for the embedded default."""
+        return self.broker_url or f"sqla+sqlite:///{self.data_home / 'broker.db'}"
+
+    @property
+    def effective_quarantine_dir(self) -> Path:
+        """Where damaged files are moved, each with a ``.reason.txt`` beside it."""
+        return self.quarantine_dir or self.data_home / "quarantine"
+
+    @property
+    def effective_public_url(self) -> str:
+        """Base URL for links in prompts."""
+        return (self.public_url or f"http://{self.web_host}:{self.web_port}").rstrip("/")
+
+    @property
+    def max_file_bytes(self) -> int:
+        """The size cap for one imported file, in bytes."""
+        return int(self.max_file_mb * 1024 * 1024)
+
+    def inbox_map(self) -> list[tuple[str, Path]]:
+        """Watched folders as ``(athlete, path)`` pairs; the data home's inbox when none is configured."""
+        pairs: list[tuple[str, Path]] = []
+        for item in self.inboxes or [str(self.data_home / "inbox")]:
+            athlete, sep, path = item.partition("=")
+            if not sep:
+                athlete, path = self.default_athlete, item
+            pairs.append((athlete.strip() or self.default_athlete, Path(path.strip()).expanduser()))
+        return pairs
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from the environment, an optional env-style file, and explicit overrides."""
+    config = config_file or os.environ.get("STRIDECARE_CONFIG")
+    if config is not None:
+        path = Path(config)
+        if not path.is_file():
+            raise FileNotFoundError(f"settings file not found: {path}")
+        return Settings(_env_file=path, **overrides)
+    return Settings(**overrides)
+
+
+def known_variables() -> set[str]:
+    """Every environment variable the settings read, for validating deployment files."""
+    names = {f"STRIDECARE_{name.upper()}" for name in Settings.model_fields if name != "load"}
+    names |= {f"STRIDECARE_LOAD_{name.upper()}" for name in LoadModelSettings.model_fields}
+    names.add("STRIDECARE_CONFIG")
+    return names

@@ -1,0 +1,103 @@
+"""The Starlette application. Handlers are thin: they check input and call plain functions."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from recommender.feedback import UnknownPrompt, record_done
+from stridecare.db.models import Athlete, utcnow
+from stridecare.runtime import Runtime
+from stridecare.web.links import check_done, check_unsubscribe
+
+_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>stridecare</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#222}}
+button{{font-size:1.1rem;padding:.6rem 1.2rem}}</style></head><body>{body}</body></html>"""
+
+
+def page(body: str, status: int = 200) -> HTMLResponse:
+    """A minimal HTML page around ``body`` (already escaped by the caller)."""
+    return HTMLResponse(_PAGE.format(body=body), status_code=status)
+
+
+def create_app(rt: Runtime) -> Starlette:
+    """Build the web app around ``rt``."""
+
+    async def healthz(_: Request) -> Response:
+        try:
+            with rt.db.transaction() as session:
+                session.execute(text("SELECT 1"))
+        except Exception as exc:
+            return JSONResponse({"status": "error", "database": exc.__class__.__name__}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    async def done(request: Request) -> Response:
+        prompt_id = request.path_params["prompt_id"]
+        sig = request.query_params.get("sig", "")
+        if not check_done(rt.link_key, prompt_id, sig):
+            return page("<p>This link is not valid.</p>", 403)
+        if request.method == "GET":
+            # Mail scanners open links: a GET only asks, the POST records.
+            return page(
+                "<h1>Nice work</h1><p>Record this routine as done?</p>"
+                f'<form method="post" action="?sig={html.escape(sig)}"><button type="submit">'
+                "Yes, done</button></form>"
+            )
+        try:
+            with rt.db.transaction() as session:
+                record_done(session, prompt_id, rt.now())
+        except UnknownPrompt:
+            return page("<p>That prompt no longer exists.</p>", 404)
+        return page("<h1>Recorded</h1><p>Thanks — your feet will thank you too.</p>")
+
+    async def unsubscribe(request: Request) -> Response:
+        try:
+            athlete_id = int(request.path_params["athlete_id"])
+        except ValueError:
+            return PlainTextResponse("bad link", status_code=400)
+        list_name = request.path_params["list_name"]
+        sig = request.query_params.get("sig", "")
+        if not check_unsubscribe(rt.link_key, athlete_id, list_name, sig):
+            return PlainTextResponse("invalid link", status_code=403)
+        if request.method == "GET":
+            return page(
+                "<p>Stop receiving stridecare emails?</p>"
+                f'<form method="post" action="?sig={html.escape(sig)}"><button>Unsubscribe</button></form>'
+            )
+        # RFC 8058: a cookieless POST that answers directly, with no redirect.
+        with rt.db.transaction() as session:
+            athlete = session.get(Athlete, athlete_id)
+            if athlete is not None and athlete.email_unsubscribed_at is None:
+                athlete.email_unsubscribed_at = utcnow()
+        return PlainTextResponse("unsubscribed")
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/done/{prompt_id}", done, methods=["GET", "POST"]),
+        Route("/unsubscribe/{athlete_id}/{list_name}", unsubscribe, methods=["GET", "POST"]),
+    ]
+    routes += _optional_routes(rt)
+    app = Starlette(routes=routes)
+    app.state.runtime = rt
+    return app
+
+
+def _optional_routes(rt: Runtime) -> list[Any]:
+    """Routes contributed by other modules (Strava, metrics, dashboard) when present."""
+    routes: list[Any] = []
+    for module_name in ("stridecare.web.strava", "stridecare.web.metrics", "stridecare.web.dashboard"):
+        try:
+            module = __import__(module_name, fromlist=["routes"])
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        routes += module.routes(rt)
+    return routes

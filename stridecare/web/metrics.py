@@ -1,0 +1,255 @@
+"""``GET /metrics``: Prometheus metrics of the pipeline, read from SQL and the broker at every scrape.
+
+The web app, the workers, the beat and the watcher are separate processes (in the distributed deployment
+separate containers, several workers), so a counter kept in one process's memory would only ever count that
+process. Every number here is therefore read from the shared database or broker when Prometheus scrapes,
+into a registry made for that one scrape: any web replica answers the same, and a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+from sqlalchemy import create_engine, func, inspect, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ingest.strava.ratelimit import BUDGET_NAME, day_start, quarter_start
+from stridecare.db.models import ApiBudget, Delivery, ImportedFile, Prompt, Run
+from stridecare.runtime import Runtime
+from stridecare.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Celery's default queue; the project routes every task to it.
+QUEUE = "celery"
+# Series that exist even at zero, so that "no failed delivery yet" is a 0 and not a missing series (an alert
+# on ``stridecare_deliveries_total{status="failed"} > 0`` would otherwise never see the first failure rise).
+FILE_STATUSES = ("ingested", "skipped", "rejected")
+DELIVERY_STATUSES = ("pending", "sent", "failed", "cancelled")
+PROMPT_KINDS = ("post_run", "weekly_balance", "digest", "shoe")
+
+
+def routes(rt: Runtime) -> list[Route]:
+    """The ``/metrics`` route for the web app (picked up by ``stridecare.web.app._optional_routes``)."""
+
+    async def metrics(request: Request) -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        # The collector blocks on SQL and the broker: keep that off the event loop.
+        body = await run_in_threadpool(encoder, scrape_registry(rt))
+        return Response(body, headers={"Content-Type": content_type})
+
+    return [Route("/metrics", metrics, methods=["GET"])]
+
+
+def scrape_registry(rt: Runtime) -> CollectorRegistry:
+    """A registry for one scrape, holding only the collector that reads the current state."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StridecareCollector(rt))
+    return registry
+
+
+class StridecareCollector(Collector):
+    """Yields every stridecare metric from the database and the broker at collection time."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def collect(self) -> Iterator[Any]:
+        """All metric families; a source that cannot be read is reported as down, the others still appear."""
+        up = GaugeMetricFamily(
+            "stridecare_source_up",
+            "1 when the source could be read for this scrape, 0 when not.",
+            labels=["source"],
+        )
+        try:
+            with self.rt.db.transaction() as session:
+                # One transaction: the counts are one consistent snapshot.
+                families = list(_database_families(session, self.rt.now()))
+        except Exception:
+            log.warning("metrics: cannot read the database", exc_info=True)
+            up.add_metric(["database"], 0)
+        else:
+            up.add_metric(["database"], 1)
+            yield from families
+
+        depth = queue_depth(self.rt.settings)
+        up.add_metric(["broker"], 0 if depth is None else 1)
+        if depth is not None:
+            gauge = GaugeMetricFamily(
+                "stridecare_queue_depth",
+                f"Messages waiting in the Celery queue {QUEUE!r} (not yet taken by a worker).",
+            )
+            gauge.add_metric([], depth)
+            yield gauge
+        yield up
+
+
+def _database_families(session: Session, now: datetime) -> Iterator[Any]:
+    runs = CounterMetricFamily("stridecare_runs_ingested", "Runs stored, from every source.")
+    runs.add_metric([], session.scalar(select(func.count()).select_from(Run)) or 0)
+    yield runs
+
+    files = CounterMetricFamily("stridecare_files", "Files in the import log, by outcome.", labels=["status"])
+    file_rows = session.execute(select(ImportedFile.status, func.count()).group_by(ImportedFile.status))
+    for labels, count in _counts(file_rows, 1, [(s,) for s in FILE_STATUSES]):
+        files.add_metric(list(labels), count)
+    yield files
+
+    prompts = CounterMetricFamily("stridecare_prompts", "Prompts made, by kind.", labels=["kind"])
+    prompt_rows = session.execute(select(Prompt.kind, func.count()).group_by(Prompt.kind))
+    for labels, count in _counts(prompt_rows, 1, [(k,) for k in PROMPT_KINDS]):
+        prompts.add_metric(list(labels), count)
+    yield prompts
+
+    # A gauge, not a counter: a delivery moves from pending to sent or failed, so the pending count falls,
+    # and rate() would read that fall as a counter reset.
+    deliveries = GaugeMetricFamily(
+        "stridecare_deliveries_total",
+        "Outbox deliveries by channel and current status (pending, sent, failed, cancelled).",
+        labels=["channel", "status"],
+    )
+    delivery_rows = list(
+        session.execute(
+            select(Delivery.channel, Delivery.status, func.count()).group_by(Delivery.channel, Delivery.status)
+        )
+    )
+    channels = {str(row[0]) for row in delivery_rows}
+    for labels, count in _counts(delivery_rows, 2, [(c, s) for c in channels for s in DELIVERY_STATUSES]):
+        deliveries.add_metric(list(labels), count)
+    yield deliveries
+
+    budget = session.get(ApiBudget, BUDGET_NAME)
+    if budget is not None:
+        used = GaugeMetricFamily(
+            "stridecare_strava_budget_used",
+            "Share of Strava's rate limit used in the current window, as Strava last reported (1 = spent).",
+            labels=["limit", "window"],
+        )
+        for limit_name, window, share in strava_budget_shares(budget, now):
+            used.add_metric([limit_name, window], share)
+        yield used
+
+
+def _counts(rows: Iterable[Any], width: int, zero_keys: Iterable[tuple[str, ...]]) -> list[tuple[tuple[str, ...], int]]:
+    """``GROUP BY`` rows (``width`` label values, then a count) as sorted pairs, with 0 for absent keys."""
+    counts = dict.fromkeys(zero_keys, 0)
+    for row in rows:
+        counts[tuple(str(value) for value in row[:width])] = int(row[width])
+    return sorted(counts.items())
+
+
+def _pair(value: object) -> tuple[float, float] | None:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        try:
+            return float(value[0]), float(value[1])
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def strava_budget_shares(budget: ApiBudget, now: datetime) -> list[tuple[str, str, float]]:
+    """``(limit, window, used/limit)`` for Strava's overall and read limits, 15-minute and daily windows.
+
+    Strava reports usage per fixed window (quarter hours and UTC days); usage observed in a window that has
+    since closed no longer counts, so it reads as 0 here, as it does for the scheduler's own decisions.
+    Malformed or missing pairs are left out rather than guessed.
+    """
+    observed = budget.observed_at
+    if observed is None:
+        return []
+    shares: list[tuple[str, str, float]] = []
+    for limit_name in ("overall", "read"):
+        limits = _pair((budget.limits or {}).get(limit_name))
+        usage = _pair((budget.usage or {}).get(limit_name))
+        if limits is None or usage is None:
+            continue
+        short, daily = usage
+        if day_start(observed) != day_start(now):
+            short = daily = 0.0
+        elif quarter_start(observed) != quarter_start(now):
+            short = 0.0
+        for window, used, limit in (("15min", short, limits[0]), ("daily", daily, limits[1])):
+            if limit > 0:
+                shares.append((limit_name, window, used / limit))
+    return shares
+
+
+def queue_depth(settings: Settings, queue: str = QUEUE) -> int | None:
+    """Messages waiting in ``queue`` on the configured broker; ``None`` when it cannot be read.
+
+    Redis: the list lengths (kombu keeps one list per priority step). The embedded SQLite broker (kombu's
+    SQLAlchemy transport): visible rows of ``kombu_message``. Other transports are not read.
+    """
+    url = settings.effective_broker_url
+    try:
+        if url.startswith(("redis://", "rediss://")):
+            return _redis_depth(url, queue)
+        if url.startswith("sqla+"):
+            return _sql_depth(url.removeprefix("sqla+"), queue)
+    except Exception:
+        log.warning("metrics: cannot read the queue depth from the broker", exc_info=True)
+        return None
+    return None
+
+
+def _redis_keys(queue: str) -> list[str]:
+    # kombu's Redis transport puts a message of priority p on "<queue>\x06\x16<step>" (the plain name for
+    # step 0); counting only "celery" would miss prioritised messages.
+    from kombu.transport.redis import PRIORITY_STEPS, Channel
+
+    return [queue if step == 0 else f"{queue}{Channel.sep}{step}" for step in PRIORITY_STEPS]
+
+
+def _redis_depth(url: str, queue: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        pipe = client.pipeline()
+        for key in _redis_keys(queue):
+            pipe.llen(key)
+        return sum(int(n) for n in pipe.execute())
+    finally:
+        client.close()
+
+
+_SQL_DEPTH = (
+    "SELECT count(*) FROM kombu_message m JOIN kombu_queue q ON m.queue_id = q.id "
+    "WHERE q.name = :queue AND m.visible = :visible"
+)
+
+
+def _sql_depth(url: str, queue: str) -> int:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = Path(parsed.database or "")
+        if not path.is_file():
+            return 0  # the transport creates its file with the first message: nothing was ever queued
+        # Read-only, so a scrape never creates or locks the broker file for writing.
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2) as conn:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'kombu_message'").fetchone() is None:
+                return 0
+            row = conn.execute(_SQL_DEPTH, {"queue": queue, "visible": 1}).fetchone()
+            return int(row[0]) if row else 0
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("kombu_message"):
+                return 0
+            return int(conn.execute(text(_SQL_DEPTH), {"queue": queue, "visible": True}).scalar_one())
+    finally:
+        engine.dispose()

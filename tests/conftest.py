@@ -1,0 +1,124 @@
+"""Shared fixtures: settings in a temporary data home, real SQLite and PostgreSQL databases, Redis."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stridecare.runtime import Runtime
+from stridecare.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+PG_ADMIN_URL = os.environ.get("STRIDECARE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("STRIDECARE_TEST_REDIS", "redis://127.0.0.1:6379")
+
+# No test may read the developer's own configuration.
+for _key in [k for k in os.environ if k.startswith("STRIDECARE_") and not k.startswith("STRIDECARE_TEST_")]:
+    del os.environ[_key]
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_postgres() -> None:
+    """Skip when PostgreSQL is not installed here (the test command starts it when it is)."""
+    if not _port_open("127.0.0.1", 5432):
+        if shutil.which("pg_ctlcluster") is None and shutil.which("postgres") is None:
+            pytest.skip("PostgreSQL is not installed on this machine")
+        pytest.fail("PostgreSQL is installed but not running on 127.0.0.1:5432 (run scripts/services.sh)")
+
+
+def require_redis() -> None:
+    """Skip when Redis is not installed here (the test command starts it when it is)."""
+    if not _port_open("127.0.0.1", 6379):
+        if shutil.which("redis-server") is None:
+            pytest.skip("redis-server is not installed on this machine")
+        pytest.fail("Redis is installed but not running on 127.0.0.1:6379 (run scripts/services.sh)")
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    """Settings confined to ``tmp_path`` with fast timings for tests."""
+    values: dict[str, object] = {
+        "data_home": tmp_path / "home",
+        "inboxes": [str(tmp_path / "inbox")],
+        "settle_seconds": 0.3,
+        "rescan_interval_s": 1.0,
+        "relay_interval_s": 0.5,
+        "encryption_keys": ["6vYg1GDm8N3gTk6u0p5mYw4QG1vXh2Jq9v6Tq3l0W0c="],
+        "secret_key": "test-signing-key",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings for the embedded default in a temporary data home."""
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def rt(settings: Settings) -> Iterator[Runtime]:
+    """A runtime on a fresh SQLite database, migrated."""
+    runtime = Runtime.open(settings)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    require_postgres()
+    import psycopg
+
+    name = f"sc_test_{uuid.uuid4().hex[:10]}"
+    admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_rt(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
+    """The same test on the embedded SQLite database and on PostgreSQL."""
+    if request.param == "sqlite":
+        s = make_settings(tmp_path)
+        runtime = Runtime.open(s)
+        yield runtime
+        runtime.close()
+        return
+    url = request.getfixturevalue("pg_url")
+    s = make_settings(tmp_path, database_url=url)
+    runtime = Runtime.open(s)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def redis_db() -> Iterator[str]:
+    """A Redis URL on a database number of its own, flushed before and after."""
+    require_redis()
+    import redis
+
+    db = 9
+    client = redis.Redis.from_url(f"{REDIS_URL}/{db}")
+    client.flushdb()
+    yield f"{REDIS_URL}/{db}"
+    client.flushdb()
+    client.close()

@@ -1,0 +1,359 @@
+"""Synthetic FIT activity files for the project's own fixtures, written with ``fit_tool`` (an encoder).
+
+Typical use::
+
+    info = write_activity(tmp / "run.fit", start=datetime(2026, 3, 2, 6, 30, tzinfo=UTC),
+                          duration_s=3000, speed_mps=3.333, cadence_rpm=85)
+    info.steps      # the true step count of what was written (2 × 85 × 3000 / 60 = 8500)
+
+    write_activity(path, start=..., multisport=[
+        Segment("cycling", duration_s=1800, speed_mps=8, cadence_rpm=90),
+        Segment("running", duration_s=1200, speed_mps=3.2, cadence_rpm=86, pauses=[(600, 60)]),
+    ])
+
+Files carry file_id, device_info, timer start/stop events (stop/start around every pause), records (none
+during pauses), one lap and one session per segment, and an activity message with local time. ``cadence_rpm``
+is written as-is into ``record.cadence`` (+ ``fractional_cadence``): strides per minute normally, or steps
+per minute to exercise the unit trap. Timestamps are whole seconds, as FIT stores them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from fit_tool.fit_file_builder import FitFileBuilder
+from fit_tool.profile.messages.activity_message import ActivityMessage
+from fit_tool.profile.messages.device_info_message import DeviceInfoMessage
+from fit_tool.profile.messages.event_message import EventMessage
+from fit_tool.profile.messages.file_id_message import FileIdMessage
+from fit_tool.profile.messages.lap_message import LapMessage
+from fit_tool.profile.messages.record_message import RecordMessage
+from fit_tool.profile.messages.session_message import SessionMessage
+from fit_tool.profile.profile_type import Activity, Event, EventType, FileType, Manufacturer, Sport, SubSport
+
+FIT_EPOCH_UNIX_S = 631065600  # 1989-12-31T00:00:00Z
+
+Altitude = Callable[[float], float]  # seconds since the segment's start → metres
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One session of an activity (a whole run, or one leg of a multisport file)."""
+
+    sport: str = "running"
+    sub_sport: str | None = None
+    duration_s: int = 1800  # timer time, pauses excluded
+    speed_mps: float = 3.0
+    cadence_rpm: float | None = 85.0  # written raw into record.cadence; None = no cadence field at all
+    pauses: Sequence[tuple[int, int]] = ()  # (timer seconds into the segment, pause length s)
+    altitude: Altitude | None = None
+    total_strides: float | None = None  # device total to write; None = the true count; use write_total_strides
+    write_total_strides: bool = True
+    include_records: bool = True
+    sample_interval_s: int = 1
+
+
+@dataclass
+class SegmentInfo:
+    """What was written for one segment: the truth a decoder should recover."""
+
+    sport: str
+    sub_sport: str | None
+    start: datetime
+    elapsed_s: float
+    timer_s: float
+    distance_m: float
+    steps: float  # true steps (2 × cadence unless cadence_rpm was already > 120) over timer time
+    ascent_m: float
+    descent_m: float
+
+
+@dataclass
+class ActivityInfo:
+    """Summary of a written file."""
+
+    path: Path
+    start: datetime
+    end: datetime
+    segments: list[SegmentInfo] = field(default_factory=list)
+
+    @property
+    def steps(self) -> float:
+        """True steps of all foot segments."""
+        return sum(s.steps for s in self.segments if s.sport in ("running", "walking", "hiking"))
+
+    @property
+    def distance_m(self) -> float:
+        """Total distance of all segments."""
+        return sum(s.distance_m for s in self.segments)
+
+    @property
+    def timer_s(self) -> float:
+        """Total timer time of all segments."""
+        return sum(s.timer_s for s in self.segments)
+
+
+def _ms(t: datetime) -> int:
+    return round(t.timestamp() * 1000)
+
+
+def _enum(enum_type: type, name: str | None) -> object:
+    if name is None:
+        return None
+    return enum_type[name.upper()]
+
+
+def _steps_per_min(cadence_rpm: float) -> float:
+    # Mirrors the model's unit trap: a raw value above 120 is already steps per minute.
+    return cadence_rpm if cadence_rpm > 120 else 2.0 * cadence_rpm
+
+
+def write_activity(
+    path: Path | str,
+    *,
+    start: datetime,
+    duration_s: int = 1800,
+    speed_mps: float = 3.0,
+    cadence_rpm: float | None = 85.0,
+    sport: str = "running",
+    sub_sport: str | None = None,
+    sample_interval_s: int = 1,
+    pauses: Sequence[tuple[int, int]] = (),
+    altitude: Altitude | None = None,
+    include_cadence: bool = True,
+    include_records: bool = True,
+    total_strides: float | None = None,
+    write_total_strides: bool = True,
+    multisport: Sequence[Segment] | None = None,
+    utc_offset_s: int | None = 0,
+    manufacturer: str = "development",
+    product: int = 1,
+) -> ActivityInfo:
+    """Write a valid FIT activity file and return what it contains.
+
+    A single run is described by the keyword arguments; ``multisport`` (a list of ``Segment``) replaces them
+    and writes one session per segment, back to back. ``start`` must be timezone-aware. ``utc_offset_s`` sets
+    the activity's local timestamp (None leaves it out).
+    """
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware")
+    start = start.replace(microsecond=0)
+    segments = (
+        list(multisport)
+        if multisport
+        else [
+            Segment(
+                sport=sport,
+                sub_sport=sub_sport,
+                duration_s=duration_s,
+                speed_mps=speed_mps,
+                cadence_rpm=cadence_rpm if include_cadence else None,
+                pauses=pauses,
+                altitude=altitude,
+                total_strides=total_strides,
+                write_total_strides=write_total_strides,
+                include_records=include_records,
+                sample_interval_s=sample_interval_s,
+            )
+        ]
+    )
+
+    builder = FitFileBuilder(auto_define=True, min_string_size=16)
+    file_id = FileIdMessage()
+    file_id.type = FileType.ACTIVITY
+    file_id.manufacturer = Manufacturer[manufacturer.upper()].value
+    file_id.product = product
+    file_id.serial_number = 0x1234_5678
+    file_id.time_created = _ms(start)
+    builder.add(file_id)
+
+    device = DeviceInfoMessage()
+    device.timestamp = _ms(start)
+    device.manufacturer = Manufacturer[manufacturer.upper()].value
+    device.product = product
+    device.software_version = 1.0
+    builder.add(device)
+
+    info = ActivityInfo(path=Path(path), start=start, end=start)
+    laps: list[LapMessage] = []
+    sessions: list[SessionMessage] = []
+    clock = start
+    for index, seg in enumerate(segments):
+        seg_info, clock = _write_segment(builder, seg, clock, index, laps, sessions)
+        info.segments.append(seg_info)
+    for lap in laps:
+        builder.add(lap)
+    for session in sessions:
+        builder.add(session)
+
+    activity = ActivityMessage()
+    activity.timestamp = _ms(clock)
+    activity.total_timer_time = info.timer_s
+    activity.num_sessions = len(sessions)
+    activity.type = Activity.MANUAL
+    activity.event = Event.ACTIVITY
+    activity.event_type = EventType.STOP
+    if utc_offset_s is not None:
+        activity.local_timestamp = int(clock.timestamp()) - FIT_EPOCH_UNIX_S + utc_offset_s
+    builder.add(activity)
+
+    info.end = clock
+    builder.build().to_file(str(path))
+    return info
+
+
+def _write_segment(
+    builder: FitFileBuilder,
+    seg: Segment,
+    seg_start: datetime,
+    index: int,
+    laps: list[LapMessage],
+    sessions: list[SessionMessage],
+) -> tuple[SegmentInfo, datetime]:
+    interval = max(1, int(seg.sample_interval_s))
+    pauses = sorted((int(at), int(length)) for at, length in seg.pauses)
+    spm = _steps_per_min(seg.cadence_rpm) if seg.cadence_rpm is not None else 0.0
+
+    def event(when: datetime, event_type: EventType) -> None:
+        msg = EventMessage()
+        msg.timestamp = _ms(when)
+        msg.event = Event.TIMER
+        msg.event_type = event_type
+        msg.event_group = 0
+        builder.add(msg)
+
+    def record(when: datetime, elapsed: float, distance: float) -> None:
+        if not seg.include_records:
+            return
+        msg = RecordMessage()
+        msg.timestamp = _ms(when)
+        msg.distance = distance
+        msg.enhanced_speed = seg.speed_mps
+        if seg.cadence_rpm is not None:
+            whole = math.floor(seg.cadence_rpm)
+            msg.cadence = int(whole)
+            msg.fractional_cadence = seg.cadence_rpm - whole
+        if seg.altitude is not None:
+            msg.enhanced_altitude = seg.altitude(elapsed)
+        builder.add(msg)
+
+    event(seg_start, EventType.START)
+    timer = 0  # timer seconds so far
+    paused = 0  # paused seconds so far
+    distance = 0.0
+    ascent = descent = 0.0
+    last_alt = seg.altitude(0.0) if seg.altitude else None
+    record(seg_start, 0.0, 0.0)
+    pause_iter = iter(pauses)
+    next_pause = next(pause_iter, None)
+    while timer < seg.duration_s:
+        step = min(interval, seg.duration_s - timer)
+        if next_pause is not None and timer < next_pause[0] < timer + step:
+            step = next_pause[0] - timer
+        timer += step
+        distance += seg.speed_mps * step
+        now = seg_start + timedelta(seconds=timer + paused)
+        record(now, float(timer + paused), distance)
+        if seg.altitude is not None and last_alt is not None:
+            alt = seg.altitude(float(timer + paused))
+            ascent += max(0.0, alt - last_alt)
+            descent += max(0.0, last_alt - alt)
+            last_alt = alt
+        if next_pause is not None and timer == next_pause[0] and timer < seg.duration_s:
+            event(now, EventType.STOP_ALL)
+            paused += next_pause[1]
+            resume = seg_start + timedelta(seconds=timer + paused)
+            event(resume, EventType.START)
+            record(resume, float(timer + paused), distance)
+            next_pause = next(pause_iter, None)
+    seg_end = seg_start + timedelta(seconds=timer + paused)
+    event(seg_end, EventType.STOP_ALL)
+
+    steps = spm * seg.duration_s / 60.0
+    written_strides = seg.total_strides if seg.total_strides is not None else steps / 2.0
+    for msg in (LapMessage(), SessionMessage()):
+        msg.timestamp = _ms(seg_end)
+        msg.start_time = _ms(seg_start)
+        msg.total_elapsed_time = float(timer + paused)
+        msg.total_timer_time = float(timer)
+        msg.total_distance = distance
+        msg.sport = _enum(Sport, seg.sport)
+        if seg.sub_sport is not None:
+            msg.sub_sport = _enum(SubSport, seg.sub_sport)
+        msg.event = Event.LAP if isinstance(msg, LapMessage) else Event.SESSION
+        msg.event_type = EventType.STOP
+        if seg.altitude is not None:
+            msg.total_ascent = round(ascent)
+            msg.total_descent = round(descent)
+        if seg.write_total_strides and seg.cadence_rpm is not None and seg.sport in ("running", "walking"):
+            msg.total_strides = int(written_strides)
+            msg.total_fractional_cycles = written_strides - int(written_strides)
+        if isinstance(msg, SessionMessage):
+            msg.message_index = index
+            msg.first_lap_index = index
+            msg.num_laps = 1
+            sessions.append(msg)
+        else:
+            msg.message_index = index
+            laps.append(msg)
+    info = SegmentInfo(
+        sport=seg.sport,
+        sub_sport=seg.sub_sport,
+        start=seg_start,
+        elapsed_s=float(timer + paused),
+        timer_s=float(timer),
+        distance_m=distance,
+        steps=steps,
+        ascent_m=ascent,
+        descent_m=descent,
+    )
+    return info, seg_end
+
+
+# -- damaged files -------------------------------------------------------------------------------------------
+
+
+def write_truncated(source: Path, dest: Path, keep_fraction: float = 0.6) -> Path:
+    """Copy ``source`` cut after ``keep_fraction`` of its bytes (an interrupted transfer)."""
+    data = source.read_bytes()
+    dest.write_bytes(data[: max(1, int(len(data) * keep_fraction))])
+    return dest
+
+
+def write_bad_crc(source: Path, dest: Path) -> Path:
+    """Copy ``source`` with one data byte flipped in the middle, so the file CRC no longer matches."""
+    data = bytearray(source.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+def write_bad_header(source: Path, dest: Path) -> Path:
+    """Copy ``source`` with the ``.FIT`` signature of its header destroyed."""
+    data = bytearray(source.read_bytes())
+    data[8:12] = b"XFIT"
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+def write_chained(sources: Sequence[Path], dest: Path) -> Path:
+    """Concatenate complete FIT files into one chained file (several headers in one file)."""
+    dest.write_bytes(b"".join(p.read_bytes() for p in sources))
+    return dest
+
+
+def write_non_activity(dest: Path) -> Path:
+    """A valid FIT file that is not an activity (a settings file: file_id only)."""
+    builder = FitFileBuilder(auto_define=True)
+    file_id = FileIdMessage()
+    file_id.type = FileType.SETTINGS
+    file_id.manufacturer = Manufacturer.DEVELOPMENT.value
+    file_id.product = 1
+    file_id.time_created = _ms(datetime(2026, 1, 1, tzinfo=UTC))
+    builder.add(file_id)
+    builder.build().to_file(str(dest))
+    return dest

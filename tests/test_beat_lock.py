@@ -1,0 +1,171 @@
+"""One scheduler at a time: the SQL lease behind ``workers.beat.LeaderScheduler``.
+
+A unit test of ``stridecare.db.leases`` on SQLite and PostgreSQL, and two real ``celery beat`` processes on the
+same database: only the lease holder schedules, so each weekly balance prompt is sent once, and when the leader
+stops the other beat takes over.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import REDIS_URL, make_settings, require_redis
+from harness import Proc, WebhookReceiver, celery_beat, celery_worker, processes, settings_env, wait_for
+from sqlalchemy import select
+
+from stridecare.clock import write_clock_file
+from stridecare.crypto import new_webhook_secret
+from stridecare.db import leases
+from stridecare.db.models import Athlete, Delivery, Lease, Prompt
+from stridecare.runtime import Runtime
+
+T0 = datetime(2026, 3, 7, 12, 0, tzinfo=UTC)  # a Saturday; the weekly balance prompt is due Sundays 18:00 UTC
+SUNDAY_1 = datetime(2026, 3, 8, 18, 5, tzinfo=UTC)
+SUNDAY_2 = datetime(2026, 3, 15, 18, 5, tzinfo=UTC)
+LEADING = re.compile(r"beat (\S+): leading")
+
+
+# -- the lease itself ----------------------------------------------------------------------------------------
+
+
+def holder(rt: Runtime, name: str) -> tuple[str, datetime] | None:
+    with rt.db.transaction() as s:
+        lease = s.get(Lease, name)
+        return (lease.owner, lease.expires_at) if lease else None
+
+
+def test_lease_acquire_renew_expire_release(any_rt: Runtime) -> None:
+    db = any_rt.db
+    assert leases.acquire(db, "beat", "a", T0, 30)
+    assert holder(any_rt, "beat") == ("a", T0 + timedelta(seconds=30))
+    # Held: nobody else gets it, not even a moment before it expires.
+    assert not leases.acquire(db, "beat", "b", T0 + timedelta(seconds=29), 30)
+    # The holder renews, which moves the expiry.
+    assert leases.acquire(db, "beat", "a", T0 + timedelta(seconds=20), 30)
+    assert holder(any_rt, "beat") == ("a", T0 + timedelta(seconds=50))
+    assert not leases.acquire(db, "beat", "b", T0 + timedelta(seconds=45), 30)
+    # Leases are independent by name.
+    assert leases.acquire(db, "other", "b", T0, 30)
+    # Not renewed in time: it expires and another owner takes it; the old owner is then refused.
+    assert leases.acquire(db, "beat", "b", T0 + timedelta(seconds=51), 30)
+    assert holder(any_rt, "beat") == ("b", T0 + timedelta(seconds=81))
+    assert not leases.acquire(db, "beat", "a", T0 + timedelta(seconds=52), 30)
+    # Only the holder can release; after a release anyone takes it at once.
+    leases.release(db, "beat", "a")
+    assert holder(any_rt, "beat") == ("b", T0 + timedelta(seconds=81))
+    leases.release(db, "beat", "b")
+    assert holder(any_rt, "beat") is None
+    assert leases.acquire(db, "beat", "a", T0 + timedelta(seconds=53), 30)
+    assert holder(any_rt, "beat") == ("a", T0 + timedelta(seconds=83))
+
+
+# -- two real beats ------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def weekly(rt: Runtime) -> list[tuple[str, str]]:
+    """(dedupe key, delivery status) of every weekly balance prompt's webhook delivery."""
+    with rt.db.transaction() as s:
+        rows = s.execute(
+            select(Prompt.dedupe_key, Delivery.status)
+            .join(Delivery, Delivery.prompt_id == Prompt.id)
+            .where(Prompt.kind == "weekly_balance")
+            .order_by(Prompt.dedupe_key)
+        )
+        return [(str(key), str(status)) for key, status in rows]
+
+
+def leaders(beat: Proc) -> list[str]:
+    """Owners this beat process logged as leading."""
+    return LEADING.findall(beat.output())
+
+
+def ticks_sent(beat: Proc) -> int:
+    """How many ticks this beat scheduled."""
+    return beat.output().count("Sending due task tick")
+
+
+@pytest.mark.slow
+def test_two_beats_send_each_weekly_prompt_once(tmp_path: Path, pg_url: str) -> None:
+    require_redis()
+    import redis
+
+    broker = f"{REDIS_URL}/13"
+    redis.Redis.from_url(broker).flushdb()
+    clock = tmp_path / "clock.txt"
+    write_clock_file(clock, T0)
+    secret = new_webhook_secret()
+    hook = WebhookReceiver(secret=secret).start()
+    settings = make_settings(
+        tmp_path,
+        database_url=pg_url,
+        broker_url=broker,
+        clock_file=clock,
+        webhook_allowed_networks=["127.0.0.0/8"],
+        web_port=free_port(),
+        relay_interval_s=0.5,
+    )
+    rt = Runtime.open(settings)
+    with rt.db.transaction() as s:
+        s.add(
+            Athlete(
+                name="me",
+                webhook_url=hook.url,
+                webhook_secret_enc=rt.vault.encrypt(secret),
+                console=False,
+                timezone="UTC",
+                balance_weekday=6,
+                balance_time="18:00",
+            )
+        )
+    env = settings_env(settings)
+    logs = tmp_path / "logs"
+    worker = celery_worker("worker", env, logs)
+    beat_a = celery_beat("beat_a", env, logs)
+    beat_b = celery_beat("beat_b", env, logs)
+    try:
+        with processes(worker, beat_a, beat_b):
+            # Both start at once against the same database: exactly one of them leads.
+            wait_for(lambda: leaders(beat_a) or leaders(beat_b), timeout=60, what="a leading beat")
+            first, second = (beat_a, beat_b) if leaders(beat_a) else (beat_b, beat_a)
+            wait_for(lambda: "beat: Starting" in second.output(), timeout=30, what="the second beat running")
+            wait_for(lambda: ticks_sent(first) >= 4, timeout=30, what="the leader scheduling ticks")
+
+            write_clock_file(clock, SUNDAY_1)
+            wait_for(lambda: len(hook.payloads()) == 1, timeout=30, what="the first weekly prompt")
+            # Several more ticks of both beats: still one prompt, one request.
+            ticks = ticks_sent(first)
+            wait_for(lambda: ticks_sent(first) >= ticks + 6, timeout=30, what="more ticks")
+            assert leaders(second) == [] and ticks_sent(second) == 0, "the standby beat scheduled"
+            assert len(leaders(first)) == 1
+
+            # The leader stops (and gives the lease back); the other takes over.
+            first.stop()
+            wait_for(lambda: leaders(second), timeout=30, what="the second beat taking over")
+            wait_for(lambda: ticks_sent(second) >= 2, timeout=30, what="the new leader scheduling ticks")
+            write_clock_file(clock, SUNDAY_2)
+            wait_for(lambda: len(hook.payloads()) == 2, timeout=30, what="the second weekly prompt")
+            ticks = ticks_sent(second)
+            wait_for(lambda: ticks_sent(second) >= ticks + 6, timeout=30, what="more ticks")
+    finally:
+        hook.stop()
+        redis.Redis.from_url(broker).flushdb()
+
+    assert weekly(rt) == [("2026-W10", "sent"), ("2026-W11", "sent")]
+    delivered = hook.delivered_ids()
+    assert len(delivered) == len(set(delivered)) == 2
+    assert all(r.verified for r in hook.requests)
+    assert [p["data"]["kind"] for p in hook.payloads().values()] == ["weekly_balance", "weekly_balance"]
+    # One leader at a time: each beat led once, the second only after the first had stopped.
+    assert len(leaders(first)) == 1 and len(leaders(second)) == 1
+    assert leaders(first) != leaders(second)
+    rt.close()

@@ -1,0 +1,80 @@
+"""``stridecare ingest --json`` and ``runs --json``: the documented shapes and exit codes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fitgen import write_activity, write_bad_crc
+from typer.testing import CliRunner
+
+from stridecare.cli.main import _register, app
+
+_register()
+START = datetime(2026, 3, 2, 6, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("STRIDECARE_DATA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("STRIDECARE_ENCRYPTION_KEYS", "6vYg1GDm8N3gTk6u0p5mYw4QG1vXh2Jq9v6Tq3l0W0c=")
+    return tmp_path
+
+
+def lines(output: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_ingest_json_prints_one_object_per_file_and_exits_2_on_rejection(cli_env: Path) -> None:
+    good = cli_env / "good.fit"
+    write_activity(good, start=START, duration_s=1500, speed_mps=3.1, cadence_rpm=85)
+    bad = write_bad_crc(good, cli_env / "bad.fit")
+    runner = CliRunner()
+
+    result = runner.invoke(app, ["ingest", str(good), str(bad), str(good), "--json"])
+    assert result.exit_code == 2, result.output
+    objs = lines(result.stdout)
+    assert [o["status"] for o in objs] == ["ingested", "rejected", "duplicate"]
+    assert set(objs[0]) == {"path", "status", "reason", "runs"}
+    run = objs[0]["runs"][0]  # type: ignore[index]
+    for key in (
+        "id",
+        "source",
+        "sport",
+        "sub_sport",
+        "start_time",
+        "timer_s",
+        "elapsed_s",
+        "distance_m",
+        "steps",
+        "avg_cadence_spm",
+        "cadence_source",
+        "load",
+        "long_run",
+    ):
+        assert key in run
+    assert run["source"] == "fit" and run["start_time"] == "2026-03-02T06:30:00Z"
+    assert run["cadence_source"] == "stream" and run["steps"] == 2 * 85 * 1500 // 60
+    assert objs[1]["reason"] and "\n" not in str(objs[1]["reason"])
+
+    ok = runner.invoke(app, ["ingest", str(good), "--json"])
+    assert ok.exit_code == 0
+
+    listed = runner.invoke(app, ["runs", "--json"])
+    assert listed.exit_code == 0
+    assert [r["id"] for r in json.loads(listed.stdout)] == [run["id"]]
+
+
+def test_missing_file_is_a_clear_rejection(cli_env: Path) -> None:
+    result = CliRunner().invoke(app, ["ingest", str(cli_env / "nope.fit"), "--json"])
+    assert result.exit_code == 2
+    obj = lines(result.stdout)[0]
+    assert obj["status"] == "rejected" and "no longer exists" in str(obj["reason"])
+
+
+def test_help_teaches(cli_env: Path) -> None:
+    result = CliRunner().invoke(app, ["import", "--help"])
+    assert result.exit_code == 0
+    assert "freshness window" in result.stdout and "progress" in result.stdout

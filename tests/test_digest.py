@@ -1,0 +1,177 @@
+"""The weekly digest, end to end through a real SMTP server: once per ISO week on the athlete's weekday after
+08:00 local, email only, the chart as an inline PNG referenced by Content-ID, and figures that match the
+database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from conftest import make_settings
+from fitgen import write_activity
+from harness import SmtpSink
+from sqlalchemy import select
+
+from delivery.outbox import relay_pending
+from ingest.service import ingest_path
+from recommender.digest import DIGEST_KIND, weekly_digests
+from recommender.feedback import record_done
+from stridecare.clock import write_clock_file
+from stridecare.db.models import Athlete, Delivery, Prompt, Run
+from stridecare.runtime import Runtime
+from workers.periodic import run_periodic
+
+TZ = "Europe/Berlin"
+WEEK = [date(2026, 3, 2) + timedelta(days=i) for i in range(7)]  # ISO week 10, Monday to Sunday
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    server = SmtpSink().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def env(tmp_path: Path, sink: SmtpSink) -> Iterator[tuple[Runtime, Path]]:
+    clock = tmp_path / "clock.txt"
+    write_clock_file(clock, datetime(2026, 3, 1, tzinfo=UTC))
+    rt = Runtime.open(
+        make_settings(tmp_path, clock_file=clock, smtp_host="127.0.0.1", smtp_port=sink.port, smtp_security="none")
+    )
+    with rt.db.transaction() as s:
+        # Console stays on: the digest must still go by email only.
+        s.add(Athlete(name="anna", email="anna@example.org", timezone=TZ, digest_weekday=0, console=True))
+        s.add(Athlete(name="nomail", timezone=TZ, digest_weekday=0))
+    yield rt, clock
+    rt.close()
+
+
+def _run(rt: Runtime, tmp_path: Path, start: datetime, minutes: int, name: str) -> None:
+    path = tmp_path / name
+    write_activity(path, start=start, duration_s=minutes * 60, speed_mps=3.1, cadence_rpm=84, sample_interval_s=5)
+    assert ingest_path(rt.db, rt.settings, "anna", path, start + timedelta(minutes=minutes + 30)).status == "ingested"
+
+
+def _local(day: date, hh: int, mm: int = 0) -> datetime:
+    return datetime(day.year, day.month, day.day, hh, mm, tzinfo=ZoneInfo(TZ)).astimezone(UTC)
+
+
+def _seed(rt: Runtime, tmp_path: Path) -> None:
+    _run(rt, tmp_path, _local(date(2026, 2, 27), 7), 30, "before.fit")  # the week before: not counted
+    _run(rt, tmp_path, _local(WEEK[0], 0, 30), 40, "mon-early.fit")  # local Monday just after midnight
+    _run(rt, tmp_path, _local(WEEK[2], 18), 35, "wed.fit")
+    _run(rt, tmp_path, _local(WEEK[6], 23, 10), 60, "sun-late.fit")  # ends Monday: its prompt is next week's
+    _run(rt, tmp_path, _local(date(2026, 3, 9), 6), 30, "next-mon.fit")  # the send day itself: next digest
+    with rt.db.transaction() as s:
+        prompt = s.scalars(select(Prompt).where(Prompt.kind == "post_run").order_by(Prompt.local_day)).all()[2]
+        record_done(s, prompt.id, datetime(2026, 3, 4, 20, 0, tzinfo=UTC))
+
+
+def _week_truth(rt: Runtime) -> dict[str, float]:
+    lo, hi = _local(WEEK[0], 0), _local(WEEK[6] + timedelta(days=1), 0)
+    with rt.db.transaction() as s:
+        runs = [r for r in s.scalars(select(Run).where(Run.duplicate_of_id.is_(None))) if lo <= r.start_time < hi]
+        prompts = [
+            p for p in s.scalars(select(Prompt).where(Prompt.kind == "post_run")) if WEEK[0] <= p.local_day <= WEEK[6]
+        ]
+        return {
+            "runs": len(runs),
+            "km": sum(r.distance_m for r in runs) / 1000,
+            "seconds": sum(r.timer_s for r in runs),
+            "steps": sum(r.steps for r in runs),
+            "load": sum(r.load.load for r in runs if r.load),
+            "made": len(prompts),
+            "done": sum(1 for p in prompts if p.done_at is not None),
+        }
+
+
+def _parts(mail: EmailMessage) -> list[EmailMessage]:
+    return list(mail.walk())  # type: ignore[arg-type]
+
+
+def test_digest_is_sent_once_per_week_by_email_with_an_inline_chart(
+    env: tuple[Runtime, Path], sink: SmtpSink, tmp_path: Path
+) -> None:
+    rt, clock = env
+    _seed(rt, tmp_path)
+    truth = _week_truth(rt)
+    assert truth["runs"] == 3 and truth["made"] >= 2 and truth["done"] == 1
+
+    write_clock_file(clock, _local(date(2026, 3, 9), 7, 59))  # Monday, one minute early
+    assert weekly_digests(rt) == 0
+    write_clock_file(clock, _local(date(2026, 3, 9), 8, 5))
+    assert weekly_digests(rt) == 1  # anna only: "nomail" has no address
+    assert weekly_digests(rt) == 0  # a second tick the same week writes nothing
+    with rt.db.transaction() as s:
+        digest = s.scalars(select(Prompt).where(Prompt.kind == DIGEST_KIND)).one()
+        assert digest.dedupe_key == "2026-W11"
+        assert [d.channel for d in s.scalars(select(Delivery).where(Delivery.prompt_id == digest.id))] == ["email"]
+
+    relay_pending(rt)
+    digests = [m for m in sink.messages if "your week in running" in str(m["Subject"])]
+    assert len(digests) == 1
+    mail = digests[0]
+    assert mail["To"] == "anna@example.org"
+    assert mail["List-Unsubscribe"].startswith("<http")
+
+    # multipart/alternative (text, multipart/related (html, image/png)); the HTML shows the image by its cid.
+    assert mail.get_content_type() == "multipart/alternative"
+    related = [p for p in _parts(mail) if p.get_content_type() == "multipart/related"]
+    assert len(related) == 1
+    images = [p for p in _parts(mail) if p.get_content_type() == "image/png"]
+    assert len(images) == 1
+    png = images[0].get_content()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    cid = images[0]["Content-ID"].strip("<>")
+    html = mail.get_body(preferencelist=("html",))
+    assert html is not None
+    assert f'src="cid:{cid}"' in html.get_content()
+    assert "/unsubscribe/" in html.get_content()
+    assert "/dashboard/anna?t=" in html.get_content()
+
+    text = mail.get_body(preferencelist=("plain",))
+    assert text is not None
+    body = text.get_content().replace("\r\n", "\n")
+    assert "/unsubscribe/" in body
+    assert f"Runs: {truth['runs']}\n" in body
+    assert f"Distance: {truth['km']:.1f} km\n" in body
+    hours, rest = divmod(round(truth["seconds"]), 3600)
+    assert f"Time: {hours}:{rest // 60:02d}\n" in body
+    assert f"Steps: {round(truth['steps']):,}\n" in body
+    assert f"Foot load: {truth['load']:.0f}\n" in body
+    assert f"Prompts done: {truth['done']:.0f} of {truth['made']:.0f}\n" in body
+
+    # Later that week: nothing more. The next Monday: the next digest.
+    write_clock_file(clock, _local(date(2026, 3, 12), 9))
+    assert weekly_digests(rt) == 0
+    write_clock_file(clock, _local(date(2026, 3, 16), 8, 1))
+    assert weekly_digests(rt) == 1
+    relay_pending(rt)
+    assert len([m for m in sink.messages if "your week in running" in str(m["Subject"])]) == 2
+
+
+def test_the_beat_tick_writes_the_digest(env: tuple[Runtime, Path]) -> None:
+    rt, clock = env
+    write_clock_file(clock, _local(date(2026, 3, 9), 8, 30))
+    enqueued: list[int] = []
+    run_periodic(rt, enqueued.append)
+    run_periodic(rt, enqueued.append)
+    with rt.db.transaction() as s:
+        digests = list(s.scalars(select(Prompt).where(Prompt.kind == DIGEST_KIND)))
+        assert len(digests) == 1
+        email_delivery = s.scalars(select(Delivery).where(Delivery.prompt_id == digests[0].id)).one()
+    assert email_delivery.id in enqueued
+
+
+def test_no_digest_without_a_deliverable_address(env: tuple[Runtime, Path]) -> None:
+    rt, clock = env
+    with rt.db.transaction() as s:
+        anna = s.scalars(select(Athlete).where(Athlete.name == "anna")).one()
+        anna.email_unsubscribed_at = datetime(2026, 3, 1, tzinfo=UTC)
+    write_clock_file(clock, _local(date(2026, 3, 9), 9))
+    assert weekly_digests(rt) == 0

@@ -1,0 +1,1 @@
+"""Celery: the app, its configuration, and thin tasks that take ids or paths and call plain functions."""

@@ -1,0 +1,62 @@
+"""The Celery application, configured from the one settings object.
+
+``celery -A workers.app worker`` and ``celery -A workers.app beat`` use the module-level ``app``, built from the
+``STRIDECARE_*`` environment. With no broker configured the broker is a SQLite file (kombu's SQLAlchemy
+transport), so a real worker runs with no server installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from stridecare.settings import Settings, load_settings
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings that make redelivery safe: late acks, one prefetch, no results, bounded visibility."""
+    conf: dict[str, Any] = {
+        "broker_url": settings.effective_broker_url,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "beat_schedule": {
+            "tick": {"task": "stridecare.tick", "schedule": settings.relay_interval_s},
+        },
+        "beat_scheduler": "workers.beat:LeaderScheduler",
+        "timezone": "UTC",
+    }
+    if settings.effective_broker_url.startswith(("redis://", "rediss://")):
+        # Longer than the longest task: an unacked message is redelivered only after this (celery#3270).
+        conf["broker_transport_options"] = {"visibility_timeout": settings.broker_visibility_timeout_s}
+    return conf
+
+
+def make_app(settings: Settings) -> Celery:
+    """A Celery app for ``settings`` with the stridecare tasks registered."""
+    celery = Celery("stridecare")
+    celery.conf.update(celery_config(settings))
+    celery.conf.beat_schedule_filename = str(settings.data_home / "celerybeat-schedule")
+    celery.autodiscover_tasks(["workers"], related_name="tasks", force=True)
+    import workers.strava_tasks  # registers the Strava tasks on this app
+    import workers.tasks  # noqa: F401  (registers the tasks on this app)
+
+    return celery
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _after_fork(**_: Any) -> None:
+    from stridecare.runtime import reset_after_fork
+
+    reset_after_fork()
+
+
+app = make_app(load_settings())

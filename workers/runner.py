@@ -1,0 +1,103 @@
+"""Long-running processes: the folder watcher and the all-in-one embedded runner behind ``stridecare run``."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+from celery import Celery
+
+from ingest.watch import Candidate, FolderScanner, FolderWatcher
+from stridecare.db.athletes import ensure_athlete
+from stridecare.runtime import Runtime, install
+
+log = logging.getLogger(__name__)
+
+
+def make_watcher(rt: Runtime, *, use_broker: bool, celery: Celery | None = None) -> FolderWatcher:
+    """A watcher over the configured inboxes that enqueues files (``use_broker``) or ingests them in-process."""
+    inboxes = rt.settings.inbox_map()
+    with rt.db.transaction() as session:
+        # The athletes the folders name exist from the start, so `stridecare athlete set` works at once.
+        for athlete, _root in inboxes:
+            ensure_athlete(session, athlete, rt.settings)
+    scanner = FolderScanner(rt.db, inboxes, rt.settings.settle_seconds)
+    if use_broker:
+        from workers.app import make_app
+
+        # The task is taken from an explicit app: Celery's "current app" is per thread, and the watcher runs
+        # in a thread of its own.
+        task = (celery or make_app(rt.settings)).tasks["stridecare.ingest_file"]
+
+        def submit(c: Candidate) -> None:
+            task.delay(c.athlete, str(c.path), str(c.root))
+    else:
+        from ingest.service import ingest_path
+
+        def submit(c: Candidate) -> None:
+            report = ingest_path(rt.db, rt.settings, c.athlete, c.path, rt.now(), root=c.root, quarantine_damaged=True)
+            log.info("ingest %s: %s", c.path.name, report.status)
+
+    return FolderWatcher(scanner, submit, rt.settings.rescan_interval_s)
+
+
+def run_watcher(rt: Runtime, *, use_broker: bool) -> None:
+    """Watch until interrupted."""
+    install(rt)
+    watcher = make_watcher(rt, use_broker=use_broker)
+    _stop_on_signals(watcher.stop)
+    watcher.run()
+
+
+def _stop_on_signals(stop: Any) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        stop()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True) -> None:
+    """Everything in one process: a Celery worker (thread pool) with its beat, the watcher and the web app.
+
+    On the embedded default the broker is a SQLite file, so queued work survives a restart; the outbox and
+    the import log in the database make every step idempotent.
+    """
+    from workers.app import make_app
+
+    install(rt)
+    celery = make_app(rt.settings)
+    for athlete, root in rt.settings.inbox_map():
+        root.mkdir(parents=True, exist_ok=True)
+        log.info("watching %s for %s", root, athlete)
+    watcher = make_watcher(rt, use_broker=True, celery=celery)
+    watcher.start_thread()
+    if web:
+        from stridecare.web.server import serve_in_thread
+
+        serve_in_thread(rt)
+    # The beat runs as a thread: Celery's own embedded beat forks, and SQLite must never cross a fork.
+    from celery.beat import EmbeddedService
+
+    beat = EmbeddedService(celery, thread=True, schedule_filename=str(rt.settings.data_home / "celerybeat-schedule"))
+    beat.start()
+    try:
+        celery.worker_main(
+            [
+                "worker",
+                "--pool=threads",
+                f"--concurrency={concurrency}",
+                "--loglevel=INFO",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                "stridecare@%h",
+            ]
+        )
+    finally:
+        beat.stop()
+        watcher.stop()

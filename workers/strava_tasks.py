@@ -1,0 +1,40 @@
+"""Thin Celery tasks for Strava: each takes an id (never a token) and calls one plain function.
+
+Both are safe to run twice: an event is claimed atomically and finished once, and a backfill step runs under
+the account's lease with its cursor in SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from stridecare.runtime import current
+
+log = logging.getLogger(__name__)
+
+STRAVA_EVENT_TASK = "stridecare.strava_event"
+STRAVA_BACKFILL_TASK = "stridecare.strava_backfill"
+
+
+@shared_task(name=STRAVA_EVENT_TASK)  # type: ignore[untyped-decorator]
+def strava_event(event_id: int) -> None:
+    """Process one stored Strava push event; prompts it wrote are dispatched at once."""
+    from ingest.strava.events import process_event
+    from workers.tasks import dispatch_due
+
+    outcome = process_event(current(), int(event_id))
+    if outcome.runs_changed:
+        dispatch_due.delay()
+
+
+@shared_task(name=STRAVA_BACKFILL_TASK)  # type: ignore[untyped-decorator]
+def strava_backfill(account_id: int) -> None:
+    """One step of an account's Strava backfill; the periodic sweep enqueues the next one when it is due."""
+    from ingest.strava.sync import backfill_account
+    from workers.tasks import dispatch_due
+
+    progress = backfill_account(current(), int(account_id))
+    if progress is not None and progress.stored:
+        dispatch_due.delay()

@@ -1,0 +1,65 @@
+"""Thin Celery tasks: each takes ids or paths (never tokens), and calls one plain function.
+
+Redelivery is safe: every function below is idempotent by a unique key in SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from celery import shared_task
+
+from stridecare.runtime import current
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(name="stridecare.ingest_file")  # type: ignore[untyped-decorator]
+def ingest_file(athlete: str, path: str, root: str | None = None) -> None:
+    """Ingest one file for ``athlete``; files from a watched folder (``root`` given) are quarantined if damaged."""
+    from ingest.service import ingest_path
+
+    rt = current()
+    report = ingest_path(
+        rt.db,
+        rt.settings,
+        athlete,
+        Path(path),
+        rt.now(),
+        root=Path(root) if root else None,
+        quarantine_damaged=root is not None,
+    )
+    log.info("ingest %s: %s%s", Path(path).name, report.status, f" ({report.reason})" if report.reason else "")
+    if report.status == "ingested":
+        # Hand the new prompts' deliveries straight to the workers; the beat's tick would find them too.
+        from delivery.outbox import due_delivery_ids
+
+        for delivery_id in due_delivery_ids(rt):
+            deliver.delay(delivery_id)
+
+
+@shared_task(name="stridecare.deliver")  # type: ignore[untyped-decorator]
+def deliver(delivery_id: int) -> None:
+    """Attempt one outbox delivery (claimed atomically, so a duplicate message does nothing)."""
+    from delivery.outbox import deliver_one
+
+    deliver_one(current(), delivery_id)
+
+
+@shared_task(name="stridecare.dispatch_due")  # type: ignore[untyped-decorator]
+def dispatch_due() -> None:
+    """Enqueue every outbox row that is due now."""
+    from delivery.outbox import due_delivery_ids
+
+    for delivery_id in due_delivery_ids(current()):
+        deliver.delay(delivery_id)
+
+
+@shared_task(name="stridecare.tick")  # type: ignore[untyped-decorator]
+def tick() -> None:
+    """The periodic job: scheduled prompts, due deliveries, due Strava work. Idempotent, so a second beat or a
+    redelivered tick changes nothing."""
+    from workers.periodic import run_periodic
+
+    run_periodic(current(), enqueue_delivery=deliver.delay)
