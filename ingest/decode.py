@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from ingest.files import FileStat, RefusedFile, check_file, content_hash
 from stridecare.domain.run import DecodeError, DecodeResult
-from stridecare.plugins import FileSource, source_classes, source_for
+from stridecare.plugins import CompletenessCheck, FileSource, source_classes, source_for
+
+log = logging.getLogger(__name__)
 
 
 @cache
@@ -20,6 +23,21 @@ def registered_sources() -> tuple[FileSource, ...]:
 def supported_suffixes() -> tuple[str, ...]:
     """File endings some registered source can read."""
     return tuple(sorted({s for src in registered_sources() for s in src.suffixes}))
+
+
+def known_complete(path: Path) -> bool:
+    """True if the source that claims ``path`` can tell from its content that the file is whole (see
+    ``CompletenessCheck``); False for sources that cannot tell, and for paths no source claims."""
+    source = source_for(path, registered_sources())
+    if source is None or not isinstance(source, CompletenessCheck):
+        return False
+    try:
+        return bool(source.is_complete(path))
+    except Exception:
+        # A plugin that breaks the "must not raise" rule must not take the watcher thread down with it; the
+        # file then simply waits to settle.
+        log.warning("%s: is_complete failed for %s", source.name, path.name, exc_info=True)
+        return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from stridecare.db.models import Athlete, Run
+from stridecare.db.models import Run
 from stridecare.domain.run import CadenceSource
 
 START_TOLERANCE = timedelta(seconds=60)
@@ -73,10 +73,9 @@ def link_duplicate(session: Session, athlete_id: int, run: Run) -> Run:
     are not primary. When the new run is richer, the old primary and every run that pointed at it now point at
     the new one; the planner then finds the prompt already made for the old copy and sends none again.
     """
-    # Serialise run inserts per athlete: on PostgreSQL two transactions inserting the FIT and the Strava copy
-    # at once would otherwise each miss the other (read committed) and both stay primary. After this lock the
-    # next statement sees whatever the other transaction committed. SQLite already serialises writers.
-    session.execute(select(Athlete.id).where(Athlete.id == athlete_id).with_for_update())
+    # The caller took the athlete's row lock before inserting (stridecare.db.athletes.lock_athlete), so on
+    # PostgreSQL two transactions inserting the FIT and the Strava copy at once cannot each miss the other
+    # (read committed) and both stay primary.
     if run.duplicate_of_id is not None:
         return run
     existing = find_candidate(session, athlete_id, run)

@@ -44,6 +44,7 @@ from typing import Any
 import fitparse
 from fitparse.records import DevFieldDefinition
 
+from ingest.fit_integrity import fit_file_complete
 from stridecare.domain.run import (
     FOOT_SPORTS,
     CadenceSource,
@@ -337,6 +338,11 @@ class FitSource:
         except (KeyError, ValueError, TypeError, IndexError, OverflowError, ZeroDivisionError) as exc:
             # Values valid for the parser but absurd for a run (e.g. an out-of-range date) end here.
             raise DecodeError(f"unusable FIT file: {' '.join(str(exc).split())[:200]}") from exc
+
+    def is_complete(self, path: Path) -> bool:
+        """True only if ``path`` is known to be a whole FIT file (segments tile it, CRCs match): the watcher
+        may then skip its settle wait. False means "not known", never "damaged"."""
+        return fit_file_complete(path)
 
     # -- building runs ------------------------------------------------------------------------------------
 

@@ -157,7 +157,7 @@ def _store_once(
     path = str(decoded.path)
     assert decoded.content_hash is not None and decoded.stat is not None
     with db.transaction() as session:
-        athlete = ensure_athlete(session, athlete_name, settings)
+        athlete = ensure_athlete(session, athlete_name, settings, lock=True)
         imported = session.scalar(
             select(ImportedFile).where(
                 ImportedFile.athlete_id == athlete.id, ImportedFile.content_hash == decoded.content_hash
@@ -216,7 +216,7 @@ def complete_pending_loads(db: Database, settings: Settings, athlete_name: str, 
     next one.
     """
     with db.transaction() as session:
-        athlete = ensure_athlete(session, athlete_name, settings)
+        athlete = ensure_athlete(session, athlete_name, settings, lock=True)
         pending = list(
             session.scalars(
                 select(Run)

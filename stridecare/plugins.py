@@ -23,13 +23,30 @@ CHANNELS_GROUP = "stridecare.channels"
 
 @runtime_checkable
 class FileSource(Protocol):
-    """Decodes one file format into normalised runs."""
+    """Decodes one file format into normalised runs.
+
+    A source MAY also implement ``CompletenessCheck.is_complete`` (not part of this protocol, so sources
+    without it still match): the folder watcher then hands a file on as soon as it reports True instead of
+    waiting for the file's size to hold still.
+    """
 
     name: str
     suffixes: tuple[str, ...]
 
     def decode(self, path: Path, content_hash: str) -> DecodeResult:
         """Decode ``path``; raise ``DecodeError`` with a one-line reason for a damaged file."""
+        ...
+
+
+@runtime_checkable
+class CompletenessCheck(Protocol):
+    """Optional extra for a ``FileSource`` whose format says by itself when a file is whole (FIT: sizes and
+    CRCs in the file)."""
+
+    def is_complete(self, path: Path) -> bool:
+        """True only if ``path`` is certainly complete and will not grow; False means "not known" (still being
+        written, unreadable, or damaged — the watcher then waits for the file to settle). Must not raise, and
+        should be cheap for a partial file: the watcher calls it once per size and mtime it sees."""
         ...
 
 

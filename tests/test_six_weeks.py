@@ -5,10 +5,12 @@ default and on real Celery worker and beat processes with Redis. Then the same s
 from __future__ import annotations
 
 import json
+import re
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -79,6 +81,24 @@ def free_port() -> int:
 def post_runs(rt: Runtime) -> dict[int, Prompt]:
     with rt.db.transaction() as s:
         return {p.run_id: p for p in s.scalars(select(Prompt).where(Prompt.kind == "post_run")) if p.run_id}
+
+
+def emails_by_kind(rt: Runtime, messages: list[Any]) -> dict[str, list[Any]]:
+    """The received emails grouped by the kind of prompt each carries (its Message-ID names the prompt)."""
+    with rt.db.transaction() as s:
+        kinds = {p.id: p.kind for p in s.scalars(select(Prompt))}
+    grouped: dict[str, list[Any]] = {}
+    for message in messages:
+        match = re.fullmatch(r"<msg_([0-9a-f]+)_email@stridecare>", str(message["Message-ID"]))
+        kind = kinds.get(match.group(1), "unknown") if match else "unknown"
+        grouped.setdefault(kind, []).append(message)
+    return grouped
+
+
+def routine_emails(rt: Runtime, messages: list[Any]) -> int:
+    """Post-run and weekly balance emails: the digest that goes out on Mondays is counted apart."""
+    grouped = emails_by_kind(rt, messages)
+    return len(grouped.get("post_run", [])) + len(grouped.get("weekly_balance", []))
 
 
 @pytest.mark.parametrize("mode", ["embedded", "redis"])
@@ -169,12 +189,16 @@ def test_six_weeks_of_runs_as_they_happen(mode: str, tmp_path: Path) -> None:
                     timeout=30,
                     what=f"the prompt for run {i}",
                 )
-                wait_for(lambda: len(smtp.messages) == i + 1 + weekly_seen, timeout=30, what=f"email {i}")
+                wait_for(
+                    lambda: routine_emails(rt, smtp.messages) == i + 1 + weekly_seen, timeout=30, what=f"email {i}"
+                )
             # The last Sunday of the six weeks.
             write_clock_file(clock, (runs[-1].start + timedelta(days=1)).replace(hour=18, minute=5))
             weekly_seen += 1
             wait_for(lambda: len(hook.payloads()) == len(runs) + weekly_seen, timeout=30, what="last weekly")
-            wait_for(lambda: len(smtp.messages) == len(runs) + weekly_seen, timeout=30, what="last email")
+            wait_for(
+                lambda: routine_emails(rt, smtp.messages) == len(runs) + weekly_seen, timeout=30, what="last email"
+            )
     finally:
         hook.stop()
         smtp.stop()
@@ -203,7 +227,13 @@ def test_six_weeks_of_runs_as_they_happen(mode: str, tmp_path: Path) -> None:
         assert ("spike_caution" in flags or "spike_high" in flags) == spike_expected(runs, i), (i, flags)
         assert prompt.rule and prompt.facts["run"]["id"] == run.id
     assert any(spike_expected(runs, i) for i in range(len(runs)))
-    for message in smtp.messages:
+    # Every email is a prompt of ours; the digest arrives at most once per week.
+    grouped = emails_by_kind(rt, smtp.messages)
+    assert set(grouped) <= {"post_run", "weekly_balance", "digest"}, set(grouped)
+    assert len(grouped["post_run"]) == len(runs) and len(grouped["weekly_balance"]) == 6
+    digest_ids = [m["Message-ID"] for m in grouped.get("digest", [])]
+    assert len(digest_ids) == len(set(digest_ids)) <= 7
+    for message in grouped["post_run"] + grouped["weekly_balance"]:
         body = message.get_body(preferencelist=("plain",)).get_content()
         assert "not medical advice" in body
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from fitgen import write_activity, write_bad_crc
 from harness import wait_for
 from sqlalchemy import select
@@ -55,7 +56,8 @@ def test_a_file_written_slowly_is_ingested_once_after_it_is_complete(rt: Runtime
                 fh.flush()
                 os.fsync(fh.fileno())
                 time.sleep(0.5)
-                assert runs(rt) == [], "a half-written file was read"
+                if i < chunks - 1:  # once the last chunk is in, the file is complete and may be read at once
+                    assert runs(rt) == [], "a half-written file was read"
         wait_for(lambda: runs(rt), timeout=15, what="the run")
         time.sleep(1.5)  # further rescans must not ingest it again
     finally:
@@ -143,3 +145,224 @@ def test_watcher_thread_survives_a_failing_hand_off(rt: Runtime, tmp_path: Path)
     finally:
         watcher.stop()
     assert len(attempts) >= 2
+
+
+# -- known-complete fast path ----------------------------------------------------------------------------------
+
+
+class _Handoffs:
+    """Records each hand-off with its time and the file's size at that moment, then ingests it."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.lock = threading.Lock()
+        self.seen: list[tuple[float, Path, int]] = []
+
+    def __call__(self, c: Candidate) -> None:
+        with self.lock:
+            self.seen.append((time.monotonic(), c.path, c.path.stat().st_size))
+        ingest_path(self.rt.db, self.rt.settings, c.athlete, c.path, self.rt.now(), root=c.root)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.seen)
+
+
+def _fast_watcher(rt: Runtime, inbox: Path, handoffs: _Handoffs) -> tuple[FolderWatcher, threading.Thread]:
+    # settle 30 s, rescans every 60 s and a 10 s poll: anything handed on within a few seconds came through
+    # the content check, woken by the file's event.
+    scanner = FolderScanner(rt.db, [("me", inbox)], settle_seconds=30.0)
+    watcher = FolderWatcher(scanner, handoffs, rescan_interval_s=60.0, poll_s=10.0)
+    thread = watcher.start_thread()
+    wait_for(lambda: watcher._observer is not None, timeout=10, what="the event observer")
+    time.sleep(0.3)  # let the first rescan pass, so that only an event can wake the loop early
+    return watcher, thread
+
+
+def test_a_complete_fit_file_is_handed_on_at_once_without_waiting_to_settle(rt: Runtime, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    staged = tmp_path / "staged.fit"
+    write_activity(staged, start=START, duration_s=1800)
+    handoffs = _Handoffs(rt)
+    watcher, thread = _fast_watcher(rt, inbox, handoffs)
+    try:
+        landed = time.monotonic()
+        os.replace(staged, inbox / "run.fit")
+        wait_for(handoffs.count, timeout=8, what="the hand-off")
+        latency = handoffs.seen[0][0] - landed
+        time.sleep(0.5)  # late events for the same version must not hand it on again
+    finally:
+        watcher.stop()
+    thread.join(timeout=5)
+    assert not thread.is_alive(), "stop() must wake the loop, not wait out the poll"
+    assert latency < 5.0, f"took {latency:.2f} s: the loop was not woken by the event"
+    assert handoffs.count() == 1
+    assert len(runs(rt)) == 1
+
+
+# A slow writer's steps: (offset to write at, or None to append; the bytes).
+Step = tuple[int | None, bytes]
+
+
+def _chunks(data: bytes, cuts: list[int]) -> list[Step]:
+    return [(None, data[lo:hi]) for lo, hi in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+
+
+def _like_the_sdk(data: bytes) -> list[Step]:
+    """An encoder streaming to disk: a header saying "0 bytes of data" first (a valid header, on its own a
+    whole empty file but for the CRC), the records, then the real header rewritten in place, then the CRC."""
+    placeholder = data[:4] + b"\0\0\0\0" + data[8:12]
+    body = data[12:-2]
+    step = len(body) // 4 + 1
+    records: list[Step] = [(None, body[i : i + step]) for i in range(0, len(body), step)]
+    return [(None, placeholder), *records, (0, data[:12]), (None, data[-2:])]
+
+
+def _write_slowly(target: Path, steps: list[Step], handoffs: _Handoffs) -> None:
+    with target.open("wb") as fh:
+        for n, (offset, chunk) in enumerate(steps):
+            if offset is None:
+                fh.seek(0, os.SEEK_END)
+            else:
+                fh.seek(offset)
+            fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+            time.sleep(0.3)
+            if n < len(steps) - 1:
+                assert handoffs.count() == 0, f"handed on after step {n + 1} of {len(steps)}"
+
+
+@pytest.mark.parametrize("writer", ["chunks", "sdk"])
+def test_a_file_written_slowly_is_handed_on_once_when_complete_despite_a_long_settle(
+    rt: Runtime, tmp_path: Path, writer: str
+) -> None:
+    src = tmp_path / "src.fit"
+    write_activity(src, start=START, duration_s=1800)
+    data = src.read_bytes()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    handoffs = _Handoffs(rt)
+    watcher, thread = _fast_watcher(rt, inbox, handoffs)
+    target = inbox / "run.fit"
+    try:
+        if writer == "chunks":
+            # Cuts inside the header, right after it (a valid header, data missing), inside the data, just
+            # before the CRC and between its two bytes.
+            cuts = [5, 12, 13, len(data) // 3, len(data) // 2, len(data) - 2, len(data) - 1]
+            _write_slowly(target, _chunks(data, cuts), handoffs)
+        else:
+            _write_slowly(target, _like_the_sdk(data), handoffs)
+        done = time.monotonic()
+        wait_for(handoffs.count, timeout=8, what="the hand-off")
+        time.sleep(1.0)  # the close event and the rest of the 30 s settle must not hand it on again
+    finally:
+        watcher.stop()
+    thread.join(timeout=5)
+    assert handoffs.count() == 1
+    handed_at, path, size = handoffs.seen[0]
+    assert path == target and size == len(data)
+    assert handed_at - done < 5.0, "handed on by the settle timer, not by the content check"
+    assert len(runs(rt)) == 1
+
+
+def test_a_chained_file_copied_segment_by_segment_is_handed_on_whole(rt: Runtime, tmp_path: Path) -> None:
+    # At the instant the first segment is written the file is a complete FIT file of its own; handing that
+    # prefix on would store its run, and then the whole file's runs as well. The quiet time prevents it.
+    first, second = tmp_path / "a.fit", tmp_path / "b.fit"
+    write_activity(first, start=START, duration_s=1200)
+    write_activity(second, start=datetime(2026, 3, 3, 7, 0, tzinfo=UTC), duration_s=900)
+    segments = [first.read_bytes(), second.read_bytes()]
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    handoffs = _Handoffs(rt)
+    watcher, thread = _fast_watcher(rt, inbox, handoffs)
+    target = inbox / "day.fit"
+    try:
+        with target.open("wb") as fh:
+            for segment in segments:
+                fh.write(segment)
+                fh.flush()
+                os.fsync(fh.fileno())
+                time.sleep(0.05)  # a copy's pause between writes, shorter than the quiet time
+        wait_for(handoffs.count, timeout=8, what="the hand-off")
+        time.sleep(0.6)
+    finally:
+        watcher.stop()
+    thread.join(timeout=5)
+    assert [size for _at, _path, size in handoffs.seen] == [sum(map(len, segments))]
+    assert len(runs(rt)) == 2
+
+
+def test_the_content_check_runs_once_per_version_and_unknown_files_still_settle(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ingest.watch as watch_module
+
+    calls: list[tuple[Path, int]] = []
+    real = watch_module.known_complete
+
+    def counting(path: Path) -> bool:
+        calls.append((path, path.stat().st_size))
+        return real(path)
+
+    monkeypatch.setattr(watch_module, "known_complete", counting)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    src = tmp_path / "src.fit"
+    write_activity(src, start=START, duration_s=600)
+    data = src.read_bytes()
+    partial = inbox / "partial.fit"
+    partial.write_bytes(data[: len(data) // 2])
+    gpx = inbox / "run.gpx"
+    gpx.write_text("<gpx></gpx>")
+    scanner = FolderScanner(rt.db, [("me", inbox)], settle_seconds=1.5)
+    scanner.quiet_s = 0.0  # the quiet time has its own test (chained file)
+    scanner.rescan()
+    for _ in range(5):
+        assert scanner.ready() == []
+    scanner.note(partial)  # an event for the same version restarts the timer but keeps the verdict
+    assert scanner.ready() == []
+    assert sorted(p.name for p, _ in calls) == ["partial.fit", "run.gpx"]
+    with partial.open("ab") as fh:
+        fh.write(data[len(data) // 2 :])
+    scanner.note(partial)
+    assert [c.path for c in scanner.ready()] == [partial]  # complete now: no settle wait
+    assert len(calls) == 3
+    time.sleep(1.6)
+    assert [c.path for c in scanner.ready()] == [gpx]  # no content check for GPX: it settled
+    assert len(calls) == 3
+
+
+def test_a_late_event_after_a_vouched_file_was_read_does_not_hand_it_on_again(rt: Runtime, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    path = inbox / "run.fit"
+    write_activity(path, start=START, duration_s=600)
+    scanner = FolderScanner(rt.db, [("me", inbox)], settle_seconds=30.0)
+    scanner.quiet_s = 0.0
+    scanner.note(path)
+    handed = scanner.ready()
+    assert [c.path for c in handed] == [path]
+    ingest_path(rt.db, rt.settings, "me", path, rt.now(), root=inbox)
+    assert scanner.rescan() == 0  # read now: the rescan skips it
+    scanner.note(path)  # the writer's close event, arriving after all that
+    assert scanner.ready() == []
+    assert not scanner.has_pending()
+
+
+def test_content_checks_are_spread_over_rounds_when_a_backlog_arrives(rt: Runtime, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    src = tmp_path / "src.fit"
+    write_activity(src, start=START, duration_s=600)
+    for n in range(3):
+        (inbox / f"r{n}.fit").write_bytes(src.read_bytes())
+    scanner = FolderScanner(rt.db, [("me", inbox)], settle_seconds=30.0)
+    scanner.check_budget_s = 0.0  # one content check per round
+    scanner.quiet_s = 0.0
+    assert scanner.rescan() == 3
+    rounds = [[c.path.name for c in scanner.ready()] for _ in range(4)]
+    assert [len(r) for r in rounds] == [1, 1, 1, 0]
+    assert sorted(name for r in rounds for name in r) == ["r0.fit", "r1.fit", "r2.fit"]

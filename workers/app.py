@@ -34,6 +34,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "beat_scheduler": "workers.beat:LeaderScheduler",
         "timezone": "UTC",
     }
+    if settings.effective_broker_url.startswith("sqla+"):
+        # The same SQL queue through our subclass of kombu's transport, which polls it five times a second.
+        conf["broker_url"] = settings.effective_broker_url.removeprefix("sqla+")
+        conf["broker_transport"] = "workers.sql_broker:Transport"
     if settings.effective_broker_url.startswith(("redis://", "rediss://")):
         # Longer than the longest task: an unacked message is redelivered only after this (celery#3270).
         conf["broker_transport_options"] = {"visibility_timeout": settings.broker_visibility_timeout_s}

@@ -24,6 +24,7 @@ from ingest.strava.backfill import BackfillProgress, backfill_step
 from ingest.strava.convert import SOURCE
 from recommender.planner import refresh_daily, runs_changed
 from stridecare.db import leases
+from stridecare.db.athletes import lock_athlete
 from stridecare.db.engine import Database
 from stridecare.db.models import Athlete, Prompt, Run, RunSamples, StravaAccount, StravaEvent
 from stridecare.db.samples import ENCODING, pack_samples
@@ -98,6 +99,7 @@ def store_parsed(
     """Insert new Strava runs (linking a FIT copy of the same session) or update stored ones, then update load
     and prompts for what changed, in the caller's transaction. Storing the same activity again changes
     nothing. Returns the runs inserted or changed."""
+    lock_athlete(session, athlete.id)
     changed: list[Run] = []
     for parsed in parsed_runs:
         run = find_run(session, athlete.id, parsed.source_key)
@@ -143,6 +145,7 @@ def remove_runs(session: Session, settings: Settings, athlete: Athlete, runs: Se
     """
     if not runs:
         return 0
+    lock_athlete(session, athlete.id)
     doomed = {r.id for r in runs}
     promoted: list[Run] = []
     affected: list[datetime] = []

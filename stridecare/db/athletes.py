@@ -23,10 +23,26 @@ def get_athlete(session: Session, name: str) -> Athlete:
     return athlete
 
 
-def ensure_athlete(session: Session, name: str, settings: Settings) -> Athlete:
-    """The athlete with handle ``name``, created with default settings when a folder names a new one."""
+def lock_athlete(session: Session, athlete_id: int) -> None:
+    """Hold the athlete's row lock until the transaction ends (PostgreSQL; SQLite serialises writers anyway).
+
+    Every transaction that changes an athlete's runs, load or prompts takes it first, before inserting any row
+    that references the athlete: a foreign-key insert takes a share lock on the athlete row, and two
+    transactions that each hold one and then ask for the row lock deadlock. Taken first, the lock simply
+    serialises one athlete's writers, which the incremental load update needs anyway.
+    """
+    session.execute(select(Athlete.id).where(Athlete.id == athlete_id).with_for_update())
+
+
+def ensure_athlete(session: Session, name: str, settings: Settings, *, lock: bool = False) -> Athlete:
+    """The athlete with handle ``name``, created with default settings when a folder names a new one.
+
+    ``lock`` takes the athlete's row lock (:func:`lock_athlete`) before returning.
+    """
     athlete = session.scalar(select(Athlete).where(Athlete.name == name))
     if athlete is not None:
+        if lock:
+            lock_athlete(session, athlete.id)
         return athlete
     athlete = Athlete(name=name, timezone=settings.default_timezone)
     try:
@@ -36,4 +52,6 @@ def ensure_athlete(session: Session, name: str, settings: Settings) -> Athlete:
     except IntegrityError:
         # Another worker created it between our read and write: use theirs.
         athlete = session.scalars(select(Athlete).where(Athlete.name == name)).one()
+    if lock:
+        lock_athlete(session, athlete.id)
     return athlete
