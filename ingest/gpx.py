@@ -40,11 +40,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import gpxpy
-import gpxpy.gpx
-from gpxpy.geo import haversine_distance
+if TYPE_CHECKING:
+    import gpxpy.gpx
 
 from stridecare.domain.run import (
     CadenceSource,
@@ -197,6 +196,8 @@ def sport_from_median_speed(median: float) -> tuple[str, str | None] | str:
 def build_samples(points: Sequence[TrackPoint], start: datetime) -> Samples:
     """Samples of a track: ``t`` since ``start``, cumulative distance, speed, cadence in steps/min, altitude,
     and the timer state inferred from gaps (see the module docstring). ``points`` must be sorted by time."""
+    from gpxpy.geo import haversine_distance
+
     t: list[float] = []
     distance: list[float | None] = []
     speed: list[float | None] = []
@@ -336,6 +337,11 @@ class GpxSource:
 
     def decode(self, path: Path, content_hash: str) -> DecodeResult:
         """Decode ``path``; raise ``DecodeError`` with a one-line reason when it is not readable GPX."""
+        # Imported here, not at the top: every process loads every registered source to learn its suffixes,
+        # and one that never reads GPX need not load gpxpy.
+        import gpxpy
+        import gpxpy.gpx
+
         text = read_xml_text(path, "GPX")
         try:
             gpx = gpxpy.parse(text)

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     quarantine_dir: Path | None = None
     default_athlete: str = "me"
     max_file_mb: float = 64.0
+    # A file whose content does not prove it whole (a FIT file's sizes and CRCs do) is read only after its
+    # size and modification time held still this long.
     settle_seconds: float = 2.0
     rescan_interval_s: float = 60.0
     import_workers: int = Field(default_factory=lambda: os.cpu_count() or 1)

@@ -214,7 +214,9 @@ def watch(
     """Watch folders and ingest every complete FIT file that lands in them.
 
     With a broker configured (STRIDECARE_BROKER_URL) files are handed to the Celery workers; otherwise they
-    are ingested in this process. Damaged files move to the quarantine folder with a reason file.
+    are ingested in this process. A FIT file is read as soon as its own sizes and checksums show it is whole;
+    any other file once it has not changed for STRIDECARE_SETTLE_SECONDS (a copy in progress is never read
+    half). Damaged files move to the quarantine folder with a reason file.
     """
     from workers.runner import run_watcher
 
