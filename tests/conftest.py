@@ -24,6 +24,17 @@ for _key in [k for k in os.environ if k.startswith("STRIDECARE_") and not k.star
     del os.environ[_key]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fitgen_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One folder per test session where tests/fitgen.py keeps the files it wrote, by their arguments."""
+    from fitgen import CACHE_ENV
+
+    folder = tmp_path_factory.mktemp("fitgen-cache")
+    os.environ[CACHE_ENV] = str(folder)
+    yield folder
+    os.environ.pop(CACHE_ENV, None)
+
+
 def _port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):

@@ -19,9 +19,15 @@ per minute to exercise the unit trap. Timestamps are whole seconds, as FIT store
 
 from __future__ import annotations
 
+import copy
+import functools
+import hashlib
 import math
+import os
+import pickle
+import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,6 +42,9 @@ from fit_tool.profile.messages.session_message import SessionMessage
 from fit_tool.profile.profile_type import Activity, Event, EventType, FileType, Manufacturer, Sport, SubSport
 
 FIT_EPOCH_UNIX_S = 631065600  # 1989-12-31T00:00:00Z
+# A folder (set by the test session) where written files are kept by their arguments: fit_tool needs about
+# 6 s for a 2-hour file, and several tests, and the worker processes some of them start, write the same ones.
+CACHE_ENV = "STRIDECARE_TEST_FITGEN_CACHE"
 
 Altitude = Callable[[float], float]  # seconds since the segment's start → metres
 
@@ -112,7 +121,7 @@ def _steps_per_min(cadence_rpm: float) -> float:
     return cadence_rpm if cadence_rpm > 120 else 2.0 * cadence_rpm
 
 
-def write_activity(
+def _write_activity(
     path: Path | str,
     *,
     start: datetime,
@@ -203,6 +212,28 @@ def write_activity(
 
     info.end = clock
     builder.build().to_file(str(path))
+    return info
+
+
+@functools.wraps(_write_activity)
+def write_activity(path: Path | str, **kwargs: object) -> ActivityInfo:
+    cache = os.environ.get(CACHE_ENV)
+    altitudes = [kwargs.get("altitude")] + [seg.altitude for seg in kwargs.get("multisport") or ()]  # type: ignore[attr-defined]
+    if not cache or any(a is not None for a in altitudes):
+        # No cache folder, or an altitude function: a function has no stable identity to key a file by.
+        return _write_activity(path, **kwargs)  # type: ignore[arg-type]
+    key = hashlib.sha256(repr(sorted(kwargs.items())).encode()).hexdigest()[:32]
+    data_file, info_file = Path(cache) / f"{key}.fit", Path(cache) / f"{key}.info"
+    if data_file.exists() and info_file.exists():
+        shutil.copyfile(data_file, path)
+        return replace(copy.deepcopy(pickle.loads(info_file.read_bytes())), path=Path(path))
+    info = _write_activity(path, **kwargs)  # type: ignore[arg-type]
+    # Written aside and renamed: two processes writing the same entry at once leave one whole copy.
+    tmp = Path(cache) / f"{key}.{os.getpid()}.tmp"
+    shutil.copyfile(path, tmp)
+    os.replace(tmp, data_file)
+    tmp.write_bytes(pickle.dumps(info))
+    os.replace(tmp, info_file)
     return info
 
 

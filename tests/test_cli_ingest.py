@@ -78,3 +78,38 @@ def test_help_teaches(cli_env: Path) -> None:
     result = CliRunner().invoke(app, ["import", "--help"])
     assert result.exit_code == 0
     assert "freshness window" in result.stdout and "progress" in result.stdout
+
+
+def test_import_decodes_each_content_once(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stridecare.cli.ingest_cmds as ingest_cmds
+
+    archive = cli_env / "archive"
+    (archive / "backup").mkdir(parents=True)
+    write_activity(archive / "a.fit", start=START, duration_s=1200)
+    (archive / "backup" / "a-copy.fit").write_bytes((archive / "a.fit").read_bytes())
+    write_activity(archive / "c.fit", start=START.replace(day=4), duration_s=900)
+    elsewhere = cli_env / "c-imported-before.fit"
+    elsewhere.write_bytes((archive / "c.fit").read_bytes())
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", str(elsewhere)]).exit_code == 0
+
+    decoded: list[str] = []
+    real = ingest_cmds.decode_path
+
+    def counting(path: Path, root: Path | None, max_bytes: int) -> object:
+        decoded.append(path.name)
+        return real(path, root, max_bytes)
+
+    monkeypatch.setattr(ingest_cmds, "decode_path", counting)
+    result = runner.invoke(app, ["import", str(archive), "--workers", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    by_name = {Path(str(o["path"])).name: o for o in lines(result.stdout)}
+    assert decoded == ["a.fit"]  # the copy and the content imported before are never parsed again
+    assert {n: o["status"] for n, o in by_name.items()} == {
+        "a.fit": "ingested",
+        "a-copy.fit": "duplicate",
+        "c.fit": "duplicate",
+    }
+    assert by_name["a-copy.fit"]["runs"] == by_name["a.fit"]["runs"]  # a duplicate names the stored runs
+    listed = json.loads(runner.invoke(app, ["runs", "--json"]).stdout)
+    assert len(listed) == 2

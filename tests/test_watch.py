@@ -168,7 +168,11 @@ class _Handoffs:
             return len(self.seen)
 
 
-def _fast_watcher(rt: Runtime, inbox: Path, handoffs: _Handoffs) -> tuple[FolderWatcher, threading.Thread]:
+def _fast_watcher(rt: Runtime, tmp_path: Path) -> tuple[Path, _Handoffs, FolderWatcher, threading.Thread]:
+    """An inbox, what is handed on from it, and a running watcher over it."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    handoffs = _Handoffs(rt)
     # settle 30 s, rescans every 60 s and a 10 s poll: anything handed on within a few seconds came through
     # the content check, woken by the file's event.
     scanner = FolderScanner(rt.db, [("me", inbox)], settle_seconds=30.0)
@@ -176,16 +180,13 @@ def _fast_watcher(rt: Runtime, inbox: Path, handoffs: _Handoffs) -> tuple[Folder
     thread = watcher.start_thread()
     wait_for(lambda: watcher._observer is not None, timeout=10, what="the event observer")
     time.sleep(0.3)  # let the first rescan pass, so that only an event can wake the loop early
-    return watcher, thread
+    return inbox, handoffs, watcher, thread
 
 
 def test_a_complete_fit_file_is_handed_on_at_once_without_waiting_to_settle(rt: Runtime, tmp_path: Path) -> None:
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
     staged = tmp_path / "staged.fit"
     write_activity(staged, start=START, duration_s=1800)
-    handoffs = _Handoffs(rt)
-    watcher, thread = _fast_watcher(rt, inbox, handoffs)
+    inbox, handoffs, watcher, thread = _fast_watcher(rt, tmp_path)
     try:
         landed = time.monotonic()
         os.replace(staged, inbox / "run.fit")
@@ -241,10 +242,7 @@ def test_a_file_written_slowly_is_handed_on_once_when_complete_despite_a_long_se
     src = tmp_path / "src.fit"
     write_activity(src, start=START, duration_s=1800)
     data = src.read_bytes()
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    handoffs = _Handoffs(rt)
-    watcher, thread = _fast_watcher(rt, inbox, handoffs)
+    inbox, handoffs, watcher, thread = _fast_watcher(rt, tmp_path)
     target = inbox / "run.fit"
     try:
         if writer == "chunks":
@@ -274,10 +272,7 @@ def test_a_chained_file_copied_segment_by_segment_is_handed_on_whole(rt: Runtime
     write_activity(first, start=START, duration_s=1200)
     write_activity(second, start=datetime(2026, 3, 3, 7, 0, tzinfo=UTC), duration_s=900)
     segments = [first.read_bytes(), second.read_bytes()]
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    handoffs = _Handoffs(rt)
-    watcher, thread = _fast_watcher(rt, inbox, handoffs)
+    inbox, handoffs, watcher, thread = _fast_watcher(rt, tmp_path)
     target = inbox / "day.fit"
     try:
         with target.open("wb") as fh:

@@ -13,12 +13,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import select
 
 from ingest.decode import Decoded, decode_path, supported_suffixes
-from ingest.files import iter_files
-from ingest.service import ingest_path
+from ingest.files import content_hash, iter_files
+from ingest.service import ingest_path, known_report
 from ingest.store import FileReport, complete_pending_loads, run_json, store_decoded
 from stridecare.cli.main import app, emit_json, fail, runtime
-from stridecare.db.athletes import UnknownAthlete, get_athlete
-from stridecare.db.models import Run, SeenFile
+from stridecare.db.athletes import UnknownAthlete, ensure_athlete, get_athlete
+from stridecare.db.models import ImportedFile, Run, SeenFile
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -108,19 +108,34 @@ def import_folder(rt: object, folder: Path, athlete: str, workers: int, *, as_js
     files = [p for p in iter_files(folder) if p.name.lower().endswith(suffixes)]
     with rt.db.transaction() as session:
         seen = {row.path: (row.size, row.mtime_ns) for row in session.scalars(select(SeenFile))}
+        owner = ensure_athlete(session, athlete, rt.settings)
+        first_of = set(session.scalars(select(ImportedFile.content_hash).where(ImportedFile.athlete_id == owner.id)))
     summary: dict[str, int] = {}
     todo: list[Path] = []
+    # Content imported before, or met earlier in this archive: reported as a duplicate once the first copy is
+    # stored, never decoded again.
+    copies: list[Path] = []
     for path in files:
         st = path.stat()
         if seen.get(str(path.resolve())) == (st.st_size, st.st_mtime_ns):
             summary["duplicate"] = summary.get("duplicate", 0) + 1
             continue
+        # Hashing is a thousand times faster than parsing: an archive holding copies (a watch folder backed up
+        # twice, a re-export) decodes each content once.
+        try:
+            digest = content_hash(path)
+        except OSError:
+            todo.append(path)  # decode_path reports why it cannot be read
+            continue
+        if digest in first_of:
+            copies.append(path)
+            continue
+        first_of.add(digest)
         todo.append(path)
     now = rt.now()
     max_bytes = rt.settings.max_file_bytes
 
-    def record(decoded: Decoded) -> None:
-        report = store_decoded(rt.db, rt.settings, athlete, decoded, now, defer_load=True)
+    def record(report: FileReport) -> None:
         summary[report.status] = summary.get(report.status, 0) + 1
         if as_json:
             emit_json(report.as_json())
@@ -129,9 +144,17 @@ def import_folder(rt: object, folder: Path, athlete: str, workers: int, *, as_js
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=False, disable=not todo) as progress:
-        task = progress.add_task(f"importing {len(todo)} files", total=len(todo))
+        task = progress.add_task(f"importing {len(todo) + len(copies)} files", total=len(todo) + len(copies))
         for decoded in _decode_all(todo, workers, max_bytes):
-            record(decoded)
+            record(store_decoded(rt.db, rt.settings, athlete, decoded, now, defer_load=True))
+            progress.advance(task)
+        for path in copies:
+            report = known_report(rt.db, rt.settings, athlete, path, None)
+            # None only if the copy changed or vanished meanwhile: then it is read like any other file.
+            record(
+                report
+                or store_decoded(rt.db, rt.settings, athlete, decode_path(path, None, max_bytes), now, defer_load=True)
+            )
             progress.advance(task)
     # Load, flags and prompts in one pass, oldest run first, whatever order the files finished decoding in.
     complete_pending_loads(rt.db, rt.settings, athlete, now)
