@@ -1,13 +1,14 @@
 """Watching inbox folders: filesystem events plus a periodic rescan, and a completeness check before any file
 is read.
 
-A file is handed on as soon as its source can tell from the content that it is whole (``known_complete``; FIT:
-the segment sizes tile the file and every file CRC matches), or otherwise once its size and modification time
-have not changed for ``settle_seconds`` — a file still being copied from a watch is never read half. The
-content check runs at most once per size and mtime seen, and a file it does not vouch for simply waits to
-settle. Events make pick-up quick (an event wakes the loop at once); the rescan catches what events missed
-(network shares, a watcher restarted after a crash). Files already read, with the same size and modification
-time, are skipped without hashing, which keeps the rescan of a large archive cheap.
+A file is handed on once it held still for a moment (``quiet_s``, 0.2 s) and its source can tell from the
+content that it is whole (``known_complete``; FIT: the segment sizes tile the file and every file CRC
+matches), or otherwise once its size and modification time have not changed for ``settle_seconds`` — a file
+still being copied from a watch is never read half. The content check runs at most once per size and mtime
+seen, and a file it does not vouch for simply waits to settle. Events make pick-up quick (an event wakes the
+loop at once); the rescan catches what events missed (network shares, a watcher restarted after a crash).
+Files already read, with the same size and modification time, are skipped without hashing, which keeps the
+rescan of a large archive cheap.
 """
 
 from __future__ import annotations
