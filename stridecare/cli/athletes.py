@@ -14,6 +14,7 @@ from stridecare.cli.main import app, emit_json, fail, runtime
 from stridecare.crypto import new_webhook_secret
 from stridecare.db.athletes import UnknownAthlete, get_athlete
 from stridecare.db.models import Athlete
+from stridecare.settings import Settings
 
 athlete_app = typer.Typer(help="Add athletes and set how and when they receive prompts.", no_args_is_help=True)
 app.add_typer(athlete_app, name="athlete")
@@ -150,6 +151,7 @@ def add(
     typer.echo(f"added {name}")
     if secret:
         typer.echo(f"webhook secret (shown once, verify signatures with it): {secret}")
+    _warn_if_refused(webhook, rt.settings)
 
 
 @athlete_app.command("set")
@@ -186,6 +188,25 @@ def set_(
     typer.echo(f"updated {name}")
     if secret:
         typer.echo(f"webhook secret (shown once, verify signatures with it): {secret}")
+    _warn_if_refused(webhook, rt.settings)
+
+
+def _warn_if_refused(webhook: str | None, settings: Settings) -> None:
+    """Say now, not at the first failed delivery, when the guard against request forgery will refuse the URL.
+
+    A warning, not an error: the operator may still allow the network, or the name may resolve differently
+    where the workers run.
+    """
+    if not webhook:
+        return
+    from delivery.ssrf import ForbiddenTarget, TargetUnresolvable, check_target, parse_networks
+
+    try:
+        check_target(webhook, parse_networks(settings.webhook_allowed_networks))
+    except ForbiddenTarget as exc:
+        typer.echo(f"warning: deliveries to this webhook will be refused: {exc}", err=True)
+    except TargetUnresolvable as exc:
+        typer.echo(f"warning: {exc}; deliveries retry on the backoff schedule (about a day)", err=True)
 
 
 @athlete_app.command("list")
