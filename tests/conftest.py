@@ -75,6 +75,14 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
 
 
 @pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The environment of a ``stridecare`` command run in this process: a data home under ``tmp_path``."""
+    monkeypatch.setenv("STRIDECARE_DATA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("STRIDECARE_ENCRYPTION_KEYS", "6vYg1GDm8N3gTk6u0p5mYw4QG1vXh2Jq9v6Tq3l0W0c=")
+    return tmp_path
+
+
+@pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings for the embedded default in a temporary data home."""
     return make_settings(tmp_path)

@@ -12,13 +12,6 @@ from stridecare.cli.main import _register, app
 _register()
 
 
-@pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("STRIDECARE_DATA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("STRIDECARE_ENCRYPTION_KEYS", "6vYg1GDm8N3gTk6u0p5mYw4QG1vXh2Jq9v6Tq3l0W0c=")
-    return tmp_path
-
-
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://2130706433/hook", "http://[::ffff:127.0.0.1]/"])
 def test_a_webhook_on_a_private_address_is_stored_with_a_warning(cli_env: Path, url: str) -> None:
     runner = CliRunner()

@@ -16,13 +16,6 @@ _register()
 START = datetime(2026, 3, 2, 6, 30, tzinfo=UTC)
 
 
-@pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("STRIDECARE_DATA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("STRIDECARE_ENCRYPTION_KEYS", "6vYg1GDm8N3gTk6u0p5mYw4QG1vXh2Jq9v6Tq3l0W0c=")
-    return tmp_path
-
-
 def lines(output: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 

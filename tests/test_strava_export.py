@@ -232,13 +232,6 @@ def test_activity_dates() -> None:
     assert parse_activity_date("yesterday") is None
 
 
-@pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("STRIDECARE_DATA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("STRIDECARE_ENCRYPTION_KEYS", "6vYg1GDm8N3gTk6u0p5mYw4QG1vXh2Jq9v6Tq3l0W0c=")
-    return tmp_path
-
-
 def test_cli_import_of_an_export_zip(cli_env: Path) -> None:
     archive, _ = build_export(cli_env)
     runner = CliRunner()
