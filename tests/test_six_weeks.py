@@ -5,7 +5,6 @@ default and on real Celery worker and beat processes with Redis. Then the same s
 from __future__ import annotations
 
 import json
-import re
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,9 +28,10 @@ from harness import (
 )
 from sqlalchemy import select
 
+from delivery.email import email_message_id
 from stridecare.clock import write_clock_file
 from stridecare.crypto import new_webhook_secret
-from stridecare.db.models import Athlete, Prompt, Run
+from stridecare.db.models import Athlete, Delivery, Prompt, Run
 from stridecare.runtime import Runtime
 
 pytestmark = pytest.mark.slow
@@ -86,12 +86,13 @@ def post_runs(rt: Runtime) -> dict[int, Prompt]:
 def emails_by_kind(rt: Runtime, messages: list[Any]) -> dict[str, list[Any]]:
     """The received emails grouped by the kind of prompt each carries (its Message-ID names the prompt)."""
     with rt.db.transaction() as s:
-        kinds = {p.id: p.kind for p in s.scalars(select(Prompt))}
+        kinds = {
+            email_message_id(d.message_id): kind
+            for d, kind in s.execute(select(Delivery, Prompt.kind).join(Prompt, Delivery.prompt_id == Prompt.id))
+        }
     grouped: dict[str, list[Any]] = {}
     for message in messages:
-        match = re.fullmatch(r"<msg_([0-9a-f]+)_email@stridecare>", str(message["Message-ID"]))
-        kind = kinds.get(match.group(1), "unknown") if match else "unknown"
-        grouped.setdefault(kind, []).append(message)
+        grouped.setdefault(kinds.get(str(message["Message-ID"]), "unknown"), []).append(message)
     return grouped
 
 

@@ -40,18 +40,15 @@ def ensure_athlete(session: Session, name: str, settings: Settings, *, lock: boo
     ``lock`` takes the athlete's row lock (:func:`lock_athlete`) before returning.
     """
     athlete = session.scalar(select(Athlete).where(Athlete.name == name))
-    if athlete is not None:
-        if lock:
-            lock_athlete(session, athlete.id)
-        return athlete
-    athlete = Athlete(name=name, timezone=settings.default_timezone)
-    try:
-        with session.begin_nested():
-            session.add(athlete)
-            session.flush()
-    except IntegrityError:
-        # Another worker created it between our read and write: use theirs.
-        athlete = session.scalars(select(Athlete).where(Athlete.name == name)).one()
+    if athlete is None:
+        athlete = Athlete(name=name, timezone=settings.default_timezone)
+        try:
+            with session.begin_nested():
+                session.add(athlete)
+                session.flush()
+        except IntegrityError:
+            # Another worker created it between our read and write: use theirs.
+            athlete = session.scalars(select(Athlete).where(Athlete.name == name)).one()
     if lock:
         lock_athlete(session, athlete.id)
     return athlete
