@@ -22,8 +22,9 @@ run: install
 
 test: install-test
 	./scripts/services.sh
-	$(BIN)/ruff check stridecare ingest workers recommender delivery tests bench
+	$(BIN)/ruff check stridecare stridecare_app ingest workers recommender delivery tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 bench: install-test

@@ -121,7 +121,7 @@ def peak_rss_mb(path: Path, home: Path) -> float:
     subprocess.run([str(BIN / "stridecare"), "migrate"], env=env_for(home), check=True, capture_output=True)
     code = (
         "import resource, sys\n"
-        "from stridecare.cli.main import main\n"
+        "from stridecare_app.cli.main import main\n"
         "sys.argv = ['stridecare', 'ingest', sys.argv[1]]\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"

@@ -13,22 +13,23 @@ wall time, because they guard real processes.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from delivery.backoff import next_attempt_delay
-from delivery.render import render_prompt
-from recommender.routines import WELLNESS_DISCLAIMER, balance_level, routine
 from stridecare.db.models import Athlete, Delivery, DeliveryAttempt, Prompt
 from stridecare.plugins import Channel, DeliveryOutcome, OutgoingMessage, channel_classes
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
-from stridecare.web.links import done_url, unsubscribe_url
 
 log = logging.getLogger(__name__)
+
+# Turns a claimed delivery into the message its channel sends (``recommender.messages.build_message``); passed
+# in, because rendering a prompt needs the recommender, which sits above the outbox.
+MessageBuilder = Callable[[Runtime, Session, Delivery, Prompt, Athlete], OutgoingMessage]
 
 
 
@@ -116,99 +117,6 @@ def _claim(session: Session, delivery_id: int, now: datetime, wall: datetime, cl
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def build_message(
-    rt: Runtime, session: Session, delivery: Delivery, prompt: Prompt, athlete: Athlete
-) -> OutgoingMessage:
-    """Render ``prompt`` for ``delivery``'s channel."""
-    base = rt.settings.effective_public_url
-    if prompt.kind in ("digest", "shoe"):
-        return _build_other(rt, delivery, prompt, athlete)
-    level = int(prompt.facts.get("balance_level", athlete.balance_level))
-    routines: list[dict[str, Any]] = []
-    for key in prompt.routines:
-        r = routine(key)
-        item = {"key": r.key, "title": r.title, "instructions": r.instructions, "dose": r.dose}
-        if key == "balance":
-            lvl = balance_level(level)
-            item["title"] = f"{r.title} ({lvl.title})"
-            item["instructions"] = lvl.instructions
-        routines.append(item)
-    unsub = unsubscribe_url(base, rt.link_key, athlete.id) if delivery.channel == "email" else None
-    done = done_url(base, rt.link_key, prompt.id)
-    rendered = render_prompt(
-        prompt_id=prompt.id,
-        athlete_name=athlete.display_name or athlete.name,
-        kind=prompt.kind,  # type: ignore[arg-type]
-        routines=routines,
-        reasons=prompt.reasons,
-        flags=prompt.facts.get("flags", []),
-        run=prompt.facts.get("run"),
-        done_url=done,
-        unsubscribe_url=unsub,
-        created_at=prompt.created_at,
-        disclaimer=WELLNESS_DISCLAIMER,
-    )
-    return OutgoingMessage(
-        prompt_id=prompt.id,
-        delivery_id=delivery.id,
-        message_id=delivery.message_id,
-        athlete_name=athlete.name,
-        recipient=athlete.email,
-        subject=rendered.subject,
-        text=rendered.text,
-        html=rendered.html,
-        payload=rendered.payload,
-        unsubscribe_url=unsub,
-        done_url=done,
-        created_at=prompt.created_at,
-    )
-
-
-def _build_other(rt: Runtime, delivery: Delivery, prompt: Prompt, athlete: Athlete) -> OutgoingMessage:
-    """Prompts without routines (weekly digest, shoe reminder) have their own renderers and no "done" link."""
-    # Imported here: those modules write outbox rows and so import this one.
-    from recommender.digest import render_digest
-    from recommender.shoes import render_shoe_reminder
-    from stridecare.web.dashboard import dashboard_url
-
-    base = rt.settings.effective_public_url
-    unsub = unsubscribe_url(base, rt.link_key, athlete.id) if delivery.channel == "email" else None
-    name = athlete.display_name or athlete.name
-    images: tuple[tuple[str, bytes, str], ...] = ()
-    if prompt.kind == "digest":
-        subject, text, html, payload, images = render_digest(
-            prompt_id=prompt.id,
-            athlete_name=name,
-            facts=prompt.facts,
-            unsubscribe_url=unsub,
-            dashboard_url=dashboard_url(base, athlete.name, athlete.dashboard_token),
-            created_at=prompt.created_at,
-        )
-    else:
-        subject, text, html, payload = render_shoe_reminder(
-            prompt_id=prompt.id,
-            athlete_name=name,
-            facts=prompt.facts,
-            unsubscribe_url=unsub,
-            created_at=prompt.created_at,
-        )
-    return OutgoingMessage(
-        prompt_id=prompt.id,
-        delivery_id=delivery.id,
-        message_id=delivery.message_id,
-        athlete_name=athlete.name,
-        recipient=athlete.email,
-        subject=subject,
-        text=text,
-        html=html,
-        payload=payload,
-        unsubscribe_url=unsub,
-        done_url=None,
-        created_at=prompt.created_at,
-        inline_images=images,
-    )
-
-
 def _target(rt: Runtime, delivery: Delivery, athlete: Athlete) -> tuple[str | None, str | None, str | None]:
     """(target, secret, reason-to-cancel) for the delivery's channel, read fresh on every attempt."""
     if delivery.channel == "email":
@@ -223,7 +131,7 @@ def _target(rt: Runtime, delivery: Delivery, athlete: Athlete) -> tuple[str | No
     return str(rt.settings.data_home / "prompts.log"), None, None
 
 
-def deliver_one(rt: Runtime, delivery_id: int) -> DeliveryOutcome | None:
+def deliver_one(rt: Runtime, delivery_id: int, build: MessageBuilder) -> DeliveryOutcome | None:
     """Claim, send and record one delivery; None when it was not due or someone else has it."""
     now, wall = rt.now(), _wall()
     with rt.db.transaction() as session:
@@ -238,7 +146,7 @@ def deliver_one(rt: Runtime, delivery_id: int) -> DeliveryOutcome | None:
         if cancel is not None:
             delivery.status, delivery.last_error, delivery.claimed_until = "cancelled", cancel, None
             return DeliveryOutcome(ok=False, detail=cancel, retry=False)
-        message = build_message(rt, session, delivery, prompt, athlete)
+        message = build(rt, session, delivery, prompt, athlete)
         channel_name = delivery.channel
         attempts = delivery.attempts
     try:
@@ -286,10 +194,10 @@ def _record(rt: Runtime, delivery_id: int, attempts_before: int, outcome: Delive
         delivery.next_attempt_at = now + timedelta(seconds=delay)
 
 
-def relay_pending(rt: Runtime, limit: int = 200) -> int:
+def relay_pending(rt: Runtime, build: MessageBuilder, limit: int = 200) -> int:
     """Send every due delivery in this process (the embedded command line and tests); returns attempts made."""
     made = 0
     for delivery_id in due_delivery_ids(rt, limit):
-        if deliver_one(rt, delivery_id) is not None:
+        if deliver_one(rt, delivery_id, build) is not None:
             made += 1
     return made

@@ -15,6 +15,7 @@ from ingest.decode import Decoded
 from ingest.dedupe import link_duplicate
 from ingest.files import quarantine
 from recommender.planner import runs_changed
+from recommender.run_json import run_json
 from recommender.shoes import shoe_for_new_run
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.engine import Database
@@ -36,27 +37,6 @@ class FileReport:
     def as_json(self) -> dict[str, Any]:
         """The documented JSON shape."""
         return {"path": self.path, "status": self.status, "reason": self.reason, "runs": self.runs}
-
-
-def run_json(run: Run) -> dict[str, Any]:
-    """A stored run as the command line's JSON prints it."""
-    load = run.load
-    return {
-        "id": run.id,
-        "source": run.source,
-        "sport": run.sport,
-        "sub_sport": run.sub_sport,
-        "start_time": run.start_time.isoformat().replace("+00:00", "Z"),
-        "timer_s": round(run.timer_s, 3),
-        "elapsed_s": round(run.elapsed_s, 3),
-        "distance_m": round(run.distance_m, 2),
-        "steps": round(run.steps),
-        "avg_cadence_spm": None if run.avg_cadence_spm is None else round(run.avg_cadence_spm, 1),
-        "cadence_source": run.cadence_source,
-        "load": None if load is None else round(load.load, 1),
-        "long_run": None if load is None else load.long_run,
-        "duplicate_of": run.duplicate_of_id,
-    }
 
 
 def add_run(session: Session, athlete_id: int, parsed: ParsedRun, file_id: int | None) -> Run:

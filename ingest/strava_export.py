@@ -48,9 +48,10 @@ from sqlalchemy.exc import IntegrityError
 from ingest.compressed import MAX_DECOMPRESSED_BYTES, MAX_RATIO, copy_capped, gunzip_capped
 from ingest.decode import decode_path, supported_suffixes
 from ingest.files import content_hash
-from ingest.store import FileReport, existing_report, run_json, store_decoded
+from ingest.store import FileReport, existing_report, store_decoded
 from ingest.strava.convert import convert_activity, sport_of
 from ingest.strava.sync import find_run, store_parsed
+from recommender.run_json import run_json
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.models import ImportedFile
 from stridecare.domain.run import DecodeError, ParsedRun

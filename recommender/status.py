@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ingest.store import run_json
 from recommender.planner import constants, daily_rows
+from recommender.run_json import run_json
 from stridecare.db.models import Athlete, Delivery, Prompt, Run
 from stridecare.domain.history import EwmaState, acwr, local_day, recompute_from
 from stridecare.settings import Settings

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from stridecare.cli.main import _register, app
+from stridecare_app.cli.main import _register, app
 
 _register()
 

@@ -10,7 +10,7 @@ import pytest
 from fitgen import write_activity, write_bad_crc
 from typer.testing import CliRunner
 
-from stridecare.cli.main import _register, app
+from stridecare_app.cli.main import _register, app
 
 _register()
 START = datetime(2026, 3, 2, 6, 30, tzinfo=UTC)
@@ -74,7 +74,7 @@ def test_help_teaches(cli_env: Path) -> None:
 
 
 def test_import_decodes_each_content_once(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import stridecare.cli.ingest_cmds as ingest_cmds
+    import stridecare_app.cli.ingest_cmds as ingest_cmds
 
     archive = cli_env / "archive"
     (archive / "backup").mkdir(parents=True)

@@ -115,7 +115,7 @@ def test_every_app_service_builds_this_image_and_runs_a_known_program(compose: d
 def test_stridecare_commands_are_registered_commands(compose: dict[str, Any]) -> None:
     import typer.main
 
-    from stridecare.cli import main
+    from stridecare_app.cli import main
 
     main._register()
     group = typer.main.get_command(main.app)
@@ -129,7 +129,7 @@ def test_stridecare_commands_are_registered_commands(compose: dict[str, Any]) ->
     assert used <= registered
     # The image's `stridecare` is this console script.
     (script,) = entry_points(group="console_scripts", name="stridecare")
-    assert script.value == "stridecare.cli.main:main"
+    assert script.value == "stridecare_app.cli.main:main"
 
 
 def test_celery_commands_load_the_celery_app() -> None:
@@ -283,7 +283,7 @@ def test_web_healthcheck_path_is_served(tmp_path: Path) -> None:
     from starlette.testclient import TestClient
 
     from stridecare.runtime import Runtime
-    from stridecare.web.app import create_app
+    from stridecare_app.web.app import create_app
 
     rt = Runtime.open(make_settings(tmp_path))
     try:

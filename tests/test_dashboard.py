@@ -26,8 +26,8 @@ from stridecare.clock import write_clock_file
 from stridecare.db.models import Athlete, Prompt, Run
 from stridecare.domain.flags import SPIKE_FLAGS
 from stridecare.runtime import Runtime
-from stridecare.web import dashboard as dashboard_module
-from stridecare.web.app import create_app
+from stridecare_app.web import dashboard as dashboard_module
+from stridecare_app.web.app import create_app
 
 TZ = "Europe/Berlin"
 NOW = datetime(2026, 3, 18, 11, 0, tzinfo=UTC)  # a Wednesday; the last run was on the Saturday before

@@ -16,10 +16,10 @@ from fitgen import write_activity
 from harness import SmtpSink
 from sqlalchemy import select
 
-from delivery.outbox import relay_pending
 from ingest.service import ingest_path
 from recommender.digest import DIGEST_KIND, weekly_digests
 from recommender.feedback import record_done
+from recommender.messages import relay_pending
 from stridecare.clock import write_clock_file
 from stridecare.db.models import Athlete, Delivery, Prompt, Run
 from stridecare.runtime import Runtime

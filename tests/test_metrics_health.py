@@ -18,13 +18,13 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from stridecare.cli import main
 from stridecare.clock import write_clock_file
 from stridecare.db.models import ApiBudget, Athlete, Delivery, ImportedFile, Prompt, Run
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
-from stridecare.web import metrics
-from stridecare.web.app import create_app
+from stridecare_app.cli import main
+from stridecare_app.web import metrics
+from stridecare_app.web.app import create_app
 
 BIN = Path(sys.executable).parent
 FERNET_KEY = "6vYg1GDm8N3gTk6u0p5mYw4QG1vXh2Jq9v6Tq3l0W0c="

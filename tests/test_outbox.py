@@ -15,14 +15,14 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from delivery.outbox import relay_pending
 from ingest.service import ingest_path
+from recommender.messages import relay_pending
 from stridecare.clock import write_clock_file
 from stridecare.crypto import new_webhook_secret
 from stridecare.db.models import Athlete, Completion, Delivery, DeliveryAttempt, Prompt
+from stridecare.links import done_url, unsubscribe_url
 from stridecare.runtime import Runtime
-from stridecare.web.app import create_app
-from stridecare.web.links import done_url, unsubscribe_url
+from stridecare_app.web.app import create_app
 
 START = datetime(2026, 5, 4, 6, 0, tzinfo=UTC)  # a Monday, 08:00 in Berlin
 
@@ -172,7 +172,7 @@ def test_done_link_records_completion_and_balance_progresses(tmp_path: Path) -> 
     assert client.post(first).status_code == 200
     assert client.post(first).status_code == 200  # twice is harmless
     runner = CliRunner()
-    from stridecare.cli.main import _register, app
+    from stridecare_app.cli.main import _register, app
 
     _register()
     env = {"STRIDECARE_DATA_HOME": str(rt.settings.data_home),
@@ -216,7 +216,7 @@ def test_status_and_prompts_json(clocked: tuple[Runtime, Path], tmp_path: Path) 
             drop_run(rt, tmp_path, start, minutes=40, name=f"r{day}.fit")
     finally:
         hook.stop()
-    from stridecare.cli.main import _register, app
+    from stridecare_app.cli.main import _register, app
 
     _register()
     env = {"STRIDECARE_DATA_HOME": str(rt.settings.data_home), "STRIDECARE_CLOCK_FILE": str(clock),

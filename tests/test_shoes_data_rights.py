@@ -39,7 +39,7 @@ START = datetime(2026, 4, 6, 6, 0, tzinfo=UTC)
 
 
 def cli(rt: Runtime, *args: str) -> Any:
-    from stridecare.cli.main import _register, app
+    from stridecare_app.cli.main import _register, app
 
     _register()
     env = {
@@ -99,7 +99,7 @@ def test_shoe_distance_steps_and_one_reminder(rt: Runtime, tmp_path: Path) -> No
         assert len(list(s.scalars(select(Prompt).where(Prompt.kind == "shoe")))) == 1
         # The reminder goes out like any prompt (console here); the relay renders it without error.
         assert [d.channel for d in s.scalars(select(Delivery).join(Prompt).where(Prompt.kind == "shoe"))] == ["console"]
-    from delivery.outbox import relay_pending
+    from recommender.messages import relay_pending
 
     relay_pending(rt)
     with rt.db.transaction() as s:
@@ -160,7 +160,7 @@ def seed_two(rt: Runtime, tmp_path: Path) -> dict[str, int]:
                 )
             )
             s.add(StravaEvent(dedupe_key=f"ev-{name}", payload={"owner_id": strava_id, "object_id": 5}))
-    from delivery.outbox import relay_pending
+    from recommender.messages import relay_pending
 
     relay_pending(rt)  # delivery attempts exist too
     return ids
@@ -254,7 +254,7 @@ def test_forget_leaves_no_row_of_the_athlete_and_others_untouched(rt: Runtime, t
         assert len(list(s.scalars(select(SeenFile.path)))) == seen_before - 3
         assert all("anna" not in p for p in s.scalars(select(SeenFile.path)))
     # Exporting the forgotten athlete now fails: it is unknown.
-    from stridecare.cli.main import app
+    from stridecare_app.cli.main import app
 
     env = {"STRIDECARE_DATA_HOME": str(rt.settings.data_home)}
     failed = CliRunner().invoke(app, ["export", "anna", "--out", str(tmp_path / "x")], env=env)

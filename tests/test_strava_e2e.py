@@ -37,7 +37,7 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-import stridecare.web.strava as web_strava
+import stridecare_app.web.strava as web_strava
 from ingest.service import ingest_path
 from ingest.strava.events import process_event, sweep
 from ingest.strava.oauth import deauthorize
@@ -47,7 +47,7 @@ from stridecare.crypto import Vault
 from stridecare.db.models import Athlete, DailyLoad, Delivery, Prompt, Run, StravaAccount, StravaEvent
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
-from stridecare.web.app import create_app
+from stridecare_app.web.app import create_app
 
 STRAVA_ID = 5150
 SUB_ID = 1001  # the fake's first subscription id
@@ -245,7 +245,7 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, settings: Settings, **extra: str) -
 
 
 def cli(*args: str) -> Any:
-    from stridecare.cli.main import _register, app
+    from stridecare_app.cli.main import _register, app
 
     _register()
     root = logging.getLogger()

@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 
 from ingest.service import ingest_path
 from ingest.strava_export import StravaExportError, import_strava_export, parse_activity_date
-from stridecare.cli.main import _register, app
 from stridecare.db.models import Run
 from stridecare.runtime import Runtime
+from stridecare_app.cli.main import _register, app
 
 _register()
 START = datetime(2026, 3, 2, 6, 30, tzinfo=UTC)

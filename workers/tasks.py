@@ -43,8 +43,9 @@ def ingest_file(athlete: str, path: str, root: str | None = None) -> None:
 def deliver(delivery_id: int) -> None:
     """Attempt one outbox delivery (claimed atomically, so a duplicate message does nothing)."""
     from delivery.outbox import deliver_one
+    from recommender.messages import build_message
 
-    deliver_one(current(), delivery_id)
+    deliver_one(current(), delivery_id, build_message)
 
 
 @shared_task(name="stridecare.dispatch_due")  # type: ignore[untyped-decorator]

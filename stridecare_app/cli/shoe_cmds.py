@@ -14,9 +14,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from recommender.shoes import shoe_usage
-from stridecare.cli.main import app, emit_json, fail, runtime
 from stridecare.db.athletes import UnknownAthlete, get_athlete
 from stridecare.db.models import Athlete, Shoe
+from stridecare_app.cli.main import app, emit_json, fail, runtime
 
 shoe_app = typer.Typer(help="Track shoes: distance and steps per pair, and a reminder when a pair is worn.")
 app.add_typer(shoe_app, name="shoe", no_args_is_help=True)

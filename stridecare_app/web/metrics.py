@@ -44,7 +44,7 @@ PROMPT_KINDS = ("post_run", "weekly_balance", "digest", "shoe")
 
 
 def routes(rt: Runtime) -> list[Route]:
-    """The ``/metrics`` route for the web app (picked up by ``stridecare.web.app._optional_routes``)."""
+    """The ``/metrics`` route for the web app (picked up by ``stridecare_app.web.app._optional_routes``)."""
 
     async def metrics(request: Request) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))

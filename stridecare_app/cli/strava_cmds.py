@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy import func, select
 
-from stridecare.cli.main import app, emit_json, fail, runtime
 from stridecare.db.athletes import UnknownAthlete, ensure_athlete, get_athlete
 from stridecare.db.models import Athlete, StravaAccount, StravaEvent
 from stridecare.runtime import Runtime
+from stridecare_app.cli.main import app, emit_json, fail, runtime
 
 strava_app = typer.Typer(help="Connect Strava, receive its push events and import your history.", no_args_is_help=True)
 app.add_typer(strava_app, name="strava")

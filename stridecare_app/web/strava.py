@@ -32,7 +32,7 @@ from ingest.strava.oauth import (
 from stridecare.db.athletes import UnknownAthlete, get_athlete
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
-from stridecare.web.app import page
+from stridecare_app.web.app import page
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import typer
 
 from recommender.feedback import UnknownPrompt, record_done
 from recommender.status import athlete_status, prompts_for
-from stridecare.cli.main import app, emit_json, fail, runtime
 from stridecare.db.athletes import UnknownAthlete, get_athlete
+from stridecare_app.cli.main import app, emit_json, fail, runtime
 
 AthleteOpt = Annotated[str | None, typer.Option(help="Athlete handle (default: STRIDECARE_DEFAULT_ATHLETE).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON on stdout.")]

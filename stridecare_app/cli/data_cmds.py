@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from recommender.data_rights import export_athlete, forget_athlete
-from stridecare.cli.main import app, emit_json, fail, runtime
 from stridecare.db.athletes import UnknownAthlete, get_athlete
+from stridecare_app.cli.main import app, emit_json, fail, runtime
 
 AthleteArg = Annotated[str, typer.Argument(help="Athlete handle.")]
 

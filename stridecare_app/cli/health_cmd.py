@@ -18,8 +18,8 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from stridecare.cli.main import app, emit_json, state
 from stridecare.settings import Settings, load_settings
+from stridecare_app.cli.main import app, emit_json, state
 
 # Long enough for a server under load, short enough that a container health check does not time out first.
 CONNECT_TIMEOUT_S = 5

@@ -13,8 +13,8 @@ from starlette.routing import BaseRoute, Route
 
 from recommender.feedback import UnknownPrompt, record_done
 from stridecare.db.models import Athlete, utcnow
+from stridecare.links import check_done, check_unsubscribe
 from stridecare.runtime import Runtime
-from stridecare.web.links import check_done, check_unsubscribe
 
 _PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>stridecare</title>
@@ -92,7 +92,7 @@ def create_app(rt: Runtime) -> Starlette:
 def _optional_routes(rt: Runtime) -> list[Any]:
     """Routes contributed by other modules (Strava, metrics, dashboard) when present."""
     routes: list[Any] = []
-    for module_name in ("stridecare.web.strava", "stridecare.web.metrics", "stridecare.web.dashboard"):
+    for module_name in ("stridecare_app.web.strava", "stridecare_app.web.metrics", "stridecare_app.web.dashboard"):
         try:
             module = __import__(module_name, fromlist=["routes"])
         except ModuleNotFoundError as exc:

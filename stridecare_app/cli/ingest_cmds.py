@@ -15,10 +15,11 @@ from sqlalchemy import select
 from ingest.decode import Decoded, decode_path, supported_suffixes
 from ingest.files import content_hash, iter_files
 from ingest.service import ingest_path, known_report
-from ingest.store import FileReport, complete_pending_loads, run_json, store_decoded
-from stridecare.cli.main import app, emit_json, fail, runtime
+from ingest.store import FileReport, complete_pending_loads, store_decoded
+from recommender.run_json import run_json
 from stridecare.db.athletes import UnknownAthlete, ensure_athlete, get_athlete
 from stridecare.db.models import ImportedFile, Run, SeenFile
+from stridecare_app.cli.main import app, emit_json, fail, runtime
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -241,7 +242,7 @@ def watch(
     any other file once it has not changed for STRIDECARE_SETTLE_SECONDS (a copy in progress is never read
     half). Damaged files move to the quarantine folder with a reason file.
     """
-    from workers.runner import run_watcher
+    from stridecare_app.runner import run_watcher
 
     rt = runtime()
     if folders:

@@ -10,7 +10,7 @@ from stridecare.runtime import Runtime, install
 
 
 def _server(rt: Runtime, host: str | None, port: int | None) -> uvicorn.Server:
-    from stridecare.web.app import create_app
+    from stridecare_app.web.app import create_app
 
     config = uvicorn.Config(
         create_app(rt),

@@ -1,4 +1,4 @@
-"""Signed links that prompts carry: "done" and one-click unsubscribe."""
+"""Links that prompts carry: "done", one-click unsubscribe (both signed) and the private dashboard."""
 
 from __future__ import annotations
 
@@ -26,3 +26,8 @@ def unsubscribe_url(base: str, key: bytes, athlete_id: int, list_name: str = "pr
 def check_unsubscribe(key: bytes, athlete_id: int, list_name: str, signature: str) -> bool:
     """True when ``signature`` was made for this athlete's unsubscribe link."""
     return verify(key, signature, "unsubscribe", str(athlete_id), list_name)
+
+
+def dashboard_url(base: str, athlete_name: str, token: str) -> str:
+    """The athlete's secret dashboard link (works from anywhere the web app is reachable)."""
+    return f"{base.rstrip('/')}/dashboard/{quote(athlete_name, safe='')}?t={quote(token, safe='')}"

@@ -10,11 +10,11 @@ import typer
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from stridecare.cli.main import app, emit_json, fail, runtime
 from stridecare.crypto import new_webhook_secret
 from stridecare.db.athletes import UnknownAthlete, get_athlete
 from stridecare.db.models import Athlete
 from stridecare.settings import Settings
+from stridecare_app.cli.main import app, emit_json, fail, runtime
 
 athlete_app = typer.Typer(help="Add athletes and set how and when they receive prompts.", no_args_is_help=True)
 app.add_typer(athlete_app, name="athlete")
@@ -233,6 +233,6 @@ def link(name: NameArg) -> None:
         except UnknownAthlete as exc:
             fail(str(exc))
         token = athlete.dashboard_token
-    from stridecare.web.dashboard import dashboard_url
+    from stridecare.links import dashboard_url
 
     typer.echo(dashboard_url(rt.settings.effective_public_url, name, token))

@@ -76,7 +76,7 @@ def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True) -> None:
     watcher = make_watcher(rt, use_broker=True, celery=celery)
     watcher.start_thread()
     if web:
-        from stridecare.web.server import serve_in_thread
+        from stridecare_app.web.server import serve_in_thread
 
         serve_in_thread(rt)
     # The beat runs as a thread: Celery's own embedded beat forks, and SQLite must never cross a fork.

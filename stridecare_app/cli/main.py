@@ -93,7 +93,7 @@ def emit_json(value: object) -> None:
 
 def _register() -> None:
     # Command groups live in their own modules; importing them attaches them to ``app``.
-    from stridecare.cli import (  # noqa: F401
+    from stridecare_app.cli import (  # noqa: F401
         athletes,
         data_cmds,
         health_cmd,

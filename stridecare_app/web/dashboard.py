@@ -18,7 +18,6 @@ from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy import select
@@ -54,11 +53,6 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-
-
-def dashboard_url(base: str, athlete_name: str, token: str) -> str:
-    """The athlete's secret dashboard link (works from anywhere the web app is reachable)."""
-    return f"{base.rstrip('/')}/dashboard/{quote(athlete_name, safe='')}?t={quote(token, safe='')}"
 
 
 def is_loopback_request(request: Request) -> bool:
@@ -170,7 +164,7 @@ def render_dashboard(data: dict[str, Any]) -> str:
 
 
 def routes(rt: Runtime) -> list[Route]:
-    """The dashboard route for the web app (picked up by ``stridecare.web.app._optional_routes``)."""
+    """The dashboard route for the web app (picked up by ``stridecare_app.web.app._optional_routes``)."""
 
     def _load(name: str, token: str, loopback: bool) -> tuple[int, str]:
         with rt.db.transaction() as session:

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from stridecare.cli.main import app, emit_json, runtime, settings
 from stridecare.settings import Settings
+from stridecare_app.cli.main import app, emit_json, runtime, settings
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -24,7 +24,7 @@ def run(
     SQLite files in the data home, so a restart loses no run and no prompt. Drop FIT files into the inbox
     printed below; prompts go to the channels each athlete has (the console log by default).
     """
-    from workers.runner import run_all
+    from stridecare_app.runner import run_all
 
     rt = runtime()
     s = rt.settings
@@ -50,7 +50,7 @@ def web(
     port: Annotated[int | None, typer.Option(help="Port (default STRIDECARE_WEB_PORT).")] = None,
 ) -> None:
     """Serve the web app: done links, unsubscribe, Strava connect and webhooks, health and metrics."""
-    from stridecare.web.server import serve
+    from stridecare_app.web.server import serve
 
     rt = runtime()
     serve(rt, host=host, port=port)

@@ -1,0 +1,1 @@
+"""The ``stridecare`` command line (typer): one module per group of commands."""
