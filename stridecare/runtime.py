@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import threading
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -14,7 +14,7 @@ from stridecare.db.migrate import upgrade
 from stridecare.settings import Settings
 
 
-@dataclass
+@dataclass(eq=False)  # identity, not value: runtimes are tracked in a weak set
 class Runtime:
     """Settings plus the resources derived from them; passed explicitly to every plain function."""
 
@@ -29,7 +29,9 @@ class Runtime:
         db = Database(settings.effective_database_url)
         if migrate:
             upgrade(db.engine)
-        return cls(settings, db)
+        rt = cls(settings, db)
+        _opened.add(rt)
+        return rt
 
     @property
     def vault(self) -> Vault:
@@ -52,26 +54,8 @@ class Runtime:
         self.db.dispose()
 
 
-_lock = threading.Lock()
-_current: Runtime | None = None
-
-
-def install(runtime: Runtime) -> None:
-    """Make ``runtime`` the one this process's Celery tasks use."""
-    global _current
-    with _lock:
-        _current = runtime
-
-
-def current() -> Runtime:
-    """The installed runtime, opened from the environment's settings on first use in a worker process."""
-    global _current
-    with _lock:
-        if _current is None:
-            from stridecare.settings import load_settings
-
-            _current = Runtime.open(load_settings())
-        return _current
+# Every runtime opened in this process, so a forked child can drop the connections it inherited.
+_opened: weakref.WeakSet[Runtime] = weakref.WeakSet()
 
 
 def reset_after_fork() -> None:
@@ -80,8 +64,8 @@ def reset_after_fork() -> None:
     SQLite and PostgreSQL connections must never be shared across a fork: SQLite reports "locking protocol"
     and PostgreSQL mixes up protocol streams.
     """
-    if _current is not None:
-        _current.db.engine.dispose(close=False)
+    for rt in list(_opened):
+        rt.db.engine.dispose(close=False)
 
 
 os.register_at_fork(after_in_child=reset_after_fork)

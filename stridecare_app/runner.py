@@ -11,7 +11,7 @@ from celery import Celery
 
 from ingest.watch import Candidate, FolderScanner, FolderWatcher
 from stridecare.db.athletes import ensure_athlete
-from stridecare.runtime import Runtime, install
+from stridecare.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def make_watcher(rt: Runtime, *, use_broker: bool, celery: Celery | None = None)
 
         # The task is taken from an explicit app: Celery's "current app" is per thread, and the watcher runs
         # in a thread of its own.
-        task = (celery or make_app(rt.settings)).tasks["stridecare.ingest_file"]
+        task = (celery or make_app(rt.settings, rt)).tasks["stridecare.ingest_file"]
 
         def submit(c: Candidate) -> None:
             task.delay(c.athlete, str(c.path), str(c.root))
@@ -45,7 +45,6 @@ def make_watcher(rt: Runtime, *, use_broker: bool, celery: Celery | None = None)
 
 def run_watcher(rt: Runtime, *, use_broker: bool) -> None:
     """Watch until interrupted."""
-    install(rt)
     watcher = make_watcher(rt, use_broker=use_broker)
     _stop_on_signals(watcher.stop)
     watcher.run()
@@ -68,8 +67,7 @@ def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True) -> None:
     """
     from workers.app import make_app
 
-    install(rt)
-    celery = make_app(rt.settings)
+    celery = make_app(rt.settings, rt)
     for athlete, root in rt.settings.inbox_map():
         root.mkdir(parents=True, exist_ok=True)
         log.info("watching %s for %s", root, athlete)

@@ -23,7 +23,7 @@ from recommender.messages import relay_pending
 from stridecare.clock import write_clock_file
 from stridecare.db.models import Athlete, Delivery, Prompt, Run
 from stridecare.runtime import Runtime
-from workers.periodic import run_periodic
+from workers.periodic import Enqueue, run_periodic
 
 TZ = "Europe/Berlin"
 WEEK = [date(2026, 3, 2) + timedelta(days=i) for i in range(7)]  # ISO week 10, Monday to Sunday
@@ -159,8 +159,8 @@ def test_the_beat_tick_writes_the_digest(env: tuple[Runtime, Path]) -> None:
     rt, clock = env
     write_clock_file(clock, _local(date(2026, 3, 9), 8, 30))
     enqueued: list[int] = []
-    run_periodic(rt, enqueued.append)
-    run_periodic(rt, enqueued.append)
+    run_periodic(rt, Enqueue(delivery=enqueued.append))
+    run_periodic(rt, Enqueue(delivery=enqueued.append))
     with rt.db.transaction() as s:
         digests = list(s.scalars(select(Prompt).where(Prompt.kind == DIGEST_KIND)))
         assert len(digests) == 1

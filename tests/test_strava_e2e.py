@@ -104,15 +104,13 @@ def srt(request: pytest.FixtureRequest, tmp_path: Path, fake: FakeStrava) -> Ite
 
 
 @pytest.fixture
-def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    rec = Recorder()
-    monkeypatch.setattr(web_strava, "CeleryEnqueue", lambda settings: rec)
-    return rec
+def recorder() -> Recorder:
+    return Recorder()
 
 
 @pytest.fixture
 def web(srt: Runtime, recorder: Recorder) -> Iterator[TestClient]:
-    with TestClient(create_app(srt)) as client:
+    with TestClient(create_app(srt, enqueue=recorder)) as client:
         yield client
 
 
@@ -562,7 +560,9 @@ def served(srt: Runtime, recorder: Recorder) -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(srt), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(srt, enqueue=recorder), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -741,38 +741,28 @@ def test_real_celery_worker_processes_a_webhook_event(tmp_path: Path, fake: Fake
         rt.close()
 
 
-def test_periodic_tick_enqueues_events_whose_enqueue_was_lost(
-    srt: Runtime, fake: FakeStrava, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import workers.strava_tasks as strava_tasks
-    from workers.periodic import run_periodic
+def test_periodic_tick_enqueues_events_whose_enqueue_was_lost(srt: Runtime, fake: FakeStrava) -> None:
+    from workers.periodic import Enqueue, run_periodic
 
     def broker_down(_event_id: int) -> None:
         raise ConnectionError("broker unreachable")
 
-    monkeypatch.setattr(web_strava, "CeleryEnqueue", lambda settings: broker_down)
     connected(srt, fake)
     add_run(fake, 900012, fake.clock.now() - timedelta(hours=1))
-    with TestClient(create_app(srt)) as web:
+    with TestClient(create_app(srt, enqueue=broker_down)) as web:
         post(web, event("create", 900012))  # still 200: the event is stored
     events_sent: list[int] = []
     backfills_sent: list[int] = []
-
-    class Task:
-        def __init__(self, sink: list[int]) -> None:
-            self.delay = sink.append
-
-    monkeypatch.setattr(strava_tasks, "strava_event", Task(events_sent))
-    monkeypatch.setattr(strava_tasks, "strava_backfill", Task(backfills_sent))
-    run_periodic(srt, enqueue_delivery=lambda _i: None)
+    enqueue = Enqueue(delivery=lambda _i: None, strava_event=events_sent.append, strava_backfill=backfills_sent.append)
+    run_periodic(srt, enqueue)
     assert events_sent == []  # within the grace period the web's own enqueue may still be on its way
     assert len(backfills_sent) == 1  # the new account's history import is due
     progress = backfill_account(srt, backfills_sent[0])  # what the stridecare.strava_backfill task runs
     assert progress is not None
     assert progress.state == "done"
     advance(srt, fake, 61)
-    run_periodic(srt, enqueue_delivery=lambda _i: None)
-    run_periodic(srt, enqueue_delivery=lambda _i: None)  # not again on the next tick
+    run_periodic(srt, enqueue)
+    run_periodic(srt, enqueue)  # not again on the next tick
     assert len(events_sent) == 1
     # The backfill already stored the activity: the event finds it and changes nothing, no second prompt.
     assert process_event(srt, events_sent[0]).status == "done"

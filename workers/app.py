@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_init
 
+from stridecare.runtime import Runtime
 from stridecare.settings import Settings, load_settings
 
 
@@ -44,10 +45,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return conf
 
 
-def make_app(settings: Settings) -> Celery:
-    """A Celery app for ``settings`` with the stridecare tasks registered."""
+def make_app(settings: Settings, runtime: Runtime | None = None) -> Celery:
+    """A Celery app for ``settings`` with the stridecare tasks registered.
+
+    The tasks run against ``runtime`` (the embedded runner passes its own), or against one opened from
+    ``settings`` on first use in each worker process (``celery -A workers.app worker``).
+    """
     celery = Celery("stridecare")
     celery.conf.update(celery_config(settings))
+    celery.stridecare_settings = settings
+    celery.stridecare_runtime = runtime
     celery.conf.beat_schedule_filename = str(settings.data_home / "celerybeat-schedule")
     celery.autodiscover_tasks(["workers"], related_name="tasks", force=True)
     import workers.strava_tasks  # registers the Strava tasks on this app

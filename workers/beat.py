@@ -31,9 +31,9 @@ class LeaderScheduler(PersistentScheduler):  # type: ignore[misc]
         return max(3 * float(self.max_interval), 15.0)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        from stridecare.runtime import current
+        from workers.context import runtime_of
 
-        rt = current()
+        rt = runtime_of(self.app)
         # Wall time here, not the simulation clock: the lease guards real processes in real time.
         try:
             held = leases.acquire(rt.db, LEASE, self._owner, datetime.now(UTC), self._lease_ttl())
@@ -51,7 +51,7 @@ class LeaderScheduler(PersistentScheduler):  # type: ignore[misc]
 
     def close(self) -> None:
         if self._leader:
-            from stridecare.runtime import current
+            from workers.context import runtime_of
 
-            leases.release(current().db, LEASE, self._owner)
+            leases.release(runtime_of(self.app).db, LEASE, self._owner)
         super().close()

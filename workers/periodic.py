@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from delivery.outbox import due_delivery_ids
@@ -14,7 +15,23 @@ from stridecare.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
-def run_periodic(rt: Runtime, enqueue_delivery: Callable[[int], Any]) -> None:
+def _nowhere(_id: int) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueue:
+    """Where the periodic pass hands work on: one callable per task, each taking an id.
+
+    The beat's tick passes the Celery tasks' ``delay``; tests pass recorders.
+    """
+
+    delivery: Callable[[int], Any]
+    strava_event: Callable[[int], Any] = _nowhere
+    strava_backfill: Callable[[int], Any] = _nowhere
+
+
+def run_periodic(rt: Runtime, enqueue: Enqueue) -> None:
     """One pass: write due weekly prompts, then enqueue due deliveries. Each step is idempotent."""
     created = weekly_prompts(rt)
     if created:
@@ -22,10 +39,9 @@ def run_periodic(rt: Runtime, enqueue_delivery: Callable[[int], Any]) -> None:
     if weekly_digests(rt):
         log.info("weekly digests written")
     for delivery_id in due_delivery_ids(rt):
-        enqueue_delivery(delivery_id)
+        enqueue.delivery(delivery_id)
     if rt.settings.strava_client_id:
         # Strava events whose enqueue was lost or whose retry is due; backfills due after a rate-limit pause.
         from ingest.strava.events import sweep
-        from workers.strava_tasks import strava_backfill, strava_event
 
-        sweep(rt, enqueue_event=strava_event.delay, enqueue_backfill=strava_backfill.delay)
+        sweep(rt, enqueue_event=enqueue.strava_event, enqueue_backfill=enqueue.strava_backfill)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 
-from celery import shared_task
+from celery import Task, shared_task
 
-from stridecare.runtime import current
+from workers.context import runtime_of
 
 log = logging.getLogger(__name__)
 
@@ -18,23 +18,23 @@ STRAVA_EVENT_TASK = "stridecare.strava_event"
 STRAVA_BACKFILL_TASK = "stridecare.strava_backfill"
 
 
-@shared_task(name=STRAVA_EVENT_TASK)  # type: ignore[untyped-decorator]
-def strava_event(event_id: int) -> None:
+@shared_task(bind=True, name=STRAVA_EVENT_TASK)  # type: ignore[untyped-decorator]
+def strava_event(self: Task, event_id: int) -> None:
     """Process one stored Strava push event; prompts it wrote are dispatched at once."""
     from ingest.strava.events import process_event
     from workers.tasks import dispatch_due
 
-    outcome = process_event(current(), int(event_id))
+    outcome = process_event(runtime_of(self.app), int(event_id))
     if outcome.runs_changed:
         dispatch_due.delay()
 
 
-@shared_task(name=STRAVA_BACKFILL_TASK)  # type: ignore[untyped-decorator]
-def strava_backfill(account_id: int) -> None:
+@shared_task(bind=True, name=STRAVA_BACKFILL_TASK)  # type: ignore[untyped-decorator]
+def strava_backfill(self: Task, account_id: int) -> None:
     """One step of an account's Strava backfill; the periodic sweep enqueues the next one when it is due."""
     from ingest.strava.sync import backfill_account
     from workers.tasks import dispatch_due
 
-    progress = backfill_account(current(), int(account_id))
+    progress = backfill_account(runtime_of(self.app), int(account_id))
     if progress is not None and progress.stored:
         dispatch_due.delay()

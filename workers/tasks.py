@@ -8,19 +8,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from celery import shared_task
+from celery import Task, shared_task
 
-from stridecare.runtime import current
+from workers.context import runtime_of
 
 log = logging.getLogger(__name__)
 
 
-@shared_task(name="stridecare.ingest_file")  # type: ignore[untyped-decorator]
-def ingest_file(athlete: str, path: str, root: str | None = None) -> None:
+@shared_task(bind=True, name="stridecare.ingest_file")  # type: ignore[untyped-decorator]
+def ingest_file(self: Task, athlete: str, path: str, root: str | None = None) -> None:
     """Ingest one file for ``athlete``; files from a watched folder (``root`` given) are quarantined if damaged."""
     from ingest.service import ingest_path
 
-    rt = current()
+    rt = runtime_of(self.app)
     report = ingest_path(
         rt.db,
         rt.settings,
@@ -39,28 +39,32 @@ def ingest_file(athlete: str, path: str, root: str | None = None) -> None:
             deliver.delay(delivery_id)
 
 
-@shared_task(name="stridecare.deliver")  # type: ignore[untyped-decorator]
-def deliver(delivery_id: int) -> None:
+@shared_task(bind=True, name="stridecare.deliver")  # type: ignore[untyped-decorator]
+def deliver(self: Task, delivery_id: int) -> None:
     """Attempt one outbox delivery (claimed atomically, so a duplicate message does nothing)."""
     from delivery.outbox import deliver_one
     from recommender.messages import build_message
 
-    deliver_one(current(), delivery_id, build_message)
+    deliver_one(runtime_of(self.app), delivery_id, build_message)
 
 
-@shared_task(name="stridecare.dispatch_due")  # type: ignore[untyped-decorator]
-def dispatch_due() -> None:
+@shared_task(bind=True, name="stridecare.dispatch_due")  # type: ignore[untyped-decorator]
+def dispatch_due(self: Task) -> None:
     """Enqueue every outbox row that is due now."""
     from delivery.outbox import due_delivery_ids
 
-    for delivery_id in due_delivery_ids(current()):
+    for delivery_id in due_delivery_ids(runtime_of(self.app)):
         deliver.delay(delivery_id)
 
 
-@shared_task(name="stridecare.tick")  # type: ignore[untyped-decorator]
-def tick() -> None:
+@shared_task(bind=True, name="stridecare.tick")  # type: ignore[untyped-decorator]
+def tick(self: Task) -> None:
     """The periodic job: scheduled prompts, due deliveries, due Strava work. Idempotent, so a second beat or a
     redelivered tick changes nothing."""
-    from workers.periodic import run_periodic
+    from workers.periodic import Enqueue, run_periodic
+    from workers.strava_tasks import strava_backfill, strava_event
 
-    run_periodic(current(), enqueue_delivery=deliver.delay)
+    run_periodic(
+        runtime_of(self.app),
+        Enqueue(delivery=deliver.delay, strava_event=strava_event.delay, strava_backfill=strava_backfill.delay),
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import text
@@ -16,6 +17,9 @@ from stridecare.db.models import Athlete, utcnow
 from stridecare.links import check_done, check_unsubscribe
 from stridecare.runtime import Runtime
 
+# Hands a stored Strava event's id to the workers (the Celery task by default).
+Enqueue = Callable[[int], Any]
+
 _PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>stridecare</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#222}}
@@ -27,8 +31,11 @@ def page(body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(_PAGE.format(body=body), status_code=status)
 
 
-def create_app(rt: Runtime) -> Starlette:
-    """Build the web app around ``rt``."""
+def create_app(rt: Runtime, enqueue: Enqueue | None = None) -> Starlette:
+    """Build the web app around ``rt``; Strava events go to ``enqueue`` (default: the Celery task).
+
+    Tests pass their own ``enqueue`` (a recorder, a broker that is down) instead of patching the module.
+    """
 
     async def healthz(_: Request) -> Response:
         try:
@@ -83,13 +90,13 @@ def create_app(rt: Runtime) -> Starlette:
         Route("/done/{prompt_id}", done, methods=["GET", "POST"]),
         Route("/unsubscribe/{athlete_id}/{list_name}", unsubscribe, methods=["GET", "POST"]),
     ]
-    routes += _optional_routes(rt)
+    routes += _optional_routes(rt, enqueue)
     app = Starlette(routes=routes)
     app.state.runtime = rt
     return app
 
 
-def _optional_routes(rt: Runtime) -> list[Any]:
+def _optional_routes(rt: Runtime, enqueue: Enqueue | None) -> list[Any]:
     """Routes contributed by other modules (Strava, metrics, dashboard) when present."""
     routes: list[Any] = []
     for module_name in ("stridecare_app.web.strava", "stridecare_app.web.metrics", "stridecare_app.web.dashboard"):
@@ -99,5 +106,5 @@ def _optional_routes(rt: Runtime) -> list[Any]:
             if exc.name != module_name:
                 raise
             continue
-        routes += module.routes(rt)
+        routes += module.routes(rt, enqueue) if module_name.endswith(".strava") else module.routes(rt)
     return routes

@@ -6,7 +6,7 @@ import threading
 
 import uvicorn
 
-from stridecare.runtime import Runtime, install
+from stridecare.runtime import Runtime
 
 
 def _server(rt: Runtime, host: str | None, port: int | None) -> uvicorn.Server:
@@ -25,7 +25,6 @@ def _server(rt: Runtime, host: str | None, port: int | None) -> uvicorn.Server:
 
 def serve(rt: Runtime, host: str | None = None, port: int | None = None) -> None:
     """Serve until interrupted."""
-    install(rt)
     _server(rt, host, port).run()
 
 
