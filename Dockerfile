@@ -13,6 +13,7 @@ WORKDIR /src
 # The package list mirrors [tool.setuptools.packages.find] in pyproject.toml (tests/test_compose.py checks it).
 COPY pyproject.toml ./
 COPY stridecare ./stridecare
+COPY stridecare_app ./stridecare_app
 COPY ingest ./ingest
 COPY workers ./workers
 COPY recommender ./recommender

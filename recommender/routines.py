@@ -1,4 +1,4 @@
-"""The five foot-care routines (design/routines.md): keys, titles, our own instructions, doses.
+"""The five foot-care routines (docs/routines.md): keys, titles, our own instructions, doses.
 
 The wording is the product's own. Every prompt carries :data:`WELLNESS_DISCLAIMER`.
 """

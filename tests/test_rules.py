@@ -1,4 +1,4 @@
-"""Routine rules (design/routines.md): triggers, once per local day, toe-isolation cadence, balance
+"""Routine rules (docs/routines.md): triggers, once per local day, toe-isolation cadence, balance
 progression, the weekly prompt, quiet hours across midnight and DST, freshness."""
 
 from __future__ import annotations
@@ -75,14 +75,17 @@ def test_long_run_rolls_out_and_extends_the_big_toe() -> None:
     d = post_run_decision(facts(21_100, 4_800), QUIET, tz=TZ)
     assert d.routines == ["roll_out", "toe_extension", "toe_spread"]
     assert d.reasons[0] == (
-        "long run: 21.1 km, 1.3× your longest of the last 30 days (16.2 km) → roll out both soles, "
+        "long run: 21.1 km, 1.30× your longest of the last 30 days (16.2 km) → roll out both soles, "
         "at least 1 min per foot"
     )
     assert "roll_out=long" in d.rule
     assert "toe_extension=long" in d.rule
     # The run is also a spike: the flag travels with the decision and its reason suggests.
     assert [f.name for f in d.flags] == ["spike_caution"]
-    assert any(r.startswith("21.1 km is 1.3× your longest run") and "consider" in r for r in d.reasons)
+    assert d.flags[0].reason.startswith("21.1 km is 1.30× your longest run") and "consider" in d.flags[0].reason
+    # Each reason once per prompt: the flag's reason is shown with the flags, not repeated among the reasons.
+    assert not any("your longest run" in r for r in d.reasons)
+    assert len(d.reasons) == len(set(d.reasons))
 
 
 def test_long_by_absolute_time_without_history() -> None:
@@ -108,7 +111,7 @@ def test_downhill_roll_out(timer_min: int, impact: float | None, history: list[f
     assert ("roll_out" in d.routines) is expect
     if expect:
         assert "roll_out=downhill" in d.rule
-        assert "1.2× your usual (1000)" in d.reasons[0]
+        assert "1.20× your usual (1000)" in d.reasons[0]
 
 
 def test_fast_threshold_is_the_80th_percentile_and_5_percent_over_median() -> None:
