@@ -24,12 +24,23 @@ for _key in [k for k in os.environ if k.startswith("STRIDECARE_") and not k.star
     del os.environ[_key]
 
 
+def xdist_index() -> int:
+    """0 for a plain run or the first parallel worker (gw0), 1 for gw1, …"""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker.removeprefix("gw") or 0)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def fitgen_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One folder per test session where tests/fitgen.py keeps the files it wrote, by their arguments."""
+    """One folder per test run where tests/fitgen.py keeps the files it wrote, by their arguments.
+
+    Parallel workers share it (their base folders have one parent); entries are written aside and renamed.
+    """
     from fitgen import CACHE_ENV
 
-    folder = tmp_path_factory.mktemp("fitgen-cache")
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / "fitgen-cache"
+    folder.mkdir(exist_ok=True)
     os.environ[CACHE_ENV] = str(folder)
     yield folder
     os.environ.pop(CACHE_ENV, None)
@@ -96,16 +107,41 @@ def rt(settings: Settings) -> Iterator[Runtime]:
     runtime.close()
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards."""
+def _pg_admin() -> str:
+    return PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """One PostgreSQL database per test run (and parallel worker), migrated once: every test copies it."""
     require_postgres()
     import psycopg
 
-    name = f"sc_test_{uuid.uuid4().hex[:10]}"
-    admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
+    from stridecare.db.engine import Database
+    from stridecare.db.migrate import upgrade
+
+    name = f"sc_tmpl_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(_pg_admin(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
+    db = Database(PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name)
+    upgrade(db.engine)
+    db.dispose()  # a template must have no open connection when it is copied
+    try:
+        yield name
+    finally:
+        with psycopg.connect(_pg_admin(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_template: str) -> Iterator[str]:
+    """A fresh PostgreSQL database at the newest schema (a copy of the migrated template), dropped afterwards."""
+    import psycopg
+
+    name = f"sc_test_{uuid.uuid4().hex[:10]}"
+    admin = _pg_admin()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
     try:
         yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     finally:
@@ -135,7 +171,7 @@ def redis_db() -> Iterator[str]:
     require_redis()
     import redis
 
-    db = 9
+    db = 1 + xdist_index()  # each parallel worker on a database of its own (10 and 13 are used elsewhere)
     client = redis.Redis.from_url(f"{REDIS_URL}/{db}")
     client.flushdb()
     yield f"{REDIS_URL}/{db}"
