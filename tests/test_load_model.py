@@ -1,4 +1,4 @@
-"""The checks of design/foot-load-model.md section 7, one test (or group) per check, plus the load over time.
+"""The checks of docs/foot-load-model.md section 7, one test (or group) per check, plus the load over time.
 
 Check 1 (stream steps within 3 % of the device's ``total_strides`` on the real-file corpus) needs
 ``../shared/corpus`` and the FIT decoder; it lives with the ingest tests, not here.
@@ -435,3 +435,28 @@ def test_recompute_rejects_a_state_that_is_not_the_day_before() -> None:
             previous=EwmaState(date(2025, 1, 8), 1.0, 1.0),
             first_day=date(2025, 1, 1),
         )
+
+
+# -- limits that keep one glitch from outweighing a run ------------------------------------------------------
+
+
+def test_a_speed_glitch_gets_the_force_at_12_mps_not_its_own() -> None:
+    # One second at 500 m/s (a GPS jump) inside an easy run.
+    run = steady_samples(int(EX_TIMER), EX_SPEED, EX_CADENCE)
+    glitched = Samples(
+        run.t,
+        run.distance_m,
+        [500.0 if i == 1500 else v for i, v in enumerate(run.speed_mps)],
+        run.cadence_spm,
+        run.altitude_m,
+        run.timer_running,
+    )
+    r = run_load_from_samples(glitched)
+    assert r.max_force_bw == pytest.approx(step_force_bw(12.0))
+    assert r.load == pytest.approx(9124, rel=0.01)
+
+
+def test_the_cadence_factor_is_limited_to_cadence_ratios_of_0_8_to_1_25() -> None:
+    assert step_force_bw(EX_SPEED, 100.0, 170.0) == pytest.approx(step_force_bw(EX_SPEED, 136.0, 170.0))
+    assert step_force_bw(EX_SPEED, 250.0, 170.0) == pytest.approx(step_force_bw(EX_SPEED, 212.5, 170.0))
+    assert step_force_bw(EX_SPEED, 187.0, 170.0) < step_force_bw(EX_SPEED, 170.0, 170.0)

@@ -159,3 +159,23 @@ def test_steps_from_summary_doubles_per_foot_average() -> None:
 def test_steps_from_summary_keeps_steps_per_minute() -> None:
     assert steps_from_summary(170.0, 3000.0) == pytest.approx(8500.0)
     assert steps_from_summary(0.0, 3000.0) == 0.0
+
+
+# -- the one step rule every source applies ------------------------------------------------------------------
+
+
+def test_count_steps_prefers_the_stream_then_the_source_total_then_an_estimate() -> None:
+    from stridecare.domain.run import CadenceSource
+    from stridecare.domain.steps import count_steps
+
+    with_cadence = _samples([float(i) for i in range(601)], [170.0] * 601)
+    steps, source, avg = count_steps(with_cadence, distance_m=2000, timer_s=600, session_steps=5000)
+    assert (round(steps), source, avg) == (1700, CadenceSource.STREAM, pytest.approx(170.0))
+
+    without = _samples([float(i) for i in range(601)], [None] * 601)
+    steps, source, avg = count_steps(without, distance_m=2000, timer_s=600, session_steps=1650)
+    assert (steps, source, avg) == (1650, CadenceSource.SESSION, pytest.approx(165.0))
+
+    steps, source, _ = count_steps(without, distance_m=1800, timer_s=600)
+    assert source is CadenceSource.ESTIMATED
+    assert steps == pytest.approx(estimate_cadence_spm(3.0) * 10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,9 @@ from typing import Any
 import pytest
 from fake_strava import make_activity, synth_streams
 
-from ingest.strava.convert import convert_activity, sport_of, steps_from_samples
+from ingest.strava.convert import convert_activity, sport_of
 from stridecare.domain.run import CadenceSource, ParsedRun, SkippedSession
+from stridecare.domain.steps import steps_from_samples
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "strava" / "stravalib"
 START = datetime(2026, 3, 1, 7, 30, tzinfo=UTC)
@@ -94,9 +96,6 @@ def test_no_cadence_at_all_is_estimated() -> None:
     # c(v) = 160 + 8 (v − 3) at 3.333 m/s
     assert parsed.avg_cadence_spm == pytest.approx(160 + 8 * (10000 / 3000 - 3))
     assert parsed.steps == pytest.approx((parsed.avg_cadence_spm or 0.0) * 50)
-    custom = convert_activity(activity, cadence_model=lambda v: 175.0)
-    assert isinstance(custom, ParsedRun)
-    assert custom.steps == pytest.approx(175 * 50)
 
 
 @pytest.mark.parametrize(
@@ -165,12 +164,13 @@ def test_streams_list_form_and_descent() -> None:
     ]
     parsed = run(make_activity(1, START, moving_time=4), streams)
     assert parsed.steps == pytest.approx(170 * 4 / 60)
-    assert parsed.descent_m == pytest.approx(6.0)  # 100→98, then 99→95
+    # One drop from 100 to 95: the 1 m rebound to 99 is below the 3 m noise threshold.
+    assert parsed.descent_m == pytest.approx(5.0)
 
 
 def test_steps_from_samples_ignores_non_increasing_time() -> None:
     parsed = run(make_activity(1, START, moving_time=2), streams_of([0.0, 1.0, 1.0, 2.0], [85.0] * 4))
-    assert steps_from_samples(parsed.samples)[0] == pytest.approx(170 * 2 / 60)
+    assert steps_from_samples(parsed.samples) == pytest.approx(170 * 2 / 60)
 
 
 def test_stravalib_detailed_run_from_corpus() -> None:
@@ -182,9 +182,10 @@ def test_stravalib_detailed_run_from_corpus() -> None:
     assert parsed.source_key == "99895560"
     assert parsed.start_time == datetime(2013, 12, 12, 19, 36, 41, tzinfo=UTC)
     assert parsed.utc_offset_s == -8 * 3600
-    # The stravalib example has no average_cadence: estimated from its 2.0 m/s.
+    # The stravalib example has no average_cadence: estimated, like a FIT file, from distance / moving time
+    # (2.0 m/s, as its average_speed says).
     assert parsed.cadence_source is CadenceSource.ESTIMATED
-    assert parsed.avg_cadence_spm == pytest.approx(152.0)
+    assert parsed.avg_cadence_spm == pytest.approx(152.0, abs=0.05)
 
 
 def test_swagger_ride_example_is_skipped() -> None:
@@ -202,3 +203,83 @@ def test_stravalib_model_input() -> None:
     assert parsed.source_key == "5"
     assert parsed.steps == pytest.approx(2 * 86 * 3000 / 60)
     assert parsed.utc_offset_s == 3600
+
+
+# -- one model, every source: the same stream as a FIT file and as Strava streams ---------------------------
+
+
+def _strava_streams_of_fit(path: Path) -> tuple[dict[str, Any], float, float]:
+    """The streams Strava builds from an uploaded FIT file: its records read with fitparse (time since the
+    first record, distance, speed, raw per-foot cadence, altitude), and the moving time and distance."""
+    import fitparse
+
+    rows = [m.get_values() for m in fitparse.FitFile(str(path)).get_messages("record")]
+    t0 = rows[0]["timestamp"]
+    cadence = [r.get("cadence") for r in rows]
+    streams: dict[str, Any] = {
+        "time": {"data": [(r["timestamp"] - t0).total_seconds() for r in rows]},
+        "distance": {"data": [r.get("distance") for r in rows]},
+        "velocity_smooth": {"data": [r.get("enhanced_speed") for r in rows]},
+        "altitude": {"data": [r.get("enhanced_altitude") for r in rows]},
+        "moving": {"data": [True] * len(rows)},
+    }
+    if any(c is not None for c in cadence):
+        streams["cadence"] = {
+            "data": [
+                None if c is None else c + (r.get("fractional_cadence") or 0.0)
+                for c, r in zip(cadence, rows, strict=True)
+            ]
+        }
+    session = next(iter(fitparse.FitFile(str(path)).get_messages("session"))).get_values()
+    return streams, float(session["total_timer_time"]), float(session["total_distance"])
+
+
+def _jitter(seed: int, amplitude: float) -> Any:
+    import random
+
+    noise = random.Random(seed)
+    return lambda _t: noise.uniform(-amplitude, amplitude)
+
+
+@pytest.mark.parametrize(
+    ("label", "cadence_rpm", "hill_m"),
+    [("flat, jittery altitude", 85.0, 0.0), ("a 30 m hill, jittery", 84.5, 30.0), ("no cadence, jittery", None, 0.0)],
+)
+def test_a_fit_run_and_its_strava_streams_give_the_same_steps_and_descent(
+    tmp_path: Path, label: str, cadence_rpm: float | None, hill_m: float
+) -> None:
+    from fitgen import write_activity
+
+    from ingest.fit import FitSource
+
+    jitter = _jitter(7, 1.5)
+    duration = 1800
+
+    def altitude(t: float) -> float:
+        # Up and back down a hill over the run, with ±1.5 m sensor noise on every sample.
+        hill = hill_m * math.sin(math.pi * t / duration)
+        return 200.0 + hill + float(jitter(t))
+
+    path = tmp_path / "run.fit"
+    write_activity(
+        path,
+        start=START,
+        duration_s=duration,
+        speed_mps=3.2,
+        cadence_rpm=cadence_rpm,
+        include_cadence=cadence_rpm is not None,
+        altitude=altitude,
+    )
+    (fit_run,) = FitSource().decode(path, "hash").runs
+    streams, moving_time, distance = _strava_streams_of_fit(path)
+    activity = make_activity(9, START, moving_time=round(moving_time), distance=distance, average_cadence=cadence_rpm)
+    strava_run = run(activity, streams)
+
+    assert strava_run.cadence_source is fit_run.cadence_source, label
+    assert round(strava_run.steps) == round(fit_run.steps), label
+    assert fit_run.descent_m is not None and strava_run.descent_m is not None
+    assert round(strava_run.descent_m) == round(fit_run.descent_m), label
+    assert strava_run.samples.cadence_spm == fit_run.samples.cadence_spm
+    # Noise of ±1.5 m does not add up: the descent is the hill's, give or take the noise at its turning points
+    # (summing every downward wiggle, as the Strava path did before, gave hundreds of metres).
+    assert hill_m - 0.5 <= fit_run.descent_m <= hill_m + 4 * 1.5, label

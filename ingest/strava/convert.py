@@ -1,26 +1,28 @@
 """Strava activity (+ streams) → :class:`ParsedRun`. Pure: no network, no database, no clock.
 
-Strava's ``cadence`` stream and ``average_cadence`` count one foot (strides per minute): steps per minute are
-twice that, unless the values are already steps per minute (median above 120, see foot-load-model.md §1).
-Steps are summed over samples while the ``moving`` stream is true (Strava's timer); a summary-only activity
-gets ``2 × average_cadence × moving_time / 60``; an activity without any cadence gets an estimate from its
-speed.
+The streams become the same normalised :class:`Samples` a FIT file gives (``moving`` is Strava's timer), and
+every figure comes from the same domain functions as for the file sources, so one session gives the same
+steps and descent whichever way it arrived (docs/foot-load-model.md, section 1):
+
+* cadence: ``steps.normalise_cadence`` (per foot, doubled, unless already steps per minute);
+* steps: ``steps.count_steps``: the cadence stream while moving, else ``2 × average_cadence × moving_time /
+  60`` (``steps.steps_from_summary``), else an estimate from speed;
+* ascent and descent: ``terrain.ascent_descent`` over the altitude stream, Strava's ``total_elevation_gain``
+  only without one.
 """
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from stridecare.domain.run import CadenceSource, ParsedRun, Samples, SkippedSession
-from stridecare.settings import LoadModelSettings
+from stridecare.domain.run import ParsedRun, Samples, SkippedSession
+from stridecare.domain.steps import count_steps, normalise_cadence, steps_from_summary
+from stridecare.domain.terrain import ascent_descent
 
 SOURCE = "strava"
 STREAM_KEYS = ("time", "distance", "velocity_smooth", "cadence", "altitude", "moving")
-# Medians above this are steps per minute already (a per-foot cadence of 120 would be a sprint).
-SPM_THRESHOLD = 120.0
 
 # sport_type → (sport, sub_sport). Run with ``trainer`` set is a treadmill run.
 _SPORTS: dict[str, tuple[str, str | None]] = {
@@ -30,26 +32,6 @@ _SPORTS: dict[str, tuple[str, str | None]] = {
     "Walk": ("walking", None),
     "Hike": ("hiking", None),
 }
-
-CadenceModel = Callable[[float], float]
-
-
-def _default_cadence_model() -> CadenceModel:
-    # Class defaults, not the environment: this module stays pure. Callers with the athlete's own
-    # cadence-vs-speed fit pass it as ``cadence_model``.
-    fields = LoadModelSettings.model_fields
-    intercept = float(fields["default_cadence_intercept_spm"].default)
-    slope = float(fields["default_cadence_slope_spm_per_mps"].default)
-    low = float(fields["default_cadence_min_spm"].default)
-    high = float(fields["default_cadence_max_spm"].default)
-
-    def model(speed_mps: float) -> float:
-        return min(high, max(low, intercept + slope * (speed_mps - 3.0)))
-
-    return model
-
-
-DEFAULT_CADENCE_MODEL = _default_cadence_model()
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -116,75 +98,31 @@ def _floats(values: list[Any] | None, n: int) -> list[float | None]:
     return [None if v is None else float(v) for v in values]
 
 
-def _samples(streams: dict[str, list[Any]]) -> tuple[Samples, bool] | None:
-    """Samples from streams and whether raw cadence was per foot; None without a time stream."""
-    t_raw = streams.get("time")
+def samples_from_streams(streams: Any) -> Samples | None:
+    """The normalised samples of Strava streams (any of the forms ``_stream_data`` accepts); None without a
+    time stream. A stream whose length differs from the time stream's is treated as absent."""
+    data = _stream_data(streams)
+    t_raw = data.get("time")
     if not t_raw:
         return None
     n = len(t_raw)
-    t = [float(v) for v in t_raw]
-    raw_cadence = _floats(streams.get("cadence"), n)
-    moving_raw = streams.get("moving")
+    moving_raw = data.get("moving")
     moving = [bool(v) for v in moving_raw] if moving_raw is not None and len(moving_raw) == n else [True] * n
-    positive = [c for c, m in zip(raw_cadence, moving, strict=True) if c is not None and c > 0 and m]
-    per_foot = not positive or statistics.median(positive) <= SPM_THRESHOLD
-    factor = 2.0 if per_foot else 1.0
-    samples = Samples(
-        t=t,
-        distance_m=_floats(streams.get("distance"), n),
-        speed_mps=_floats(streams.get("velocity_smooth"), n),
-        cadence_spm=[None if c is None else c * factor for c in raw_cadence],
-        altitude_m=_floats(streams.get("altitude"), n),
+    cadence_spm, _doubled = normalise_cadence(_floats(data.get("cadence"), n))
+    return Samples(
+        t=[float(v) for v in t_raw],
+        distance_m=_floats(data.get("distance"), n),
+        speed_mps=_floats(data.get("velocity_smooth"), n),
+        cadence_spm=cadence_spm,
+        altitude_m=_floats(data.get("altitude"), n),
         timer_running=moving,
     )
-    return samples, per_foot
 
 
-def steps_from_samples(samples: Samples) -> tuple[float, float]:
-    """``(steps, moving seconds with cadence)``: Σ spm × Δt / 60 over samples while the timer runs.
-
-    Each sample's cadence covers the interval since the previous sample; long gaps are kept (smart recording).
-    """
-    steps = 0.0
-    seconds = 0.0
-    for i in range(1, len(samples)):
-        spm = samples.cadence_spm[i]
-        if not samples.timer_running[i] or spm is None:
-            continue
-        dt = samples.t[i] - samples.t[i - 1]
-        if dt <= 0:
-            continue
-        steps += spm * dt / 60.0
-        seconds += dt
-    return steps, seconds
-
-
-def _descent(altitude: list[float | None]) -> float | None:
-    values = [a for a in altitude if a is not None]
-    if len(values) < 2:
-        return None
-    # A 1 m hysteresis keeps GPS/barometer jitter from adding up to phantom descent.
-    total = 0.0
-    ref = values[0]
-    for a in values[1:]:
-        if a > ref:
-            ref = a
-        elif ref - a >= 1.0:
-            total += ref - a
-            ref = a
-    return total
-
-
-def convert_activity(
-    activity: Any,
-    streams: Any = None,
-    *,
-    cadence_model: CadenceModel | None = None,
-) -> ParsedRun | SkippedSession:
+def convert_activity(activity: Any, streams: Any = None) -> ParsedRun | SkippedSession:
     """Turn a Strava activity (summary or detailed, dict or stravalib model) and optional streams into a run.
 
-    Returns a :class:`SkippedSession` for activities that are not a foot sport. ``cadence_model`` maps average
-    speed (m/s) to steps per minute for activities without any cadence (default: the model's ``c(v)``).
+    Returns a :class:`SkippedSession` for activities that are not a foot sport.
     """
     data = _as_dict(activity)
     mapped = sport_of(data)
@@ -210,29 +148,15 @@ def convert_activity(
     moving_time = float(data.get("moving_time") or 0.0)
     elapsed = float(data.get("elapsed_time") or moving_time)
     distance = float(data.get("distance") or 0.0)
-    ascent = data.get("total_elevation_gain")
+    total_gain = data.get("total_elevation_gain")
 
-    stream_data = _stream_data(streams)
-    built = _samples(stream_data)
-    samples = built[0] if built else Samples.empty()
-
-    steps: float = 0.0
-    avg_spm: float | None = None
-    source: CadenceSource | None = None
-    if built is not None:
-        stream_steps, cadence_seconds = steps_from_samples(samples)
-        if stream_steps > 0 and cadence_seconds > 0:
-            steps, source = stream_steps, CadenceSource.STREAM
-            avg_spm = stream_steps / (cadence_seconds / 60.0)
+    samples = samples_from_streams(streams) or Samples.empty()
     avg_cadence = data.get("average_cadence")
-    if source is None and avg_cadence and moving_time > 0:
-        raw = float(avg_cadence)
-        avg_spm = raw if raw > SPM_THRESHOLD else 2.0 * raw
-        steps, source = avg_spm * moving_time / 60.0, CadenceSource.SESSION
-    if source is None:
-        speed = float(data.get("average_speed") or (distance / moving_time if moving_time > 0 else 0.0))
-        avg_spm = (cadence_model or DEFAULT_CADENCE_MODEL)(speed)
-        steps, source = avg_spm * moving_time / 60.0, CadenceSource.ESTIMATED
+    summary_steps = steps_from_summary(float(avg_cadence), moving_time) if avg_cadence else None
+    steps, source, avg_spm = count_steps(samples, distance_m=distance, timer_s=moving_time, session_steps=summary_steps)
+    ascent, descent = ascent_descent(
+        samples.altitude_m, source_ascent_m=None if total_gain is None else float(total_gain)
+    )
 
     return ParsedRun(
         source=SOURCE,
@@ -244,8 +168,8 @@ def convert_activity(
         elapsed_s=elapsed,
         timer_s=moving_time,
         distance_m=distance,
-        ascent_m=None if ascent is None else float(ascent),
-        descent_m=_descent(samples.altitude_m) if len(samples) else None,
+        ascent_m=ascent,
+        descent_m=descent,
         steps=steps,
         avg_cadence_spm=avg_spm,
         cadence_source=source,

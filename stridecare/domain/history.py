@@ -1,4 +1,4 @@
-"""Load over time (design/foot-load-model.md, section 4): daily load, acute/chronic EWMA, ACWR, weekly volume.
+"""Load over time (docs/foot-load-model.md, section 4): daily load, acute/chronic EWMA, ACWR, weekly volume.
 
 Days are local calendar days in the athlete's time zone; a run belongs to the day it starts on.
 

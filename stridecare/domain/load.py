@@ -1,6 +1,8 @@
-"""The foot-load model, version 1 (design/foot-load-model.md, sections 1-3).
+"""The foot-load model, version 2 (docs/foot-load-model.md, sections 1-3 and walking).
 
-Force of one step in body weights: ``F = (π/2)(a + b·v)(c/c_base)^(-k)``. Load of a run in reference-step
+Each timed interval has a gait: walking below 140 steps/min (without cadence: below 1.9 m/s), running
+otherwise. Force of one running step in body weights: ``F = (π/2)(a + b·v)(c/c_base)^(-k)``; of one walking
+step ``F_walk = 1.05 + 0.10·v`` clamped to 1.0–1.5. Load of a run in reference-step
 equivalents: ``L = Σ n·(F/2.5)^4``. Per-foot stimulus sum ``Σ (n/2)·F^4`` and ``ψ = (Σ ...)^(1/4)``. A
 separate downhill-impact figure weights downhill steps by ``1 + 0.06·|θ°|``; only the routine rules use it.
 
@@ -20,9 +22,15 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 from stridecare.domain.run import ParsedRun, Samples
-from stridecare.domain.steps import STANDING_SPEED_MPS, CadenceModel, estimate_cadence_spm, interval_weights
+from stridecare.domain.steps import (
+    STANDING_SPEED_MPS,
+    CadenceModel,
+    estimate_cadence_spm,
+    fit_cadence_model,
+    interval_weights,
+)
 
-MODEL_VERSION = 1
+MODEL_VERSION = 2
 GRAVITY = 9.81
 
 # Half-width of the distance window used to smooth grade. Barometric altitude jitters by ±0.3 m sample to
@@ -33,6 +41,13 @@ GRADE_MIN_SPAN_M = 10.0
 # Only grades steeper than this count as downhill, so altimeter noise on flat ground adds nothing.
 DOWNHILL_MIN_GRADE = 0.01
 
+# No human runs faster (the 100 m record peaks at about 12.4 m/s): a faster sample is a GPS or sensor glitch,
+# and its step gets the force at this speed instead of one that would outweigh the whole run.
+MAX_SPEED_MPS = 12.0
+# The range of c / c_base over which the cadence factor follows its power law (see ``cadence_factor``).
+CADENCE_RATIO_MIN = 0.8
+CADENCE_RATIO_MAX = 1.25
+
 _FEMALE = frozenset({"f", "female", "w", "woman"})
 
 
@@ -40,7 +55,8 @@ _FEMALE = frozenset({"f", "female", "w", "woman"})
 class LoadConstants:
     """Every constant of the model, defaults as in the design; a plain value object the domain can carry.
 
-    Build one from the application's settings with :func:`load_constants_from_settings`.
+    The application builds one per settings object from ``STRIDECARE_LOAD_*`` (``LoadModelSettings.constants``,
+    through :func:`load_constants_from_settings`); every field here is one of those settings.
     """
 
     force_a: float = 1.27
@@ -76,27 +92,39 @@ class LoadConstants:
     default_cadence_min_spm: float = 150.0
     default_cadence_max_spm: float = 190.0
     cadence_fit_min_runs: int = 5
+    # Walking (model version 2): gait thresholds and the walking force line (Keller et al. 1996).
+    walk_cadence_max_spm: float = 140.0
+    walk_speed_max_mps: float = 1.9
+    walk_force_a: float = 1.05
+    walk_force_b: float = 0.10
+    walk_force_min_bw: float = 1.0
+    walk_force_max_bw: float = 1.5
 
 
 DEFAULT_CONSTANTS = LoadConstants()
 
+Gait = Literal["walking", "running"]
+
 
 def load_constants_from_settings(settings: object) -> LoadConstants:
-    """Copy the model constants from a settings object (duck-typed, e.g. ``LoadModelSettings``).
+    """The model constants from a settings object that has one attribute per field (``LoadModelSettings``).
 
-    Attributes the object lacks keep the design default, so the domain never imports the settings framework.
+    Duck-typed so that the domain never imports the settings framework; a missing attribute is an error, not
+    a silent default, so a constant cannot exist without its setting.
     """
     values: dict[str, object] = {}
     for f in fields(LoadConstants):
-        if hasattr(settings, f.name):
-            raw = getattr(settings, f.name)
-            values[f.name] = int(raw) if isinstance(f.default, int) else float(raw)
+        raw = getattr(settings, f.name)
+        values[f.name] = int(raw) if isinstance(f.default, int) else float(raw)
     return LoadConstants(**values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
 class RunLoadResult:
     """The model's figures for one run (or one lap).
+
+    ``steps`` is ``walking_steps + running_steps``: each timed interval's steps go to the gait of that
+    interval (see :func:`gait_of`).
 
     ``peak_force_bw`` is the step-weighted mean of the per-step peak force, ``mean_force_bw`` the same steps'
     contact-average force (peak × 2/π); ``max_force_bw`` is the highest interval's peak. ``downhill_impact``
@@ -112,6 +140,8 @@ class RunLoadResult:
     max_force_bw: float
     peak_force_n: float
     steps: float
+    walking_steps: float
+    running_steps: float
     distance_m: float
     running_time_s: float
     mass_kg: float
@@ -133,8 +163,9 @@ def is_female(sex: str | None) -> bool:
 def contact_force_bw(
     speed_mps: float, *, sex: str | None = None, constants: LoadConstants = DEFAULT_CONSTANTS
 ) -> float:
-    """Average vertical force during ground contact, body weights: ``a + b·v`` (Weyand & Davis 2005)."""
-    v = max(0.0, speed_mps)
+    """Average vertical force during ground contact, body weights: ``a + b·v`` (Weyand & Davis 2005), with
+    ``v`` limited to 0–12 m/s."""
+    v = min(MAX_SPEED_MPS, max(0.0, speed_mps))
     if is_female(sex):
         return constants.force_a_female + constants.force_b_female * v
     return constants.force_a + constants.force_b * v
@@ -143,10 +174,15 @@ def contact_force_bw(
 def cadence_factor(
     cadence_spm: float | None, cadence_base_spm: float | None, *, constants: LoadConstants = DEFAULT_CONSTANTS
 ) -> float:
-    """``(c / c_base)^(−k)``; 1 when either cadence is unknown or not positive."""
+    """``(c / c_base)^(−k)`` with ``c / c_base`` clamped to 0.8–1.25; 1 when either cadence is unknown.
+
+    The cadence effect is measured within about ±10 % of the usual cadence (Firminger et al. 2017); the clamp
+    keeps a wild baseline (another athlete's runs, a misread stream) from scaling a run's force without limit.
+    """
     if cadence_spm is None or cadence_base_spm is None or cadence_spm <= 0 or cadence_base_spm <= 0:
         return 1.0
-    return float((cadence_spm / cadence_base_spm) ** (-constants.cadence_k))
+    ratio = min(CADENCE_RATIO_MAX, max(CADENCE_RATIO_MIN, cadence_spm / cadence_base_spm))
+    return float(ratio ** (-constants.cadence_k))
 
 
 def step_force_bw(
@@ -160,6 +196,20 @@ def step_force_bw(
     """Peak force of one step in body weights, ``F = (π/2)(a + b·v)(c/c_base)^(−k)``."""
     contact = contact_force_bw(speed_mps, sex=sex, constants=constants)
     return math.pi / 2 * contact * cadence_factor(cadence_spm, cadence_base_spm, constants=constants)
+
+
+def gait_of(cadence_spm: float | None, speed_mps: float, *, constants: LoadConstants = DEFAULT_CONSTANTS) -> Gait:
+    """Walking below 140 steps/min (walkers step at 90–125, runners rarely below 150); without a measured
+    cadence, walking below 1.9 m/s; running otherwise."""
+    if cadence_spm is not None and cadence_spm > 0:
+        return "walking" if cadence_spm < constants.walk_cadence_max_spm else "running"
+    return "walking" if speed_mps < constants.walk_speed_max_mps else "running"
+
+
+def walking_force_bw(speed_mps: float, *, constants: LoadConstants = DEFAULT_CONSTANTS) -> float:
+    """Peak force of one walking step in body weights: ``1.05 + 0.10·v`` clamped to 1.0–1.5 (1.2 at 1.5 m/s)."""
+    force = constants.walk_force_a + constants.walk_force_b * min(MAX_SPEED_MPS, max(0.0, speed_mps))
+    return min(constants.walk_force_max_bw, max(constants.walk_force_min_bw, force))
 
 
 def force_newtons(
@@ -296,14 +346,32 @@ def _intervals(samples: Samples) -> list[_Interval]:
     return out
 
 
+@dataclass(slots=True)
+class _Sums:
+    """Running totals of one run's integral, by gait where the split matters."""
+
+    load: float = 0.0
+    stimulus: float = 0.0
+    downhill: float = 0.0
+    force_steps: float = 0.0
+    walking_steps: float = 0.0
+    running_steps: float = 0.0
+    max_force: float = 0.0
+
+    def add(self, n: float, force: float, gait: Gait, constants: LoadConstants) -> None:
+        if gait == "walking":
+            self.walking_steps += n
+        else:
+            self.running_steps += n
+        self.force_steps += n * force
+        self.max_force = max(self.max_force, force)
+        self.load += reference_steps(n, force, constants=constants)
+        self.stimulus += n / 2 * force**constants.exponent
+
+
 def _finish(
+    sums: _Sums,
     *,
-    load: float,
-    stimulus_sum: float,
-    downhill_impact: float,
-    force_steps: float,
-    max_force: float,
-    steps: float,
     distance_m: float,
     running_time_s: float,
     mass_kg: float | None,
@@ -313,18 +381,21 @@ def _finish(
     method: Literal["samples", "summary"],
     constants: LoadConstants,
 ) -> RunLoadResult:
-    peak = force_steps / steps if steps > 0 else 0.0
+    steps = sums.walking_steps + sums.running_steps
+    peak = sums.force_steps / steps if steps > 0 else 0.0
     mass = constants.default_mass_kg if mass_kg is None else mass_kg
     return RunLoadResult(
-        load=load,
-        stimulus_sum=stimulus_sum,
-        psi=stimulus_sum ** (1.0 / constants.exponent) if stimulus_sum > 0 else 0.0,
-        downhill_impact=downhill_impact,
+        load=sums.load,
+        stimulus_sum=sums.stimulus,
+        psi=sums.stimulus ** (1.0 / constants.exponent) if sums.stimulus > 0 else 0.0,
+        downhill_impact=sums.downhill,
         peak_force_bw=peak,
         mean_force_bw=peak * 2 / math.pi,
-        max_force_bw=max_force,
+        max_force_bw=sums.max_force,
         peak_force_n=force_newtons(peak, mass, constants=constants),
         steps=steps,
+        walking_steps=sums.walking_steps,
+        running_steps=sums.running_steps,
         distance_m=distance_m,
         running_time_s=running_time_s,
         mass_kg=mass,
@@ -333,6 +404,19 @@ def _finish(
         grade_available=grade_available,
         method=method,
     )
+
+
+def _step_force(
+    gait: Gait,
+    speed: float,
+    cadence: float | None,
+    base: float | None,
+    sex: str | None,
+    constants: LoadConstants,
+) -> float:
+    if gait == "walking":
+        return walking_force_bw(speed, constants=constants)
+    return step_force_bw(speed, cadence, base, sex=sex, constants=constants)
 
 
 def run_load_from_samples(
@@ -346,17 +430,28 @@ def run_load_from_samples(
 ) -> RunLoadResult:
     """Load of a run from its sample series (cadence already in steps/min), counting only timer-running time.
 
-    ``cadence_base_spm`` is the athlete's usual cadence at this speed (see :func:`baseline_cadence_spm`); when
-    None the run's own time-weighted median cadence stands in, so a steady run gets factor 1. As in the step
-    counter, an interval without cadence adds no steps. A run with no cadence at all gets its cadence from
-    speed (``cadence_model`` or the design's default curve) and factor 1: an estimate must not move the force.
+    Each interval is walked or run (:func:`gait_of`) and gets that gait's force. ``cadence_base_spm`` is the
+    athlete's usual running cadence at this speed (see :func:`baseline_cadence_spm`); when None the run's own
+    time-weighted median cadence of its running intervals stands in, so a steady run gets factor 1 and walk
+    breaks do not move it. As in the step counter, an interval without cadence adds no steps. A run with no
+    cadence at all gets its cadence from speed (``cadence_model`` or the design's default curve), its gait from
+    speed, and factor 1: an estimate must not move the force.
     """
     intervals = _intervals(samples)
     running_time = sum(iv.dt for iv in intervals)
     total_distance = sum(iv.distance or 0.0 for iv in intervals)
     fallback_speed = total_distance / running_time if running_time > 0 else 0.0
 
-    measured = [(iv.cadence, iv.dt) for iv in intervals if iv.cadence is not None and iv.cadence > 0]
+    def speed_of(iv: _Interval) -> float:
+        return iv.speed if iv.speed is not None else fallback_speed
+
+    measured = [
+        (iv.cadence, iv.dt)
+        for iv in intervals
+        if iv.cadence is not None
+        and iv.cadence > 0
+        and gait_of(iv.cadence, speed_of(iv), constants=constants) == "running"
+    ]
     run_median = weighted_median([c for c, _ in measured], [w for _, w in measured])
     cadence_estimated = not any(iv.cadence is not None for iv in intervals)
     base = None if cadence_estimated else (cadence_base_spm or run_median)
@@ -364,34 +459,27 @@ def run_load_from_samples(
     profile = _AltitudeProfile(samples.distance_m, samples.altitude_m)
     grade_available = profile.usable
 
-    load = stimulus = downhill = force_steps = steps_total = max_force = 0.0
+    sums = _Sums()
     for iv in intervals:
-        v = iv.speed if iv.speed is not None else fallback_speed
+        v = speed_of(iv)
         if cadence_estimated:
             # Same standing threshold as the step counter: a running timer at a red light is not stepping.
             cadence = estimate_cadence_spm(v, constants, cadence_model) if v >= STANDING_SPEED_MPS else 0.0
-            force = step_force_bw(v, sex=sex, constants=constants)
+            gait = gait_of(None, v, constants=constants)
+            force = _step_force(gait, v, None, None, sex, constants)
         else:
             cadence = iv.cadence or 0.0
-            force = step_force_bw(v, cadence, base, sex=sex, constants=constants)
+            gait = gait_of(cadence, v, constants=constants)
+            force = _step_force(gait, v, cadence, base, sex, constants)
         n = cadence * iv.dt / 60.0
         if n <= 0:
             continue
-        steps_total += n
-        force_steps += n * force
-        max_force = max(max_force, force)
-        load += reference_steps(n, force, constants=constants)
-        stimulus += n / 2 * force**constants.exponent
+        sums.add(n, force, gait, constants)
         if grade_available and iv.mid_distance is not None:
-            downhill += n * downhill_weight(profile.grade_at(iv.mid_distance), constants=constants)
+            sums.downhill += n * downhill_weight(profile.grade_at(iv.mid_distance), constants=constants)
 
     return _finish(
-        load=load,
-        stimulus_sum=stimulus,
-        downhill_impact=downhill,
-        force_steps=force_steps,
-        max_force=max_force,
-        steps=steps_total,
+        sums,
         distance_m=total_distance,
         running_time_s=running_time,
         mass_kg=mass_kg,
@@ -415,7 +503,7 @@ def run_load_from_summary(
     cadence_model: CadenceModel | None = None,
     constants: LoadConstants = DEFAULT_CONSTANTS,
 ) -> RunLoadResult:
-    """Load of a summary-only run (no samples): every step at the average speed and cadence.
+    """Load of a summary-only run (no samples): every step at the average speed and cadence, in one gait.
 
     ``steps`` wins when given (the source's own count); otherwise ``avg_cadence_spm × timer_s / 60``, and
     without cadence the estimated cadence at the average speed. The 4th power makes an average-pace figure
@@ -427,14 +515,12 @@ def run_load_from_summary(
     spm = cadence if cadence is not None else estimate_cadence_spm(v, constants, cadence_model)
     n = steps if steps is not None and steps > 0 else spm * max(0.0, timer_s) / 60.0
     base = None if cadence is None else (cadence_base_spm or cadence)
-    force = step_force_bw(v, cadence, base, sex=sex, constants=constants)
+    gait = gait_of(cadence, v, constants=constants)
+    sums = _Sums()
+    if n > 0:
+        sums.add(n, _step_force(gait, v, cadence, base, sex, constants), gait, constants)
     return _finish(
-        load=reference_steps(n, force, constants=constants),
-        stimulus_sum=n / 2 * force**constants.exponent,
-        downhill_impact=0.0,
-        force_steps=n * force,
-        max_force=force if n > 0 else 0.0,
-        steps=n,
+        sums,
         distance_m=distance_m,
         running_time_s=max(0.0, timer_s),
         mass_kg=mass_kg,
@@ -450,19 +536,25 @@ def run_load(
     run: ParsedRun,
     *,
     cadence_base_spm: float | None = None,
+    cadence_history: Sequence[tuple[float, float]] = (),
     sex: str | None = None,
     mass_kg: float | None = None,
-    cadence_model: CadenceModel | None = None,
     constants: LoadConstants = DEFAULT_CONSTANTS,
 ) -> RunLoadResult:
-    """Load of a normalised run: from its samples when they hold timed steps, else from its summary."""
+    """Load of a normalised run: from its samples when they hold timed steps, else from its summary.
+
+    ``cadence_history`` holds ``(average speed m/s, average steps/min)`` of the athlete's recent runs with
+    measured cadence: once there are ``cadence_fit_min_runs`` of them, a run without cadence gets its cadence
+    from the athlete's own line (``steps.fit_cadence_model``) instead of the default curve.
+    """
+    model = fit_cadence_model(cadence_history, constants, constants.cadence_fit_min_runs)
     if len(run.samples) > 0 and any(run.samples.timer_running):
         result = run_load_from_samples(
             run.samples,
             cadence_base_spm=cadence_base_spm,
             sex=sex,
             mass_kg=mass_kg,
-            cadence_model=cadence_model,
+            cadence_model=model,
             constants=constants,
         )
         if result.steps > 0:
@@ -475,6 +567,6 @@ def run_load(
         cadence_base_spm=cadence_base_spm,
         sex=sex,
         mass_kg=mass_kg,
-        cadence_model=cadence_model,
+        cadence_model=model,
         constants=constants,
     )

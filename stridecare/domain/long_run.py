@@ -1,9 +1,10 @@
-"""Long-run classification (design/foot-load-model.md, section 6).
+"""Long-run classification (docs/foot-load-model.md, section 6).
 
 Long when the timer shows at least 90 min; or at least 45 min and either the distance is at least 1.10× the
 longest run of the previous 30 days or the time is at least the athlete's 90th percentile of run durations
-over 12 weeks. Each relative rule needs three runs in its own window; without them only the absolute rule
-applies.
+over 12 weeks. Windows are local days ending with the run's own day (earlier runs only), as for the flags;
+the distance ratio is compared as shown (two decimals). Each relative rule needs three runs in its own
+window; without them only the absolute rule applies.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from stridecare.domain.flags import km, runs_in_window
+from stridecare.domain.flags import Zone, km, ratio_text, runs_in_days, shown
 from stridecare.domain.history import RunSummary
 from stridecare.domain.load import DEFAULT_CONSTANTS, LoadConstants
 
@@ -53,6 +54,7 @@ def classify_long_run(
     start_time: datetime,
     previous_runs: Sequence[RunSummary],
     *,
+    tz: Zone = "UTC",
     constants: LoadConstants = DEFAULT_CONSTANTS,
 ) -> LongRunDecision:
     """Decide whether a run is long; ``previous_runs`` are the athlete's runs that started before it."""
@@ -67,21 +69,22 @@ def classify_long_run(
     if timer_s < constants.long_run_relative_min * 60:
         return LongRunDecision(False, RULE_NONE, f"{_minutes(timer_s)} is not a long run", facts)
 
-    recent = runs_in_window(previous_runs, start_time, constants.spike_window_days)
+    recent = runs_in_days(previous_runs, start_time, constants.spike_window_days, tz)
     if len(recent) >= constants.min_history_runs:
         longest = max(r.distance_m for r in recent)
         facts["longest_m"] = longest
-        if longest > 0 and distance_m >= constants.long_run_distance_ratio * longest:
-            facts["ratio"] = distance_m / longest
+        ratio = shown(distance_m / longest) if longest > 0 else 0.0
+        if longest > 0 and ratio >= constants.long_run_distance_ratio:
+            facts["ratio"] = ratio
             return LongRunDecision(
                 True,
                 RULE_DISTANCE,
-                f"long run: {km(distance_m)}, {distance_m / longest:.1f}× your longest of the last "
+                f"long run: {km(distance_m)}, {ratio_text(ratio)} your longest of the last "
                 f"{constants.spike_window_days} days ({km(longest)})",
                 facts,
             )
 
-    weeks = runs_in_window(previous_runs, start_time, constants.long_run_percentile_weeks * 7)
+    weeks = runs_in_days(previous_runs, start_time, constants.long_run_percentile_weeks * 7, tz)
     if len(weeks) >= constants.min_history_runs:
         p = percentile([r.timer_s for r in weeks], constants.long_run_percentile)
         facts["duration_percentile_s"] = p

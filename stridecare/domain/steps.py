@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from stridecare.domain.run import Samples
+from stridecare.domain.run import CadenceSource, Samples
 
 # A median per-foot cadence above this is impossible for a human (it would be > 240 steps/min), so the device
 # must already have written steps per minute.
@@ -200,6 +200,39 @@ def fit_cadence_model(
         max_spm=constants.default_cadence_max_spm,
         n_runs=n,
     )
+
+
+def count_steps(
+    samples: Samples,
+    *,
+    distance_m: float,
+    timer_s: float,
+    session_steps: float | None = None,
+    constants: CadenceConstants = DEFAULT_CADENCE,
+    model: CadenceModel | None = None,
+) -> tuple[float, CadenceSource, float | None]:
+    """A run's steps, where they came from, and its average steps/min: the one rule every source applies.
+
+    Strongest evidence first (model section 1): the cadence stream when any timed sample carries a positive
+    cadence (it wins over a disagreeing device total); else ``session_steps``, the source's own count (a FIT
+    session's ``total_strides`` × 2, or a summary's average cadence × time, see :func:`steps_from_summary`);
+    else an estimate from speed, per sample where samples carry speed, otherwise from the average speed.
+    """
+    weights = interval_weights(samples)
+    if any(c is not None and c > 0 and w > 0 for c, w in zip(samples.cadence_spm, weights, strict=True)):
+        steps = steps_from_samples(samples)
+        timed = timed_seconds(samples)
+        return steps, CadenceSource.STREAM, (steps * 60.0 / timed if timed > 0 else None)
+
+    def per_minute(steps: float) -> float | None:
+        return steps * 60.0 / timer_s if timer_s > 0 else None
+
+    if session_steps is not None and session_steps > 0:
+        return session_steps, CadenceSource.SESSION, per_minute(session_steps)
+    estimated = steps_estimated_from_speed(samples, constants, model)
+    if estimated is None:
+        estimated = steps_from_average_speed(distance_m, timer_s, constants, model)
+    return estimated, CadenceSource.ESTIMATED, per_minute(estimated)
 
 
 def steps_from_summary(avg_cadence_per_foot: float, moving_time_s: float) -> float:

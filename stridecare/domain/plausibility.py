@@ -1,0 +1,250 @@
+"""Is a decoded session physically possible? Pure checks run before a session is stored.
+
+A CRC-valid file can still carry nonsense (a 48-day "run", speeds of kilometres per second, a load of 1e21
+reference steps), and one such session would make every later figure of the athlete absurd: the daily
+series, the averages, the flags. :func:`implausibility` names the first bound a session breaks, in plain words,
+so that the caller can reject it with that reason and store nothing. The bounds and why they sit where they
+do are in docs/foot-load-model.md, section "Plausibility".
+
+The load bounds are checked on the highest load any stored figure of the run could reach: the cadence factor
+at its clamp (whatever the athlete's baseline) and, for runs without cadence, every estimated step at the
+top of the estimate's range. So a session that passes cannot be stored with a load above them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from stridecare.domain.load import DEFAULT_CONSTANTS, LoadConstants, run_load
+from stridecare.domain.run import ParsedRun, Samples
+from stridecare.domain.steps import interval_weights
+
+# A cadence baseline this high puts every running step's cadence factor at its clamp: the upper bound of
+# what any athlete history could make of the run.
+_WORST_BASELINE_SPM = 1.0e6
+# Values are capped at this before they are summed, so that a sliding sum cannot overflow; anything near it
+# breaks every bound anyway.
+_VALUE_CAP = 1.0e12
+
+
+@dataclass(frozen=True, slots=True)
+class PlausibilityBounds:
+    """The physical limits of one foot session (defaults documented in docs/foot-load-model.md)."""
+
+    # Timer time: longer than the longest single-stage ultramarathons most watches can record in one go.
+    max_timer_s: float = 48 * 3600.0
+    # Wall-clock length, pauses included: a watch left recording for a week is not a session.
+    max_elapsed_s: float = 7 * 24 * 3600.0
+    # Faster than any human over minutes (the 100 m record averages 10.4 m/s over under 10 s).
+    max_speed_mps: float = 12.0
+    speed_window_s: float = 300.0
+    # Above the highest sprint cadences measured (about 5 steps/s, 300 spm only for a few strides).
+    max_cadence_spm: float = 260.0
+    cadence_window_s: float = 60.0
+    # Load: the worked example carries 912 reference steps per km and 182 per minute; a 10 m/s sprint at
+    # 200 spm about 1,500 per km and 900 per minute.
+    max_load_per_km: float = 20_000.0
+    min_distance_for_load_per_km_m: float = 1000.0  # shorter or distance-less sessions: the per-minute bound
+    max_load_per_minute: float = 5_000.0
+
+
+DEFAULT_BOUNDS = PlausibilityBounds()
+
+
+def implausibility(
+    run: ParsedRun, *, bounds: PlausibilityBounds = DEFAULT_BOUNDS, constants: LoadConstants = DEFAULT_CONSTANTS
+) -> str | None:
+    """The plain reason ``run`` cannot be a real foot session, or None when it is within every bound."""
+    for check in (_non_finite, _negative, _duration, _speed, _cadence, _steps, _load):
+        reason = check(run, bounds, constants)
+        if reason is not None:
+            return f"implausible session: {reason}"
+    return None
+
+
+def first_implausibility(
+    runs: Iterable[ParsedRun],
+    *,
+    bounds: PlausibilityBounds = DEFAULT_BOUNDS,
+    constants: LoadConstants = DEFAULT_CONSTANTS,
+) -> str | None:
+    """The reason of the first implausible run of ``runs`` (named by its start time), or None."""
+    for run in runs:
+        reason = implausibility(run, bounds=bounds, constants=constants)
+        if reason is not None:
+            return f"{reason} (session starting {run.start_time.isoformat()})"
+    return None
+
+
+def _fmt_hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h"
+
+
+def _non_finite(run: ParsedRun, _b: PlausibilityBounds, _c: LoadConstants) -> str | None:
+    summary = {
+        "elapsed time": run.elapsed_s,
+        "timer time": run.timer_s,
+        "distance": run.distance_m,
+        "steps": run.steps,
+        "average cadence": run.avg_cadence_spm,
+        "ascent": run.ascent_m,
+        "descent": run.descent_m,
+        "device step total": run.device_total_strides,
+    }
+    for name, value in summary.items():
+        if value is not None and not math.isfinite(value):
+            return f"its {name} is not a finite number ({value})"
+    s = run.samples
+    if any(not math.isfinite(t) for t in s.t):
+        return "a sample's time is not a finite number"
+    # NaN stands for "not recorded" in sample series; an infinity is a broken value.
+    for name, series in (
+        ("distance", s.distance_m),
+        ("speed", s.speed_mps),
+        ("cadence", s.cadence_spm),
+        ("altitude", s.altitude_m),
+    ):
+        if any(v is not None and math.isinf(v) for v in series):
+            return f"a sample's {name} is infinite"
+    return None
+
+
+def _negative(run: ParsedRun, _b: PlausibilityBounds, _c: LoadConstants) -> str | None:
+    for name, value in (
+        ("elapsed time", run.elapsed_s),
+        ("timer time", run.timer_s),
+        ("distance", run.distance_m),
+        ("steps", run.steps),
+    ):
+        if value < 0:
+            return f"its {name} is negative ({value:g})"
+    return None
+
+
+def _duration(run: ParsedRun, b: PlausibilityBounds, _c: LoadConstants) -> str | None:
+    timer = max(run.timer_s, _timed_seconds(run.samples))
+    if timer > b.max_timer_s:
+        return f"timer time {_fmt_hours(timer)} is over the {_fmt_hours(b.max_timer_s)} limit"
+    elapsed = max(run.elapsed_s, run.samples.t[-1] if len(run.samples) else 0.0)
+    if elapsed > b.max_elapsed_s:
+        return f"elapsed time {_fmt_hours(elapsed)} is over the {_fmt_hours(b.max_elapsed_s)} limit"
+    return None
+
+
+def _speed(run: ParsedRun, b: PlausibilityBounds, _c: LoadConstants) -> str | None:
+    timer = max(run.timer_s, _timed_seconds(run.samples))
+    if timer > 0 and run.distance_m / timer > b.max_speed_mps:
+        return f"average speed {run.distance_m / timer:.1f} m/s is over {b.max_speed_mps:g} m/s"
+    worst = _worst_window_mean(_speed_intervals(run.samples), b.speed_window_s)
+    if worst is not None and worst > b.max_speed_mps:
+        minutes = b.speed_window_s / 60
+        return f"speed {worst:.1f} m/s sustained over {minutes:g} min is over {b.max_speed_mps:g} m/s"
+    return None
+
+
+def _cadence(run: ParsedRun, b: PlausibilityBounds, _c: LoadConstants) -> str | None:
+    if run.avg_cadence_spm is not None and run.avg_cadence_spm > b.max_cadence_spm:
+        return f"average cadence {run.avg_cadence_spm:.0f} steps/min is over {b.max_cadence_spm:g}"
+    s = run.samples
+    pairs = [
+        (c, w) for c, w in zip(s.cadence_spm, interval_weights(s), strict=True) if c is not None and not math.isnan(c)
+    ]
+    worst = _worst_window_mean(pairs, b.cadence_window_s)
+    if worst is not None and worst > b.max_cadence_spm:
+        return f"cadence {worst:.0f} steps/min sustained over {b.cadence_window_s:g} s is over {b.max_cadence_spm:g}"
+    return None
+
+
+def _steps(run: ParsedRun, b: PlausibilityBounds, _c: LoadConstants) -> str | None:
+    timer = max(run.timer_s, _timed_seconds(run.samples))
+    if run.steps > 0 and timer <= 0:
+        return f"{run.steps:.0f} steps without any timer time"
+    if timer > 0 and run.steps * 60.0 / timer > b.max_cadence_spm:
+        return (
+            f"{run.steps:.0f} steps in {timer / 60:.0f} min of timer time is {run.steps * 60.0 / timer:.0f} "
+            f"steps/min, over {b.max_cadence_spm:g}"
+        )
+    return None
+
+
+def worst_case_load(run: ParsedRun, constants: LoadConstants = DEFAULT_CONSTANTS) -> tuple[float, float]:
+    """``(load, timer seconds)`` of ``run`` at the highest its stored load could be (see the module doc)."""
+    top = replace(
+        constants,
+        default_cadence_intercept_spm=constants.default_cadence_max_spm,
+        default_cadence_slope_spm_per_mps=0.0,
+    )
+    result = run_load(run, cadence_base_spm=_WORST_BASELINE_SPM, constants=top)
+    return result.load, max(run.timer_s, result.running_time_s)
+
+
+def _load(run: ParsedRun, b: PlausibilityBounds, constants: LoadConstants) -> str | None:
+    try:
+        load, timer = worst_case_load(run, constants)
+    except OverflowError:
+        return "its load is not a finite number"
+    if not math.isfinite(load):
+        return "its load is not a finite number"
+    if load > 0 and timer <= 0:
+        return "a load without any timer time"
+    if timer > 0 and load * 60.0 / timer > b.max_load_per_minute:
+        return (
+            f"load {load * 60.0 / timer:,.0f} reference steps per minute is over {b.max_load_per_minute:,.0f} "
+            "(far outside the human range)"
+        )
+    if run.distance_m >= b.min_distance_for_load_per_km_m and load * 1000.0 / run.distance_m > b.max_load_per_km:
+        return (
+            f"load {load * 1000.0 / run.distance_m:,.0f} reference steps per km is over {b.max_load_per_km:,.0f} "
+            "(far outside the human range)"
+        )
+    return None
+
+
+def _timed_seconds(samples: Samples) -> float:
+    return sum(interval_weights(samples))
+
+
+def _speed_intervals(samples: Samples) -> list[tuple[float, float]]:
+    """``(speed, seconds)`` of each timed interval: the speed field, else the distance covered."""
+    out: list[tuple[float, float]] = []
+    prev_d: float | None = None
+    for v, d, dt in zip(samples.speed_mps, samples.distance_m, interval_weights(samples), strict=True):
+        d = None if d is None or math.isnan(d) else d
+        if dt > 0:
+            speed = None if v is None or math.isnan(v) else v
+            if speed is None and d is not None and prev_d is not None:
+                speed = max(0.0, d - prev_d) / dt
+            if speed is not None:
+                out.append((speed, dt))
+        if d is not None:
+            prev_d = d
+    return out
+
+
+def _worst_window_mean(pairs: Sequence[tuple[float, float]], window_s: float) -> float | None:
+    """The highest time-weighted mean of ``(value, seconds)`` over any run of consecutive intervals lasting at
+    least ``window_s`` (the whole series when it is shorter); None for an empty series."""
+    total_t = sum(w for _, w in pairs)
+    if total_t <= 0:
+        return None
+    if total_t <= window_s:
+        return sum(min(v, _VALUE_CAP) * w for v, w in pairs) / total_t
+    worst = -math.inf
+    window: deque[tuple[float, float]] = deque()
+    acc_vw = acc_w = 0.0
+    for value, w in pairs:
+        v = min(value, _VALUE_CAP)
+        window.append((v, w))
+        acc_vw += v * w
+        acc_w += w
+        # Drop from the left while the window stays at least window_s long.
+        while window and acc_w - window[0][1] >= window_s:
+            lv, lw = window.popleft()
+            acc_vw -= lv * lw
+            acc_w -= lw
+        if acc_w >= window_s:
+            worst = max(worst, acc_vw / acc_w)
+    return worst
