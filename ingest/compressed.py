@@ -6,8 +6,9 @@ temporary file (never into memory whole), refusing decompression bombs: more tha
 200× the compressed size once past 1 MiB (small files may compress extremely well and are harmless; real
 activity files compress 2–20×). The decoded runs keep the inner format as their ``source`` ("fit", "gpx",
 "tcx") and the *compressed* file's content hash in their ``source_key``, so the same ``.gz`` imported twice is
-one import. The same activity as a plain file and as a ``.gz`` hashes differently and is two imports: the
-content-hash import log cannot see through compression (the run-level duplicate link has to).
+one import. The same activity as a plain file and as a ``.gz`` hashes differently and is two imports (the
+content-hash import log cannot see through compression), but one session: ``ingest.dedupe`` links the two runs
+by their overlapping time ranges, one stays primary, and the load counts once.
 
 Each class here is constructed with no arguments, as the ``stridecare.sources`` entry points require.
 """
