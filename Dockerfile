@@ -19,7 +19,7 @@ COPY workers ./workers
 COPY recommender ./recommender
 COPY delivery ./delivery
 # A regular (not editable) install: the processes import from site-packages, so /src can go.
-RUN pip install . && rm -rf /src
+RUN pip install '.[fast]' && rm -rf /src
 
 # Never run as root. /data is the data home (quarantine, beat schedule) and the mount point of the inbox;
 # a named volume mounted there starts out with this ownership.

@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from stridecare.plugins import DeliveryOutcome, OutgoingMessage
+from stridecare.crypto import Vault
+from stridecare.db.models import Athlete
+from stridecare.plugins import DeliveryOutcome, OutgoingMessage, Target
 from stridecare.settings import Settings
 
 LOG_NAME = "prompts.log"
@@ -82,6 +84,14 @@ class ConsoleChannel:
         self.path = settings.data_home / LOG_NAME
         self._echo = echo
         self._stream = stream
+
+    def wants(self, athlete: Athlete) -> bool:
+        """Every athlete, unless they turned the console off."""
+        return bool(athlete.console)
+
+    def target(self, athlete: Athlete, vault: Vault) -> Target:
+        """The log file (the same for everyone)."""
+        return Target(str(self.path))
 
     def send(self, message: OutgoingMessage, target: str | None = None, secret: str | None = None) -> DeliveryOutcome:
         """Append ``message`` to the log (fsynced) unless its ``message_id`` is among the recent lines.

@@ -30,7 +30,9 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 
-from stridecare.plugins import DeliveryOutcome, OutgoingMessage
+from stridecare.crypto import Vault
+from stridecare.db.models import Athlete
+from stridecare.plugins import DeliveryOutcome, NoTarget, OutgoingMessage, Target
 from stridecare.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,16 @@ class EmailChannel:
             raise ValueError(f"STRIDECARE_SMTP_SECURITY must be one of {SECURITY_MODES}, not {security!r}")
         self._settings = settings
         self._security = security
+
+    def wants(self, athlete: Athlete) -> bool:
+        """An address, not unsubscribed, and a mail server configured."""
+        return bool(athlete.email and athlete.email_unsubscribed_at is None and self._settings.smtp_host)
+
+    def target(self, athlete: Athlete, vault: Vault) -> Target:
+        """The athlete's address; :class:`NoTarget` once it is removed or the athlete unsubscribed."""
+        if not athlete.email or athlete.email_unsubscribed_at is not None:
+            raise NoTarget("no email address, or unsubscribed")
+        return Target(athlete.email)
 
     # -- message ---------------------------------------------------------------------------------------------
 

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 
 from delivery.backoff import next_attempt_delay
 from stridecare.db.models import Athlete, Delivery, DeliveryAttempt, Prompt
-from stridecare.plugins import Channel, DeliveryOutcome, OutgoingMessage, channel_classes
+from stridecare.logging import event
+from stridecare.plugins import Channel, DeliveryOutcome, NoTarget, OutgoingMessage, Target, channel_classes
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
 
@@ -32,16 +33,21 @@ log = logging.getLogger(__name__)
 MessageBuilder = Callable[[Runtime, Session, Delivery, Prompt, Athlete], OutgoingMessage]
 
 
-
 def channels_for(settings: Settings, athlete: Athlete) -> list[str]:
-    """The channels this athlete receives prompts on, in the order they are tried."""
+    """The channels this athlete receives prompts on, in the order they are tried: every registered channel
+    (built-in or plugin) whose ``wants`` says yes."""
     names: list[str] = []
-    if athlete.email and athlete.email_unsubscribed_at is None and settings.smtp_host:
-        names.append("email")
-    if athlete.webhook_url and athlete.webhook_disabled_at is None:
-        names.append("webhook")
-    if athlete.console:
-        names.append("console")
+    for name in channel_classes():
+        channel = _channel(settings, name)
+        if channel is None:
+            continue
+        try:
+            wanted = channel.wants(athlete)
+        except Exception:  # a plugin's bug must not stop the prompt reaching the other channels
+            log.exception("channel %s failed to say whether athlete %s wants it", name, athlete.name)
+            continue
+        if wanted:
+            names.append(name)
     return names
 
 
@@ -91,14 +97,20 @@ def due_delivery_ids(rt: Runtime, limit: int = 200) -> list[int]:
     return ids
 
 
-_channels: dict[tuple[int, str], Channel] = {}
+_channels: dict[tuple[int, str], Channel | None] = {}
 
 
-def _channel(settings: Settings, name: str) -> Channel:
+def _channel(settings: Settings, name: str) -> Channel | None:
+    """The channel ``name`` built for ``settings`` (None if it is not registered or cannot be built)."""
     # One instance per settings object and channel: channels may hold connection pools.
     key = (id(settings), name)
     if key not in _channels:
-        _channels[key] = channel_classes()[name](settings)
+        cls = channel_classes().get(name)
+        try:
+            _channels[key] = None if cls is None else cls(settings)
+        except Exception as exc:  # a misconfigured channel is reported, and the others go on
+            log.warning("channel %s cannot start: %s: %s", name, type(exc).__name__, exc)
+            _channels[key] = None
     return _channels[key]
 
 
@@ -117,18 +129,14 @@ def _claim(session: Session, delivery_id: int, now: datetime, wall: datetime, cl
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def _target(rt: Runtime, delivery: Delivery, athlete: Athlete) -> tuple[str | None, str | None, str | None]:
-    """(target, secret, reason-to-cancel) for the delivery's channel, read fresh on every attempt."""
-    if delivery.channel == "email":
-        if not athlete.email or athlete.email_unsubscribed_at is not None:
-            return None, None, "no email address, or unsubscribed"
-        return athlete.email, None, None
-    if delivery.channel == "webhook":
-        if not athlete.webhook_url or athlete.webhook_disabled_at is not None:
-            return None, None, "webhook endpoint removed or disabled"
-        secret = rt.vault.decrypt(athlete.webhook_secret_enc) if athlete.webhook_secret_enc else None
-        return athlete.webhook_url, secret, None
-    return str(rt.settings.data_home / "prompts.log"), None, None
+def _target(rt: Runtime, channel: Channel | None, name: str, athlete: Athlete) -> tuple[Target | None, str | None]:
+    """(target, reason-to-cancel) for the delivery's channel, read fresh on every attempt."""
+    if channel is None:
+        return None, f"channel {name!r} is not installed or cannot start"
+    try:
+        return channel.target(athlete, rt.vault), None
+    except NoTarget as exc:
+        return None, exc.reason
 
 
 def deliver_one(rt: Runtime, delivery_id: int, build: MessageBuilder) -> DeliveryOutcome | None:
@@ -142,19 +150,32 @@ def deliver_one(rt: Runtime, delivery_id: int, build: MessageBuilder) -> Deliver
         prompt = session.get(Prompt, delivery.prompt_id)
         athlete = session.get(Athlete, delivery.athlete_id)
         assert prompt is not None and athlete is not None
-        target, secret, cancel = _target(rt, delivery, athlete)
-        if cancel is not None:
-            delivery.status, delivery.last_error, delivery.claimed_until = "cancelled", cancel, None
-            return DeliveryOutcome(ok=False, detail=cancel, retry=False)
-        message = build(rt, session, delivery, prompt, athlete)
         channel_name = delivery.channel
+        channel = _channel(rt.settings, channel_name)
+        target, cancel = _target(rt, channel, channel_name, athlete)
+        if cancel is not None or target is None or channel is None:
+            reason = cancel or "no target"
+            delivery.status, delivery.last_error, delivery.claimed_until = "cancelled", reason, None
+            log.warning("%s prompt %s for %s cancelled: %s", channel_name, prompt.id, athlete.name, reason)
+            return DeliveryOutcome(ok=False, detail=reason, retry=False)
+        message = build(rt, session, delivery, prompt, athlete)
         attempts = delivery.attempts
+        athlete_name, prompt_id = athlete.name, prompt.id
     try:
-        outcome = _channel(rt.settings, channel_name).send(message, target or "", secret)
+        outcome = channel.send(message, target.address, target.secret)
     except Exception as exc:  # a channel bug must not lose the delivery: record and retry
         log.exception("channel %s failed on delivery %s", channel_name, delivery_id)
         outcome = DeliveryOutcome(ok=False, detail=f"internal error: {exc.__class__.__name__}", retry=True)
     _record(rt, delivery_id, attempts, outcome)
+    if outcome.ok:
+        event(
+            log,
+            "delivered",
+            f"sent prompt {prompt_id} to {athlete_name} by {channel_name}",
+            athlete=athlete_name,
+            prompt_id=prompt_id,
+            channel=channel_name,
+        )
     return outcome
 
 
@@ -179,19 +200,29 @@ def _record(rt: Runtime, delivery_id: int, attempts_before: int, outcome: Delive
             delivery.status, delivery.sent_at, delivery.last_error = "sent", now, None
             return
         delivery.last_error = outcome.detail[:2000]
-        if outcome.disable_target and delivery.channel == "webhook":
+        channel = _channel(rt.settings, delivery.channel)
+        disable = getattr(channel, "disable", None)
+        if outcome.disable_target and callable(disable):
             athlete = session.get(Athlete, delivery.athlete_id)
             if athlete is not None:
-                athlete.webhook_disabled_at = now
+                disable(athlete, now)
             delivery.status = "failed"
-            log.warning("webhook endpoint of athlete %s disabled: %s", delivery.athlete_id, outcome.detail)
+            log.warning("%s target of athlete %s disabled: %s", delivery.channel, delivery.athlete_id, outcome.detail)
             return
         delay = next_attempt_delay(delivery.attempts, outcome.retry_after_s) if outcome.retry else None
         if delay is None:
             delivery.status = "failed"
-            log.warning("delivery %s failed for good: %s", delivery_id, outcome.detail)
+            log.warning("%s delivery %s failed for good: %s", delivery.channel, delivery_id, outcome.detail)
             return
         delivery.next_attempt_at = now + timedelta(seconds=delay)
+        log.warning(
+            "%s delivery %s failed (attempt %d), next try in %.0f s: %s",
+            delivery.channel,
+            delivery_id,
+            delivery.attempts,
+            delay,
+            outcome.detail,
+        )
 
 
 def relay_pending(rt: Runtime, build: MessageBuilder, limit: int = 200) -> int:

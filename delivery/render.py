@@ -19,6 +19,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 PromptKind = Literal["post_run", "weekly_balance"]
 PROMPT_KINDS: tuple[str, ...] = ("post_run", "weekly_balance")
 PAYLOAD_TYPE = "prompt.created"
+# The version of docs/webhook-payload.schema.json the payloads follow; a receiver routes on it. Adding a field
+# keeps the version, removing or changing one raises it.
+PAYLOAD_SCHEMA_VERSION = 1
 
 DEFAULT_DISCLAIMER = (
     "This is general wellness advice, not medical advice. "
@@ -103,6 +106,24 @@ def _number(value: object, digits: int) -> float | None:
     return None
 
 
+def _iso_utc(value: object) -> str | None:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return None
+
+
+def routable(payload: Mapping[str, Any], handle: str, display_name: str | None) -> dict[str, Any]:
+    """``payload`` with what a receiver routes on: the schema version and whose prompt it is (every kind)."""
+    data = dict(payload.get("data") or {})
+    data["athlete"] = {"handle": handle, "display_name": _one_line(display_name, _MAX_NAME) if display_name else None}
+    return {**payload, "schema_version": PAYLOAD_SCHEMA_VERSION, "data": data}
+
+
 def _run_view(run: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The run summary as display strings for the templates, and as numbers for the payload."""
     # Accept the planner's stored facts ("start_time", "timer_s") as well as the plain names.
@@ -118,12 +139,17 @@ def _run_view(run: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     elif isinstance(run.get("duration"), str):
         parts.append(_one_line(run["duration"], 20))
     if load is not None:
-        parts.append(f"foot load {load:.0f}")
+        parts.append(f"load {load:,.0f} ref. steps")
     view = {
         "date_text": f"{day:%a} {day.day} {day:%b}" if day else "your last run day",
         "line": ", ".join(parts) or "no details",
     }
+    start = run.get("start_time")
     numbers = {
+        # Which run, for a receiver: our id, when it started (UTC), what kind of session it was.
+        "id": run.get("id") if isinstance(run.get("id"), int) else None,
+        "start_time": _iso_utc(start),
+        "sport": _one_line(run["sport"], 32) if isinstance(run.get("sport"), str) else None,
         "date": day.isoformat() if day else None,
         "distance_km": distance,
         "duration_s": seconds,
@@ -145,6 +171,7 @@ def render_prompt(
     unsubscribe_url: str | None,
     created_at: datetime,
     disclaimer: str = DEFAULT_DISCLAIMER,
+    figures: Mapping[str, float | int | None] | None = None,
 ) -> RenderedPrompt:
     """Render one prompt for every channel.
 
@@ -152,7 +179,8 @@ def render_prompt(
     and ``reason``; ``run`` has ``date`` (date, datetime or ISO string; or ``start_time``), ``distance_km``,
     ``duration`` (timedelta or seconds; or ``duration_s`` / ``timer_s``) and ``load``, or is None for the
     weekly prompt; other keys are ignored. ``created_at`` must be timezone-aware. The disclaimer may be
-    reworded by the caller but never left out.
+    reworded by the caller but never left out. ``figures`` (the shared figures by their shared names, already
+    rounded) go into the payload as they are.
     """
     if kind not in PROMPT_KINDS:
         raise ValueError(f"unknown prompt kind {kind!r}; expected one of {PROMPT_KINDS}")
@@ -219,6 +247,7 @@ def render_prompt(
             "reasons": reason_lines,
             "flags": flag_views,
             "run": run_numbers,
+            "figures": dict(figures or {}),
             "done_url": done_url,
             "created_at": created_at.astimezone(UTC).isoformat(),
             "disclaimer": context["disclaimer"],

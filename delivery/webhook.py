@@ -31,7 +31,9 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from delivery.ssrf import CheckedTarget, ForbiddenTarget, TargetUnresolvable, check_target, parse_networks
-from stridecare.plugins import DeliveryOutcome, OutgoingMessage
+from stridecare.crypto import Vault
+from stridecare.db.models import Athlete
+from stridecare.plugins import DeliveryOutcome, NoTarget, OutgoingMessage, Target
 from stridecare.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,21 @@ class WebhookChannel:
         self._timeout_s = settings.webhook_timeout_s
         self._max_response_bytes = settings.webhook_max_response_bytes
         self._tls: ssl.SSLContext | bool = tls_context if tls_context is not None else True
+
+    def wants(self, athlete: Athlete) -> bool:
+        """An endpoint that the receiver has not switched off (410 Gone)."""
+        return bool(athlete.webhook_url and athlete.webhook_disabled_at is None)
+
+    def target(self, athlete: Athlete, vault: Vault) -> Target:
+        """The endpoint and its decrypted signing secret."""
+        if not athlete.webhook_url or athlete.webhook_disabled_at is not None:
+            raise NoTarget("webhook endpoint removed or disabled")
+        secret = vault.decrypt(athlete.webhook_secret_enc) if athlete.webhook_secret_enc else None
+        return Target(athlete.webhook_url, secret)
+
+    def disable(self, athlete: Athlete, now: datetime) -> None:
+        """The receiver answered 410 Gone: no more deliveries until the athlete sets the webhook again."""
+        athlete.webhook_disabled_at = now
 
     def send(self, message: OutgoingMessage, target: str, secret: str | None) -> DeliveryOutcome:
         """Attempt one delivery of ``message`` to the webhook URL ``target``, signed with ``secret`` (whsec_).

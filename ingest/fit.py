@@ -44,7 +44,7 @@ from typing import Any
 import fitparse
 from fitparse.records import DevFieldDefinition
 
-from ingest.fit_integrity import fit_file_complete
+from ingest.fit_integrity import TooManyMessages, check_message_count, fit_file_complete
 from stridecare.domain.run import (
     FOOT_SPORTS,
     CadenceSource,
@@ -58,15 +58,12 @@ from stridecare.domain.steps import (
     DEFAULT_CADENCE,
     CadenceConstants,
     CadenceModel,
-    interval_weights,
+    count_steps,
     normalise_cadence,
-    steps_estimated_from_speed,
-    steps_from_average_speed,
-    steps_from_samples,
     steps_from_summary,
     timed_seconds,
 )
-from stridecare.domain.terrain import climb
+from stridecare.domain.terrain import ascent_descent
 
 FIT_EPOCH = datetime(1989, 12, 31, tzinfo=UTC)
 _FIT_EPOCH_NAIVE = FIT_EPOCH.replace(tzinfo=None)
@@ -269,6 +266,10 @@ def _one_line(exc: BaseException) -> str:
         reason = f"invalid file header ({exc})"
     elif isinstance(exc, fitparse.utils.FitEOFError | EOFError):
         reason = "file ends unexpectedly (truncated)"
+    elif isinstance(exc, AttributeError | TypeError | KeyError | IndexError):
+        # The parser tripped over malformed content: its own words ("'NoneType' object has no attribute …")
+        # tell a runner nothing.
+        reason = "malformed content the decoder cannot read"
     else:
         detail = " ".join(str(exc).split()) or "no detail"
         reason = f"{type(exc).__name__}: {detail}"
@@ -301,10 +302,16 @@ class FitSource:
     suffixes: tuple[str, ...] = (".fit",)
 
     def __init__(
-        self, constants: CadenceConstants = DEFAULT_CADENCE, cadence_model: CadenceModel | None = None
+        self,
+        constants: CadenceConstants = DEFAULT_CADENCE,
+        cadence_model: CadenceModel | None = None,
+        *,
+        fast: bool = True,
     ) -> None:
         self._constants = constants
         self._model = cadence_model
+        # ``fast=False`` decodes with fitparse alone: the reference the fast scan is tested against.
+        self._fast = fast
 
     def decode(self, path: Path, content_hash: str) -> DecodeResult:
         """Decode ``path``; raise ``DecodeError`` with a one-line reason for a damaged or unreadable file."""
@@ -313,9 +320,15 @@ class FitSource:
                 # fitparse warns about oddities it then raises on or tolerates; the outcome is what matters
                 # here.
                 warnings.simplefilter("ignore")
-                scan = _scan(path)
+                # Before either decoder: their cost grows with the number of messages, not with bytes.
+                check_message_count(path)
+                scan = self._fast_scan(path) if self._fast else None
+                if scan is None:
+                    scan = _scan(path)
         except DecodeError:
             raise
+        except TooManyMessages as exc:
+            raise DecodeError(f"refused FIT file: {exc}") from exc
         except OSError as exc:
             raise DecodeError(f"cannot read FIT file: {exc.strerror or type(exc).__name__}") from exc
         except (
@@ -338,6 +351,13 @@ class FitSource:
         except (KeyError, ValueError, TypeError, IndexError, OverflowError, ZeroDivisionError) as exc:
             # Values valid for the parser but absurd for a run (e.g. an out-of-range date) end here.
             raise DecodeError(f"unusable FIT file: {' '.join(str(exc).split())[:200]}") from exc
+
+    @staticmethod
+    def _fast_scan(path: Path) -> _Scan | None:
+        # Imported here: the fast scan builds on this module's types.
+        from ingest import fit_fast
+
+        return fit_fast.scan(path)
 
     def is_complete(self, path: Path) -> bool:
         """True only if ``path`` is known to be a whole FIT file (segments tile it, CRCs match): the watcher
@@ -485,10 +505,11 @@ class FitSource:
 
         steps, source, avg_spm = self._steps(samples, v, device_steps, distance, timer_s)
 
-        ascent = _opt(_num(v.get("total_ascent")))
-        descent = _opt(_num(v.get("total_descent")))
-        if ascent is None and descent is None:
-            ascent, descent = climb(samples.altitude_m)
+        ascent, descent = ascent_descent(
+            samples.altitude_m,
+            source_ascent_m=_opt(_num(v.get("total_ascent"))),
+            source_descent_m=_opt(_num(v.get("total_descent"))),
+        )
 
         start_time = FIT_EPOCH + timedelta(seconds=span.start + anchor)
         return ParsedRun(
@@ -519,30 +540,23 @@ class FitSource:
         distance: float,
         timer_s: float,
     ) -> tuple[float, CadenceSource, float | None]:
-        # Only cadence that counts towards steps decides: a record at the very start (weight 0) may be the
-        # previous leg's last one, written at the same second.
-        weights = interval_weights(samples)
-        if any(c is not None and c > 0 and w > 0 for c, w in zip(samples.cadence_spm, weights, strict=True)):
-            steps = steps_from_samples(samples)
-            timed = timed_seconds(samples)
-            return steps, CadenceSource.STREAM, (steps * 60.0 / timed if timed > 0 else None)
-
-        def per_minute(steps: float) -> float | None:
-            return steps * 60.0 / timer_s if timer_s > 0 else None
-
-        if device_steps is not None:
-            return device_steps, CadenceSource.SESSION, per_minute(device_steps)
+        # The one rule of every source (``steps.count_steps``); only cadence that counts towards steps decides
+        # for the stream: a record at the very start (weight 0) may be the previous leg's last one.
+        session_steps = device_steps
         avg = v.get("avg_running_cadence")
         if avg is None:
             avg = v.get("avg_cadence")
-        if isinstance(avg, int | float) and avg > 0 and timer_s > 0:
+        if session_steps is None and isinstance(avg, int | float) and avg > 0 and timer_s > 0:
             frac = _num(v.get("avg_fractional_cadence"))
-            steps = steps_from_summary(float(avg) + (0.0 if math.isnan(frac) else frac), timer_s)
-            return steps, CadenceSource.SESSION, per_minute(steps)
-        estimated = steps_estimated_from_speed(samples, self._constants, self._model)
-        if estimated is None:
-            estimated = steps_from_average_speed(distance, timer_s, self._constants, self._model)
-        return estimated, CadenceSource.ESTIMATED, per_minute(estimated)
+            session_steps = steps_from_summary(float(avg) + (0.0 if math.isnan(frac) else frac), timer_s)
+        return count_steps(
+            samples,
+            distance_m=distance,
+            timer_s=timer_s,
+            session_steps=session_steps,
+            constants=self._constants,
+            model=self._model,
+        )
 
     @staticmethod
     def _samples(rec: _Records, lo: int, hi: int, start: float, events: list[tuple[float, bool]]) -> Samples:

@@ -41,10 +41,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from xml.parsers import expat
 
 if TYPE_CHECKING:
     import gpxpy.gpx
 
+from ingest.files import read_regular
 from stridecare.domain.run import (
     CadenceSource,
     DecodeError,
@@ -59,13 +61,13 @@ from stridecare.domain.steps import (
     CadenceModel,
     interval_weights,
     normalise_cadence,
-    steps_estimated_from_speed,
-    steps_from_average_speed,
-    steps_from_samples,
     timed_seconds,
 )
+from stridecare.domain.steps import count_steps as steps_rule
 from stridecare.domain.terrain import climb
 
+# Deeper than any GPX or TCX file nests (7 and 9 levels with extensions), far below what crashes a parser.
+MAX_XML_DEPTH = 64
 # A gap longer than this with less movement than PAUSE_MAX_MOVE_M is a pause (see the module docstring).
 PAUSE_MIN_GAP_S = 30.0
 PAUSE_MAX_MOVE_M = 10.0
@@ -253,23 +255,10 @@ def count_steps(
     model: CadenceModel | None,
     session_steps: float | None = None,
 ) -> tuple[float, CadenceSource, float | None]:
-    """Steps, their source and the average steps/min, strongest evidence first (model section 1): the
-    cadence stream, then a device summary (``session_steps``), then an estimate from speed."""
-    weights = interval_weights(samples)
-    if any(c is not None and c > 0 and w > 0 for c, w in zip(samples.cadence_spm, weights, strict=True)):
-        steps = steps_from_samples(samples)
-        timed = timed_seconds(samples)
-        return steps, CadenceSource.STREAM, (steps * 60.0 / timed if timed > 0 else None)
-
-    def per_minute(steps: float) -> float | None:
-        return steps * 60.0 / timer_s if timer_s > 0 else None
-
-    if session_steps is not None and session_steps > 0:
-        return session_steps, CadenceSource.SESSION, per_minute(session_steps)
-    estimated = steps_estimated_from_speed(samples, constants, model)
-    if estimated is None:
-        estimated = steps_from_average_speed(distance_m, timer_s, constants, model)
-    return estimated, CadenceSource.ESTIMATED, per_minute(estimated)
+    """Steps, their source and the average steps/min: the rule every source shares (``steps.count_steps``)."""
+    return steps_rule(
+        samples, distance_m=distance_m, timer_s=timer_s, session_steps=session_steps, constants=constants, model=model
+    )
 
 
 def _local(tag: Any) -> str:
@@ -302,7 +291,7 @@ def read_xml_text(path: Path, kind: str) -> str:
     """The file as text for an XML parser: BOM and leading whitespace removed (some exporters write blank
     lines before the XML declaration, which parsers reject), undecodable files refused in one line."""
     try:
-        data = path.read_bytes()
+        data = read_regular(path)
     except OSError as exc:
         raise DecodeError(f"cannot read {kind} file: {exc.strerror or type(exc).__name__}") from exc
     try:
@@ -318,6 +307,45 @@ def read_xml_text(path: Path, kind: str) -> str:
         if end != -1:
             text = text[end + 2 :]
     return text
+
+
+class _Hostile(Exception):
+    """Raised from inside the pre-scan's expat callbacks; carries the one-line reason."""
+
+
+def prescan_xml(text: str, kind: str) -> None:
+    """Refuse XML that would make a tree-building parser blow up, before one sees it; ``DecodeError`` if so.
+
+    One streaming pass with expat, keeping nothing: elements nested deeper than ``MAX_XML_DEPTH`` (200,000
+    levels crash ElementTree under ``copy.deepcopy``) and any entity declaration. No GPX or TCX writer declares
+    entities, and without them there is no amplification: expat's own ratio limit still lets a 10 MB file
+    expand a hundredfold, which took 2 GB in the tree."""
+    parser = expat.ParserCreate()
+    depth = 0
+
+    def start(_name: str, _attrs: object) -> None:
+        nonlocal depth
+        depth += 1
+        if depth > MAX_XML_DEPTH:
+            raise _Hostile(f"refused {kind} file: elements nested more than {MAX_XML_DEPTH} levels deep")
+
+    def end(_name: str) -> None:
+        nonlocal depth
+        depth -= 1
+
+    def entity(*_args: object) -> None:
+        raise _Hostile(f"refused {kind} file: it declares XML entities, which no {kind} writer does")
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.EntityDeclHandler = entity
+    parser.ordered_attributes = True  # a list per element, not a dict: the attributes are not looked at
+    try:
+        parser.Parse(text, True)
+    except _Hostile as exc:
+        raise DecodeError(str(exc)) from None
+    except expat.ExpatError as exc:
+        raise DecodeError(_one_line(f"damaged {kind} file: invalid XML", exc)) from None
 
 
 class GpxSource:
@@ -343,6 +371,7 @@ class GpxSource:
         import gpxpy.gpx
 
         text = read_xml_text(path, "GPX")
+        prescan_xml(text, "GPX")
         try:
             gpx = gpxpy.parse(text)
         except gpxpy.gpx.GPXXMLSyntaxException as exc:

@@ -1,20 +1,99 @@
 """Ingesting one file end to end: check, hash, skip what is known, decode, store. The plain function that the
-Celery task, the command line and the archive import all call."""
+Celery task, the command line and the archive import all call.
+
+Decoding happens in a sandboxed child (``ingest.sandbox``), and is bracketed by a durable *decode attempt* row:
+written before the child starts, deleted once the outcome is stored. A row still there on the next attempt
+means the process reading the file died with it (a machine that ran out of memory, a kill). One such death is
+forgiven; after the second the file is rejected and quarantined instead of being read again, so one file
+cannot put a service into a crash loop.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 
-from ingest.decode import Decoded, decode_path
+from ingest.decode import Decoded, registered_sources
 from ingest.files import RefusedFile, check_file, content_hash
+from ingest.sandbox import decode_for
 from ingest.store import FileReport, existing_report, remember_file, store_decoded
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.engine import Database
-from stridecare.db.models import ImportedFile
+from stridecare.db.models import DecodeAttempt, ImportedFile
+from stridecare.plugins import source_for
 from stridecare.settings import Settings
+
+# Who started an attempt: host, pid, and a token that is new in every process (a pid is reused after a restart,
+# and in a container the service is always pid 1).
+_TOKEN = uuid.uuid4().hex[:12]
+INTERRUPTED = "damaged: reading this file never finished, twice (the process reading it died each time)"
+MAX_INTERRUPTED = 2
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{_TOKEN}"
+
+
+def _alive(owner: str) -> bool | None:
+    """Is the process that wrote ``owner`` still running? None when it cannot be told (another host)."""
+    host, _, rest = owner.partition(":")
+    pid_text, _, token = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    if token == _TOKEN:
+        return True  # this process (another thread is decoding the same content right now)
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False  # our pid, not our token: an earlier life of this service
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def begin_attempt(db: Database, digest: str, path: Path, now: datetime, stale_after_s: float) -> bool:
+    """Record that decoding ``digest`` starts; False if earlier attempts died with their reader
+    ``MAX_INTERRUPTED`` times: the file is then not read again.
+
+    One death is forgiven (a worker killed or a machine restarted for reasons of its own must not cost a good
+    file); a file that was being read at two deaths is the likely cause. An attempt by a process still alive (a
+    concurrent worker) counts only once it is older than ``stale_after_s`` (longer than any decoding may take).
+    """
+    with db.transaction() as session:
+        row = session.get(DecodeAttempt, digest)
+        if row is not None:
+            died = _alive(row.owner) is False or (now - row.started_at).total_seconds() > stale_after_s
+            if not died:
+                return True  # someone is decoding it now; decoding twice is harmless (storing is idempotent)
+            if row.attempts >= MAX_INTERRUPTED:
+                return False
+            row.attempts += 1
+            row.owner, row.started_at = _owner(), now
+            return True
+    try:
+        with db.transaction() as session:
+            session.add(
+                DecodeAttempt(content_hash=digest, path=str(path)[:2000], owner=_owner(), started_at=now, attempts=1)
+            )
+    except IntegrityError:
+        pass  # a concurrent worker recorded it first: as above
+    return True
+
+
+def end_attempt(db: Database, digest: str) -> None:
+    """The attempt on ``digest`` ended with an outcome on record."""
+    with db.transaction() as session:
+        session.execute(delete(DecodeAttempt).where(DecodeAttempt.content_hash == digest))
 
 
 def known_report(
@@ -24,7 +103,7 @@ def known_report(
     try:
         stat = check_file(path, root=root, max_bytes=settings.max_file_bytes)
         digest = content_hash(path)
-    except (RefusedFile, OSError):
+    except OSError:  # RefusedFile included: decoding reports why
         return None
     with db.transaction() as session:
         athlete = ensure_athlete(session, athlete_name, settings)
@@ -33,8 +112,22 @@ def known_report(
         )
         if imported is None:
             return None
-        remember_file(session, Decoded(path, stat, digest, imported.source, None, None))
+        remember_file(session, athlete.id, Decoded(path, stat, digest, imported.source, None, None))
         return existing_report(session, str(path), imported)
+
+
+def may_still_be_written(decoded: Decoded, hold_still_s: float) -> bool:
+    """True if a file that failed to decode changed in the last ``hold_still_s`` seconds, or since it was read:
+    its writer may not be done, so the failure is not yet a verdict."""
+    if decoded.stat is None or decoded.refused:
+        return False
+    try:
+        st = os.stat(decoded.path)
+    except OSError:
+        return False
+    if (st.st_size, st.st_mtime_ns) != (decoded.stat.size, decoded.stat.mtime_ns):
+        return True
+    return time.time() - st.st_mtime_ns / 1e9 < hold_still_s
 
 
 def ingest_path(
@@ -47,10 +140,40 @@ def ingest_path(
     root: Path | None = None,
     quarantine_damaged: bool = False,
 ) -> FileReport:
-    """Ingest one file for ``athlete_name``; damaged files are quarantined when ``quarantine_damaged``."""
+    """Ingest one file for ``athlete_name``; damaged files are quarantined when ``quarantine_damaged``.
+
+    With ``quarantine_damaged`` (files from a watched folder), a file that fails to decode while it may still
+    be written (changed within ``STRIDECARE_HOLD_STILL_SECONDS``) is reported ``pending`` and left alone: the
+    watcher offers it again once it has changed or held still."""
     known = known_report(db, settings, athlete_name, path, root)
     if known is not None:
         return known
-    decoded = decode_path(path, root, settings.max_file_bytes)
     qdir = settings.effective_quarantine_dir if quarantine_damaged else None
-    return store_decoded(db, settings, athlete_name, decoded, now, quarantine_dir=qdir)
+    try:
+        stat = check_file(path, root=root, max_bytes=settings.max_file_bytes)
+        digest = content_hash(path)
+    except RefusedFile as exc:
+        return FileReport(str(path), "rejected", str(exc))
+    except OSError as exc:
+        return FileReport(str(path), "rejected", f"unreadable: {exc.strerror or exc}")
+    stale_after_s = settings.decode_timeout_s + 60.0
+    if not begin_attempt(db, digest, path, now, stale_after_s):
+        source = source_for(path, registered_sources())
+        decoded = Decoded(path, stat, digest, source.name if source else None, None, INTERRUPTED)
+        report = store_decoded(db, settings, athlete_name, decoded, now, quarantine_dir=qdir)
+        end_attempt(db, digest)
+        return report
+    try:
+        decoded = decode_for(settings, path, root)
+        if (
+            quarantine_damaged
+            and decoded.result is None
+            and not decoded.refused
+            and may_still_be_written(decoded, settings.hold_still_seconds)
+        ):
+            reason = f"{decoded.error or 'damaged'}; it may still be being written, so it is read again later"
+            return FileReport(str(path), "pending", reason)
+        return store_decoded(db, settings, athlete_name, decoded, now, quarantine_dir=qdir)
+    finally:
+        # Whatever happened in the child, this process lived to record it: the attempt is over.
+        end_attempt(db, digest)

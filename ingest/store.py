@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ingest.decode import Decoded
 from ingest.dedupe import link_duplicate
 from ingest.files import quarantine
-from recommender.planner import runs_changed
+from recommender.planner import complete_pending, mark_changed, runs_changed
 from recommender.run_json import run_json
 from recommender.shoes import shoe_for_new_run
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.engine import Database
-from stridecare.db.models import ImportedFile, Run, RunLoad, RunSamples, SeenFile
+from stridecare.db.models import ImportedFile, Run, RunSamples, SeenFile
 from stridecare.db.samples import ENCODING, pack_samples
+from stridecare.domain.plausibility import first_implausibility
 from stridecare.domain.run import ParsedRun
 from stridecare.settings import Settings
 
@@ -69,27 +72,28 @@ def add_run(session: Session, athlete_id: int, parsed: ParsedRun, file_id: int |
     return run
 
 
-def remember_file(session: Session, decoded: Decoded) -> None:
-    """Record path, size and mtime so that rescans skip this file without hashing it."""
+def remember_file(session: Session, athlete_id: int, decoded: Decoded) -> None:
+    """Record that this athlete read this path at this size and mtime, so their rescans skip it unhashed.
+
+    An upsert: a concurrent import of the same folder writing the same row (a duplicate's fast path takes no
+    athlete lock) updates it instead of failing the transaction on the primary key.
+    """
     if decoded.stat is None or decoded.content_hash is None:
         return
-    key = str(decoded.path.resolve())
-    seen = session.get(SeenFile, key)
-    if seen is None:
-        session.add(
-            SeenFile(
-                path=key,
-                size=decoded.stat.size,
-                mtime_ns=decoded.stat.mtime_ns,
-                content_hash=decoded.content_hash,
-            )
-        )
-    else:
-        seen.size, seen.mtime_ns, seen.content_hash = (
-            decoded.stat.size,
-            decoded.stat.mtime_ns,
-            decoded.content_hash,
-        )
+    values = {
+        "athlete_id": athlete_id,
+        "path": str(decoded.path.resolve()),
+        "size": decoded.stat.size,
+        "mtime_ns": decoded.stat.mtime_ns,
+        "content_hash": decoded.content_hash,
+    }
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(SeenFile).values(**values)
+    statement = statement.on_conflict_do_update(
+        index_elements=[SeenFile.athlete_id, SeenFile.path],
+        set_={k: statement.excluded[k] for k in ("size", "mtime_ns", "content_hash")},
+    )
+    session.execute(statement)
 
 
 def existing_report(session: Session, path: str, imported: ImportedFile) -> FileReport:
@@ -118,14 +122,18 @@ def store_decoded(
     path = str(decoded.path)
     if decoded.refused or decoded.content_hash is None:
         return FileReport(path, "rejected", decoded.error)
-    for attempt in range(2):
+    if decoded.result is not None and (implausible := first_implausibility(decoded.result.runs)):
+        # Physically impossible content is rejected like a damaged file: logged, quarantined, never stored.
+        decoded = replace(decoded, result=None, error=implausible)
+    report, move = FileReport(path, "duplicate", "stored at the same time by a concurrent import"), False
+    for _attempt in range(2):
         try:
             report, move = _store_once(db, settings, athlete_name, decoded, now, defer_load)
             break
         except IntegrityError:
-            # A concurrent worker stored the same content first; the second pass reports it as a duplicate.
-            if attempt:
-                raise
+            # A concurrent import stored the same content (or the same run) first: the second pass reports it
+            # as a duplicate; if that too meets a unique violation, the content is stored all the same.
+            continue
     if move and quarantine_dir is not None and decoded.path.exists():
         quarantine(decoded.path, quarantine_dir, report.reason or "damaged", now)
     return report
@@ -144,7 +152,7 @@ def _store_once(
             )
         )
         if imported is not None:
-            remember_file(session, decoded)
+            remember_file(session, athlete.id, decoded)
             return existing_report(session, path, imported), False
         if decoded.result is None:
             session.add(
@@ -158,7 +166,7 @@ def _store_once(
                     source=decoded.source or "unknown",
                 )
             )
-            remember_file(session, decoded)
+            remember_file(session, athlete.id, decoded)
             return FileReport(path, "rejected", decoded.error), True
         result = decoded.result
         status = "ingested" if result.runs else "skipped"
@@ -184,7 +192,9 @@ def _store_once(
             link_duplicate(session, athlete.id, run)  # the same run from Strava: one primary, one prompt
         if runs and not defer_load:
             runs_changed(session, settings, athlete, runs, now)
-        remember_file(session, decoded)
+        elif runs:
+            mark_changed(session, athlete, runs)  # the batch's replan recomputes from the earliest of them
+        remember_file(session, athlete.id, decoded)
         return FileReport(path, status, reason, [run_json(r) for r in runs]), False
 
 
@@ -196,15 +206,6 @@ def complete_pending_loads(db: Database, settings: Settings, athlete_name: str, 
     next one.
     """
     with db.transaction() as session:
-        athlete = ensure_athlete(session, athlete_name, settings, lock=True)
-        pending = list(
-            session.scalars(
-                select(Run)
-                .outerjoin(RunLoad)
-                .where(Run.athlete_id == athlete.id, RunLoad.run_id.is_(None))
-                .order_by(Run.start_time)
-            )
-        )
-        if pending:
-            runs_changed(session, settings, athlete, pending, now)
-        return len(pending)
+        athlete_id = ensure_athlete(session, athlete_name, settings).id
+    # One recompute from the earliest stored run, in short transactions (recommender.planner.replan).
+    return complete_pending(db, settings, athlete_id, now)

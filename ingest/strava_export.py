@@ -8,7 +8,7 @@ without one are manual entries. Column names are matched case-insensitively; Str
 
 Policies:
 
-* Files are read through the registered sources (``ingest.decode.decode_path``) and stored with
+* Files are read through the registered sources, in the decode sandbox (``ingest.sandbox``), and stored with
   ``ingest.store.store_decoded``, so the content-hash import log dedupes: importing the archive twice adds
   nothing. Gzipped members are decompressed first and hashed as the plain file, so a FIT file that later
   arrives from the watch's own folder (byte-identical to the one uploaded to Strava) stays one import.
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import io
+import stat
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -46,9 +47,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ingest.compressed import MAX_DECOMPRESSED_BYTES, MAX_RATIO, copy_capped, gunzip_capped
-from ingest.decode import decode_path, supported_suffixes
-from ingest.files import content_hash
-from ingest.store import FileReport, existing_report, store_decoded
+from ingest.decode import supported_suffixes
+from ingest.files import content_hash, kind_of
+from ingest.sandbox import Limits, decode_sandboxed
+from ingest.store import FileReport, complete_pending_loads, existing_report, store_decoded
 from ingest.strava.convert import convert_activity, sport_of
 from ingest.strava.sync import find_run, store_parsed
 from recommender.run_json import run_json
@@ -167,6 +169,15 @@ def _safe_member(name: str) -> str | None:
     return "/".join(parts)
 
 
+def _member_kind(info: zipfile.ZipInfo) -> str | None:
+    """What a member is if not a regular file (a symbolic link, FIFO or device recorded by a Unix zip tool),
+    from the mode in its external attributes; None for a regular file or when no Unix mode is recorded."""
+    mode = info.external_attr >> 16
+    if info.create_system != 3 or not stat.S_IFMT(mode):  # 3: Unix; other systems record no file type here
+        return None
+    return kind_of(mode)
+
+
 def _open_csv(archive: zipfile.ZipFile) -> tuple[str, list[_Row]]:
     """The folder prefix of ``activities.csv`` inside the archive and its rows."""
     candidates = [
@@ -253,6 +264,10 @@ class _Importer:
         if not name.endswith(suffixes):
             reason = f"refused: {info.filename} is not a supported file ({', '.join(suffixes)})"
             return FileReport(str(display), "rejected", reason)
+        member_kind = _member_kind(info)
+        if member_kind is not None:
+            reason = f"refused: {info.filename} is {member_kind}, not a regular file"
+            return FileReport(str(display), "rejected", reason)
         if info.file_size > settings.max_file_bytes:
             return FileReport(
                 str(display),
@@ -295,8 +310,8 @@ class _Importer:
             if seen is not None:
                 return seen
             max_bytes = MAX_DECOMPRESSED_BYTES if is_gz else settings.max_file_bytes
-            decoded = replace(decode_path(target, tmp, max_bytes), path=display)
-            return store_decoded(self.rt.db, settings, self.athlete, decoded, self.now)
+            decoded = replace(decode_sandboxed(target, tmp, max_bytes, Limits.from_settings(settings)), path=display)
+            return store_decoded(self.rt.db, settings, self.athlete, decoded, self.now, defer_load=True)
         finally:
             target.unlink(missing_ok=True)
 
@@ -364,7 +379,7 @@ class _Importer:
                     if existing is not None:
                         reason = f"Strava activity {parsed.source_key} already stored"
                         return FileReport(label, "duplicate", reason, [run_json(existing)])
-                    stored = store_parsed(session, settings, athlete, [parsed], self.now)
+                    stored = store_parsed(session, settings, athlete, [parsed], self.now, defer=True)
                     return FileReport(label, "ingested", None, [run_json(r) for r in stored])
             except IntegrityError:
                 # The Strava API import stored the same activity meanwhile; the second pass reports it.
@@ -404,6 +419,8 @@ def import_strava_export(
                 # Disk trouble or an unexpected file problem on one row: report it, go on with the rest.
                 detail = " ".join(str(exc).split())[:160] or type(exc).__name__
                 importer.count(FileReport(f"{zip_path}:activities.csv#{number}", "rejected", detail))
+    # The rows were stored with their runs only marked: load, flags and prompts once, oldest run first.
+    complete_pending_loads(rt.db, rt.settings, athlete, now)
     return importer.summary
 
 

@@ -43,6 +43,7 @@ from ingest.gpx import (
     as_utc,
     build_samples,
     count_steps,
+    prescan_xml,
     read_xml_text,
     sport_from_label,
     sport_from_median_speed,
@@ -123,6 +124,7 @@ class TcxSource:
     def decode(self, path: Path, content_hash: str) -> DecodeResult:
         """Decode ``path``; raise ``DecodeError`` with a one-line reason when it is not readable TCX."""
         text = read_xml_text(path, "TCX")
+        prescan_xml(text, "TCX")
         try:
             # ElementTree resolves no external entities or DTDs, and the bundled expat (>= 2.4.1) caps
             # entity expansion, so a hostile file cannot read local files or blow up memory here.

@@ -9,11 +9,20 @@ seen, and a file it does not vouch for simply waits to settle. Events make pick-
 loop at once); the rescan catches what events missed (network shares, a watcher restarted after a crash).
 Files already read, with the same size and modification time, are skipped without hashing, which keeps the
 rescan of a large archive cheap.
+
+Where the platform reports when a writer closes a file (inotify's ``IN_CLOSE_WRITE``, watchdog's
+``FileClosedEvent`` on Linux), that close is the signal: a file written to since its last close is never handed
+on, however long its writer pauses, and a close hands it on after ``quiet_s``. A file handed on while it was
+young (changed less than ``hold_still_s`` ago) is looked at again once it has held still that long: if its
+reading failed and left no record (the ingest step reports ``pending`` for a young file), it is offered once
+more, and only that attempt may quarantine it. A quarantined file that was written to after it was moved is
+taken back to where it came from. FIFOs, sockets and devices are refused (logged once) and never opened.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,9 +32,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from ingest.decode import known_complete, supported_suffixes
-from ingest.files import iter_files
+from ingest.files import REASON_SUFFIX, iter_files, kind_of, take_back
 from stridecare.db.engine import Database
-from stridecare.db.models import SeenFile
+from stridecare.db.models import Athlete, SeenFile
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +56,36 @@ class _Pending:
     # known_complete's verdict for this size and mtime; None until asked. Kept here so that a large file that
     # is not (yet) vouched for is not re-read at every poll while it settles.
     complete: bool | None = None
+    closed: bool = False  # its writer closed this version (IN_CLOSE_WRITE): complete whatever the content says
 
 
 class FolderScanner:
     """Finds settled, not-yet-seen files in a set of ``(athlete, folder)`` inboxes. Not thread-safe by itself;
     ``FolderWatcher`` serialises access."""
 
-    def __init__(self, db: Database, inboxes: list[tuple[str, Path]], settle_seconds: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        inboxes: list[tuple[str, Path]],
+        settle_seconds: float,
+        *,
+        hold_still_s: float = 30.0,
+        quarantine_dir: Path | None = None,
+    ) -> None:
         self.db = db
         self.inboxes = inboxes
         self.settle_seconds = settle_seconds
+        self.hold_still_s = hold_still_s
+        self.quarantine_dir = quarantine_dir
+        # Set by the watcher when its events include closes (inotify): only then does an open writer hold a file.
+        self.close_events = False
+        # Files written to since their last close, with when that was first seen. A writer that never closes (or
+        # a close event lost to an overflowing queue) holds a file at most max_open_wait_s, then settle rules.
+        self._writing: dict[Path, float] = {}
+        self.max_open_wait_s = 600.0
+        # Files handed on while young: (size, mtime_ns, when to look again).
+        self._recheck: dict[Path, tuple[int, int, float]] = {}
+        self._refused: set[Path] = set()  # non-regular files already logged
         self._pending: dict[Path, _Pending] = {}
         # Files handed on but not yet recorded as read; forgotten after a while so that a file whose task was
         # lost (a worker killed before it committed) is offered again. A second offer is harmless: ingest is
@@ -83,11 +112,16 @@ class FolderScanner:
     def _wanted(self, path: Path) -> bool:
         return path.name.lower().endswith(self._suffixes)
 
-    def note(self, path: Path) -> None:
-        """An event said ``path`` changed: (re)start its settle timer."""
+    def note(self, path: Path, kind: str = "change") -> None:
+        """An event said ``path`` changed: (re)start its settle timer. ``kind`` is ``"write"`` (content
+        written), ``"close"`` (its writer closed it after writing) or ``"change"`` (anything else)."""
         if not self._wanted(path) or self._owner(path) is None:
             return
         now = time.monotonic()
+        if kind == "write" and self.close_events:
+            self._writing.setdefault(path, now)
+        elif kind == "close":
+            self._writing.pop(path, None)
         handed = self._handed.get(path)
         if handed is not None and now - handed[2] < self.handoff_ttl_s:
             try:
@@ -101,12 +135,24 @@ class FolderScanner:
         cur = self._pending.get(path)
         if prev is not None and cur is not None and (cur.size, cur.mtime_ns) == (prev.size, prev.mtime_ns):
             cur.complete = prev.complete  # the timer restarts, but the content verdict for this version holds
+            cur.closed = prev.closed
+        if cur is not None and kind == "close":
+            cur.closed = True
 
     def _observe(self, path: Path, now: float) -> None:
         try:
             st = path.stat()
         except OSError:
             self._pending.pop(path, None)
+            self._writing.pop(path, None)
+            return
+        what = kind_of(st.st_mode)
+        if what is not None:
+            # Never opened (a FIFO would block the open, a device may do anything): refused, said once.
+            self._pending.pop(path, None)
+            if path not in self._refused:
+                self._refused.add(path)
+                log.warning("refused: %s is %s, not a regular file; it is not read", path, what)
             return
         prev = self._pending.get(path)
         if prev is None or (prev.size, prev.mtime_ns) != (st.st_size, st.st_mtime_ns):
@@ -114,10 +160,16 @@ class FolderScanner:
 
     def rescan(self) -> int:
         """Walk every inbox and queue files that are new or changed since they were last read."""
-        seen: dict[str, tuple[int, int]] = {}
+        # Per athlete: two athletes' inboxes may hold the same path, and each athlete imports it.
+        seen: dict[tuple[str, str], tuple[int, int]] = {}
         with self.db.transaction() as session:
-            for row in session.execute(select(SeenFile.path, SeenFile.size, SeenFile.mtime_ns)):
-                seen[row.path] = (row.size, row.mtime_ns)
+            rows = session.execute(
+                select(Athlete.name, SeenFile.path, SeenFile.size, SeenFile.mtime_ns).join(
+                    Athlete, Athlete.id == SeenFile.athlete_id
+                )
+            )
+            for row in rows:
+                seen[(row.name, row.path)] = (row.size, row.mtime_ns)
         now = time.monotonic()
         # Hand-off records go only when they expire (an expired one no longer counts anywhere), not as soon as
         # the file shows up as read: until then they make note() ignore a late event for that version (the
@@ -125,7 +177,8 @@ class FolderScanner:
         # again at once. Pruning here also drops records of files moved away after their hand-off.
         self._handed = {p: h for p, h in self._handed.items() if now - h[2] < self.handoff_ttl_s}
         queued = 0
-        for _athlete, root in self.inboxes:
+        self._take_back()
+        for athlete, root in self.inboxes:
             if not root.is_dir():
                 continue
             for path in iter_files(root):
@@ -136,7 +189,7 @@ class FolderScanner:
                 except OSError:
                     continue
                 key = (st.st_size, st.st_mtime_ns)
-                if seen.get(str(path.resolve())) == key:
+                if seen.get((athlete, str(path.resolve()))) == key:
                     continue
                 handed = self._handed.get(path)
                 if handed is not None and handed[:2] == key and now - handed[2] < self.handoff_ttl_s:
@@ -144,6 +197,51 @@ class FolderScanner:
                 self._observe(path, now)
                 queued += 1
         return queued
+
+    def _take_back(self) -> None:
+        """Quarantined files written to after their move (a writer that was not done) go back to the inbox."""
+        qdir = self.quarantine_dir
+        if qdir is None or not qdir.is_dir():
+            return
+        roots = [root for _athlete, root in self.inboxes]
+        for reason in qdir.glob("*" + REASON_SUFFIX):
+            quarantined = reason.with_name(reason.name[: -len(REASON_SUFFIX)])
+            try:
+                back = take_back(quarantined, roots)
+            except OSError:
+                log.warning("could not take %s back from quarantine", quarantined.name, exc_info=True)
+                continue
+            if back is not None:
+                log.info("%s changed after it was quarantined: taken back to %s", quarantined.name, back)
+
+    def _recorded(self, path: Path, size: int, mtime_ns: int) -> bool:
+        """True if some ingest recorded this version of ``path`` as read."""
+        with self.db.transaction() as session:
+            rows = session.execute(
+                select(SeenFile.size, SeenFile.mtime_ns).where(SeenFile.path == str(path.resolve()))
+            ).all()
+        return any((row.size, row.mtime_ns) == (size, mtime_ns) for row in rows)
+
+    def _due_rechecks(self, now: float) -> list[Path]:
+        """Young files handed on earlier that have now held still: offered again unless their reading left a
+        record (then it succeeded, or failed for good and quarantined them)."""
+        out: list[Path] = []
+        for path, (size, mtime_ns, due) in list(self._recheck.items()):
+            if now < due:
+                continue
+            del self._recheck[path]
+            if path in self._pending:
+                continue  # changed meanwhile: the new version has its own turn
+            try:
+                st = path.stat()
+            except OSError:
+                continue  # quarantined or moved away
+            if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+                self._observe(path, now)
+                continue
+            if not self._recorded(path, size, mtime_ns):
+                out.append(path)
+        return out
 
     def _vouched(self, path: Path, pending: _Pending) -> bool:
         """``known_complete`` for the version ``pending`` describes, asked at most once per version."""
@@ -172,23 +270,42 @@ class FolderScanner:
             pending = self._pending.get(path)
             if pending is None:
                 continue
+            since = self._writing.get(path)
+            if since is not None and now - since < self.max_open_wait_s:
+                continue  # its writer has not closed it since writing: not done, however still it looks
             # Settled files need no content check; only the ones still inside the settle time are read.
             if now - pending.stable_since < self.settle_seconds:
                 if now - pending.stable_since < self.quiet_s:
                     continue
-                if pending.complete is None:
+                if pending.closed:
+                    pass  # its writer is done
+                elif pending.complete is None:
                     if checks and time.monotonic() >= check_until:
                         continue  # over this round's budget: checked in a later round, or it settles meanwhile
                     checks += 1
-                if not self._vouched(path, pending):
+                if not pending.closed and not self._vouched(path, pending):
                     continue
             owner = self._owner(path)
             del self._pending[path]
+            self._writing.pop(path, None)
             if owner is None:
                 continue
-            self._handed[path] = (pending.size, pending.mtime_ns, now)
+            self._hand(path, pending.size, pending.mtime_ns, now)
             out.append(Candidate(owner[0], path, owner[1]))
+        for path in self._due_rechecks(now):
+            owner = self._owner(path)
+            if owner is not None:
+                st = path.stat()
+                self._hand(path, st.st_size, st.st_mtime_ns, now)
+                out.append(Candidate(owner[0], path, owner[1]))
         return out
+
+    def _hand(self, path: Path, size: int, mtime_ns: int, now: float) -> None:
+        self._handed[path] = (size, mtime_ns, now)
+        age = time.time() - mtime_ns / 1e9
+        if age < self.hold_still_s:
+            # Its writer may not be done: look again once it has held still (plus a margin for the clock).
+            self._recheck[path] = (size, mtime_ns, now + self.hold_still_s - age + 0.5)
 
     def next_due_s(self, default: float) -> float:
         """Seconds until the earliest waiting file may be handed on (quiet or settle time), at most ``default``."""
@@ -199,6 +316,8 @@ class FolderScanner:
             settle_left = pending.stable_since + self.settle_seconds - now
             left = quiet_left if quiet_left > 0 and pending.complete is not False else settle_left
             due = min(due, max(left, 0.01))
+        for _size, _mtime_ns, when in self._recheck.values():
+            due = min(due, max(when - now, 0.01))
         return due
 
     def forget(self, path: Path) -> None:
@@ -208,6 +327,10 @@ class FolderScanner:
     def has_pending(self) -> bool:
         """True while some file is waiting to settle."""
         return bool(self._pending)
+
+    def refused(self) -> set[Path]:
+        """Non-regular files found in the inboxes (and refused)."""
+        return set(self._refused)
 
 
 class FolderWatcher:
@@ -234,7 +357,14 @@ class FolderWatcher:
 
     def _start_events(self) -> None:
         try:
-            from watchdog.events import FileSystemEvent, FileSystemEventHandler
+            from watchdog.events import (
+                FileClosedEvent,
+                FileClosedNoWriteEvent,
+                FileModifiedEvent,
+                FileOpenedEvent,
+                FileSystemEvent,
+                FileSystemEventHandler,
+            )
             from watchdog.observers import Observer
         except ImportError:  # pragma: no cover - watchdog is a dependency; rescans still work without it
             log.warning("watchdog unavailable: relying on periodic rescans")
@@ -243,13 +373,19 @@ class FolderWatcher:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
-                if event.is_directory:
-                    return
+                if event.is_directory or isinstance(event, FileOpenedEvent | FileClosedNoWriteEvent):
+                    return  # opening or reading changes nothing (and our own reads cause these)
+                if isinstance(event, FileClosedEvent):
+                    kind = "close"
+                elif isinstance(event, FileModifiedEvent):  # IN_MODIFY; a file moved in is only "created"
+                    kind = "write"
+                else:
+                    kind = "change"
                 for attr in ("src_path", "dest_path"):
                     raw = getattr(event, attr, None)
                     if raw:
                         with watcher._lock:
-                            watcher.scanner.note(Path(str(raw)))
+                            watcher.scanner.note(Path(os.fsdecode(raw)), kind if attr == "src_path" else "change")
                 # After note(), so that the woken loop sees the change (it clears the flag before scanning).
                 watcher._wake.set()
 
@@ -259,6 +395,9 @@ class FolderWatcher:
             observer.schedule(Handler(), str(root), recursive=True)
         observer.daemon = True
         observer.start()
+        # inotify reports closes after writing; other observers (polling, FSEvents) do not, and there an open
+        # writer cannot be told from a paused one: settle time alone decides.
+        self.scanner.close_events = "inotify" in type(observer).__module__
         self._observer = observer
 
     def run(self) -> None:

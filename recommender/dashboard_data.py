@@ -14,7 +14,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from recommender.figures import UNITS
 from recommender.planner import constants
+from recommender.shoes import shoe_usage
+from recommender.silence import why_no_prompt
+from recommender.status import figures_as_of
 from stridecare.db.models import Athlete, Completion, DailyLoad, Prompt, Run
 from stridecare.domain.history import EwmaState, local_day, recompute_from, utc_bounds_of_local_day
 from stridecare.settings import Settings
@@ -184,16 +188,22 @@ def adherence(session: Session, athlete: Athlete, first: date, last: date) -> li
     ]
 
 
-def recent_runs(session: Session, athlete: Athlete, limit: int = RECENT_RUNS) -> list[dict[str, Any]]:
-    """The newest primary runs with their flags and the prompts made for them (routines, done or not)."""
-    runs = list(
-        session.scalars(
-            select(Run)
-            .where(Run.athlete_id == athlete.id, Run.duplicate_of_id.is_(None))
-            .order_by(Run.start_time.desc())
-            .limit(limit)
-        )
-    )
+def recent_runs(
+    session: Session,
+    athlete: Athlete,
+    limit: int = RECENT_RUNS,
+    first: date | None = None,
+    last: date | None = None,
+    settings: Settings | None = None,
+) -> list[dict[str, Any]]:
+    """The newest primary runs (on local days ``first``..``last`` when given) with their flags and the prompts
+    made for them (routines, done or not); with ``settings``, why a run without a prompt got none."""
+    query = select(Run).where(Run.athlete_id == athlete.id, Run.duplicate_of_id.is_(None))
+    if first is not None:
+        query = query.where(Run.start_time >= utc_bounds_of_local_day(first, athlete.timezone)[0])
+    if last is not None:
+        query = query.where(Run.start_time < utc_bounds_of_local_day(last, athlete.timezone)[1])
+    runs = list(session.scalars(query.order_by(Run.start_time.desc()).limit(limit)))
     prompts: dict[int, list[Prompt]] = defaultdict(list)
     if runs:
         for p in session.scalars(
@@ -217,6 +227,10 @@ def recent_runs(session: Session, athlete: Athlete, limit: int = RECENT_RUNS) ->
                 "load": round(load.load, 1) if load is not None else None,
                 "long_run": bool(load.long_run) if load is not None else False,
                 "flags": list(load.flags) if load is not None else [],
+                "flag_reasons": dict(load.facts.get("flag_reasons", {})) if load is not None else {},
+                "no_prompt_reason": (
+                    why_no_prompt(session, settings, run) if settings is not None and not prompts.get(run.id) else None
+                ),
                 "prompts": [
                     {
                         "id": p.id,
@@ -249,25 +263,168 @@ def flagged_runs(session: Session, athlete: Athlete, first: date, last: date) ->
     return out
 
 
+# The ranges a reader can pick: key → (label, days; None for everything since the first run).
+RANGES: dict[str, tuple[str, int | None]] = {
+    "6w": ("6 weeks", 42),
+    "6m": ("6 months", 183),
+    "1y": ("a year", 365),
+    "all": ("all", None),
+}
+DEFAULT_DAYS = 42
+RANGE_RUNS = 60  # runs listed under the chart, newest first
+# Beyond these many days a bar stands for a week, beyond the second for a month: a phone has ~360 px.
+WEEK_BINS_AFTER, MONTH_BINS_AFTER = 62, 400
+
+
+def _first_run_day(session: Session, athlete: Athlete) -> date | None:
+    first = session.scalar(
+        select(Run.start_time)
+        .where(Run.athlete_id == athlete.id, Run.duplicate_of_id.is_(None))
+        .order_by(Run.start_time)
+        .limit(1)
+    )
+    return local_day(first, athlete.timezone) if first is not None else None
+
+
+def _last_run_day(session: Session, athlete: Athlete) -> date | None:
+    last = session.scalar(
+        select(Run.start_time)
+        .where(Run.athlete_id == athlete.id, Run.duplicate_of_id.is_(None))
+        .order_by(Run.start_time.desc())
+        .limit(1)
+    )
+    return local_day(last, athlete.timezone) if last is not None else None
+
+
+def default_range(session: Session, athlete: Athlete, today: date) -> str:
+    """The shortest range that shows the newest run: an imported archive opens on its runs, not on empty weeks."""
+    last = _last_run_day(session, athlete)
+    if last is None:
+        return "6w"
+    for key, (_, days) in RANGES.items():
+        if days is None or (today - last).days < days:
+            return key
+    return "all"
+
+
+def range_first_day(session: Session, athlete: Athlete, today: date, key: str) -> date:
+    """The first local day of range ``key`` ending ``today``; ``all`` starts at the first run (or 6 weeks back)."""
+    if key not in RANGES:
+        raise ValueError(f"unknown range {key!r}; one of {', '.join(RANGES)}")
+    days = RANGES[key][1]
+    if days is not None:
+        return today - timedelta(days=days - 1)
+    first = _first_run_day(session, athlete)
+    fallback = today - timedelta(days=DEFAULT_DAYS - 1)
+    return min(first, fallback) if first is not None else fallback
+
+
+def bin_unit(n_days: int) -> str:
+    """``day``, ``week`` or ``month``: what one bar of a chart over ``n_days`` stands for."""
+    if n_days > MONTH_BINS_AFTER:
+        return "month"
+    if n_days > WEEK_BINS_AFTER:
+        return "week"
+    return "day"
+
+
+def binned(days: list[dict[str, Any]], unit: str) -> list[dict[str, Any]]:
+    """The daily series grouped into bars of ``unit``.
+
+    A bar's height is the mean daily load of its days (ref. steps/day), so that bars, acute and chronic share
+    one axis whatever a bar stands for; ``load`` is the bin's total. Acute and chronic are their values on the
+    bin's last day.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for d in days:
+        day = date.fromisoformat(d["day"])
+        if unit == "day":
+            key = day
+        elif unit == "week":
+            key = day - timedelta(days=day.weekday())
+        else:
+            key = day.replace(day=1)
+        groups.setdefault(key.isoformat(), []).append(d)
+    out: list[dict[str, Any]] = []
+    for start, members in groups.items():
+        total = sum(m["load"] for m in members)
+        out.append(
+            {
+                "start": start,
+                "end": members[-1]["day"],
+                "days": len(members),
+                "load": round(total, 1),
+                "per_day": round(total / len(members), 1),
+                "acute": members[-1]["acute"],
+                "chronic": members[-1]["chronic"],
+                "distance_m": round(sum(m["distance_m"] for m in members), 1),
+                "steps": round(sum(m["steps"] for m in members)),
+            }
+        )
+    return out
+
+
+def range_totals(days: list[dict[str, Any]], runs: int) -> dict[str, Any]:
+    """Sums over a daily series: load (ref. steps), distance, steps, and how many runs."""
+    return {
+        "runs": runs,
+        "load": round(sum(d["load"] for d in days), 1),
+        "distance_m": round(sum(d["distance_m"] for d in days), 1),
+        "steps": round(sum(d["steps"] for d in days)),
+    }
+
+
 def dashboard_data(
-    session: Session, settings: Settings, athlete: Athlete, now: datetime, days: int = 42
+    session: Session,
+    settings: Settings,
+    athlete: Athlete,
+    now: datetime,
+    days: int | None = None,
+    range_key: str | None = None,
 ) -> dict[str, Any]:
-    """Everything the dashboard page shows for the ``days`` local days ending today (``now`` in the athlete's
-    time zone). Plain JSON-able values only."""
-    if days < 1:
-        raise ValueError("days must be at least 1")
+    """Everything the dashboard page shows for a range ending today (``now`` in the athlete's time zone).
+
+    ``range_key`` is one of :data:`RANGES`; without it, ``days`` local days (a custom window), else the
+    shortest range that shows the newest run. Plain JSON-able values only.
+    """
     today = local_day(now, athlete.timezone)
-    first = today - timedelta(days=days - 1)
+    if days is not None and range_key is None:
+        if days < 1:
+            raise ValueError("days must be at least 1")
+        key = "custom"
+        first = today - timedelta(days=days - 1)
+    else:
+        key = range_key or default_range(session, athlete, today)
+        first = range_first_day(session, athlete, today, key)
     series = daily_series(session, settings, athlete, first, today)
+    unit = bin_unit(len(series))
+    # Weeks of a long range are the bars themselves; the table keeps to the last 12 to stay readable.
+    week_from = max(first, today - timedelta(days=83))
+    runs_total = len(_primary_runs_between(session, athlete, first, today))
+    last_7 = sum(d["load"] for d in series[-7:])
     return {
         "athlete": athlete.name,
         "display_name": athlete.display_name or athlete.name,
         "today": today.isoformat(),
         "first_day": first.isoformat(),
+        "range": key,
+        "ranges": [{"key": k, "label": label} for k, (label, _) in RANGES.items()],
+        "bin": unit,
         "days": series,
+        "bins": binned(series, unit),
+        "totals": range_totals(series, runs_total),
+        "acute": series[-1]["acute"],
+        "chronic": series[-1]["chronic"],
+        "last_7_days": round(last_7, 1),
+        # The shared figures of today under their shared names (recommender.figures), as every screen shows them.
+        "figures": figures_as_of(session, settings, athlete, today).values(),
+        "units": UNITS,
         "flags": flagged_runs(session, athlete, first, today),
-        "weeks": weekly_table(session, athlete, first, today),
-        "recent_runs": recent_runs(session, athlete),
+        "weeks": weekly_table(session, athlete, week_from, today),
+        "recent_runs": recent_runs(session, athlete, limit=RANGE_RUNS, first=first, last=today, settings=settings),
+        "runs_in_range": runs_total,
         "adherence": adherence(session, athlete, today - timedelta(days=ADHERENCE_DAYS - 1), today),
         "adherence_days": ADHERENCE_DAYS,
+        "shoes": [u.as_json() for u in shoe_usage(session, athlete)],
+        "has_runs": _last_run_day(session, athlete) is not None,
     }

@@ -1,8 +1,9 @@
 """Data rights: export everything we hold about an athlete's running, and forget an athlete completely.
 
-``export_athlete`` writes one JSON and one CSV file per table (runs, run loads, daily loads, prompts,
-completions, shoes). Sample series are left out (they are bulky binary; the original files are the athlete's
-own), and so are secrets (webhook secret, Strava tokens, the dashboard token).
+``export_athlete`` writes one JSON and one CSV file per table (runs, run loads, daily loads, the daily figures
+under their shared names, prompts, completions, shoes) and ``units.json``: loads are in reference steps,
+acute and chronic load in reference steps per day. Sample series are left out (they are bulky binary; the
+original files are the athlete's own), and so are secrets (webhook secret, Strava tokens, the dashboard token).
 
 ``forget_athlete`` deletes, in one transaction, every row that belongs to the athlete: delivery attempts,
 deliveries, completions, prompts, run samples and loads, runs, daily loads, imported-file records, shoes, the
@@ -10,10 +11,9 @@ Strava account and the Strava push events whose ``owner_id`` is that Strava athl
 Deletes are explicit rather than left to ``ON DELETE CASCADE``, because SQLite enforces foreign keys only when
 asked to.
 
-``seen_files`` has no athlete column: it maps a path to a content hash so rescans skip unchanged files. Its
-rows whose content hash is one of the athlete's imported files are deleted too: they say that this athlete's
-files were seen. Another athlete with the same file content merely has it hashed again on the next rescan
-(their own import record still makes it a duplicate). Files still lying in the athlete's inbox folder are not
+``seen_files`` (the rescan fast path: which paths this athlete read, at which size and mtime) is keyed by athlete
+and path, so the athlete's rows go and nobody else's: another athlete importing the same folder keeps theirs, and
+the forgotten athlete, added again, imports the folder afresh. Files still lying in the athlete's inbox folder are not
 touched — they are the athlete's own files on the operator's disk — but the folder watcher would import them
 again, so the command line names the folder and asks the operator to remove it.
 """
@@ -23,13 +23,14 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from recommender.figures import ACUTE_LOAD, CHRONIC_LOAD, LAST_7_DAYS, LAST_28_DAYS, LOAD_UNIT, UNITS, figure_values
 from stridecare.db.models import (
     Athlete,
     Base,
@@ -48,13 +49,66 @@ from stridecare.db.models import (
     StravaEvent,
 )
 
-EXPORT_TABLES: tuple[str, ...] = ("runs", "run_loads", "daily_loads", "prompts", "completions", "shoes")
+EXPORT_TABLES: tuple[str, ...] = (
+    "profile",
+    "runs",
+    "samples",
+    "run_loads",
+    "daily_loads",
+    "daily_figures",
+    "prompts",
+    "completions",
+    "deliveries",
+    "shoes",
+)
+# Measured values carry no more digits than they mean: 7392.000000000324 m is 7392.0 m.
+_DECIMALS = 3
+# Per sample series: metres to the decimetre, speed to the cm/s, cadence and altitude to a tenth.
+_SAMPLE_DECIMALS = {"t": 1, "distance_m": 1, "speed_mps": 2, "cadence_spm": 1, "altitude_m": 1}
+# Athlete columns that are secrets or tokens (a prompt's links, a webhook's key, channel URLs): never exported.
+_PROFILE_SECRET = {"webhook_secret_enc", "dashboard_token", "link_secret", "channel_settings"}
 
 
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if isinstance(value, float):
+        return round(value, _DECIMALS)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def _profile(athlete: Athlete) -> tuple[list[str], list[dict[str, Any]]]:
+    names = [c.key for c in Athlete.__table__.columns if c.key not in _PROFILE_SECRET]
+    row = {name: _plain(getattr(athlete, name)) for name in names}
+    row["channels"] = sorted((athlete.channel_settings or {}).keys())  # which, not their (secret) addresses
+    return [*names, "channels"], [row]
+
+
+def _samples(session: Session, athlete: Athlete) -> tuple[list[str], list[dict[str, Any]]]:
+    """One row per recorded sample of every run, rounded per series."""
+    from stridecare.db.samples import unpack_samples
+
+    names = ["run_id", "t", "distance_m", "speed_mps", "cadence_spm", "altitude_m", "timer_running"]
+    rows: list[dict[str, Any]] = []
+    stored = session.execute(
+        select(RunSamples.run_id, RunSamples.data)
+        .join(Run, Run.id == RunSamples.run_id)
+        .where(Run.athlete_id == athlete.id)
+        .order_by(Run.start_time)
+    )
+    for run_id, data in stored:
+        series = unpack_samples(data)
+        for i in range(len(series)):
+            row: dict[str, Any] = {"run_id": run_id, "timer_running": series.timer_running[i]}
+            for key, digits in _SAMPLE_DECIMALS.items():
+                value = getattr(series, key)[i]
+                row[key] = None if value is None else round(value, digits)
+            rows.append(row)
+    return names, rows
 
 
 def _rows(session: Session, model: type[Base], where: Any, order: Any) -> tuple[list[str], list[dict[str, Any]]]:
@@ -66,17 +120,56 @@ def _rows(session: Session, model: type[Base], where: Any, order: Any) -> tuple[
     return names, rows
 
 
+def daily_figures(session: Session, athlete: Athlete) -> tuple[list[str], list[dict[str, Any]]]:
+    """The shared figures of every stored day, under the names and rounding every screen uses
+    (:mod:`recommender.figures`): acute and chronic load per day, and the 7- and 28-day sums ending that day.
+    The units are in ``units.json`` beside the tables."""
+    rows = list(session.scalars(select(DailyLoad).where(DailyLoad.athlete_id == athlete.id).order_by(DailyLoad.day)))
+    by_day = {r.day: r.load for r in rows}
+
+    def last(day: date, days: int) -> float:
+        return sum(by_day.get(day - timedelta(days=k), 0.0) for k in range(days))
+
+    out = [
+        {
+            "day": r.day.isoformat(),
+            **figure_values(
+                acute_load=r.acute,
+                chronic_load=r.chronic,
+                load_last_7_days=last(r.day, 7),
+                load_last_28_days=last(r.day, 28),
+            ),
+        }
+        for r in rows
+    ]
+    names = ["day", ACUTE_LOAD.key, CHRONIC_LOAD.key, LAST_7_DAYS.key, LAST_28_DAYS.key]
+    return names, out
+
+
 def export_tables(session: Session, athlete: Athlete) -> dict[str, tuple[list[str], list[dict[str, Any]]]]:
     """Column names and rows per exported table, the athlete's rows only, as plain JSON-able values."""
     run_ids = select(Run.id).where(Run.athlete_id == athlete.id)
     return {
+        "profile": _profile(athlete),
         "runs": _rows(session, Run, Run.athlete_id == athlete.id, Run.start_time),
+        "samples": _samples(session, athlete),
         "run_loads": _rows(session, RunLoad, RunLoad.run_id.in_(run_ids), RunLoad.run_id),
         "daily_loads": _rows(session, DailyLoad, DailyLoad.athlete_id == athlete.id, DailyLoad.day),
+        "daily_figures": daily_figures(session, athlete),
         "prompts": _rows(session, Prompt, Prompt.athlete_id == athlete.id, Prompt.created_at),
         "completions": _rows(session, Completion, Completion.athlete_id == athlete.id, Completion.done_at),
+        "deliveries": _rows(session, Delivery, Delivery.athlete_id == athlete.id, Delivery.id),
         "shoes": _rows(session, Shoe, Shoe.athlete_id == athlete.id, Shoe.name),
     }
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (a run named "=HYPERLINK(…)").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> Any:
+    """Text that a spreadsheet would run as a formula, with a leading ``'`` so it shows as text; numbers stay."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
 
 
 def export_athlete(session: Session, athlete: Athlete, out_dir: Path) -> list[Path]:
@@ -92,11 +185,12 @@ def export_athlete(session: Session, athlete: Athlete, out_dir: Path) -> list[Pa
             writer.writeheader()
             for row in rows:
                 # Lists and mappings (flags, routines, facts) as JSON text in one cell.
-                writer.writerow(
-                    {k: json.dumps(v, default=str) if isinstance(v, list | dict) else v for k, v in row.items()}
-                )
+                cells = {k: json.dumps(v, default=str) if isinstance(v, list | dict) else v for k, v in row.items()}
+                writer.writerow({k: _csv_cell(v) for k, v in cells.items()})
         written += [json_path, csv_path]
-    return written
+    units = out_dir / "units.json"
+    units.write_text(json.dumps({"load": LOAD_UNIT, **UNITS}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return [*written, units]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +227,6 @@ def forget_athlete(session: Session, athlete: Athlete) -> Forgotten:
     run_ids = select(Run.id).where(Run.athlete_id == aid).scalar_subquery()
     delivery_ids = select(Delivery.id).where(Delivery.athlete_id == aid).scalar_subquery()
     prompt_ids = select(Prompt.id).where(Prompt.athlete_id == aid).scalar_subquery()
-    hashes = list(session.scalars(select(ImportedFile.content_hash).where(ImportedFile.athlete_id == aid)))
     account = session.scalar(select(StravaAccount).where(StravaAccount.athlete_id == aid))
 
     run("delivery_attempts", delete(DeliveryAttempt).where(DeliveryAttempt.delivery_id.in_(delivery_ids)))
@@ -150,9 +243,7 @@ def forget_athlete(session: Session, athlete: Athlete) -> Forgotten:
     run("runs", delete(Run).where(Run.athlete_id == aid))
     run("daily_loads", delete(DailyLoad).where(DailyLoad.athlete_id == aid))
     run("imported_files", delete(ImportedFile).where(ImportedFile.athlete_id == aid))
-    if hashes:
-        for start in range(0, len(hashes), 500):
-            run("seen_files", delete(SeenFile).where(SeenFile.content_hash.in_(hashes[start : start + 500])))
+    run("seen_files", delete(SeenFile).where(SeenFile.athlete_id == aid))
     run("shoes", delete(Shoe).where(Shoe.athlete_id == aid))
     if account is not None:
         owner = account.strava_athlete_id

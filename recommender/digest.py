@@ -1,13 +1,15 @@
 """The weekly digest: the past week's figures and a load chart, by email, on the athlete's chosen weekday.
 
 :func:`weekly_digests` runs on the beat's tick beside the weekly balance prompt. On ``Athlete.digest_weekday`` at
-08:00 local time it writes a prompt of kind ``digest`` (dedupe key: the ISO week of the send day, so a second
-beat or a re-run tick writes nothing) covering the seven local days before the send day, with its figures frozen
-in ``Prompt.facts``, and one outbox row for the ``email`` channel only: the chart is an image, which the
-webhook and console channels cannot carry. Athletes without a deliverable address get no digest.
+``Athlete.digest_time`` local time it writes a prompt of kind ``digest`` (dedupe key: the ISO week of the send
+day, so a second beat or a re-run tick writes nothing) covering the seven local days before the send day, with
+its figures frozen in ``Prompt.facts``, and one outbox row for the ``email`` channel only: the chart is an image,
+which the webhook and console channels cannot carry. Athletes without a deliverable address get no digest, and
+nobody gets one for a week that ended before their first run (a new athlete's first email is not an empty week).
 
 :func:`render_digest` turns the stored facts into the email at send time: text and HTML bodies, the chart as a
-PNG (matplotlib, Agg backend) that the HTML shows inline through its Content-ID.
+PNG (matplotlib, Agg backend) drawn at twice its display size, that the HTML shows inline through its Content-ID.
+:func:`preview_digest` renders the digest an athlete would get now as one self-contained HTML file.
 """
 
 from __future__ import annotations
@@ -28,13 +30,19 @@ from delivery.outbox import channels_for
 from recommender import rules
 from recommender.dashboard_data import ROUTINE_KINDS, daily_series, flagged_runs, week_totals
 from recommender.routines import WELLNESS_DISCLAIMER
-from stridecare.db.models import Athlete, Delivery, Prompt
+from recommender.status import figures_as_of
+from stridecare.db.models import Athlete, Delivery, Prompt, Run
+from stridecare.domain.history import local_day
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
 
 DIGEST_KIND = "digest"
-DIGEST_TIME = "08:00"
+DIGEST_TIME = "08:00"  # the default of ``Athlete.digest_time``
 CHART_DAYS = 28  # the chart shows the digest week in the context of the four weeks before it ends
+# The chart is laid out for a display width of CHART_WIDTH_PX CSS pixels (1 inch = 100 px) and saved at 2×.
+# A 390 px phone shows the 480 px image at ~342 px (0.71×): 13 pt labels (18 px) render at ~12.8 px.
+CHART_WIDTH_PX, CHART_HEIGHT_PX, CHART_SCALE = 480, 330, 2
+CHART_FONT_PT = 13.0
 _TEMPLATES = Path(__file__).with_name("templates")
 
 
@@ -69,8 +77,27 @@ def digest_facts(session: Session, settings: Settings, athlete: Athlete, send_da
         "flags": flagged_runs(session, athlete, first, last),
         "acute": series[-1]["acute"],
         "chronic": series[-1]["chronic"],
+        # The shared figures at the week's end, under the names every screen uses (recommender.figures).
+        "figures": figures_as_of(session, settings, athlete, last).values(),
         "days": series,
     }
+
+
+def first_run_day(session: Session, athlete: Athlete) -> date | None:
+    """The local day of the athlete's first primary run, None before any."""
+    first = session.scalar(
+        select(Run.start_time)
+        .where(Run.athlete_id == athlete.id, Run.duplicate_of_id.is_(None))
+        .order_by(Run.start_time)
+        .limit(1)
+    )
+    return local_day(first, athlete.timezone) if first is not None else None
+
+
+def has_a_week(session: Session, athlete: Athlete, send_day: date) -> bool:
+    """True when the digest week before ``send_day`` ends on or after the athlete's first run."""
+    first = first_run_day(session, athlete)
+    return first is not None and first <= send_day - timedelta(days=1)
 
 
 def _digest_one(rt: Runtime, session: Session, athlete: Athlete, now: datetime) -> Prompt | None:
@@ -82,11 +109,13 @@ def _digest_one(rt: Runtime, session: Session, athlete: Athlete, now: datetime) 
         .order_by(Prompt.created_at.desc())
         .limit(1)
     )
-    due = rules.weekly_balance_due(now, athlete.timezone, athlete.digest_weekday, DIGEST_TIME, last)
+    due = rules.weekly_balance_due(now, athlete.timezone, athlete.digest_weekday, athlete.digest_time, last)
     if due is None:
         return None
     # The week is anchored on the scheduled day, not today: a beat that was down sends the same digest late.
     send_day = due.astimezone(ZoneInfo(athlete.timezone)).date()
+    if not has_a_week(session, athlete, send_day):
+        return None
     prompt = Prompt(
         athlete_id=athlete.id,
         kind=DIGEST_KIND,
@@ -95,7 +124,7 @@ def _digest_one(rt: Runtime, session: Session, athlete: Athlete, now: datetime) 
         routines=[],
         reasons=[],
         facts=digest_facts(session, rt.settings, athlete, send_day),
-        rule=f"weekly digest on weekday {athlete.digest_weekday} at {DIGEST_TIME}",
+        rule=f"weekly digest on weekday {athlete.digest_weekday} at {athlete.digest_time}",
         created_at=now,
         due_at=rules.defer_for_quiet_hours(max(now, due), athlete.timezone, athlete.quiet_start, athlete.quiet_end),
     )
@@ -148,30 +177,52 @@ def _environment() -> Environment:
 
 
 def chart_png(days: list[dict[str, Any]], highlight_from: str | None = None) -> bytes:
-    """Daily load bars with the acute and chronic lines as a small PNG; days from ``highlight_from`` stand out."""
+    """Daily load bars with the acute and chronic lines as a PNG at :data:`CHART_SCALE`× its display size, with
+    its unit on the axis; days from ``highlight_from`` (the digest week) stand out."""
     # The object API with the Agg canvas, never pyplot: no global figure state, safe in worker threads.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 2.4), dpi=100)
+    fig = Figure(figsize=(CHART_WIDTH_PX / 100, CHART_HEIGHT_PX / 100), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     xs = list(range(len(days)))
     colours = ["#1f6feb" if highlight_from and d["day"] >= highlight_from else "#b7c8e4" for d in days]
-    ax.bar(xs, [d["load"] for d in days], color=colours, width=0.7, label="daily load")
-    ax.plot(xs, [d["acute"] for d in days], color="#0b3d91", linewidth=1.8, label="acute (7-day)")
-    ax.plot(xs, [d["chronic"] for d in days], color="#2e7d32", linewidth=1.8, linestyle="--", label="chronic (28-day)")
+    ax.bar(xs, [d["load"] for d in days], color=colours, width=0.75, label="daily load")
+    ax.plot(xs, [d["acute"] for d in days], color="#0b3d91", linewidth=2.2, label="acute (7-day)")
+    ax.plot(xs, [d["chronic"] for d in days], color="#2e7d32", linewidth=2.2, linestyle="--", label="chronic (28-day)")
     ticks = [i for i, d in enumerate(days) if date.fromisoformat(d["day"]).weekday() == 0]
-    ax.set_xticks(ticks, [f"{date.fromisoformat(days[i]['day']):%d %b}" for i in ticks], fontsize=8)
-    ax.tick_params(axis="y", labelsize=8)
+    ax.set_xticks(
+        ticks, [f"{date.fromisoformat(days[i]['day']).day} {date.fromisoformat(days[i]['day']):%b}" for i in ticks]
+    )
+    ax.tick_params(axis="both", labelsize=CHART_FONT_PT)
+    ax.set_ylabel("ref. steps/day", fontsize=CHART_FONT_PT)
+    ax.yaxis.set_major_formatter("{x:,.0f}")
+    ax.yaxis.set_major_locator(_locator())
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(fontsize=7, frameon=False, loc="upper left")
     ax.set_ylim(bottom=0)
-    fig.tight_layout(pad=0.6)
+    ax.legend(
+        fontsize=CHART_FONT_PT,
+        frameon=False,
+        loc="lower left",
+        bbox_to_anchor=(0, 1.0),
+        ncol=2,
+        handlelength=1.4,
+        columnspacing=1.0,
+        borderaxespad=0.2,
+    )
+    fig.tight_layout(pad=0.4)
     out = io.BytesIO()
     # No "Software" metadata: the same facts give the same bytes.
-    fig.savefig(out, format="png", metadata={"Software": None})
+    fig.savefig(out, format="png", dpi=100 * CHART_SCALE, metadata={"Software": None})
     return out.getvalue()
+
+
+def _locator() -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    # Four or five whole-number ticks: fractions of a reference step mean nothing.
+    return MaxNLocator(nbins=4, integer=True, min_n_ticks=3)
 
 
 def _clock(seconds: float) -> str:
@@ -202,11 +253,11 @@ def render_digest(
         "distance_km": f"{totals['distance_m'] / 1000:.1f}",
         "time": _clock(totals["timer_s"]),
         "steps": f"{int(totals['steps']):,}",
-        "load": f"{totals['load']:.0f}",
+        "load": f"{totals['load']:,.0f}",
         "prompts_done": int(facts["prompts"]["done"]),
         "prompts_made": int(facts["prompts"]["made"]),
-        "acute": f"{facts['acute']:.0f}",
-        "chronic": f"{facts['chronic']:.0f}",
+        "acute": f"{facts['acute']:,.0f}",
+        "chronic": f"{facts['chronic']:,.0f}",
     }
     flags = [{"day": f["day"], "text": "; ".join(x["reason"] for x in f["flags"])} for f in facts.get("flags", [])]
     context = {
@@ -215,6 +266,7 @@ def render_digest(
         "figures": figures,
         "flags": flags,
         "cid": cid,
+        "chart": {"width": CHART_WIDTH_PX, "height": CHART_HEIGHT_PX},
         "dashboard_url": dashboard_url,
         "unsubscribe_url": unsubscribe_url,
         "disclaimer": WELLNESS_DISCLAIMER,
@@ -226,7 +278,58 @@ def render_digest(
     payload = {
         "type": "digest.created",
         "timestamp": created_at.isoformat(),
-        "data": {"prompt_id": prompt_id, "kind": DIGEST_KIND, "week": facts.get("week"), "totals": totals},
+        "data": {
+            "prompt_id": prompt_id,
+            "kind": DIGEST_KIND,
+            "week": facts.get("week"),
+            "totals": totals,
+            "figures": facts.get("figures", {}),
+        },
     }
     png = chart_png(facts["days"], highlight_from=totals["first_day"])
     return RenderedDigest(subject, text, html, payload, ((cid, png, "png"),))
+
+
+def digest_now(session: Session, settings: Settings, athlete: Athlete, now: datetime) -> tuple[date, dict[str, Any]]:
+    """The send day of the digest the athlete would have got most recently (this week's scheduled day, or last
+    week's when this week's is still ahead) and its facts, computed now."""
+    zone = ZoneInfo(athlete.timezone)
+    today = now.astimezone(zone).date()
+    send_day = today - timedelta(days=today.weekday()) + timedelta(days=athlete.digest_weekday % 7)
+    if send_day > today:
+        send_day -= timedelta(days=7)
+    return send_day, digest_facts(session, settings, athlete, send_day)
+
+
+def preview_digest(
+    session: Session,
+    settings: Settings,
+    athlete: Athlete,
+    now: datetime,
+    *,
+    unsubscribe_url: str | None = None,
+    dashboard_url: str | None = None,
+) -> tuple[str, str | None]:
+    """The digest's HTML as one self-contained page (the chart inlined as a data: URI in place of its Content-ID),
+    and a note when the scheduled digest would not be sent (no address, or no run yet by that week)."""
+    import base64
+
+    send_day, facts = digest_now(session, settings, athlete, now)
+    rendered = render_digest(
+        prompt_id="preview",
+        athlete_name=athlete.display_name or athlete.name,
+        facts=facts,
+        unsubscribe_url=unsubscribe_url,
+        dashboard_url=dashboard_url,
+        created_at=now,
+    )
+    html = rendered.html
+    for cid, data, subtype in rendered.images:
+        uri = f"data:image/{subtype};base64,{base64.b64encode(data).decode('ascii')}"
+        html = html.replace(f"cid:{cid}", uri)
+    note: str | None = None
+    if not has_a_week(session, athlete, send_day):
+        note = f"not sent: the week before {send_day.isoformat()} ends before {athlete.name}'s first run"
+    elif "email" not in channels_for(settings, athlete):
+        note = f"not sent: {athlete.name} has no email address that can receive it (or SMTP is not configured)"
+    return html, note

@@ -10,12 +10,12 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from delivery.outbox import relay_pending as _relay_pending
-from delivery.render import render_prompt
+from delivery.render import render_prompt, routable
 from recommender.digest import render_digest
 from recommender.routines import WELLNESS_DISCLAIMER, balance_level, routine
 from recommender.shoes import render_shoe_reminder
 from stridecare.db.models import Athlete, Delivery, Prompt
-from stridecare.links import dashboard_url, done_url, unsubscribe_url
+from stridecare.links import athlete_key, dashboard_url, done_url, unsubscribe_url
 from stridecare.plugins import OutgoingMessage
 from stridecare.runtime import Runtime
 
@@ -37,8 +37,9 @@ def build_message(
             item["title"] = f"{r.title} ({lvl.title})"
             item["instructions"] = lvl.instructions
         routines.append(item)
-    unsub = unsubscribe_url(base, rt.link_key, athlete.id) if delivery.channel == "email" else None
-    done = done_url(base, rt.link_key, prompt.id)
+    link_key = athlete_key(rt.link_key, athlete.link_secret)
+    unsub = unsubscribe_url(base, link_key, athlete.id) if delivery.channel == "email" else None
+    done = done_url(base, link_key, prompt.id)
     rendered = render_prompt(
         prompt_id=prompt.id,
         athlete_name=athlete.display_name or athlete.name,
@@ -51,6 +52,7 @@ def build_message(
         unsubscribe_url=unsub,
         created_at=prompt.created_at,
         disclaimer=WELLNESS_DISCLAIMER,
+        figures=prompt.facts.get("figures"),
     )
     return OutgoingMessage(
         prompt_id=prompt.id,
@@ -61,7 +63,7 @@ def build_message(
         subject=rendered.subject,
         text=rendered.text,
         html=rendered.html,
-        payload=rendered.payload,
+        payload=routable(rendered.payload, athlete.name, athlete.display_name),
         unsubscribe_url=unsub,
         done_url=done,
         created_at=prompt.created_at,
@@ -71,7 +73,8 @@ def build_message(
 def _build_other(rt: Runtime, delivery: Delivery, prompt: Prompt, athlete: Athlete) -> OutgoingMessage:
     """Prompts without routines (weekly digest, shoe reminder) have their own renderers and no "done" link."""
     base = rt.settings.effective_public_url
-    unsub = unsubscribe_url(base, rt.link_key, athlete.id) if delivery.channel == "email" else None
+    link_key = athlete_key(rt.link_key, athlete.link_secret)
+    unsub = unsubscribe_url(base, link_key, athlete.id) if delivery.channel == "email" else None
     name = athlete.display_name or athlete.name
     images: tuple[tuple[str, bytes, str], ...] = ()
     if prompt.kind == "digest":
@@ -100,7 +103,7 @@ def _build_other(rt: Runtime, delivery: Delivery, prompt: Prompt, athlete: Athle
         subject=subject,
         text=text,
         html=html,
-        payload=payload,
+        payload=routable(payload, athlete.name, athlete.display_name),
         unsubscribe_url=unsub,
         done_url=None,
         created_at=prompt.created_at,

@@ -3,39 +3,55 @@
 Called inside the ingest transaction, so a run, its load, its prompt and the prompt's deliveries are written
 together or not at all. The decisions themselves are the pure functions of ``stridecare.domain`` and
 ``recommender.rules``; this module reads their inputs from SQL and writes their results back.
+
+One path for every change: :func:`runs_changed` (insert, update, delete, link, unlink) recomputes from the
+earliest affected local day in the caller's transaction. Batches store first and :func:`mark_changed` the
+athlete (``Athlete.replan_from``, written with the runs); :func:`replan` then recomputes once, oldest run
+first, in transactions of at most :data:`CHUNK_RUNS` runs, moving the mark as it goes. Each run's figures are
+those known when it ended (only earlier runs, its own day so far), every query is bounded on both sides by
+the window its rule needs, and a run whose inputs did not change keeps its load, so the result is the same
+whatever the order or batching of the arrivals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+import hashlib
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.orm import Session, selectinload
 
 from delivery.outbox import create_deliveries
 from recommender import rules
 from recommender.routines import TOE_ISOLATION
 from recommender.shoes import shoe_reminders
+from stridecare.db.athletes import lock_athlete
+from stridecare.db.engine import Database
 from stridecare.db.models import Athlete, DailyLoad, Prompt, Run, RunLoad
 from stridecare.db.samples import unpack_samples
 from stridecare.domain.flags import SPIKE_FLAGS, Flag, evaluate_flags
 from stridecare.domain.history import (
     DailyLoadRow,
+    DayTotals,
     EwmaState,
     RunSummary,
+    acwr,
     daily_totals,
     local_day,
     recompute_from,
-    rolling_sum,
+    utc_bounds_of_local_day,
 )
 from stridecare.domain.load import (
+    MODEL_VERSION,
     LoadConstants,
     RunLoadResult,
     baseline_cadence_spm,
-    load_constants_from_settings,
     run_load,
 )
 from stridecare.domain.long_run import classify_long_run
@@ -43,11 +59,14 @@ from stridecare.domain.run import CadenceSource, ParsedRun, Samples
 from stridecare.settings import Settings
 
 HISTORY_DAYS = 90
+# Runs per write transaction of :func:`replan`: a batch never holds the athlete's (or SQLite's) write lock
+# for long, and a crash loses at most one chunk of work, which the next replan redoes.
+CHUNK_RUNS = 200
 
 
 def constants(settings: Settings) -> LoadConstants:
-    """The load model's constants from the settings."""
-    return load_constants_from_settings(settings.load)
+    """The load model's constants from the settings (built once per settings object)."""
+    return settings.load.constants
 
 
 def parsed_from_row(run: Run) -> ParsedRun:
@@ -74,11 +93,16 @@ def parsed_from_row(run: Run) -> ParsedRun:
     )
 
 
-def _primary_runs(session: Session, athlete_id: int, since: datetime | None = None) -> list[Run]:
+def _primary_runs(
+    session: Session, athlete_id: int, since: datetime | None = None, until: datetime | None = None
+) -> list[Run]:
+    """Primary runs with ``since <= start_time < until`` (either bound open when None), oldest first."""
     query = select(Run).where(Run.athlete_id == athlete_id, Run.duplicate_of_id.is_(None))
     if since is not None:
         query = query.where(Run.start_time >= since)
-    return list(session.scalars(query.order_by(Run.start_time)))
+    if until is not None:
+        query = query.where(Run.start_time < until)
+    return list(session.scalars(query.options(selectinload(Run.load)).order_by(Run.start_time, Run.id)))
 
 
 def _summary(run: Run) -> RunSummary:
@@ -94,60 +118,140 @@ def _summary(run: Run) -> RunSummary:
     )
 
 
-def compute_run_load(session: Session, settings: Settings, athlete: Athlete, run: Run) -> RunLoadResult:
-    """The model's figures for ``run`` with the athlete's cadence baseline at similar speed (90 days)."""
-    since = run.start_time - timedelta(days=settings.load.cadence_baseline_days)
+def _cadence_history(run: Run, earlier: Sequence[Run]) -> list[tuple[float, float]]:
+    """(speed, cadence) of the earlier runs with measured cadence: the cadence baseline's input."""
     history: list[tuple[float, float]] = []
-    for other in _primary_runs(session, athlete.id, since):
+    for other in earlier:
         if other.id == run.id or other.start_time >= run.start_time or other.timer_s <= 0:
             continue
         if other.avg_cadence_spm and other.cadence_source != CadenceSource.ESTIMATED:
             history.append((other.distance_m / other.timer_s, other.avg_cadence_spm))
+    return history
+
+
+def _load_result(
+    settings: Settings, athlete: Athlete, run: Run, history: Sequence[tuple[float, float]]
+) -> RunLoadResult:
     speed = run.distance_m / run.timer_s if run.timer_s > 0 else 0.0
-    base = baseline_cadence_spm(history, speed)
     return run_load(
         parsed_from_row(run),
-        cadence_base_spm=base,
+        cadence_base_spm=baseline_cadence_spm(history, speed),
+        cadence_history=history,
         sex=athlete.sex,
         mass_kg=athlete.body_mass_kg,
         constants=constants(settings),
     )
 
 
+def compute_run_load(session: Session, settings: Settings, athlete: Athlete, run: Run) -> RunLoadResult:
+    """The model's figures for ``run`` with the athlete's cadence baseline at similar speed (90 days)."""
+    since = run.start_time - timedelta(days=settings.load.cadence_baseline_days)
+    earlier = _primary_runs(session, athlete.id, since, run.start_time)
+    return _load_result(settings, athlete, run, _cadence_history(run, earlier))
+
+
+def _inputs_key(
+    run: Run, athlete: Athlete, history: Sequence[tuple[float, float]], base: float | None, model: str
+) -> str:
+    """A digest of everything a run's load depends on besides its own record: a changed record is passed to
+    :func:`runs_changed` or :func:`mark_changed`, which recompute it whatever its key.
+
+    A run whose key is unchanged keeps its stored load: recomputing it from its samples would give the same
+    figures, and skipping that keeps a late or batched arrival from re-reading every later run's samples.
+    """
+    # The athlete's own cadence line only enters a run without measured cadence.
+    line = history if run.cadence_source == CadenceSource.ESTIMATED else ()
+    raw = repr((MODEL_VERSION, model, base, tuple(line), athlete.sex, athlete.body_mass_kg))
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def _day_bounds(day: date, tz: str) -> tuple[datetime, datetime]:
+    return utc_bounds_of_local_day(day, tz)
+
+
 def refresh_daily(session: Session, settings: Settings, athlete: Athlete, from_day: date) -> list[DailyLoad]:
-    """Recompute the athlete's daily rows from ``from_day`` on (a late, changed or deleted run)."""
+    """Recompute the athlete's daily rows from ``from_day`` on (a late, changed or deleted run).
+
+    Only the daily series: callers that changed runs use :func:`runs_changed`, which also brings loads and
+    flags up to date.
+    """
+    first_run = _first_run_start(session, athlete.id)
+    chunk = _primary_runs(session, athlete.id, _day_bounds(from_day, athlete.timezone)[0])
+    rows = _rebuild_daily(session, settings, athlete, from_day, chunk, first_run, final=True)
+    return rows
+
+
+def _first_run_start(session: Session, athlete_id: int) -> datetime | None:
+    first: datetime | None = session.scalar(
+        select(func.min(Run.start_time)).where(Run.athlete_id == athlete_id, Run.duplicate_of_id.is_(None))
+    )
+    if first is not None and first.tzinfo is None:  # SQLite aggregates bypass the column type
+        first = first.replace(tzinfo=UTC)
+    return first
+
+
+def _rebuild_daily(
+    session: Session,
+    settings: Settings,
+    athlete: Athlete,
+    from_day: date,
+    runs: Sequence[Run],
+    first_run: datetime | None,
+    *,
+    final: bool,
+    through: date | None = None,
+) -> list[DailyLoad]:
+    """Replace the daily rows from ``from_day`` with the series of ``runs`` (the primaries from that day on).
+
+    ``final``: these runs reach the end of the history, so rows after the last one go too; otherwise rows are
+    rebuilt through ``through`` (the chunk's last day) and later rows are left for the next chunk.
+    """
     tz = athlete.timezone
-    first = session.scalar(
-        select(DailyLoad.day).where(DailyLoad.athlete_id == athlete.id).order_by(DailyLoad.day).limit(1)
-    )
-    previous_row = session.scalar(
-        select(DailyLoad)
-        .where(DailyLoad.athlete_id == athlete.id, DailyLoad.day < from_day)
-        .order_by(DailyLoad.day.desc())
-        .limit(1)
-    )
-    start = from_day
-    previous: EwmaState | None = None
-    first_day: date | None = None
-    if previous_row is not None and first is not None:
-        # Rows are contiguous from the first day, so the row before ``from_day`` is the seed.
-        start = previous_row.day + timedelta(days=1)
-        previous = EwmaState(previous_row.day, previous_row.acute, previous_row.chronic)
-        first_day = first
-    lo, _ = _day_bounds(start, tz)
-    runs = [_summary(r) for r in _primary_runs(session, athlete.id, lo - timedelta(days=1))]
-    runs = [r for r in runs if local_day(r.start_time, tz) >= start]
-    session.execute(delete(DailyLoad).where(DailyLoad.athlete_id == athlete.id, DailyLoad.day >= start))
-    if not runs:
+    if first_run is None:
+        session.execute(delete(DailyLoad).where(DailyLoad.athlete_id == athlete.id))
         return []
-    through = max(local_day(r.start_time, tz) for r in runs)
-    totals = daily_totals(runs, tz, start=start, through=through)
+    first_day = local_day(first_run, tz)
+    start = max(from_day, first_day)
+    previous: EwmaState | None = None
+    if start > first_day:
+        seed = session.scalar(
+            select(DailyLoad)
+            .where(DailyLoad.athlete_id == athlete.id, DailyLoad.day < start)
+            .order_by(DailyLoad.day.desc())
+            .limit(1)
+        )
+        if seed is not None and seed.day < start - timedelta(days=1):
+            # Rows end with the last run's day: the rest days up to ``start`` are rebuilt (zeros) from the seed.
+            start = seed.day + timedelta(days=1)
+        if seed is None:
+            # Rows are contiguous from the first day; a gap means a stale series: rebuild it whole.
+            runs = _primary_runs(session, athlete.id)
+            start, final = first_day, True
+        else:
+            previous = EwmaState(seed.day, seed.acute, seed.chronic)
+    summaries = [_summary(r) for r in runs]
+    summaries = [r for r in summaries if local_day(r.start_time, tz) >= start]
+    wipe = delete(DailyLoad).where(DailyLoad.athlete_id == athlete.id)
+    if previous is not None:
+        wipe = wipe.where(DailyLoad.day >= start)  # else rows before a deleted first run go too
+    if not final:
+        assert through is not None
+        wipe = wipe.where(DailyLoad.day <= through)
+    session.execute(wipe)
+    if final:
+        if not summaries:
+            return []
+        through = max(local_day(r.start_time, tz) for r in summaries)
+    assert through is not None
+    if through < start:
+        return []
+    totals = daily_totals(summaries, tz, start=start, through=through)
     rows = recompute_from(
         totals,
         start=start,
         through=through,
         previous=previous,
-        first_day=first_day,
+        first_day=first_day if previous is not None else None,
         constants=constants(settings),
     )
     stored = [
@@ -168,17 +272,15 @@ def refresh_daily(session: Session, settings: Settings, athlete: Athlete, from_d
     return stored
 
 
-def _day_bounds(day: date, tz: str) -> tuple[datetime, datetime]:
-    from stridecare.domain.history import utc_bounds_of_local_day
-
-    return utc_bounds_of_local_day(day, tz)
-
-
-def daily_rows(session: Session, athlete_id: int, through: date | None = None) -> list[DailyLoad]:
-    """The stored daily series, oldest first."""
+def daily_rows(
+    session: Session, athlete_id: int, through: date | None = None, since: date | None = None
+) -> list[DailyLoad]:
+    """The stored daily series (``since`` to ``through`` inclusive when given), oldest first."""
     query = select(DailyLoad).where(DailyLoad.athlete_id == athlete_id)
     if through is not None:
         query = query.where(DailyLoad.day <= through)
+    if since is not None:
+        query = query.where(DailyLoad.day >= since)
     return list(session.scalars(query.order_by(DailyLoad.day)))
 
 
@@ -192,42 +294,266 @@ def _as_rows(rows: Sequence[DailyLoad], first: date | None) -> list[DailyLoadRow
     return out
 
 
-def runs_changed(session: Session, settings: Settings, athlete: Athlete, runs: Sequence[Run], now: datetime) -> None:
-    """New or changed runs: load, daily series from the earliest affected day, flags, long run, prompts."""
-    primaries = [r for r in runs if r.duplicate_of_id is None]
-    if not primaries:
+# -- the one entry point -----------------------------------------------------------------------------------
+
+
+def runs_changed(
+    session: Session,
+    settings: Settings,
+    athlete: Athlete,
+    runs: Sequence[Run],
+    now: datetime,
+    *,
+    since: datetime | None = None,
+) -> None:
+    """Every change to an athlete's runs ends here, in the caller's transaction: inserted, updated, linked or
+    unlinked ``runs`` (primaries or copies), and ``since`` for what no longer exists (a deleted run's start,
+    an updated run's old start). Loads, the daily series, flags and long-run marks are recomputed from the
+    earliest affected local day (or from an earlier stale mark a batch left), and fresh new runs get their
+    post-run prompt, once.
+
+    For many runs at once store them first, call :func:`mark_changed` in the same transaction, and finish
+    with :func:`replan` (or use :func:`planning_batch`), which works in short transactions.
+    """
+    marks = [r.start_time for r in runs]
+    if since is not None:
+        marks.append(since)
+    if not marks:
         return
-    _recompute(session, settings, athlete, primaries, min(r.start_time for r in primaries))
-    for run in sorted(primaries, key=lambda r: r.start_time):
-        end = rules.run_end(run.start_time, run.elapsed_s)
-        if rules.is_fresh(end, now, settings.fresh_window_hours):
-            post_run_prompt(session, settings, athlete, run, now)
+    marks.extend(_session_starts(session, runs))
+    mark_changed(session, athlete, since=min(marks))
+    _replan_chunk(session, settings, athlete, now, changed={r.id for r in runs}, limit=None)
     shoe_reminders(session, settings, athlete, now)  # a pair past its remind-at distance: once
 
 
 def run_removed(session: Session, settings: Settings, athlete: Athlete, start_time: datetime) -> None:
     """A run was deleted: recompute the runs that compared against it and the daily series from its day."""
-    _recompute(session, settings, athlete, [], start_time)
+    runs_changed(session, settings, athlete, [], start_time.astimezone(UTC), since=start_time)
 
 
-def _recompute(session: Session, settings: Settings, athlete: Athlete, changed: Sequence[Run], since: datetime) -> None:
-    """Load, daily series, flags and long-run rules for ``changed`` and every later run within the look-back
-    window: a run that arrives late for an earlier date, or is deleted, changes what later runs compare against
-    (their cadence baseline, flags and long-run rules)."""
-    ids = {r.id for r in changed}
-    horizon = max([since, *(r.start_time for r in changed)]) + timedelta(days=settings.load.cadence_baseline_days)
-    later = [r for r in _primary_runs(session, athlete.id, since) if r.id not in ids and r.start_time <= horizon]
-    affected = sorted([*changed, *later], key=lambda r: r.start_time)
-    for run in affected:
-        _store_load(session, run, compute_run_load(session, settings, athlete, run))
+def mark_changed(
+    session: Session, athlete: Athlete, runs: Sequence[Run] = (), *, since: datetime | None = None
+) -> None:
+    """Record that the athlete's figures are stale from the earliest of ``runs``' starts and ``since``,
+    without recomputing: a batch stores its runs, marks them, and :func:`replan` finishes once. The mark is
+    written with the runs, so a crash before :func:`replan` leaves it for the next one."""
+    marks = [r.start_time for r in runs]
+    if since is not None:
+        marks.append(since)
+    if athlete.replan_from is not None:
+        marks.append(athlete.replan_from)
+    if marks:
+        athlete.replan_from = min(marks)
+    # A changed record whose load exists must be recomputed even though its history is the same.
+    ids = [r.id for r in runs if r.id is not None]
+    if ids:
+        for stored in session.scalars(select(RunLoad).where(RunLoad.run_id.in_(ids))):
+            if stored.facts.get("inputs_key") is not None:
+                stored.facts = {**stored.facts, "inputs_key": None}
+
+
+def _session_starts(session: Session, runs: Sequence[Run]) -> list[datetime]:
+    """Starts of every record of the sessions ``runs`` belong to: a copy a richer record demoted no longer
+    counts, and it may have started on an earlier local day."""
+    primaries = {r.duplicate_of_id for r in runs if r.duplicate_of_id is not None}
+    members = {r.id for r in runs} | primaries
+    if not members:
+        return []
+    query = select(Run.start_time).where(or_(Run.id.in_(primaries), Run.duplicate_of_id.in_(members)))
+    return list(session.scalars(query))
+
+
+def replan(db: Database, settings: Settings, athlete_id: int, now: datetime, *, chunk_runs: int = CHUNK_RUNS) -> int:
+    """Bring the athlete's figures up to date from their stale mark, oldest run first, in transactions of at
+    most ``chunk_runs`` runs (each moves the mark forward, so a crash resumes where it stopped). Runs stored
+    without load get their post-run prompt when fresh, as if they had arrived one by one in time order.
+    Returns how many runs were looked at."""
+    total = 0
+    while True:
+        with db.transaction() as session:
+            lock_athlete(session, athlete_id)
+            athlete = session.get(Athlete, athlete_id)
+            if athlete is None or athlete.replan_from is None:
+                return total
+            total += _replan_chunk(session, settings, athlete, now, changed=set(), limit=chunk_runs)
+            if athlete.replan_from is None:
+                shoe_reminders(session, settings, athlete, now)
+
+
+def complete_pending(db: Database, settings: Settings, athlete_id: int, now: datetime) -> int:
+    """Mark the athlete's primary runs stored without load (a bulk store, or an older release's deferred
+    import) and :func:`replan`; returns how many runs had no load."""
+    with db.transaction() as session:
+        lock_athlete(session, athlete_id)
+        athlete = session.get(Athlete, athlete_id)
+        if athlete is None:
+            return 0
+        pending = list(
+            session.scalars(
+                select(Run.start_time)
+                .outerjoin(RunLoad)
+                .where(Run.athlete_id == athlete_id, Run.duplicate_of_id.is_(None), RunLoad.run_id.is_(None))
+            )
+        )
+        if pending:
+            mark_changed(session, athlete, since=min(pending))
+    replan(db, settings, athlete_id, now)
+    return len(pending)
+
+
+@contextmanager
+def planning_batch(db: Database, settings: Settings, athlete_id: int, now: datetime) -> Iterator[None]:
+    """A block in which stores only mark the athlete's runs as changed (:func:`mark_changed`, or the ingest
+    functions' ``defer_load``); leaving it recomputes once, from the earliest day any of them touched."""
+    yield
+    replan(db, settings, athlete_id, now)
+
+
+def _lookback(settings: Settings) -> timedelta:
+    """How far before a run its rules look: cadence baseline, long-run percentile, spike and ramp windows."""
+    load = settings.load
+    days = max(
+        load.cadence_baseline_days,
+        7 * load.long_run_percentile_weeks,
+        load.spike_window_days,
+        2 * load.ramp_window_days,
+    )
+    return timedelta(days=days + 2)  # local days: a day of slack each side for the time zone
+
+
+def _replan_chunk(
+    session: Session, settings: Settings, athlete: Athlete, now: datetime, *, changed: set[int], limit: int | None
+) -> int:
+    """Recompute from ``athlete.replan_from`` through at most ``limit`` runs (whole local days; None: to the
+    end), then move the mark past them (None when the end was reached). Returns the number of runs done."""
+    assert athlete.replan_from is not None
+    tz = athlete.timezone
+    from_day = local_day(athlete.replan_from, tz)
+    lo = _day_bounds(from_day, tz)[0]
+    chunk, boundary = _chunk_runs(session, athlete, lo, limit)
+    earlier = _primary_runs(session, athlete.id, lo - _lookback(settings), lo)
+    first_run = _first_run_start(session, athlete.id)
+
+    # 1. Loads, oldest first: a run's load depends on the runs before it (cadence baseline), never after.
+    context = [*earlier, *chunk]
+    starts = [r.start_time for r in context]
+    baseline_span = timedelta(days=settings.load.cadence_baseline_days)
+    model = repr(constants(settings))  # changed model constants recompute every load
+    new_ids: set[int] = set()
+    for i, run in enumerate(context[len(earlier) :], start=len(earlier)):
+        window = context[bisect_left(starts, run.start_time - baseline_span) : i]
+        history = _cadence_history(run, window)
+        speed = run.distance_m / run.timer_s if run.timer_s > 0 else 0.0
+        key = _inputs_key(run, athlete, history, baseline_cadence_spm(history, speed), model)
+        if run.load is None:
+            new_ids.add(run.id)
+        elif run.id not in changed and run.load.facts.get("inputs_key") == key:
+            continue
+        _store_load(session, run, _load_result(settings, athlete, run, history), key)
     session.flush()
-    refresh_daily(session, settings, athlete, local_day(since, athlete.timezone))
-    for run in affected:
-        _classify(session, settings, athlete, run)
+
+    # 2. The daily series of the chunk's days.
+    through = None if boundary is None else local_day(boundary, tz) - timedelta(days=1)
+    _rebuild_daily(session, settings, athlete, from_day, chunk, first_run, final=boundary is None, through=through)
+
+    # 3. Flags and long-run marks, each from what was known when the run ended: earlier runs only.
+    first_day = local_day(first_run, tz) if first_run is not None else from_day
+    sums_from = from_day - timedelta(days=28)  # the 28-day sum of the chunk's first day
+    days = {d.day: d for d in daily_rows(session, athlete.id, since=sums_from, through=through)}
+    summaries = [_summary(r) for r in context]
+    lookback = _lookback(settings)
+    for i, run in enumerate(context[len(earlier) :], start=len(earlier)):
+        previous = summaries[bisect_left(starts, run.start_time - lookback) : i]
+        view = _day_view(settings, days, previous, summaries[i], tz, first_day)
+        _classify(settings, athlete, run, summaries[i], previous, view)
     session.flush()
 
+    # 4. Post-run prompts for fresh runs that are new (or changed), in time order.
+    for run in chunk:
+        if run.id not in changed and run.id not in new_ids:
+            continue
+        end = rules.run_end(run.start_time, run.elapsed_s)
+        if rules.is_fresh(end, now, settings.fresh_window_hours):
+            post_run_prompt(session, settings, athlete, run, now)
+    athlete.replan_from = boundary
+    session.flush()
+    return len(chunk)
 
-def _store_load(session: Session, run: Run, result: RunLoadResult) -> None:
+
+def _chunk_runs(
+    session: Session, athlete: Athlete, lo: datetime, limit: int | None
+) -> tuple[list[Run], datetime | None]:
+    """The primary runs from ``lo`` on, cut at a local-day boundary after at most ``limit`` runs (more only
+    when one day holds more); the boundary (start of the first day left out) or None at the end."""
+    query = (
+        select(Run)
+        .where(Run.athlete_id == athlete.id, Run.duplicate_of_id.is_(None), Run.start_time >= lo)
+        .options(selectinload(Run.load))
+        .order_by(Run.start_time, Run.id)
+    )
+    if limit is None:
+        return list(session.scalars(query)), None
+    runs = list(session.scalars(query.limit(limit + 1)))
+    if len(runs) <= limit:
+        return runs, None
+    tz = athlete.timezone
+    cut_day = local_day(runs[limit].start_time, tz)
+    if cut_day == local_day(lo, tz):
+        # One local day holds more than ``limit`` runs: take the whole day.
+        boundary = _day_bounds(cut_day + timedelta(days=1), tz)[0]
+        return _primary_runs(session, athlete.id, lo, boundary), boundary
+    boundary = _day_bounds(cut_day, tz)[0]
+    return [r for r in runs if r.start_time < boundary], boundary
+
+
+@dataclass(frozen=True, slots=True)
+class _DayView:
+    """The daily series as of one run: the days before its own, plus its day so far (earlier runs and it)."""
+
+    last_7: list[float]
+    acwr: float | None
+    history_days: int
+    load_7d: float
+    load_28d: float
+
+
+def _day_view(
+    settings: Settings,
+    days: dict[date, DailyLoad],
+    previous: Sequence[RunSummary],
+    this: RunSummary,
+    tz: str,
+    first_day: date,
+) -> _DayView:
+    day = local_day(this.start_time, tz)
+    lo = _day_bounds(day, tz)[0]
+    today = this.load + sum(r.load for r in previous if r.start_time >= lo)
+    seed = days.get(day - timedelta(days=1))
+    state = EwmaState(seed.day, seed.acute, seed.chronic) if seed is not None and day > first_day else None
+    row = recompute_from(
+        [DayTotals(day, load=today)],
+        start=day,
+        through=day,
+        previous=state,
+        first_day=first_day if state is not None else None,
+        constants=constants(settings),
+    )[0]
+    if state is None:
+        history_days = (day - first_day).days + 1 if day >= first_day else 1
+        acwr_value = acwr(row.acute, row.chronic, history_days, min_history_days=settings.load.acwr_min_history_days)
+    else:
+        acwr_value = row.acwr
+    before = [days[d].load if (d := day - timedelta(days=k)) in days else 0.0 for k in range(27, 0, -1)]
+    return _DayView(
+        last_7=[*before[-6:], today],
+        acwr=acwr_value,
+        history_days=(day - first_day).days,
+        load_7d=sum(before[-6:]) + today,
+        load_28d=sum(before) + today,
+    )
+
+
+def _store_load(session: Session, run: Run, result: RunLoadResult, inputs_key: str | None = None) -> None:
     facts: dict[str, Any] = {
         "psi": result.psi,
         "mean_force_bw": result.mean_force_bw,
@@ -236,6 +562,7 @@ def _store_load(session: Session, run: Run, result: RunLoadResult) -> None:
         "grade_available": result.grade_available,
         "method": result.method,
         "mass_kg": result.mass_kg,
+        "inputs_key": inputs_key,
     }
     if run.load is None:
         run.load = RunLoad(
@@ -243,6 +570,8 @@ def _store_load(session: Session, run: Run, result: RunLoadResult) -> None:
             stimulus_sum=result.stimulus_sum,
             downhill_impact=result.downhill_impact,
             peak_force_bw=result.peak_force_bw,
+            walking_steps=result.walking_steps,
+            running_steps=result.running_steps,
             facts=facts,
             flags=[],
             model_version=result.model_version,
@@ -251,42 +580,57 @@ def _store_load(session: Session, run: Run, result: RunLoadResult) -> None:
         load = run.load
         load.load, load.stimulus_sum = result.load, result.stimulus_sum
         load.downhill_impact, load.peak_force_bw = result.downhill_impact, result.peak_force_bw
+        load.walking_steps, load.running_steps = result.walking_steps, result.running_steps
         load.facts = {**load.facts, **facts}
         load.model_version = result.model_version
 
 
 def _previous(session: Session, athlete: Athlete, run: Run, days: int) -> list[Run]:
+    """The primary runs of the ``days`` before ``run`` (bounded both sides)."""
     since = run.start_time - timedelta(days=days)
-    return [r for r in _primary_runs(session, athlete.id, since) if r.start_time < run.start_time and r.id != run.id]
+    return [r for r in _primary_runs(session, athlete.id, since, run.start_time) if r.id != run.id]
 
 
-def _classify(session: Session, settings: Settings, athlete: Athlete, run: Run) -> None:
+def _classify(
+    settings: Settings,
+    athlete: Athlete,
+    run: Run,
+    this: RunSummary,
+    previous: Sequence[RunSummary],
+    view: _DayView,
+) -> None:
     consts = constants(settings)
-    prev_runs = _previous(session, athlete, run, 7 * settings.load.long_run_percentile_weeks + 31)
-    previous = [_summary(r) for r in prev_runs]
-    this = _summary(run)
-    day = local_day(run.start_time, athlete.timezone)
-    stored = daily_rows(session, athlete.id, through=day)
-    first = stored[0].day if stored else None
-    rows = _as_rows(stored, first)
-    last7 = [r.load for r in rows if (day - r.day).days < 7]
-    today = rows[-1] if rows and rows[-1].day == day else None
-    acwr_value = None
-    if today is not None and today.chronic > 0 and today.history_days >= settings.load.acwr_min_history_days:
-        acwr_value = today.acute / today.chronic
-    flags = evaluate_flags(this, previous, last_7_daily_loads=last7, acwr_value=acwr_value, constants=consts)
-    long_run = classify_long_run(run.timer_s, run.distance_m, run.start_time, previous, constants=consts)
+    tz = athlete.timezone
+    flags = evaluate_flags(
+        this,
+        previous,
+        last_7_daily_loads=view.last_7,
+        acwr_value=view.acwr,
+        history_days=view.history_days,
+        tz=tz,
+        constants=consts,
+    )
+    long_run = classify_long_run(run.timer_s, run.distance_m, run.start_time, previous, tz=tz, constants=consts)
     assert run.load is not None
-    run.load.flags = [f.name for f in flags]
-    run.load.long_run = long_run.is_long
-    run.load.facts = {
+    names = [f.name for f in flags]
+    facts = {
         **run.load.facts,
         "flag_reasons": {f.name: f.reason for f in flags},
         "flag_levels": {f.name: f.level for f in flags},
         "long_run_rule": long_run.rule,
         "long_run_reason": long_run.reason,
-        "acwr": acwr_value,
+        "acwr": view.acwr,
+        "history_days": view.history_days,
+        "load_7d": view.load_7d,
+        "load_28d": view.load_28d,
     }
+    # Assign only what changed: a replan over a long history leaves unchanged rows unwritten.
+    if run.load.flags != names:
+        run.load.flags = names
+    if run.load.long_run != long_run.is_long:
+        run.load.long_run = long_run.is_long
+    if run.load.facts != facts:
+        run.load.facts = facts
 
 
 def _flags_of(load: RunLoad) -> list[Flag]:
@@ -331,25 +675,28 @@ def post_run_prompt(session: Session, settings: Settings, athlete: Athlete, run:
         if r.load is not None and r.load.facts.get("grade_available") and r.timer_s > 0
     ]
     speeds = [r.distance_m / r.timer_s for r in previous if r.timer_s > 0]
-    stored = daily_rows(session, athlete.id, through=day)
-    first = stored[0].day if stored else None
-    rows = _as_rows(stored, first)
     spike_days = [
         local_day(r.start_time, tz) for r in previous if r.load is not None and SPIKE_FLAGS.intersection(r.load.flags)
     ]
     iso_days = [
         p.local_day
         for p in session.scalars(
-            select(Prompt).where(Prompt.athlete_id == athlete.id, Prompt.local_day >= day - timedelta(days=8))
+            select(Prompt).where(
+                Prompt.athlete_id == athlete.id,
+                Prompt.local_day >= day - timedelta(days=8),
+                Prompt.local_day <= day,
+            )
         )
         if TOE_ISOLATION in p.routines
     ]
+    # The rolling sums as of this run (its day so far), stored by the classification.
+    known = run.load.facts
     history = rules.HistoryFacts(
         recent_downhill_impacts=downhills,
         recent_speeds_mps=speeds,
-        load_7d=rolling_sum(rows, day, 7),
-        load_28d=rolling_sum(rows, day, 28),
-        history_days=(day - first).days + 1 if first else 0,
+        load_7d=float(known.get("load_7d", 0.0)),
+        load_28d=float(known.get("load_28d", 0.0)),
+        history_days=int(known.get("history_days", 0)),
         last_spike_day=max(spike_days) if spike_days else None,
         toe_isolation_days=iso_days,
     )

@@ -15,6 +15,9 @@ Definitions the design leaves open:
   and never on the day after a spike flag.
 * Emphasised toe spread: the last 7 days' load above 1.2 × the 28-day weekly average (28-day sum / 4); it
   needs 28 days of history, like the ACWR, because a short history makes the average meaningless.
+* Ratios are compared as the reason shows them (two decimals, ``stridecare.domain.flags.shown``): nothing
+  displayed as "1.20×" fires at "above 1.2".
+* Each reason appears once in a decision; the run's flags are carried in ``Decision.flags`` only.
 * Downhill roll-out: needs three earlier runs with an altitude track and a non-zero median.
 """
 
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from recommender.figures import WEEKLY_AVERAGE_28, figure_text, figure_values, with_unit
 from recommender.routines import (
     BALANCE,
     MAX_BALANCE_LEVEL,
@@ -37,7 +41,7 @@ from recommender.routines import (
     TOE_SPREAD,
     balance_level,
 )
-from stridecare.domain.flags import SPIKE_FLAGS, Flag, km
+from stridecare.domain.flags import SPIKE_FLAGS, Flag, km, ratio_text, shown
 from stridecare.domain.long_run import LongRunDecision, percentile
 
 RULES_VERSION = "v1"
@@ -47,7 +51,7 @@ TRAIL_SUB_SPORTS = frozenset({"trail", "mountain"})
 
 @dataclass(frozen=True, slots=True)
 class RuleConstants:
-    """Thresholds of the routine rules (design/routines.md), with the design's defaults."""
+    """Thresholds of the routine rules (docs/routines.md), with the design's defaults."""
 
     downhill_ratio: float = 1.2
     downhill_min_timer_min: float = 30.0
@@ -247,7 +251,7 @@ def post_run_decision(
     balance_level_now: int = 0,
     constants: RuleConstants = DEFAULT_RULES,
 ) -> Decision:
-    """Routines to prompt after ``run`` (design/routines.md triggers).
+    """Routines to prompt after ``run`` (docs/routines.md triggers).
 
     ``given_today`` are routines already prompted on the run's local end day: none is prompted twice on one
     local day. The decision carries the run's flags so the prompt can suggest ("consider …"); an empty
@@ -278,14 +282,14 @@ def post_run_decision(
         and run.downhill_impact is not None
         and run.timer_s >= constants.downhill_min_timer_min * 60
     ):
-        ratio = run.downhill_impact / median_dh
+        ratio = shown(run.downhill_impact / median_dh)
         facts.update(downhill_impact=run.downhill_impact, downhill_median=median_dh, downhill_ratio=ratio)
         if ratio >= constants.downhill_ratio:
             add(
                 ROLL_OUT,
                 "downhill",
                 f"downhill running: impact {run.downhill_impact:.0f}, "
-                f"{ratio:.1f}× your usual ({median_dh:.0f}) "
+                f"{ratio_text(ratio)} your usual ({median_dh:.0f}) "
                 f"→ roll out both soles, {_dose(ROLL_OUT)}",
             )
 
@@ -306,17 +310,20 @@ def post_run_decision(
 
     add(TOE_SPREAD, "every_run", f"after every run → toe spread, {_dose(TOE_SPREAD)}")
     emphasis: list[str] = []
+    # The rolling sums as of this run, under the names and rounding every other screen uses.
+    facts["figures"] = figure_values(load_last_7_days=history.load_7d, load_last_28_days=history.load_28d)
     if history.history_days >= constants.emphasis_min_history_days and history.load_28d > 0:
         weekly_avg = history.load_28d / 4
-        ratio = history.load_7d / weekly_avg
+        ratio = shown(history.load_7d / weekly_avg)
         facts.update(load_7d=history.load_7d, load_28d_weekly_avg=weekly_avg, load_7d_ratio=ratio)
         if ratio > constants.spread_emphasis_ratio:
             emphasis.append(TOE_SPREAD)
             add(
                 TOE_SPREAD,
                 "load_7d",
-                f"your last 7 days' load ({history.load_7d:.0f}) is {ratio:.1f}× your 28-day weekly average "
-                f"({weekly_avg:.0f}) → take your time over the toe spread",
+                f"{figure_text('load_last_7_days', history.load_7d)}, {ratio_text(ratio)} your "
+                f"{WEEKLY_AVERAGE_28.label} ({with_unit(WEEKLY_AVERAGE_28.key, weekly_avg)}) "
+                "→ take your time over the toe spread",
             )
 
     level = balance_level(balance_level_now)
@@ -346,8 +353,10 @@ def post_run_decision(
     if skipped:
         facts["already_today"] = skipped
     routines = [k for k in ROUTINE_ORDER if k in triggers and k not in given_today]
-    reasons = [reason for k in routines for _, reason in triggers[k]]
-    reasons += [f.reason for f in run.flags]
+    # Each reason once: the flags travel apart (``Decision.flags``, shown under their own heading), so their
+    # reasons are not repeated here, and a flag raised twice is one flag.
+    reasons = list(dict.fromkeys(reason for k in routines for _, reason in triggers[k]))
+    flags = list({f.name: f for f in run.flags}.values())
     rule = f"post_run.{RULES_VERSION} " + " ".join(f"{k}={'+'.join(t for t, _ in triggers[k])}" for k in routines)
     return Decision(
         routines=routines,
@@ -355,7 +364,7 @@ def post_run_decision(
         rule=rule.strip(),
         facts=facts,
         local_day=day,
-        flags=list(run.flags),
+        flags=flags,
         emphasis=[k for k in emphasis if k in routines],
         balance_level=level.level,
     )

@@ -1,17 +1,19 @@
-"""An athlete's current picture: acute and chronic load today, ACWR when it may be shown, flags, recent runs and
-prompts. Shared by ``stridecare status`` and the web app."""
+"""An athlete's current picture: acute and chronic load today, the rolling sums, ACWR when it may be shown, flags,
+recent runs and prompts. Shared by ``stridecare status`` and the web app; :func:`figures_as_of` is where the
+dashboard and the digest take the same figures for their day."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from recommender.figures import UNITS, LoadFigures
 from recommender.planner import constants, daily_rows
 from recommender.run_json import run_json
-from stridecare.db.models import Athlete, Delivery, Prompt, Run
+from stridecare.db.models import Athlete, DailyLoad, Delivery, Prompt, Run
 from stridecare.domain.history import EwmaState, acwr, local_day, recompute_from
 from stridecare.settings import Settings
 
@@ -52,28 +54,47 @@ def prompts_for(
     return out
 
 
+def figures_as_of(session: Session, settings: Settings, athlete: Athlete, day: date) -> LoadFigures:
+    """The shared load figures of the athlete's local ``day``: acute and chronic load at that day (rest days
+    after the last stored one decay them), ACWR when it may be shown, and the sums of daily load over the 7
+    and 28 local days ending with it. Every surface that shows these figures takes them from here."""
+    rows = daily_rows(session, athlete.id, through=day)
+    if not rows:
+        return LoadFigures(0.0, 0.0, None, 0.0, 0.0)
+    first, last = rows[0].day, rows[-1].day
+    acute, chronic = rows[-1].acute, rows[-1].chronic
+    if day > last:
+        decayed = recompute_from(
+            [],
+            start=last + timedelta(days=1),
+            through=day,
+            previous=EwmaState(last, acute, chronic),
+            first_day=first,
+            constants=constants(settings),
+        )
+        acute, chronic = decayed[-1].acute, decayed[-1].chronic
+    history_days = (day - first).days + 1
+    ratio = acwr(acute, chronic, history_days, min_history_days=settings.load.acwr_min_history_days)
+    by_day = {r.day: r.load for r in rows}
+    return LoadFigures(
+        acute_load=acute,
+        chronic_load=chronic,
+        acwr=ratio,
+        load_last_7_days=sum(by_day.get(day - timedelta(days=k), 0.0) for k in range(7)),
+        load_last_28_days=sum(by_day.get(day - timedelta(days=k), 0.0) for k in range(28)),
+    )
+
+
 def athlete_status(session: Session, settings: Settings, athlete: Athlete, now: datetime) -> dict[str, Any]:
-    """Acute and chronic load as of today (rest days since the last run decay them), flags and recent activity."""
+    """Acute and chronic load as of today (rest days since the last run decay them), the rolling sums, flags and
+    recent activity. The figures carry the shared names and units of :mod:`recommender.figures`."""
     today = local_day(now, athlete.timezone)
-    rows = daily_rows(session, athlete.id)
-    acute = chronic = 0.0
-    ratio: float | None = None
-    history_days = 0
-    if rows:
-        first, last = rows[0].day, rows[-1].day
-        acute, chronic = rows[-1].acute, rows[-1].chronic
-        if today > last:
-            decayed = recompute_from(
-                [],
-                start=last + timedelta(days=1),
-                through=today,
-                previous=EwmaState(last, acute, chronic),
-                first_day=first,
-                constants=constants(settings),
-            )
-            acute, chronic = decayed[-1].acute, decayed[-1].chronic
-        history_days = (max(today, last) - first).days + 1
-        ratio = acwr(acute, chronic, history_days, min_history_days=settings.load.acwr_min_history_days)
+    figures = figures_as_of(session, settings, athlete, today)
+    values = figures.values()
+    first_day = session.scalar(
+        select(DailyLoad.day).where(DailyLoad.athlete_id == athlete.id).order_by(DailyLoad.day).limit(1)
+    )
+    history_days = (today - first_day).days + 1 if first_day is not None and first_day <= today else 0
     recent = list(
         session.scalars(
             select(Run)
@@ -82,18 +103,23 @@ def athlete_status(session: Session, settings: Settings, athlete: Athlete, now: 
             .limit(10)
         )
     )
+    # Each flag once, as the newest run that raised it in the last 14 days words it: a ramp lasting a week is one
+    # ramp, not one line per run.
     flags: list[dict[str, Any]] = []
     for run in recent:
         if run.load is None or run.start_time < now - timedelta(days=14):
             continue
         reasons = run.load.facts.get("flag_reasons", {})
-        flags += [{"flag": f, "run_id": run.id, "reason": reasons.get(f, f)} for f in run.load.flags]
+        seen = {f["flag"] for f in flags}
+        for name in dict.fromkeys(run.load.flags):
+            if name not in seen:
+                flags.append({"flag": name, "run_id": run.id, "reason": reasons.get(name, name)})
     return {
         "athlete": athlete.name,
         "as_of": today.isoformat(),
-        "acute_load": round(acute, 1),
-        "chronic_load": round(chronic, 1),
-        "acwr": None if ratio is None else round(ratio, 3),
+        **values,
+        "units": {key: UNITS[key] for key in values},
+        "figure_texts": figures.texts(),
         "history_days": history_days,
         "flags": sorted({f["flag"] for f in flags}),
         "flag_details": flags,

@@ -1,11 +1,19 @@
-"""Logging set-up: plain or JSON lines, with secrets scrubbed from every record before it is written."""
+"""Logging set-up: plain or JSON lines, with secrets scrubbed from every record before it is written.
+
+Besides ordinary log lines there are *events*: one record per thing a person watching ``stridecare run`` wants
+to see (a file read, a prompt made or not made, a prompt sent), logged through :func:`event` with a one-line
+message and its facts. :func:`setup_console` shows events and every warning and error, as lines a person can
+follow or as JSON objects.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
+import sys
 from datetime import UTC, datetime
+from typing import IO, Any, Literal
 
 from stridecare.settings import Settings
 
@@ -41,29 +49,90 @@ class ScrubFilter(logging.Filter):
         return True
 
 
+EVENT_ATTR = "stridecare_event"
+ConsoleMode = Literal["lines", "quiet", "json"]
+
+
+def event(logger: logging.Logger, kind: str, message: str, *, level: int = logging.INFO, **facts: Any) -> None:
+    """Log one console event: ``message`` for people, ``kind`` and ``facts`` (JSON values) for programs."""
+    logger.log(level, "%s", message, extra={EVENT_ATTR: {"event": kind, **facts}})
+
+
+def event_of(record: logging.LogRecord) -> dict[str, Any] | None:
+    """The event a record carries, or None for an ordinary log line."""
+    value = getattr(record, EVENT_ATTR, None)
+    return value if isinstance(value, dict) else None
+
+
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, list | tuple):
+        return [_scrub_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _scrub_value(v) for k, v in value.items()}
+    return value
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log shippers."""
+    """One JSON object per line, for log shippers; an event's facts are fields of the object."""
 
     def format(self, record: logging.LogRecord) -> str:
-        data = {
+        data: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        facts = event_of(record)
+        if facts is not None:
+            data.update({k: _scrub_value(v) for k, v in facts.items() if k not in data})
         if record.exc_info:
             data["exc"] = scrub(self.formatException(record.exc_info))
-        return json.dumps(data)
+        return json.dumps(data, default=str)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """``HH:MM:SS message`` for events; warnings and errors also say their level and where they come from."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        clock = datetime.fromtimestamp(record.created).astimezone().strftime("%H:%M:%S")
+        message = record.getMessage()
+        if event_of(record) is not None:
+            line = f"{clock} {message}" if record.levelno < logging.WARNING else f"{clock} {record.levelname} {message}"
+        else:
+            line = f"{clock} {record.levelname} {record.name}: {message}"
+        if record.exc_info:
+            line += "\n" + scrub(self.formatException(record.exc_info))
+        return line
+
+
+class ConsoleFilter(logging.Filter):
+    """What the console shows: events (unless quiet) and every warning and error; everything when verbose."""
+
+    def __init__(self, mode: ConsoleMode, verbose: bool = False) -> None:
+        super().__init__()
+        self.mode, self.verbose = mode, verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.verbose or record.levelno >= logging.WARNING:
+            return True
+        return self.mode != "quiet" and event_of(record) is not None
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is now, not the stream that was current when logging was set up."""
+    """Writes to whatever ``sys.stderr`` is now, not the stream that was current when logging was set up.
+
+    A stream that feeds back into logging (Celery's ``LoggingProxy`` when a worker redirects its output) is
+    skipped for the process's real stderr: writing a record into it would drop the record or loop.
+    """
 
     @property
     def stream(self) -> object:
-        import sys
-
-        return sys.stderr
+        current = sys.stderr
+        if type(current).__name__ == "LoggingProxy" and sys.__stderr__ is not None:
+            return sys.__stderr__
+        return current
 
     @stream.setter
     def stream(self, _value: object) -> None:
@@ -86,4 +155,45 @@ def setup_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level.upper())
     # Alembic announces its dialect on every start; only real migrations are worth a line.
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     root._stridecare = True  # type: ignore[attr-defined]
+    root._stridecare_handler = handler  # type: ignore[attr-defined]
+
+
+def setup_console(settings: Settings, mode: ConsoleMode = "lines", *, verbose: bool = False) -> None:
+    """Turn this process's log output into the console of ``stridecare run``: events and every warning and
+    error, as lines (``lines``), warnings and errors only (``quiet``), or one JSON object per line on stdout
+    (``json``). ``verbose`` shows every record at the configured level."""
+    setup_logging(settings)
+    root = logging.getLogger()
+    old = getattr(root, "_stridecare_handler", None)
+    if old is not None:
+        root.removeHandler(old)
+    handler: logging.Handler
+    if mode == "json":
+        handler = _StdoutHandler()
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler = _StderrHandler()
+        handler.setFormatter(JsonFormatter() if settings.log_json else ConsoleFormatter())
+    handler.addFilter(ConsoleFilter(mode, verbose))
+    handler.addFilter(ScrubFilter())
+    root.addHandler(handler)
+    root._stridecare_handler = handler  # type: ignore[attr-defined]
+    # Events are INFO records: the root must let them through whatever the configured level says.
+    root.setLevel(min(logging.INFO, logging.getLevelName(settings.log_level.upper())))
+
+
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the process's stdout as it is now (see :class:`_StderrHandler`)."""
+
+    @property
+    def stream(self) -> IO[str]:
+        current = sys.stdout
+        if type(current).__name__ == "LoggingProxy" and sys.__stdout__ is not None:
+            return sys.__stdout__
+        return current
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        return

@@ -8,11 +8,15 @@ works with no server installed: SQLite in the data home and an in-process worker
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from stridecare.domain.load import LoadConstants, load_constants_from_settings
+from stridecare.handles import check_handle
 
 
 def _default_data_home() -> Path:
@@ -34,12 +38,18 @@ def _split_list(value: Any) -> Any:
 
 
 class LoadModelSettings(BaseSettings):
-    """Constants of the foot-load model (see ARCHITECTURE.md and the model's design notes)."""
+    """Constants of the foot-load model, one ``STRIDECARE_LOAD_<NAME>`` variable each (docs/foot-load-model.md).
+
+    The fields are exactly those of ``stridecare.domain.load.LoadConstants``, with the same defaults; the
+    frozen constants are built once per settings object (:attr:`constants`) and handed to the domain.
+    """
 
     model_config = SettingsConfigDict(env_prefix="STRIDECARE_LOAD_", extra="ignore")
 
     force_a: float = 1.27
     force_b: float = 0.105
+    force_a_female: float = 1.24
+    force_b_female: float = 0.106
     cadence_k: float = 0.4
     reference_force_bw: float = 2.5
     exponent: float = 4.0
@@ -53,10 +63,13 @@ class LoadModelSettings(BaseSettings):
     spike_high: float = 2.0
     spike_window_days: int = 30
     ramp_ratio: float = 1.30
+    ramp_window_days: int = 14
     monotony_limit: float = 2.0
+    monotony_days: int = 7
     acwr_high: float = 1.5
     long_run_absolute_min: float = 90.0
     long_run_relative_min: float = 45.0
+    long_run_distance_ratio: float = 1.10
     long_run_percentile: float = 90.0
     long_run_percentile_weeks: int = 12
     min_history_runs: int = 3
@@ -66,6 +79,17 @@ class LoadModelSettings(BaseSettings):
     default_cadence_min_spm: float = 150.0
     default_cadence_max_spm: float = 190.0
     cadence_fit_min_runs: int = 5
+    walk_cadence_max_spm: float = 140.0
+    walk_speed_max_mps: float = 1.9
+    walk_force_a: float = 1.05
+    walk_force_b: float = 0.10
+    walk_force_min_bw: float = 1.0
+    walk_force_max_bw: float = 1.5
+
+    @cached_property
+    def constants(self) -> LoadConstants:
+        """The model's frozen constants from these settings, built on first use and then shared."""
+        return load_constants_from_settings(self)
 
 
 class Settings(BaseSettings):
@@ -91,6 +115,13 @@ class Settings(BaseSettings):
     # A file whose content does not prove it whole (a FIT file's sizes and CRCs do) is read only after its
     # size and modification time held still this long.
     settle_seconds: float = 2.0
+    # A watched file that fails to decode is quarantined only once it has not changed for this long; before
+    # that its writer may simply not be done, and it is read again.
+    hold_still_seconds: float = 30.0
+    # Every untrusted file is decoded in a child process with these limits (address space, CPU, wall clock).
+    decode_memory_mb: int = 512
+    decode_cpu_seconds: int = 60
+    decode_timeout_s: float = 120.0
     rescan_interval_s: float = 60.0
     import_workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
 
@@ -108,7 +139,7 @@ class Settings(BaseSettings):
     smtp_port: int = 587
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
-    smtp_security: str = "starttls"  # starttls | ssl | none
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
     smtp_ca_file: Path | None = None
     smtp_timeout_s: float = 20.0
     mail_from: str = "stridecare <stridecare@localhost>"
@@ -123,6 +154,8 @@ class Settings(BaseSettings):
     web_port: int = 8080
     # The address people's browsers reach the web app at (links in prompts); default: http://WEB_HOST:WEB_PORT.
     public_url: str | None = None
+    # When set, /metrics answers other hosts that send it as a bearer token; unset, only this machine.
+    metrics_token: SecretStr | None = None
     # Signs "done" links and unsubscribe links; generated into the data home when unset.
     secret_key: SecretStr | None = None
     # Fernet keys for tokens at rest, newest first; generated into the data home when unset.
@@ -141,7 +174,7 @@ class Settings(BaseSettings):
     # weeks of runs in minutes and for end-to-end tests; leave unset in real use.
     clock_file: Path | None = None
 
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_json: bool = False
 
     load: LoadModelSettings = Field(default_factory=LoadModelSettings)
@@ -150,6 +183,41 @@ class Settings(BaseSettings):
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("smtp_security", "log_level", mode="before")
+    @classmethod
+    def _choice(cls, value: Any, info: ValidationInfo) -> Any:
+        # Spelling is forgiven ("SSL", " info "); a value outside the allowed set is refused at start, with
+        # the allowed values in the message, instead of failing at the first send.
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        return text.upper() if info.field_name == "log_level" else text.lower()
+
+    @field_validator("default_athlete")
+    @classmethod
+    def _handle(cls, value: str) -> str:
+        return check_handle(value)
+
+    @field_validator("inboxes")
+    @classmethod
+    def _inbox_handles(cls, value: list[str]) -> list[str]:
+        for item in value:
+            athlete, sep, _ = item.partition("=")
+            if sep and athlete.strip():
+                check_handle(athlete.strip())
+        return value
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'Europe/Berlin'") from None
+        return value
 
     @field_validator("encryption_keys", mode="before")
     @classmethod

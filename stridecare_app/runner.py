@@ -23,7 +23,13 @@ def make_watcher(rt: Runtime, *, use_broker: bool, celery: Celery | None = None)
         # The athletes the folders name exist from the start, so `stridecare athlete set` works at once.
         for athlete, _root in inboxes:
             ensure_athlete(session, athlete, rt.settings)
-    scanner = FolderScanner(rt.db, inboxes, rt.settings.settle_seconds)
+    scanner = FolderScanner(
+        rt.db,
+        inboxes,
+        rt.settings.settle_seconds,
+        hold_still_s=rt.settings.hold_still_seconds,
+        quarantine_dir=rt.settings.effective_quarantine_dir,
+    )
     if use_broker:
         from workers.app import make_app
 
@@ -34,11 +40,12 @@ def make_watcher(rt: Runtime, *, use_broker: bool, celery: Celery | None = None)
         def submit(c: Candidate) -> None:
             task.delay(c.athlete, str(c.path), str(c.root))
     else:
+        from ingest.announce import announce
         from ingest.service import ingest_path
 
         def submit(c: Candidate) -> None:
             report = ingest_path(rt.db, rt.settings, c.athlete, c.path, rt.now(), root=c.root, quarantine_damaged=True)
-            log.info("ingest %s: %s", c.path.name, report.status)
+            announce(rt.db, rt.settings, c.athlete, report)
 
     return FolderWatcher(scanner, submit, rt.settings.rescan_interval_s)
 
@@ -59,7 +66,7 @@ def _stop_on_signals(stop: Any) -> None:
         signal.signal(signal.SIGINT, handler)
 
 
-def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True) -> None:
+def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True, verbose: bool = False) -> None:
     """Everything in one process: a Celery worker (thread pool) with its beat, the watcher and the web app.
 
     On the embedded default the broker is a SQLite file, so queued work survives a restart; the outbox and
@@ -68,9 +75,12 @@ def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True) -> None:
     from workers.app import make_app
 
     celery = make_app(rt.settings, rt)
+    # The worker must not swap stdout/stderr for a logger: the console writes to them, and a record written
+    # into a stream that logs would be lost.
+    celery.conf.worker_redirect_stdouts = False
     for athlete, root in rt.settings.inbox_map():
         root.mkdir(parents=True, exist_ok=True)
-        log.info("watching %s for %s", root, athlete)
+        log.debug("watching %s for %s", root, athlete)
     watcher = make_watcher(rt, use_broker=True, celery=celery)
     watcher.start_thread()
     if web:
@@ -85,6 +95,7 @@ def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True) -> None:
     try:
         celery.worker_main(
             [
+                *([] if verbose else ["--quiet"]),  # no banner: the console says what matters
                 "worker",
                 "--pool=threads",
                 f"--concurrency={concurrency}",

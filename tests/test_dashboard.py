@@ -1,74 +1,29 @@
-"""The dashboard: its data against a seeded database, its access rules over HTTP, and the page in headless
-Chromium (Debian's package driven by Playwright), with a screenshot kept under test-artifacts/."""
+"""The dashboard and the run page: their data against a seeded database (ranges, bins, archive, run detail,
+why a run got no prompt) and their access rules over HTTP. The pages in a real browser: tests/test_browser.py."""
 
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import ROOT, make_settings
-from fitgen import write_activity
+from conftest import make_settings
+from dashboard_seed import NOW, TZ, Seeded, seed
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from ingest.service import ingest_path
 from recommender.dashboard_data import dashboard_data
-from recommender.feedback import record_done
-from stridecare.clock import write_clock_file
+from recommender.run_detail import run_detail
 from stridecare.db.models import Athlete, Prompt, Run
 from stridecare.domain.flags import SPIKE_FLAGS
 from stridecare.runtime import Runtime
 from stridecare_app.web import dashboard as dashboard_module
 from stridecare_app.web.app import create_app
-
-TZ = "Europe/Berlin"
-NOW = datetime(2026, 3, 18, 11, 0, tzinfo=UTC)  # a Wednesday; the last run was on the Saturday before
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "test-artifacts"
-
-
-@dataclass
-class Seeded:
-    rt: Runtime
-    athlete_id: int
-    token: str
-    spike_run_id: int
-    run_ids: list[int]
-
-
-def seed(tmp_path: Path, name: str = "anna") -> Seeded:
-    """Eleven easy 30-minute runs every third day from 9 February, then a 75-minute run on 14 March (a spike)."""
-    clock = tmp_path / "clock.txt"
-    write_clock_file(clock, NOW)
-    rt = Runtime.open(make_settings(tmp_path, clock_file=clock))
-    with rt.db.transaction() as s:
-        s.add(Athlete(name=name, timezone=TZ, console=False))
-    starts = [datetime(2026, 2, 9, 6, 30, tzinfo=UTC) + timedelta(days=3 * i) for i in range(12)]
-    durations = [1800] * 11 + [4500]
-    for i, (start, duration) in enumerate(zip(starts, durations, strict=True)):
-        path = tmp_path / f"{name}-{i}.fit"
-        write_activity(path, start=start, duration_s=duration, speed_mps=3.0, cadence_rpm=85, sample_interval_s=5)
-        # Ingested an hour after each run ends, as a watch sync would: every run is fresh and gets its prompt.
-        report = ingest_path(rt.db, rt.settings, name, path, start + timedelta(seconds=duration + 3600))
-        assert report.status == "ingested", report
-    with rt.db.transaction() as s:
-        athlete = s.scalars(select(Athlete).where(Athlete.name == name)).one()
-        runs = list(s.scalars(select(Run).where(Run.athlete_id == athlete.id).order_by(Run.start_time)))
-        spike = runs[-1]
-        assert spike.load is not None and SPIKE_FLAGS.intersection(spike.load.flags), spike.load.flags
-        # The athlete ticked off the prompts of two runs.
-        for run in runs[-4:-2]:
-            prompt = s.scalars(select(Prompt).where(Prompt.run_id == run.id)).one()
-            record_done(s, prompt.id, run.start_time + timedelta(hours=3))
-        return Seeded(rt, athlete.id, athlete.dashboard_token, spike.id, [r.id for r in runs])
+from stridecare_app.web.charts import nice_ticks
 
 
 @pytest.fixture
@@ -78,11 +33,10 @@ def seeded(tmp_path: Path) -> Iterator[Seeded]:
     data.rt.close()
 
 
-def _data(seeded: Seeded, days: int = 42) -> dict[str, object]:
+def _data(seeded: Seeded, days: int | None = 42, range_key: str | None = None, name: str = "anna") -> dict[str, Any]:
     with seeded.rt.db.transaction() as s:
-        athlete = s.get(Athlete, seeded.athlete_id)
-        assert athlete is not None
-        return dashboard_data(s, seeded.rt.settings, athlete, NOW, days=days)
+        athlete = s.scalars(select(Athlete).where(Athlete.name == name)).one()
+        return dashboard_data(s, seeded.rt.settings, athlete, NOW, days=days, range_key=range_key)
 
 
 # -- the data -------------------------------------------------------------------------------------------------
@@ -136,7 +90,7 @@ def test_flags_weeks_recent_runs_and_adherence(seeded: Seeded) -> None:
 
     recent = data["recent_runs"]
     assert isinstance(recent, list)
-    assert [r["id"] for r in recent] == list(reversed(seeded.run_ids))[:10]
+    assert [r["id"] for r in recent] == list(reversed(seeded.run_ids))  # every run of the range, newest first
     done = {r["id"]: [p["done"] for p in r["prompts"]] for r in recent}
     assert done[seeded.run_ids[-3]] == [True] and done[seeded.run_ids[-4]] == [True]
     assert done[seeded.run_ids[-1]] == [False]
@@ -172,8 +126,11 @@ def test_remote_requests_need_the_secret_token(seeded: Seeded) -> None:
     assert client.get(f"/dashboard/anna?t={seeded.token[:-1]}").status_code == 403
     ok = client.get(f"/dashboard/anna?t={seeded.token}")
     assert ok.status_code == 200
-    assert ok.text.count('<rect class="day') == 42
+    assert _bars(ok.text, "load-chart") == 42 and _bars(ok.text, "load-chart-phone") == 42
     assert f'class="flag-marker" data-run-id="{seeded.spike_run_id}"' in ok.text
+    # Every link on the page carries the token on: the reader has no other way in.
+    links = re.findall(r'href="(/dashboard/[^"]*)"', ok.text)
+    assert links and all(f"t={seeded.token}" in link for link in links)
     # The token in the address must not be cached or sent on to other sites.
     assert ok.headers["cache-control"] == "no-store"
     assert ok.headers["referrer-policy"] == "no-referrer"
@@ -223,88 +180,170 @@ def test_athlete_names_are_escaped_in_the_page(tmp_path: Path) -> None:
         page = TestClient(create_app(rt), client=("127.0.0.1", 1)).get("/dashboard/eve")
         assert page.status_code == 200
         assert "&lt;b&gt;Eve&lt;/b&gt;" in page.text and "<b>Eve</b>" not in page.text
-        assert page.text.count('<rect class="day') == 42  # no runs: every day drawn, at zero
-        assert "flag-marker" not in page.text.split('<g id="flags">')[1].split("</g>")[0]
+        assert _bars(page.text, "load-chart") == 42  # no runs: every day drawn, at zero
+        assert "data-run-id" not in page.text.split("<svg", 1)[1]
+        assert "No runs yet" in page.text
     finally:
         rt.close()
 
 
-# -- a real browser -------------------------------------------------------------------------------------------
+def _bars(html: str, svg_id: str) -> int:
+    svg = html.split(f'<svg id="{svg_id}"', 1)[1].split("</svg>", 1)[0]
+    return svg.count('<rect class="bar')
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@pytest.fixture
+def archived(tmp_path: Path) -> Iterator[Seeded]:
+    data = seed(tmp_path, archive=True)
+    yield data
+    data.rt.close()
 
 
-def test_dashboard_in_headless_chromium(seeded: Seeded) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (scripts/services.sh installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    import uvicorn
+# -- ranges and bins ------------------------------------------------------------------------------------------
 
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(seeded.rt), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+
+def test_ranges_bin_long_periods_into_weeks_and_months(seeded: Seeded) -> None:
+    six_weeks = _data(seeded, days=None, range_key="6w")
+    assert six_weeks["bin"] == "day" and len(six_weeks["bins"]) == 42
+    half_year = _data(seeded, days=None, range_key="6m")
+    assert len(half_year["days"]) == 183 and half_year["bin"] == "week"
+    bins = half_year["bins"]
+    assert all(date.fromisoformat(b["start"]).weekday() == 0 for b in bins[1:])
+    assert sum(b["days"] for b in bins) == 183
+    # Bars are a mean per day, so that they share the acute/chronic axis; their totals still add up.
+    assert sum(b["load"] for b in bins) == pytest.approx(sum(d["load"] for d in half_year["days"]), abs=1)
+    for b in bins:
+        assert b["per_day"] == pytest.approx(b["load"] / b["days"], abs=0.1)
+    year = _data(seeded, days=None, range_key="1y")
+    assert len(year["days"]) == 365 and year["totals"]["runs"] == 12
+    everything = _data(seeded, days=None, range_key="all")
+    assert everything["first_day"] == "2026-02-05"  # six weeks back: the first run is more recent
+    with pytest.raises(ValueError):
+        _data(seeded, days=None, range_key="decade")
+
+
+def test_an_imported_archive_opens_on_its_runs_with_a_readable_axis(archived: Seeded) -> None:
+    # Five runs nearly two years old: the default range is "all", drawn by month, and the runs are listed.
+    data = _data(archived, days=None, name="archie")
+    assert data["range"] == "all" and data["bin"] == "month"
+    assert data["first_day"] == "2024-05-06" and data["totals"]["runs"] == 5
+    assert len(data["recent_runs"]) == 5 and data["flags"] == []
+    client = TestClient(create_app(archived.rt), client=("127.0.0.1", 5))
+    page = client.get("/dashboard/archie").text
+    assert 'aria-current="page" data-range="all"' in page
+    # The six-week view of the same athlete is empty, and says so; its axis is whole, distinct, rising numbers.
+    empty = client.get("/dashboard/archie?range=6w").text
+    assert "No runs in this range" in empty
+    svg = empty.split('<svg id="load-chart"', 1)[1].split("</svg>", 1)[0]
+    ticks = re.findall(r'<text class="tick" x="[\d.]+" y="[\d.]+" text-anchor="end">([\d,]+)</text>', svg)
+    values = [int(t.replace(",", "")) for t in ticks]
+    assert values == sorted(set(values)) and values[0] == 0 and len(values) >= 3, ticks
+    assert "ref. steps per day" in svg
+    assert client.get("/dashboard/archie?range=bogus").status_code == 400
+
+
+def test_nice_ticks_are_whole_and_cover_the_value() -> None:
+    assert nice_ticks(1000) == [0, 250, 500, 750, 1000]
+    for value in (0.4, 3, 17, 999, 1001, 9124, 123456):
+        ticks = nice_ticks(value)
+        assert ticks[0] == 0 and ticks[-1] >= value and len(ticks) <= 6
+        assert all(t == int(t) for t in ticks) and len(set(ticks)) == len(ticks)
+
+
+def test_shoes_are_listed_with_their_distance(seeded: Seeded) -> None:
+    data = _data(seeded)
+    with seeded.rt.db.transaction() as s:
+        km = sum(r.distance_m for r in s.scalars(select(Run).where(Run.athlete_id == seeded.athlete_id))) / 1000
+    [shoe] = data["shoes"]
+    assert shoe["name"] == "Trail Pegasus 41" and shoe["runs"] == 12 and shoe["default"]
+    assert shoe["distance_km"] == pytest.approx(km, abs=0.01)
+    page = TestClient(create_app(seeded.rt), client=("127.0.0.1", 5)).get("/dashboard/anna").text
+    assert f"{km:.1f} km" in page.split('id="shoes"', 1)[1]
+
+
+def test_flag_reasons_are_on_the_page_not_only_in_tooltips(seeded: Seeded) -> None:
+    page = TestClient(create_app(seeded.rt), client=("127.0.0.1", 5)).get("/dashboard/anna").text
+    flags = _data(seeded)["flags"]
+    spike = next(f for f in flags if f["run_id"] == seeded.spike_run_id)
+    reason = spike["flags"][0]["reason"]
+    listed = page.split('<ol class="flags" id="flag-list">', 1)[1].split("</ol>", 1)[0]
+    assert reason in listed
+    # The marker on the chart links to its explanation (a tap works where a hover cannot).
+    number = next(i for i, f in enumerate(flags, start=1) if f["run_id"] == seeded.spike_run_id)
+    assert f'href="#flag-{number}"' in page and f'id="flag-{number}"' in page
+
+
+# -- a page per run -------------------------------------------------------------------------------------------
+
+
+def _detail(seeded: Seeded, run_id: int, name: str = "anna") -> dict[str, Any]:
+    with seeded.rt.db.transaction() as s:
+        athlete = s.scalars(select(Athlete).where(Athlete.name == name)).one()
+        detail = run_detail(s, seeded.rt.settings, athlete, run_id)
+    assert detail is not None
+    return detail
+
+
+def test_run_detail_has_pace_cadence_steps_load_comparison_and_the_prompt(seeded: Seeded) -> None:
+    detail = _detail(seeded, seeded.spike_run_id)
+    assert detail["distance_km"] == pytest.approx(13.5, abs=0.1)  # 75 min at 3 m/s
+    assert detail["pace"] == "5:33 /km"  # 1000 m / 3 m/s = 333 s
+    assert detail["cadence_spm"] == 170  # 85 strides per minute
+    assert detail["running_steps"] + detail["walking_steps"] == pytest.approx(detail["steps"], abs=2)
+    assert detail["running_steps"] > 0.9 * detail["steps"]
+    assert detail["heart_rate_bpm"] is None
+    with seeded.rt.db.transaction() as s:
+        run = s.get(Run, seeded.spike_run_id)
+        assert run is not None and run.load is not None
+        assert detail["load"] == pytest.approx(run.load.load, abs=0.1)
+        earlier = [
+            r.load.load
+            for r in s.scalars(select(Run).where(Run.athlete_id == seeded.athlete_id))
+            if r.load is not None and run.start_time - timedelta(days=28) <= r.start_time < run.start_time
+        ]
+        prompt = s.scalars(select(Prompt).where(Prompt.run_id == run.id)).one()
+        reasons, routines = list(prompt.reasons), list(prompt.routines)
+    comparison = detail["comparison"]
+    assert comparison["runs"] == len(earlier) and comparison["ratio"] > 2
+    assert "more than the median" in comparison["text"]
+    assert SPIKE_FLAGS.intersection(f["name"] for f in detail["flags"])
+    assert all(f["reason"] and f["reason"] != f["name"] for f in detail["flags"])
+    [shown] = detail["prompts"]
+    assert shown["reasons"] == reasons and [r["key"] for r in shown["routines"]] == routines
+    assert detail["no_prompt_reason"] is None
+    series = detail["series"]
+    assert 50 <= len(series["t_min"]) <= 200
+    assert all(p is None or 320 < p < 345 for p in series["pace_s_per_km"])
+
+
+def test_a_run_without_a_prompt_says_why(archived: Seeded) -> None:
+    detail = _detail(archived, archived.archive_run_ids[0], name="archie")
+    assert detail["prompts"] == []
+    assert "freshness window" in detail["no_prompt_reason"]
+    page = TestClient(create_app(archived.rt), client=("127.0.0.1", 5)).get(
+        f"/dashboard/archie/runs/{archived.archive_run_ids[0]}"
     )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    try:
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=str(CHROMIUM),
-                args=[
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                ],
-            )
-            try:
-                page = browser.new_page(viewport={"width": 1100, "height": 900})
-                # With the token, as the link in the digest email carries it.
-                response = page.goto(f"http://127.0.0.1:{port}/dashboard/anna?t={seeded.token}")
-                assert response is not None and response.status == 200
-                days = page.locator("svg#load-chart rect.day")
-                assert days.count() == 42
-                assert days.first.get_attribute("data-day") == "2026-02-05"
-                assert days.last.get_attribute("data-day") == "2026-03-18"
-                # Bars are drawn: the spike day's bar is the tallest and has a visible box.
-                spike_bar = page.locator('rect.day[data-day="2026-03-14"]')
-                box = spike_bar.bounding_box()
-                assert box is not None and box["height"] > 20 and box["width"] > 3
-                heights = [float(h) for h in days.evaluate_all("els => els.map(e => e.getAttribute('height'))")]
-                assert max(heights) == float(spike_bar.get_attribute("height") or 0)
-                marker = page.locator(f'.flag-marker[data-run-id="{seeded.spike_run_id}"]')
-                assert marker.count() == 1
-                assert marker.get_attribute("data-day") == "2026-03-14"
-                assert re.search(r"spike_(high|caution)", marker.locator("title").text_content() or "")
-                assert page.locator(".flag-marker").count() >= 1
-                marker_box = marker.bounding_box()
-                assert (
-                    marker_box is not None
-                    and abs((marker_box["x"] + marker_box["width"] / 2) - (box["x"] + box["width"] / 2)) < 2
-                ), "the marker sits over its day's bar"
-                for line in ("#acute-line", "#chronic-line"):
-                    points = page.locator(line).get_attribute("points") or ""
-                    assert len(points.split()) == 42
-                assert page.locator("table#weeks tbody tr").count() == 7
-                assert page.locator('table#runs tr[data-run-id] .prompt[data-done="yes"]').count() == 2
-                assert page.locator("table#adherence tbody tr").count() >= 1
-                ARTIFACTS.mkdir(exist_ok=True)
-                page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
-            finally:
-                browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+    assert page.status_code == 200
+    assert "freshness window" in page.text.split('id="no-prompt"', 1)[1]
+
+
+def test_run_page_access_follows_the_dashboard(archived: Seeded) -> None:
+    remote = TestClient(create_app(archived.rt))
+    url = f"/dashboard/anna/runs/{archived.spike_run_id}"
+    assert remote.get(url).status_code == 403
+    ok = remote.get(f"{url}?t={archived.token}")
+    assert ok.status_code == 200 and ok.headers["cache-control"] == "no-store"
+    assert f'href="/dashboard/anna?t={archived.token}"' in ok.text  # the way back keeps the token
+    assert "5:33 /km" in ok.text and "170 spm" in ok.text and "ref. steps" in ok.text
+    # Another athlete's run is not found through this athlete's link, and neither is a run that does not exist.
+    assert remote.get(f"/dashboard/anna/runs/{archived.archive_run_ids[0]}?t={archived.token}").status_code == 404
+    assert remote.get(f"/dashboard/anna/runs/999999?t={archived.token}").status_code == 404
+    assert remote.get(f"/dashboard/anna/runs/abc?t={archived.token}").status_code == 404
+
+
+def test_the_runs_list_says_why_a_run_got_no_prompt(archived: Seeded) -> None:
+    data = _data(archived, days=None, name="archie")
+    assert all("freshness window" in (r["no_prompt_reason"] or "") for r in data["recent_runs"])
+    assert all(r["no_prompt_reason"] is None for r in _data(archived)["recent_runs"])  # anna's all got one
+    page = TestClient(create_app(archived.rt), client=("127.0.0.1", 5)).get("/dashboard/archie").text
+    assert page.count('<details class="flag-why no-prompt">') == 5

@@ -143,7 +143,8 @@ def test_digest_is_sent_once_per_week_by_email_with_an_inline_chart(
     hours, rest = divmod(round(truth["seconds"]), 3600)
     assert f"Time: {hours}:{rest // 60:02d}\n" in body
     assert f"Steps: {round(truth['steps']):,}\n" in body
-    assert f"Foot load: {truth['load']:.0f}\n" in body
+    assert f"Last 7 days: {truth['load']:,.0f} ref. steps\n" in body
+    assert "ref. steps/day" in body  # acute and chronic are per day
     assert f"Prompts done: {truth['done']:.0f} of {truth['made']:.0f}\n" in body
 
     # Later that week: nothing more. The next Monday: the next digest.
@@ -155,8 +156,9 @@ def test_digest_is_sent_once_per_week_by_email_with_an_inline_chart(
     assert len([m for m in sink.messages if "your week in running" in str(m["Subject"])]) == 2
 
 
-def test_the_beat_tick_writes_the_digest(env: tuple[Runtime, Path]) -> None:
+def test_the_beat_tick_writes_the_digest(env: tuple[Runtime, Path], tmp_path: Path) -> None:
     rt, clock = env
+    _run(rt, tmp_path, _local(WEEK[2], 18), 35, "wed.fit")
     write_clock_file(clock, _local(date(2026, 3, 9), 8, 30))
     enqueued: list[int] = []
     run_periodic(rt, Enqueue(delivery=enqueued.append))
@@ -175,3 +177,96 @@ def test_no_digest_without_a_deliverable_address(env: tuple[Runtime, Path]) -> N
         anna.email_unsubscribed_at = datetime(2026, 3, 1, tzinfo=UTC)
     write_clock_file(clock, _local(date(2026, 3, 9), 9))
     assert weekly_digests(rt) == 0
+
+
+def test_no_digest_for_a_week_before_the_first_run(env: tuple[Runtime, Path], tmp_path: Path) -> None:
+    rt, clock = env
+    # Monday 9 March, 08:05: anna has no run yet, so the week of 2-8 March is not hers to be told about.
+    write_clock_file(clock, _local(date(2026, 3, 9), 8, 5))
+    assert weekly_digests(rt) == 0
+    # Her first run is on Tuesday 10 March; Monday's digest stays unsent (its week ended before that run) ...
+    _run(rt, tmp_path, _local(date(2026, 3, 10), 7), 30, "first.fit")
+    write_clock_file(clock, _local(date(2026, 3, 12), 9))
+    assert weekly_digests(rt) == 0
+    # ... and the next Monday's covers the week with her first run.
+    write_clock_file(clock, _local(date(2026, 3, 16), 8, 5))
+    assert weekly_digests(rt) == 1
+    with rt.db.transaction() as s:
+        digest = s.scalars(select(Prompt).where(Prompt.kind == DIGEST_KIND)).one()
+        assert digest.facts["totals"]["runs"] == 1 and digest.facts["totals"]["first_day"] == "2026-03-09"
+
+
+def test_digest_day_and_time_are_the_athletes(env: tuple[Runtime, Path], tmp_path: Path) -> None:
+    rt, clock = env
+    _seed(rt, tmp_path)
+    with rt.db.transaction() as s:
+        anna = s.scalars(select(Athlete).where(Athlete.name == "anna")).one()
+        anna.digest_weekday, anna.digest_time = 4, "18:30"  # Friday evening
+    write_clock_file(clock, _local(date(2026, 3, 9), 9))  # Monday: not hers any more
+    assert weekly_digests(rt) == 0
+    write_clock_file(clock, _local(date(2026, 3, 13), 18, 29))
+    assert weekly_digests(rt) == 0
+    write_clock_file(clock, _local(date(2026, 3, 13), 18, 31))
+    assert weekly_digests(rt) == 1
+    with rt.db.transaction() as s:
+        digest = s.scalars(select(Prompt).where(Prompt.kind == DIGEST_KIND)).one()
+        # The seven local days before Friday 13 March.
+        totals = digest.facts["totals"]
+        assert (totals["first_day"], totals["last_day"]) == ("2026-03-06", "2026-03-12")
+        assert "18:30" in digest.rule
+
+
+def test_chart_is_drawn_at_twice_its_display_size(env: tuple[Runtime, Path], tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    from recommender.digest import CHART_HEIGHT_PX, CHART_SCALE, CHART_WIDTH_PX, chart_png, digest_facts
+
+    rt, _ = env
+    _seed(rt, tmp_path)
+    with rt.db.transaction() as s:
+        anna = s.scalars(select(Athlete).where(Athlete.name == "anna")).one()
+        facts = digest_facts(s, rt.settings, anna, date(2026, 3, 9))
+    image = Image.open(io.BytesIO(chart_png(facts["days"], highlight_from=facts["totals"]["first_day"])))
+    assert image.size == (CHART_WIDTH_PX * CHART_SCALE, CHART_HEIGHT_PX * CHART_SCALE)
+    assert image.info.get("dpi", (0, 0))[0] == pytest.approx(100 * CHART_SCALE, abs=1)
+
+
+# -- the command line -----------------------------------------------------------------------------------------
+
+
+def test_digest_day_time_and_preview_from_the_command_line(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from stridecare_app.cli.main import _register, app
+
+    _register()
+    clock = cli_env / "clock.txt"
+    write_clock_file(clock, _local(date(2026, 3, 11), 12))  # Wednesday
+    monkeypatch.setenv("STRIDECARE_CLOCK_FILE", str(clock))
+    runner = CliRunner()
+    assert runner.invoke(app, ["athlete", "add", "anna", "--timezone", TZ]).exit_code == 0
+    result = runner.invoke(app, ["athlete", "set", "anna", "--digest-day", "sun", "--digest-time", "19:15"])
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(app, ["athlete", "set", "anna", "--digest-time", "7pm"]).exit_code == 2
+    assert runner.invoke(app, ["athlete", "set", "anna", "--digest-day", "someday"]).exit_code == 2
+    listed = runner.invoke(app, ["athlete", "list", "--json"])
+    assert '"digest_day": "sun"' in listed.output and '"digest_time": "19:15"' in listed.output
+
+    # No run yet: the preview is written, and says that this digest would not be sent.
+    out = cli_env / "preview.html"
+    result = runner.invoke(app, ["digest", "--preview", "anna", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out}" in result.output and "first run" in result.output
+    # With a run in the week (Sunday 8 March is the last send day): the figures, an inlined 2× chart, real links.
+    fit = cli_env / "run.fit"
+    write_activity(fit, start=_local(WEEK[3], 7), duration_s=1800, speed_mps=3.0, cadence_rpm=85, sample_interval_s=5)
+    assert runner.invoke(app, ["ingest", str(fit), "--athlete", "anna"]).exit_code == 0
+    result = runner.invoke(app, ["digest", "--preview", "anna", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    html = out.read_text(encoding="utf-8")
+    assert 'Runs</td><td style="text-align:right;"><strong>1</strong>' in html
+    assert 'src="data:image/png;base64,' in html and "cid:" not in html
+    assert "/dashboard/anna?t=" in html and "/unsubscribe/" in html
+    assert runner.invoke(app, ["digest", "--preview", "nobody"]).exit_code == 2

@@ -43,7 +43,7 @@ def test_spike_caution_reason_has_the_numbers_and_suggests() -> None:
     assert flag is not None
     assert flag.name == SPIKE_CAUTION
     assert flag.level == "caution"
-    assert "21.1 km is 1.3× your longest run of the last 30 days (16.2 km)" in flag.reason
+    assert "21.1 km is 1.30× your longest run of the last 30 days (16.2 km)" in flag.reason
     assert "consider" in flag.reason
     assert "you will" not in flag.reason.lower()
     assert flag.facts["longest_m"] == 16_200
@@ -167,3 +167,86 @@ def test_duration_percentile_rule_over_twelve_weeks() -> None:
     assert classify_long_run(70 * 60, 7_000, NOW, hist).rule == RULE_NONE
     old = [RunSummary(NOW - timedelta(weeks=13), distance_m=8_000, timer_s=30 * 60)] * 5
     assert not classify_long_run(60 * 60, 7_000, NOW, old).is_long  # outside the 12 weeks: no history
+
+
+# -- windows in local days, thresholds on the value shown, history before rolling flags ---------------------
+
+BERLIN = "Europe/Berlin"
+
+
+def test_a_run_two_weeks_earlier_on_the_same_weekday_is_in_exactly_one_fortnight() -> None:
+    from stridecare.domain.flags import runs_in_days
+
+    same_weekday = runs((14, 10_000))  # exactly 14 × 24 h earlier
+    assert runs_in_days(same_weekday, NOW, 14) == []
+    assert runs_in_days(same_weekday, NOW, 14, skip_days=14) == same_weekday
+    day_after = runs((13, 10_000))
+    assert runs_in_days(day_after, NOW, 14) == day_after
+    assert runs_in_days(day_after, NOW, 14, skip_days=14) == []
+
+
+def test_the_ramp_of_a_steady_plan_with_a_growing_long_run_is_silent() -> None:
+    # Three 8 km runs a week and a weekly long run growing 1.5 km, every run at the same hour. Counting the
+    # long run exactly 14 days back in the recent fortnight made this 1.33×; the true ratio is 1.08×.
+    easy = runs(*[(d + 7 * w, 8_000) for w in range(4) for d in (1, 3, 5)])
+    long_runs = runs((7, 16_500), (14, 15_000), (21, 13_500), (28, 12_000))
+    assert ramp_flag(18_000, NOW, easy + long_runs) is None
+
+
+def test_local_days_decide_the_window_not_24_hour_spans() -> None:
+    from stridecare.domain.flags import runs_in_days
+
+    # 07:00 in Berlin on 1 June; a run at 23:30 Berlin time 30 days before is on day −30: outside the 30 days,
+    # though less than 30 × 24 h earlier.
+    start = datetime(2025, 6, 1, 5, tzinfo=UTC)
+    late_evening = RunSummary(datetime(2025, 5, 2, 21, 30, tzinfo=UTC), distance_m=30_000)
+    assert start - late_evening.start_time < timedelta(days=30)
+    assert runs_in_days([late_evening], start, 30, BERLIN) == []
+    assert runs_in_days([late_evening], start, 31, BERLIN) == [late_evening]
+
+
+@pytest.mark.parametrize(
+    ("ratio", "fires", "shown_text"),
+    [(1.104, False, None), (1.106, True, "1.11×"), (1.1049, False, None)],
+)
+def test_the_spike_is_compared_on_the_ratio_it_shows(ratio: float, fires: bool, shown_text: str | None) -> None:
+    flag = spike_flag(16_200 * ratio, NOW, HISTORY)
+    assert (flag is not None) is fires
+    if flag is not None:
+        assert shown_text is not None and shown_text in flag.reason
+        assert flag.facts["ratio"] > 1.10
+
+
+def test_nothing_shown_at_the_threshold_fires() -> None:
+    import re
+
+    for ratio in [1.095 + i * 0.0005 for i in range(40)]:
+        flag = spike_flag(16_200 * ratio, NOW, HISTORY)
+        if flag is not None:
+            shown_ratio = float(re.search(r"is (\d+\.\d+)×", flag.reason).group(1))  # type: ignore[union-attr]
+            assert shown_ratio > 1.10
+    assert acwr_flag(1.504) is None  # shown as 1.50
+    flag = acwr_flag(1.506)
+    assert flag is not None and "1.51×" in flag.reason
+
+
+def test_rolling_flags_need_28_days_of_history_before_the_run() -> None:
+    run = RunSummary(NOW, distance_m=21_100)
+    kwargs = {"last_7_daily_loads": [900] * 7, "acwr_value": 1.7}
+    assert evaluate_flags(run, HISTORY, history_days=27, **kwargs) == []  # type: ignore[arg-type]
+    names = [f.name for f in evaluate_flags(run, HISTORY, history_days=28, **kwargs)]  # type: ignore[arg-type]
+    assert names == [SPIKE_CAUTION, MONOTONY, ACWR_HIGH]
+
+
+def test_each_flag_once() -> None:
+    run = RunSummary(NOW, distance_m=21_100)
+    flags = evaluate_flags(run, HISTORY + HISTORY, last_7_daily_loads=[900] * 7, acwr_value=1.7)
+    assert len({f.name for f in flags}) == len(flags)
+    assert len({f.reason for f in flags}) == len(flags)
+
+
+def test_long_run_distance_rule_compares_the_ratio_it_shows() -> None:
+    hist = runs((3, 10_000), (10, 9_000), (17, 8_000), timer_s=3600)
+    assert not classify_long_run(50 * 60, 10_949, NOW, hist).is_long  # 1.09×4 shown as 1.09×
+    d = classify_long_run(50 * 60, 10_951, NOW, hist)  # shown as 1.10×
+    assert d.is_long and "1.10×" in d.reason

@@ -33,8 +33,8 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def scrape(app: Starlette) -> Samples:
-    """GET /metrics and parse it as Prometheus does; samples keyed by name and sorted labels."""
-    response = TestClient(app).get("/metrics")
+    """GET /metrics from this machine and parse it as Prometheus does; samples keyed by name and sorted labels."""
+    response = TestClient(app, client=("127.0.0.1", 50000)).get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     samples: Samples = {}

@@ -20,7 +20,7 @@ from recommender.messages import relay_pending
 from stridecare.clock import write_clock_file
 from stridecare.crypto import new_webhook_secret
 from stridecare.db.models import Athlete, Completion, Delivery, DeliveryAttempt, Prompt
-from stridecare.links import done_url, unsubscribe_url
+from stridecare.links import athlete_key, done_url, unsubscribe_url
 from stridecare.runtime import Runtime
 from stridecare_app.web.app import create_app
 
@@ -161,7 +161,8 @@ def test_done_link_records_completion_and_balance_progresses(tmp_path: Path) -> 
     with rt.db.transaction() as s:
         prompt_ids = [p.id for p in s.scalars(select(Prompt).order_by(Prompt.dedupe_key))]
     client = TestClient(create_app(rt))
-    key = rt.link_key
+    with rt.db.sessions() as s:
+        key = athlete_key(rt.link_key, s.get(Athlete, athlete_id).link_secret)  # type: ignore[union-attr]
     base = rt.settings.effective_public_url
     # A forged signature records nothing; a GET (what mail scanners do) only asks.
     assert client.post(f"/done/{prompt_ids[0]}?sig=forged").status_code == 403
@@ -195,7 +196,9 @@ def test_one_click_unsubscribe(tmp_path: Path) -> None:
         s.flush()
         athlete_id = athlete.id
     client = TestClient(create_app(rt), follow_redirects=False)
-    url = unsubscribe_url(rt.settings.effective_public_url, rt.link_key, athlete_id)
+    with rt.db.sessions() as s:
+        key = athlete_key(rt.link_key, s.get(Athlete, athlete_id).link_secret)  # type: ignore[union-attr]
+    url = unsubscribe_url(rt.settings.effective_public_url, key, athlete_id)
     path = url.removeprefix(rt.settings.effective_public_url)
     assert client.post(path.replace("sig=", "sig=x")).status_code == 403
     response = client.post(path, content=b"List-Unsubscribe=One-Click",

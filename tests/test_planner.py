@@ -95,3 +95,22 @@ def test_body_mass_changes_no_load(tmp_path: Path, mass: float) -> None:
     with heavy.db.transaction() as s:
         facts = s.scalars(select(Run)).one().load.facts  # type: ignore[union-attr]
     assert facts["peak_force_n"] == pytest.approx(2.545 * mass * 9.81, rel=0.005)
+
+
+def test_deleting_the_first_run_starts_the_series_at_the_next_one(tmp_path: Path) -> None:
+    paths = write_history(tmp_path / "files")
+    full = Runtime.open(make_settings(tmp_path / "a"))
+    for p in paths[:6]:
+        ingest_path(full.db, full.settings, "me", p, NOW)
+    without = Runtime.open(make_settings(tmp_path / "b"))
+    for p in paths[1:6]:
+        ingest_path(without.db, without.settings, "me", p, NOW)
+    with full.db.transaction() as s:
+        victim = s.scalars(select(Run).order_by(Run.start_time).limit(1)).one()
+        athlete = s.get(Athlete, victim.athlete_id)
+        assert athlete is not None
+        start = victim.start_time
+        s.execute(delete(Run).where(Run.id == victim.id))
+        run_removed(s, full.settings, athlete, start)
+    assert snapshot(full) == snapshot(without)
+    assert snapshot(full)[1][0][0] == "2026-02-04"  # the second run's day; the first day's row is gone

@@ -118,6 +118,7 @@ def test_payload_carries_our_recommendation_only() -> None:
         "reasons",
         "flags",
         "run",
+        "figures",
         "done_url",
         "created_at",
         "disclaimer",
@@ -130,7 +131,15 @@ def test_payload_carries_our_recommendation_only() -> None:
     ]
     assert data["reasons"] == ["Long run: 21.1 km", "Steep downhill"]
     assert data["flags"] == FLAGS
-    assert data["run"] == {"date": "2026-05-03", "distance_km": 21.1, "duration_s": 6720, "load": 412.4}
+    assert data["run"] == {
+        "id": None,
+        "start_time": None,
+        "sport": None,
+        "date": "2026-05-03",
+        "distance_km": 21.1,
+        "duration_s": 6720,
+        "load": 412.4,
+    }
     assert data["created_at"] == "2026-05-04T07:30:00+00:00"
     assert data["done_url"] == "https://care.example.org/done/41?sig=abc&x=1"
 
@@ -157,6 +166,9 @@ def test_planner_fact_names_are_understood() -> None:
     }
     subject, text, _, payload = render(run=facts)
     assert payload["data"]["run"] == {
+        "id": 9,
+        "start_time": "2026-05-03T06:10:00Z",
+        "sport": "running",
         "date": "2026-05-03",
         "distance_km": 10.0,
         "duration_s": 3000,

@@ -189,6 +189,16 @@ def test_export_writes_json_and_csv_with_the_athletes_rows(rt: Runtime, tmp_path
         assert isinstance(json.loads(first["routines"]), list)  # lists as JSON text in one cell
     text = "".join(p.read_text() for p in out.iterdir())
     assert "dashboard_token" not in text and "refresh_token" not in text
+    (profile,) = json.loads((out / "profile.json").read_text())
+    assert profile["name"] == "anna" and "webhook_secret_enc" not in profile
+    samples = json.loads((out / "samples.json").read_text())
+    assert {s["run_id"] for s in samples} == {r["id"] for r in runs}
+    deliveries = json.loads((out / "deliveries.json").read_text())
+    assert deliveries and {d["athlete_id"] for d in deliveries} == {ids["anna"]}
+    # Numbers rounded to what they mean: no float noise such as 7392.000000000324 anywhere.
+    import re
+
+    assert not re.search(r"\d\.\d{7,}", text)
 
 
 def _rows_of(rt: Runtime, athlete_id: int, run_ids: set[int], delivery_ids: set[int]) -> dict[str, int]:

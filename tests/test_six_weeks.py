@@ -67,9 +67,13 @@ def plan() -> list[PlannedRun]:
 
 
 def spike_expected(runs: list[PlannedRun], i: int) -> bool:
-    """The design's caution rule, computed independently: > 1.10 × the longest of the previous 30 days."""
-    window = [r for r in runs[:i] if runs[i].start - r.start <= timedelta(days=30)]
-    return len(window) >= 3 and runs[i].distance_m > 1.10 * max(r.distance_m for r in window)
+    """The design's caution rule, computed independently: > 1.10 × the longest of the 30 local days ending with
+    the run's day, once the athlete has 28 days of history before it."""
+    day = runs[i].start.date()
+    if (day - runs[0].start.date()).days < 28:
+        return False
+    window = [r for r in runs[:i] if (day - r.start.date()).days < 30]
+    return len(window) >= 3 and round(runs[i].distance_m / max(r.distance_m for r in window), 2) > 1.10
 
 
 def free_port() -> int:

@@ -178,10 +178,19 @@ def count(rt: Runtime, model: Any) -> int:
 # -- connect -------------------------------------------------------------------------------------------------
 
 
+def start_connect(srt: Runtime, web: TestClient, name: str) -> Any:
+    """Open the athlete's signed connect link as their browser would: the GET asks, the POST goes to Strava."""
+    with srt.db.sessions() as s:
+        athlete_id = s.scalars(select(Athlete.id).where(Athlete.name == name)).one()
+    path = web_strava.connect_link(srt, athlete_id).removeprefix(srt.settings.effective_public_url)
+    assert "Continue to Strava" in web.get(path).text
+    return web.post(path, follow_redirects=False)
+
+
 def test_connect_through_web_endpoints_checks_state_and_scope(srt: Runtime, fake: FakeStrava, web: TestClient) -> None:
     add_stridecare_athlete(srt.db, "me")
-    resp = web.get("/strava/connect", params={"athlete": "me"}, follow_redirects=False)
-    assert resp.status_code == 302
+    resp = start_connect(srt, web, "me")
+    assert resp.status_code == 303
     assert resp.headers["location"].startswith(fake.base_url + "/oauth/authorize")
     params = follow_authorize(resp.headers["location"])  # the athlete approves at "Strava"
     assert "activity:read_all" in params["scope"]
@@ -194,6 +203,11 @@ def test_connect_through_web_endpoints_checks_state_and_scope(srt: Runtime, fake
     resp = web.get("/strava/callback", params=params)
     assert resp.status_code == 200, resp.text
     assert "Strava connected" in resp.text
+    # The state is single-use: the same callback replayed (cookie and all) connects nothing again.
+    web.cookies.set(web_strava.STATE_COOKIE, params["state"], path="/strava")
+    replay = web.get("/strava/callback", params=params)
+    assert replay.status_code == 400 and "already used" in replay.text
+    web.cookies.clear()
     with srt.db.sessions() as s:
         account = s.scalars(select(StravaAccount)).one()
         assert account.strava_athlete_id == STRAVA_ID
@@ -207,14 +221,14 @@ def test_connect_through_web_endpoints_checks_state_and_scope(srt: Runtime, fake
     add_stridecare_athlete(srt.db, "bo")
     fake.add_athlete(777)
     fake.authorize_athlete_id, fake.accepted_scope = 777, "read"
-    resp = web.get("/strava/connect", params={"athlete": "bo"}, follow_redirects=False)
+    resp = start_connect(srt, web, "bo")
     params = follow_authorize(resp.headers["location"])
     resp = web.get("/strava/callback", params=params)
     assert resp.status_code == 400
     assert "activities" in resp.text
     assert count(srt, StravaAccount) == 1
     # A tampered state is refused too.
-    resp = web.get("/strava/connect", params={"athlete": "bo"}, follow_redirects=False)
+    resp = start_connect(srt, web, "bo")
     params = follow_authorize(resp.headers["location"])
     forged = dict(params, state=params["state"][:-2] + "xx")
     web.cookies.set(web_strava.STATE_COOKIE, forged["state"], path="/strava")
@@ -377,13 +391,13 @@ def test_update_and_delete_events(srt: Runtime, fake: FakeStrava, web: TestClien
     process_all(srt)
     assert [r.source_key for r in runs(srt)] == ["900004"]
 
-    # Deleted on Strava: removed here too, with no API call.
+    # Deleted on Strava: removed here too once one API read confirms it (events are unsigned).
     fake.delete_activity(STRAVA_ID, 900004)
     fake.reset_counts()
     post(web, event("delete", 900004))
     process_all(srt)
     assert runs(srt) == []
-    assert fake.count() == 0
+    assert fake.count() == 1 and fake.count("GET /api/v3/activities/{id}", 404) == 1
     with srt.db.sessions() as s:
         assert sum(d.load for d in s.scalars(select(DailyLoad))) == 0
 
@@ -487,6 +501,7 @@ def test_same_run_from_fit_and_strava_is_one_run_with_one_prompt(
     assert day_load == pytest.approx(fit_load)  # counted once
 
     # Deleting the Strava copy leaves the FIT run as it was, without a second prompt.
+    fake.delete_activity(STRAVA_ID, 900007)
     post(web, event("delete", 900007))
     process_all(srt)
     assert [r.source for r in runs(srt)] == ["fit"]
@@ -520,7 +535,7 @@ def test_no_secret_reaches_the_logs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     add_stridecare_athlete(srt.db, "me")
-    resp = web.get("/strava/connect", params={"athlete": "me"}, follow_redirects=False)
+    resp = start_connect(srt, web, "me")
     assert web.get("/strava/callback", params=follow_authorize(resp.headers["location"])).status_code == 200
     with srt.db.sessions() as s:
         account_id = s.scalars(select(StravaAccount.id)).one()
@@ -776,10 +791,11 @@ def test_same_session_rule() -> None:
     start = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
 
     def run(sport: str = "running", offset_s: float = 0, timer_s: float = 3000) -> Run:
-        return Run(sport=sport, start_time=start + timedelta(seconds=offset_s), timer_s=timer_s)
+        return Run(sport=sport, start_time=start + timedelta(seconds=offset_s), timer_s=timer_s, elapsed_s=3000)
 
     assert same_session(run(), run(offset_s=60, timer_s=2700))
     assert same_session(run("walking"), run("hiking"))
-    assert not same_session(run(), run(offset_s=61))
-    assert not same_session(run(), run(timer_s=2600))  # more than 10 % apart
+    assert same_session(run(), run(offset_s=1400))  # elapsed ranges share more than half
+    assert same_session(run(), run(timer_s=2550))  # moving time 15 % below the timer: same wall-clock range
+    assert not same_session(run(), run(offset_s=1600))
     assert not same_session(run(), run("walking"))

@@ -27,7 +27,13 @@ def _watch(rt: Runtime, inbox: Path, reports: list[object], settle: float = 0.5)
             ingest_path(rt.db, rt.settings, c.athlete, c.path, rt.now(), root=c.root, quarantine_damaged=True)
         )
 
-    scanner = FolderScanner(rt.db, [("me", inbox)], settle)
+    scanner = FolderScanner(
+        rt.db,
+        [("me", inbox)],
+        settle,
+        hold_still_s=rt.settings.hold_still_seconds,
+        quarantine_dir=rt.settings.effective_quarantine_dir,
+    )
     watcher = FolderWatcher(scanner, submit, rescan_interval_s=0.5, poll_s=0.1)
     watcher.start_thread()
     return watcher
@@ -73,13 +79,24 @@ def test_damaged_file_goes_to_quarantine_with_a_reason_and_the_rest_carries_on(r
     write_activity(good, start=START, duration_s=600)
     write_bad_crc(good, inbox / "broken.fit")
     write_activity(inbox / "fine.fit", start=START.replace(day=3), duration_s=600)
+    # A damaged file is quarantined once it has held still this long (before that its writer may not be done).
+    rt.settings = rt.settings.model_copy(update={"hold_still_seconds": 1.0})
     reports: list[object] = []
+    qdir = rt.settings.effective_quarantine_dir
+    seen_without_reason: list[str] = []
+
+    def quarantined() -> bool:
+        # Whoever sees the quarantined file must find its reason too: the reason is written before the move.
+        if (qdir / "broken.fit").exists() and not (qdir / "broken.fit.reason.txt").exists():
+            seen_without_reason.append("broken.fit")
+        return (qdir / "broken.fit").exists()
+
     watcher = _watch(rt, inbox, reports)
     try:
-        qdir = rt.settings.effective_quarantine_dir
-        wait_for(lambda: (qdir / "broken.fit").exists() and runs(rt), timeout=15, what="quarantine and run")
+        wait_for(lambda: quarantined() and runs(rt), timeout=20, interval=0.01, what="quarantine and run")
     finally:
         watcher.stop()
+    assert seen_without_reason == []
     reason = (qdir / "broken.fit.reason.txt").read_text()
     assert "broken.fit" in reason and ("CRC" in reason or "damaged" in reason)
     assert not (inbox / "broken.fit").exists()

@@ -597,3 +597,72 @@ def test_https_verifies_the_host_name_while_connecting_to_the_ip(
     )
     assert (untrusted.ok, untrusted.retry) == (False, True)
     assert len(receiver.seen) == 1
+
+
+# -- the payload a receiver routes on: real payloads against the published schema ---------------------------
+
+
+def test_real_payloads_follow_the_published_schema_and_name_athlete_and_run(tmp_path: Path) -> None:
+    import jsonschema
+    from conftest import make_settings
+    from fitgen import write_activity
+    from harness import WebhookReceiver
+    from sqlalchemy import select
+
+    from ingest.service import ingest_path
+    from recommender.messages import relay_pending
+    from stridecare.clock import write_clock_file
+    from stridecare.crypto import new_webhook_secret
+    from stridecare.db.models import Athlete, Run
+    from stridecare.runtime import Runtime
+
+    schema = json.loads((Path(__file__).parents[1] / "docs" / "webhook-payload.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    start = dt.datetime(2026, 5, 6, 8, 0, tzinfo=dt.UTC)
+    clock = tmp_path / "clock.txt"
+    write_clock_file(clock, start + dt.timedelta(hours=1))
+    rt = Runtime.open(make_settings(tmp_path, clock_file=clock, webhook_allowed_networks=["127.0.0.0/8"]))
+    hooks = [WebhookReceiver(secret=new_webhook_secret()).start() for _ in range(2)]
+    try:
+        with rt.db.transaction() as s:
+            for handle, hook in zip(("anna", "ben"), hooks, strict=True):
+                s.add(
+                    Athlete(
+                        name=handle,
+                        display_name=handle.title(),
+                        console=False,
+                        webhook_url=hook.url,
+                        webhook_secret_enc=rt.vault.encrypt(hook.secret or ""),
+                    )
+                )
+        for handle in ("anna", "ben"):
+            path = tmp_path / f"{handle}.fit"
+            write_activity(path, start=start, duration_s=2400, speed_mps=3.0 if handle == "anna" else 2.5)
+            assert ingest_path(rt.db, rt.settings, handle, path, rt.now()).status == "ingested"
+        assert relay_pending(rt) == 2
+    finally:
+        for hook in hooks:
+            hook.stop()
+    with rt.db.transaction() as s:
+        runs = {r.athlete_id: r for r in s.scalars(select(Run))}
+        ids = {a.name: a.id for a in s.scalars(select(Athlete))}
+    for handle, hook in zip(("anna", "ben"), hooks, strict=True):
+        (payload,) = hook.payloads().values()
+        errors = [e.message for e in validator.iter_errors(payload)]
+        assert errors == [], errors
+        data = payload["data"]
+        run = runs[ids[handle]]
+        assert payload["schema_version"] == 1
+        assert data["athlete"] == {"handle": handle, "display_name": handle.title()}
+        assert data["run"]["id"] == run.id
+        assert data["run"]["start_time"] == "2026-05-06T08:00:00Z"
+        assert data["run"]["sport"] == "running"
+        assert data["run"]["distance_km"] == round(run.distance_m / 1000, 2)
+        assert data["routines"] and all(r["key"] and r["title"] for r in data["routines"])
+        assert data["reasons"]
+    # A payload without the athlete, or with a run lacking its id, is not what the schema promises.
+    broken = json.loads(json.dumps(payload))
+    del broken["data"]["athlete"]
+    broken["data"]["run"].pop("id")
+    assert len(list(validator.iter_errors(broken))) == 2

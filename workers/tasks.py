@@ -30,7 +30,9 @@ def ingest_file(self: Task, athlete: str, path: str, root: str | None = None) ->
         root=Path(root) if root else None,
         quarantine_damaged=root is not None,
     )
-    log.info("ingest %s: %s%s", Path(path).name, report.status, f" ({report.reason})" if report.reason else "")
+    from ingest.announce import announce
+
+    announce(rt.db, rt.settings, athlete, report)  # the console's line per file and per prompt
     if report.status == "ingested":
         # Hand the new prompts' deliveries straight to the workers; the beat's tick would find them too.
         from delivery.outbox import due_delivery_ids

@@ -28,13 +28,12 @@ from typing import Any
 
 import requests
 from sqlalchemy import select
-from stravalib import Client
 from stravalib import exc as strava_exc
 
 from ingest.strava import ratelimit
-from ingest.strava.client import athlete_client
 from ingest.strava.convert import STREAM_KEYS, convert_activity, is_foot_activity
-from ingest.strava.oauth import StravaAuthError, StravaError, fresh_access_token
+from ingest.strava.errors import StravaAuthError, StravaDeferred, StravaError
+from ingest.strava.reader import ApiReader
 from stridecare.db.engine import Database
 from stridecare.db.models import StravaAccount
 from stridecare.domain.run import ParsedRun
@@ -63,89 +62,8 @@ class BackfillProgress:
     cursor: datetime | None = None
 
 
-class _Deferred(Exception):
-    def __init__(self, resume_at: datetime, reason: str) -> None:
-        super().__init__(reason)
-        self.resume_at = resume_at
-        self.reason = reason
-
-
-class _Unauthorized(Exception):
-    pass
-
-
 def _epoch(value: str) -> int:
     return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
-
-
-class _Step:
-    """The state of one step: client, budget, counters and the cursor not yet committed."""
-
-    def __init__(
-        self,
-        db: Database,
-        settings: Settings,
-        account_id: int,
-        now: datetime,
-        reserve: int,
-        max_requests: int | None,
-    ) -> None:
-        self.db = db
-        self.settings = settings
-        self.account_id = account_id
-        self.now = now
-        self.reserve = reserve
-        self.max_requests = max_requests
-        self.requests = 0
-        self.streams = 0
-        self.stored = 0
-        self.skipped = 0
-        self.budget = ratelimit.Budget()
-        self.client: Client | None = None
-        self.token: str | None = None
-
-    def on_response(self, response: requests.Response) -> None:
-        # Sees every response of the step's client, including errors, so the budget stays current.
-        if "/api/v3/" in response.url:
-            self.requests += 1
-            self.budget = self.budget.observe(response.headers, self.now)
-
-    def connect(self) -> Client:
-        if self.client is None:
-            self.client = athlete_client(
-                self.db, self.settings, self.account_id, now=self.now, on_response=self.on_response
-            )
-            self.token = self.client.access_token
-        return self.client
-
-    def get(self, url: str, **params: Any) -> Any:
-        """One API read, after checking the budget; a 401 is retried once with a refreshed token."""
-        if self.max_requests is not None and self.requests >= self.max_requests:
-            raise _Deferred(self.now, "request cap of this step reached")
-        decision = ratelimit.decide(self.budget, self.now, "read", reserve=self.reserve)
-        if not decision.allowed:
-            assert decision.resume_at is not None
-            raise _Deferred(decision.resume_at, decision.reason)
-        client = self.connect()
-        try:
-            return client.protocol.get(url, **params)
-        except strava_exc.AccessUnauthorized:
-            if self.token is None:
-                raise _Unauthorized() from None
-            # The stored token may have been revoked or rotated by another worker: one forced refresh.
-            rejected, self.token = self.token, None
-            client.access_token = fresh_access_token(
-                self.db, self.settings, self.account_id, now=self.now, rejected_token=rejected
-            )
-            return self.get(url, **params)
-        except strava_exc.Fault as err:
-            response = err.response
-            if response is not None and response.status_code == 429:
-                with self.db.transaction() as s:
-                    self.budget = ratelimit.record_429(s, self.budget, self.now)
-                assert self.budget.blocked_until is not None
-                raise _Deferred(self.budget.blocked_until, "Strava answered 429") from None
-            raise
 
 
 def start_backfill(db: Database, account_id: int, now: datetime) -> None:
@@ -191,14 +109,14 @@ def backfill_step(
     loses nothing: the cursor only moves past runs that ``store`` has accepted.
     """
     now = now.astimezone(UTC)
-    step = _Step(db, settings, account_id, now, reserve, max_requests)
+    api = ApiReader(db, settings, account_id, now, reserve=reserve, max_requests=max_requests)
+    counts = {"stored": 0, "skipped": 0, "streams": 0}
     with db.transaction() as s:
         account = s.get(StravaAccount, account_id)
         if account is None:
             raise StravaError(f"no Strava account {account_id}")
         if account.backfill_state == "done":
             return BackfillProgress("done", cursor=account.backfill_before)
-        step.budget = ratelimit.load_budget(s)
         before = account.backfill_before or now
         seen: set[int] = set(account.backfill_seen_ids or [])
         pages = account.backfill_page
@@ -210,7 +128,7 @@ def backfill_step(
     def checkpoint(batch: list[ParsedRun], state: str, resume_at: datetime | None, detail: str | None) -> None:
         if batch:
             store(batch)
-            step.stored += len(batch)
+            counts["stored"] += len(batch)
             batch.clear()
         with db.transaction() as s:
             account = s.get(StravaAccount, account_id)
@@ -221,18 +139,18 @@ def backfill_step(
             account.backfill_state = state
             account.backfill_resume_at = resume_at
             account.backfill_detail = detail
-            ratelimit.save_budget(s, step.budget)
+            ratelimit.save_budget(s, api.budget)
 
     def progress(state: str, resume_at: datetime | None = None, reason: str = "") -> BackfillProgress:
         return BackfillProgress(
-            state, step.requests, step.stored, step.skipped, step.streams, resume_at, reason, cursor
+            state, api.requests, counts["stored"], counts["skipped"], counts["streams"], resume_at, reason, cursor
         )
 
     batch: list[ParsedRun] = []
     try:
         while True:
             before_epoch = int(cursor.timestamp()) if cursor.microsecond == 0 else int(cursor.timestamp()) + 1
-            page: list[dict[str, Any]] = step.get("/athlete/activities", before=before_epoch, page=1, per_page=PER_PAGE)
+            page: list[dict[str, Any]] = api.get("/athlete/activities", before=before_epoch, page=1, per_page=PER_PAGE)
             pages += 1
             fresh = [a for a in page if int(a["id"]) not in cursor_seen]
             for activity in fresh:
@@ -240,20 +158,20 @@ def backfill_step(
                 streams = None
                 if is_foot_activity(activity) and started >= streams_since and not activity.get("manual"):
                     try:
-                        streams = step.get(
+                        streams = api.get(
                             "/activities/{id}/streams",
                             id=activity["id"],
                             keys=",".join(STREAM_KEYS),
                             key_by_type="true",
                         )
-                        step.streams += 1
+                        counts["streams"] += 1
                     except strava_exc.ObjectNotFound:
                         streams = None  # no streams (or deleted meanwhile): the summary still counts
                 result = convert_activity(activity, streams)
                 if isinstance(result, ParsedRun):
                     batch.append(result)
                 else:
-                    step.skipped += 1
+                    counts["skipped"] += 1
                 next_cursor = started + timedelta(seconds=1)
                 if next_cursor != cursor:
                     cursor, cursor_seen = next_cursor, set()
@@ -266,10 +184,11 @@ def backfill_step(
                 # A full page of one start second already seen (pathological): step past that second.
                 cursor, cursor_seen = cursor - timedelta(seconds=1), set()
             checkpoint(batch, "running", now, None)
-    except _Deferred as deferred:
+    except StravaDeferred as deferred:
         checkpoint(batch, "deferred", deferred.resume_at, deferred.reason)
         return progress("deferred", deferred.resume_at, deferred.reason)
-    except (_Unauthorized, StravaAuthError) as err:
+    except (strava_exc.AccessUnauthorized, StravaAuthError) as err:
+        # Refused even after one forced refresh, or the refresh token itself was refused.
         detail = "Strava access was revoked or refused; the athlete must reconnect"
         checkpoint(batch, "error", None, detail)
         log.warning("Strava backfill of account %s stopped: %s", account_id, type(err).__name__)

@@ -28,11 +28,10 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from stravalib import exc as strava_exc
 
-from ingest.strava import ratelimit
 from ingest.strava.backfill import due_backfills
-from ingest.strava.client import StravaClient, athlete_client
 from ingest.strava.convert import STREAM_KEYS, convert_activity
-from ingest.strava.oauth import StravaAccountMissing, StravaAuthError, StravaError, fresh_access_token
+from ingest.strava.errors import InvalidEvent, StravaAccountMissing, StravaAuthError, StravaDeferred, StravaError
+from ingest.strava.reader import ApiReader
 from ingest.strava.sync import find_run, forget_account, remove_runs, store_parsed
 from stridecare.db.engine import is_sqlite
 from stridecare.db.models import Athlete, StravaAccount, StravaEvent
@@ -59,10 +58,6 @@ RETRY_DELAYS = (
 
 
 _SQLITE_EVENT_WRITES = threading.Lock()
-
-
-class InvalidEvent(ValueError):
-    """The request body is not a Strava push event."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +229,9 @@ def process_event(rt: Runtime, event_id: int) -> EventOutcome:
       load and its prompt in one transaction;
     * activity update → re-fetch and update the run (removed when it is no longer a foot sport or no longer
       visible), recompute;
-    * activity delete → remove the run, recompute;
+    * activity delete → only when we hold the run: ask the API, and remove the run (and recompute) only when
+      Strava answers 404 or the activity is no longer this athlete's; a delete the API contradicts is forged
+      or stale and is ignored;
     * athlete update with ``authorized: "false"`` → confirm with a token call that must fail, then delete the
       athlete's Strava data.
     """
@@ -252,7 +249,9 @@ def process_event(rt: Runtime, event_id: int) -> EventOutcome:
         # An unexpected payload or a bug: retried on the usual schedule and then marked failed, instead of
         # staying claimed and being retried forever.
         log.warning("Strava event %s raised %s", event_id, type(err).__name__, exc_info=True)
-        return _reschedule(rt, event_id, now, _Retry(None, _describe(err)))
+        # The exception's own words ("'NoneType' object has no attribute …") say nothing to the athlete.
+        reason = f"unexpected error while processing the event ({type(err).__name__}); see the worker log"
+        return _reschedule(rt, event_id, now, _Retry(None, reason))
     if outcome.status != "deleted":
         _finish(rt, event_id, now, outcome.status, outcome.detail)
     log.info("Strava event %s: %s %s", event_id, outcome.status, outcome.detail)
@@ -282,67 +281,46 @@ def _handle(rt: Runtime, event_id: int, event: Mapping[str, Any], now: datetime)
         if aspect == "update" and str(event.get("updates", {}).get("authorized", "")).lower() == "false":
             return _deauthorized(rt, event_id, account_id, now)
         return EventOutcome("ignored", "athlete event without a deauthorization")
-    activity_id = int(event["object_id"])
+    activity_id, owner_id = int(event["object_id"]), int(event["owner_id"])
     if aspect == "delete":
-        return _activity_deleted(rt, event_id, account_id, activity_id, now)
-    return _activity_changed(rt, event_id, account_id, activity_id, now, aspect == "create")
+        return _activity_deleted(rt, event_id, account_id, owner_id, activity_id, now)
+    return _activity_changed(rt, event_id, account_id, owner_id, activity_id, now, aspect == "create")
 
 
 # -- the API -------------------------------------------------------------------------------------------------
 
 
-class _Api:
-    """Budget-checked reads for one account; a 401 is retried once with a forced refresh."""
-
-    def __init__(self, rt: Runtime, account_id: int, now: datetime) -> None:
-        self.rt = rt
-        self.account_id = account_id
-        self.now = now
-        with rt.db.sessions() as session:
-            self.budget = ratelimit.load_budget(session)
-        self.client: StravaClient | None = None
-
-    def _observe(self, response: requests.Response) -> None:
-        if "/api/v3/" in response.url:
-            self.budget = self.budget.observe(response.headers, self.now)
-
-    def get(self, url: str, count: int = 1, **params: Any) -> Any:
-        decision = ratelimit.decide(self.budget, self.now, "read", count=count)
-        if not decision.allowed:
-            raise _Retry(decision.resume_at, f"Strava budget: {decision.reason}")
-        if self.client is None:
-            self.client = athlete_client(
-                self.rt.db, self.rt.settings, self.account_id, now=self.now, on_response=self._observe
-            )
-        try:
-            try:
-                return self.client.protocol.get(url, **params)
-            except strava_exc.AccessUnauthorized:
-                rejected = self.client.access_token
-                self.client.access_token = fresh_access_token(
-                    self.rt.db, self.rt.settings, self.account_id, now=self.now, rejected_token=rejected
-                )
-                return self.client.protocol.get(url, **params)
-        except strava_exc.Fault as err:
-            if err.response is not None and err.response.status_code == 429:
-                with self.rt.db.transaction() as session:
-                    self.budget = ratelimit.record_429(session, self.budget, self.now)
-                raise _Retry(self.budget.blocked_until, "Strava answered 429") from None
-            raise
-
-    def save(self) -> None:
-        with self.rt.db.transaction() as session:
-            ratelimit.save_budget(session, self.budget)
+def _reader(rt: Runtime, account_id: int, now: datetime) -> ApiReader:
+    return ApiReader(rt.db, rt.settings, account_id, now)
 
 
-def _fetch(rt: Runtime, account_id: int, activity_id: int, now: datetime, with_streams: bool) -> ParsedRun | str:
-    """The activity as a run, or why there is none (``"gone"`` for 404, a skip reason for other sports)."""
-    api = _Api(rt, account_id, now)
+def _get(api: ApiReader, url: str, count: int = 1, **params: Any) -> Any:
+    """A budgeted read; "not now" becomes a retry of the event at the time the budget allows."""
+    try:
+        return api.get(url, count=count, **params)
+    except StravaDeferred as deferred:
+        raise _Retry(deferred.resume_at, f"Strava budget: {deferred.reason}") from None
+
+
+def _owner_of(activity: Mapping[str, Any]) -> int | None:
+    owner = activity.get("athlete")
+    value = owner.get("id") if isinstance(owner, Mapping) else None
+    return int(value) if isinstance(value, int | str) and str(value).isdigit() else None
+
+
+def _fetch(
+    rt: Runtime, account_id: int, owner_id: int, activity_id: int, now: datetime, with_streams: bool
+) -> ParsedRun | str:
+    """The activity as a run, or why there is none (``"gone"`` for 404 or an activity that is not the
+    owner's, a skip reason for other sports)."""
+    api = _reader(rt, account_id, now)
     try:
         try:
-            activity = api.get("/activities/{id}", count=2 if with_streams else 1, id=activity_id)
+            activity = _get(api, "/activities/{id}", count=2 if with_streams else 1, id=activity_id)
         except strava_exc.ObjectNotFound:
             return "gone"
+        if _owner_of(activity) not in (None, owner_id):
+            return "gone"  # another athlete's activity: never stored as this one's
         streams = None
         started = datetime.fromisoformat(str(activity.get("start_date", "")).replace("Z", "+00:00"))
         recent = started >= now - timedelta(days=rt.settings.strava_streams_days)
@@ -351,8 +329,8 @@ def _fetch(rt: Runtime, account_id: int, activity_id: int, now: datetime, with_s
             return parsed_summary.reason
         if with_streams and recent and not activity.get("manual"):
             try:
-                streams = api.get(
-                    "/activities/{id}/streams", id=activity_id, keys=",".join(STREAM_KEYS), key_by_type="true"
+                streams = _get(
+                    api, "/activities/{id}/streams", id=activity_id, keys=",".join(STREAM_KEYS), key_by_type="true"
                 )
             except strava_exc.ObjectNotFound:
                 streams = None  # no streams recorded: the summary's average cadence still counts
@@ -365,7 +343,7 @@ def _fetch(rt: Runtime, account_id: int, activity_id: int, now: datetime, with_s
 
 
 def _activity_changed(
-    rt: Runtime, event_id: int, account_id: int, activity_id: int, now: datetime, created: bool
+    rt: Runtime, event_id: int, account_id: int, owner_id: int, activity_id: int, now: datetime, created: bool
 ) -> EventOutcome:
     with rt.db.sessions() as session:
         account = session.get(StravaAccount, account_id)
@@ -373,7 +351,7 @@ def _activity_changed(
             return EventOutcome("ignored", "account disconnected")
         stored = find_run(session, account.athlete_id, activity_id) is not None
     # Streams only for a run we do not have yet: an update changes title, type or visibility, not samples.
-    fetched = _fetch(rt, account_id, activity_id, now, with_streams=created or not stored)
+    fetched = _fetch(rt, account_id, owner_id, activity_id, now, with_streams=created or not stored)
     with rt.db.transaction() as session:
         if session.get(StravaEvent, event_id) is None:
             return EventOutcome("deleted", "account forgotten meanwhile")
@@ -398,7 +376,31 @@ def _activity_changed(
         return EventOutcome("done", detail, bool(removed))
 
 
-def _activity_deleted(rt: Runtime, event_id: int, account_id: int, activity_id: int, now: datetime) -> EventOutcome:
+def _confirmed_gone(rt: Runtime, account_id: int, owner_id: int, activity_id: int, now: datetime) -> bool:
+    """Ask Strava whether the activity is really gone: a 404, or an activity that is no longer the owner's."""
+    api = _reader(rt, account_id, now)
+    try:
+        activity = _get(api, "/activities/{id}", id=activity_id)
+    except strava_exc.ObjectNotFound:
+        return True
+    finally:
+        api.save()
+    return _owner_of(activity) not in (None, owner_id)
+
+
+def _activity_deleted(
+    rt: Runtime, event_id: int, account_id: int, owner_id: int, activity_id: int, now: datetime
+) -> EventOutcome:
+    with rt.db.sessions() as session:
+        account = session.get(StravaAccount, account_id)
+        if account is None:
+            return EventOutcome("ignored", "account disconnected")
+        if find_run(session, account.athlete_id, activity_id) is None:
+            return EventOutcome("done", "no such run")  # nothing to destroy: no API call spent
+    # Events are unsigned: anyone who knows the (public) ids can send a delete. Strava must confirm it.
+    if not _confirmed_gone(rt, account_id, owner_id, activity_id, now):
+        log.warning("Strava delete event %s not confirmed: activity %s still exists", event_id, activity_id)
+        return EventOutcome("ignored", "delete not confirmed: the activity still exists at Strava")
     with rt.db.transaction() as session:
         account = session.get(StravaAccount, account_id)
         athlete = session.get(Athlete, account.athlete_id) if account is not None else None
@@ -416,9 +418,9 @@ def _activity_deleted(rt: Runtime, event_id: int, account_id: int, activity_id: 
 def _still_authorized(rt: Runtime, account_id: int, now: datetime) -> bool:
     """Ask Strava whether our tokens still work: an athlete read with the stored (or refreshed) token, and
     after a 401 one forced refresh. Raises :class:`_Retry` when Strava cannot be asked now."""
-    api = _Api(rt, account_id, now)
+    api = _reader(rt, account_id, now)
     try:
-        api.get("/athlete")
+        _get(api, "/athlete")
     except StravaAuthError:
         return False  # the refresh token was refused: access is revoked
     except strava_exc.AccessUnauthorized:

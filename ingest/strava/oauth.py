@@ -20,13 +20,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from stravalib import exc as strava_exc
 from stravalib.protocol import Scope
 
 from ingest.strava.client import app_client, rebase_url
+
+# Re-exported: callers have long imported the errors from here.
+from ingest.strava.errors import StravaAccountMissing as StravaAccountMissing
+from ingest.strava.errors import StravaAuthError as StravaAuthError
+from ingest.strava.errors import StravaConfigError as StravaConfigError
+from ingest.strava.errors import StravaConnectError as StravaConnectError
+from ingest.strava.errors import StravaError as StravaError
+from ingest.strava.errors import StravaScopeError as StravaScopeError
+from ingest.strava.errors import StravaStateError as StravaStateError
 from stridecare.crypto import Vault, sign, signing_key, verify
 from stridecare.db.engine import Database
 from stridecare.db.models import Athlete, StravaAccount
+from stridecare.links import athlete_key, spend_once
 from stridecare.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,34 +46,8 @@ log = logging.getLogger(__name__)
 REQUESTED_SCOPE: tuple[Scope, ...] = ("read", "activity:read", "activity:read_all")
 ACTIVITY_SCOPES = frozenset({"activity:read", "activity:read_all"})
 STATE_TTL = timedelta(minutes=15)
-
-
-class StravaError(Exception):
-    """Base class of Strava connection errors; messages never contain tokens or secrets."""
-
-
-class StravaConfigError(StravaError):
-    """The Strava client id or secret is not configured."""
-
-
-class StravaStateError(StravaError):
-    """The OAuth ``state`` is missing, forged or expired."""
-
-
-class StravaScopeError(StravaError):
-    """The athlete did not grant access to their activities."""
-
-
-class StravaConnectError(StravaError):
-    """The code exchange failed, or the Strava account is linked to another stridecare athlete."""
-
-
-class StravaAuthError(StravaError):
-    """Strava rejected the stored refresh token: access was revoked, the athlete must reconnect."""
-
-
-class StravaAccountMissing(StravaError):
-    """No Strava account with this id."""
+# Long enough to pass a link on to the athlete; it can be used once.
+CONNECT_LINK_TTL = timedelta(hours=24)
 
 
 def _credentials(settings: Settings) -> tuple[int, str]:
@@ -82,33 +67,86 @@ def _now(now: datetime | None) -> datetime:
 # -- state ---------------------------------------------------------------------------------------------------
 
 
+def _signed_token(key: bytes, purpose: str, athlete_id: int, now: datetime | None) -> str:
+    issued = int(_now(now).timestamp())
+    body = f"{athlete_id}.{issued}.{secrets.token_urlsafe(9)}"
+    return f"{body}.{sign(key, purpose, body)}"
+
+
+def _token_athlete(token: str) -> tuple[int, int, str, str]:
+    """``(athlete id, issued, body, signature)`` of a token made by :func:`_signed_token`."""
+    parts = token.split(".")
+    if len(parts) != 4:
+        raise StravaStateError("the link is malformed")
+    try:
+        return int(parts[0]), int(parts[1]), ".".join(parts[:3]), parts[3]
+    except ValueError:
+        raise StravaStateError("the link is malformed") from None
+
+
+def _check_age(issued: int, ttl: timedelta, now: datetime | None, what: str) -> None:
+    age = _now(now).timestamp() - issued
+    if age < -60 or age > ttl.total_seconds():
+        raise StravaStateError(f"{what} has expired; start connecting again")
+
+
 def make_state(settings: Settings, athlete_id: int, now: datetime | None = None) -> str:
     """A signed, expiring OAuth ``state`` naming the stridecare athlete who is connecting.
 
-    The web app should also keep it in the browser's session cookie and compare, so that a state cannot be
-    replayed from another browser.
+    The web app also keeps it in the browser's cookie and compares, so that a state cannot be replayed from
+    another browser; :func:`exchange_code` spends it, so it cannot be replayed at all.
     """
-    issued = int(_now(now).timestamp())
-    nonce = secrets.token_urlsafe(9)
-    body = f"{athlete_id}.{issued}.{nonce}"
-    return f"{body}.{sign(signing_key(settings), 'strava-state', body)}"
+    return _signed_token(signing_key(settings), "strava-state", athlete_id, now)
 
 
 def verify_state(settings: Settings, state: str, now: datetime | None = None) -> int:
     """The athlete id carried by a state made by :func:`make_state`; raises :class:`StravaStateError`."""
-    parts = state.split(".")
-    if len(parts) != 4:
-        raise StravaStateError("OAuth state is malformed")
-    body = ".".join(parts[:3])
-    if not verify(signing_key(settings), parts[3], "strava-state", body):
+    athlete_id, issued, body, signature = _token_athlete(state)
+    if not verify(signing_key(settings), signature, "strava-state", body):
         raise StravaStateError("OAuth state signature does not match")
+    _check_age(issued, STATE_TTL, now, "OAuth state")
+    return athlete_id
+
+
+def _spend(session: Session, kind: str, token: str, issued: int, ttl: timedelta, now: datetime) -> None:
+    expires = datetime.fromtimestamp(issued, UTC) + ttl + timedelta(minutes=1)
+    if not spend_once(session, kind, token, expires, now):
+        raise StravaStateError("this link was already used; ask for a new one")
+
+
+# -- connect links -------------------------------------------------------------------------------------------
+
+
+def _connect_key(settings: Settings, link_secret: str) -> bytes:
+    # Bound to the athlete's own secret: a link dies when its athlete is forgotten.
+    return athlete_key(signing_key(settings), link_secret)
+
+
+def make_connect_token(settings: Settings, athlete: Athlete, now: datetime | None = None) -> str:
+    """The token of a signed, expiring, single-use link that lets whoever holds it connect a Strava account
+    to ``athlete`` (printed by ``stridecare strava connect --link``, offered by the loopback dashboard)."""
+    return _signed_token(_connect_key(settings, athlete.link_secret), "strava-connect", athlete.id, now)
+
+
+def check_connect_token(session: Session, settings: Settings, token: str, now: datetime, *, spend: bool) -> int:
+    """The athlete id a connect link was made for; with ``spend`` the link is used up in the caller's
+    transaction. Raises :class:`StravaStateError` with one message for every refusal (unknown athlete
+    included), so that the answer tells nothing about which athletes exist."""
+    refused = StravaStateError("this connect link is not valid, has expired or was already used")
     try:
-        athlete_id, issued = int(parts[0]), int(parts[1])
-    except ValueError:
-        raise StravaStateError("OAuth state is malformed") from None
-    age = _now(now).timestamp() - issued
-    if age < -60 or age > STATE_TTL.total_seconds():
-        raise StravaStateError("OAuth state has expired; start connecting again")
+        athlete_id, issued, body, signature = _token_athlete(token)
+    except StravaStateError:
+        raise refused from None
+    athlete = session.get(Athlete, athlete_id)
+    key = _connect_key(settings, athlete.link_secret if athlete is not None else secrets.token_hex(16))
+    if athlete is None or not verify(key, signature, "strava-connect", body):
+        raise refused
+    try:
+        _check_age(issued, CONNECT_LINK_TTL, now, "the link")
+        if spend:
+            _spend(session, "strava-connect", token, issued, CONNECT_LINK_TTL, now)
+    except StravaStateError:
+        raise refused from None
     return athlete_id
 
 
@@ -173,6 +211,9 @@ def exchange_code(
     """
     now = _now(now)
     athlete_id = verify_state(settings, state, now)
+    # Single-use: a state seen once (a callback replayed from history, a leaked address) is refused.
+    with db.transaction() as s:
+        _spend(s, "strava-state", state, _token_athlete(state)[1], STATE_TTL, now)
     scopes = check_scope(accepted_scope)
     client_id, client_secret = _credentials(settings)
     client = app_client(settings)

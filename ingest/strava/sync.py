@@ -11,24 +11,24 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ingest.dedupe import link_duplicate, richness
+from ingest.dedupe import elect_heir, link_duplicate
 from ingest.store import add_run
-from ingest.strava.backfill import BackfillProgress, backfill_step
+from ingest.strava.backfill import BackfillProgress, backfill_step, start_backfill
 from ingest.strava.convert import SOURCE
-from recommender.planner import refresh_daily, runs_changed
+from recommender.planner import mark_changed, replan, runs_changed
 from stridecare.db import leases
 from stridecare.db.athletes import lock_athlete
 from stridecare.db.engine import Database
-from stridecare.db.models import Athlete, Prompt, Run, RunSamples, StravaAccount, StravaEvent
+from stridecare.db.models import Athlete, Run, RunSamples, StravaAccount, StravaEvent
 from stridecare.db.samples import ENCODING, pack_samples
-from stridecare.domain.history import local_day
+from stridecare.domain.plausibility import implausibility
 from stridecare.domain.run import CadenceSource, ParsedRun
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
@@ -94,41 +94,67 @@ def _apply(run: Run, parsed: ParsedRun) -> bool:
 
 
 def store_parsed(
-    session: Session, settings: Settings, athlete: Athlete, parsed_runs: Sequence[ParsedRun], now: datetime
+    session: Session,
+    settings: Settings,
+    athlete: Athlete,
+    parsed_runs: Sequence[ParsedRun],
+    now: datetime,
+    *,
+    defer: bool = False,
 ) -> list[Run]:
     """Insert new Strava runs (linking a FIT copy of the same session) or update stored ones, then update load
     and prompts for what changed, in the caller's transaction. Storing the same activity again changes
-    nothing. Returns the runs inserted or changed."""
+    nothing. Returns the runs inserted or changed. ``defer`` only marks them changed: the caller finishes
+    the batch with ``recommender.planner.replan``."""
     lock_athlete(session, athlete.id)
     changed: list[Run] = []
+    moved: list[datetime] = []
     for parsed in parsed_runs:
+        implausible = implausibility(parsed)
+        if implausible is not None:
+            log.warning("Strava activity %s not stored: %s", parsed.source_key, implausible)
+            continue
         run = find_run(session, athlete.id, parsed.source_key)
         if run is None:
             run = add_run(session, athlete.id, parsed, None)
             session.flush()
             link_duplicate(session, athlete.id, run)
             changed.append(run)
-        elif _apply(run, parsed):
-            changed.append(run)
+        else:
+            was = run.start_time
+            if _apply(run, parsed):
+                changed.append(run)
+                moved.append(was)  # an edited start time: the old day changes too
     if changed:
         session.flush()
+        since = min(moved) if moved else None
         # Only primaries count: a Strava copy of a richer FIT run gets neither load nor a prompt.
-        runs_changed(session, settings, athlete, changed, now)
+        if defer:
+            mark_changed(session, athlete, changed, since=since)
+        else:
+            runs_changed(session, settings, athlete, changed, now, since=since)
     return changed
 
 
 def store_runs(
-    db: Database, settings: Settings, athlete_id: int, parsed_runs: Sequence[ParsedRun], now: datetime
+    db: Database,
+    settings: Settings,
+    athlete_id: int,
+    parsed_runs: Sequence[ParsedRun],
+    now: datetime,
+    *,
+    defer: bool = False,
 ) -> int:
     """Store ``parsed_runs`` for the athlete in one transaction (the backfill's ``store``); returns how many
-    runs were inserted or changed. Idempotent, and safe against an event storing the same activity at once."""
+    runs were inserted or changed. Idempotent, and safe against an event storing the same activity at once.
+    ``defer``: see :func:`store_parsed`."""
     for attempt in range(2):
         try:
             with db.transaction() as session:
                 athlete = session.get(Athlete, athlete_id)
                 if athlete is None:
                     return 0
-                return len(store_parsed(session, settings, athlete, parsed_runs, now))
+                return len(store_parsed(session, settings, athlete, parsed_runs, now, defer=defer))
         except IntegrityError:
             # A concurrent event stored one of these activities first: the second pass updates it instead.
             if attempt:
@@ -152,29 +178,14 @@ def remove_runs(session: Session, settings: Settings, athlete: Athlete, runs: Se
     for run in runs:
         if run.duplicate_of_id is None:
             affected.append(run.start_time)
-            copies = [
-                c for c in session.scalars(select(Run).where(Run.duplicate_of_id == run.id)) if c.id not in doomed
-            ]
-            if copies:
-                heir = max(copies, key=richness)
-                heir.duplicate_of_id = None
-                for other in copies:
-                    if other is not heir:
-                        other.duplicate_of_id = heir.id
-                session.execute(
-                    update(Prompt)
-                    .where(Prompt.run_id == run.id)
-                    .values(run_id=heir.id)
-                    .execution_options(synchronize_session="fetch")
-                )
+            heir = elect_heir(session, run, doomed)
+            if heir is not None:
                 promoted.append(heir)
     for run in runs:
         session.delete(run)
     session.flush()
-    if affected:
-        refresh_daily(session, settings, athlete, min(local_day(t, athlete.timezone) for t in affected))
-    if promoted:
-        runs_changed(session, settings, athlete, promoted, now)
+    # One planner path: loads, daily series and the flags of later runs, from the earliest deleted day.
+    runs_changed(session, settings, athlete, promoted, now, since=min(affected) if affected else None)
     return len(runs)
 
 
@@ -215,13 +226,38 @@ def lease_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def backfill_account(
-    rt: Runtime, account_id: int, *, max_requests: int | None = BACKFILL_STEP_REQUESTS
-) -> BackfillProgress | None:
-    """One backfill step for the account (the periodic task's work), under the account's backfill lease.
+OnStep = Callable[[BackfillProgress], None]
 
-    Returns ``None`` when another process holds the lease or the account is gone. A step that stops at its
-    request cap leaves the backfill due at once, so the next periodic tick continues it.
+
+def _mark_done(rt: Runtime, account_id: int, detail: str) -> None:
+    with rt.db.transaction() as session:
+        account = session.get(StravaAccount, account_id)
+        if account is not None:
+            account.backfill_state = "done"
+            account.backfill_resume_at = None
+            account.backfill_detail = detail
+
+
+def backfill_account(
+    rt: Runtime,
+    account_id: int,
+    *,
+    since: datetime | None = None,
+    restart: bool = False,
+    max_requests: int | None = BACKFILL_STEP_REQUESTS,
+    max_steps: int | None = 1,
+    on_step: OnStep | None = None,
+) -> BackfillProgress | None:
+    """Import the account's Strava history under its backfill lease: the one backfill loop.
+
+    Works in steps of at most ``max_requests`` requests, committing after each and calling ``on_step`` with
+    the totals so far; stops after ``max_steps`` steps (the periodic task does one; ``None`` goes on until
+    the history is done, access is refused, or the rate limit defers it to a later time). ``since`` keeps
+    only activities started at or after it (and asks no streams for older ones) and ends the import once the
+    cursor has passed it; ``restart`` (or ``since`` on a finished import) starts again from the newest
+    activity. Returns the totals, or ``None`` when another process holds the lease or the account is gone.
+    A step that stops at its request cap leaves the backfill due at once, so the next periodic tick
+    continues it.
     """
     owner = lease_owner()
     name = backfill_lease(account_id)
@@ -233,20 +269,52 @@ def backfill_account(
             account = session.get(StravaAccount, account_id)
             if account is None:
                 return None
-            athlete_id = account.athlete_id
+            athlete_id, state = account.athlete_id, account.backfill_state
+        if restart or (since is not None and state in ("done", "error", "idle")):
+            start_backfill(rt.db, account_id, rt.now())
+        settings = rt.settings
+        if since is not None:
+            # No stream requests for activities that the cut-off discards anyway.
+            days = max(0, (rt.now() - since).days + 1)
+            settings = settings.model_copy(update={"strava_streams_days": min(settings.strava_streams_days, days)})
+        totals = {"requests": 0, "stored": 0, "skipped": 0, "streams": 0}
 
         def store(parsed: Sequence[ParsedRun]) -> None:
-            store_runs(rt.db, rt.settings, athlete_id, parsed, rt.now())
+            kept = [p for p in parsed if since is None or p.start_time >= since]
+            totals["stored"] += len(kept)
+            store_runs(rt.db, rt.settings, athlete_id, kept, rt.now(), defer=True)
 
-        progress = backfill_step(
-            rt.db,
-            rt.settings,
-            account_id,
-            rt.now(),
-            store,
-            reserve=BACKFILL_RESERVE,
-            max_requests=max_requests,
-        )
+        steps = 0
+        while True:
+            step = backfill_step(
+                rt.db, settings, account_id, rt.now(), store, reserve=BACKFILL_RESERVE, max_requests=max_requests
+            )
+            steps += 1
+            # The step's pages were stored with their runs only marked: one recompute, in short transactions.
+            replan(rt.db, rt.settings, athlete_id, rt.now())
+            leases.acquire(rt.db, name, owner, datetime.now(UTC), BACKFILL_LEASE_S)  # renew
+            totals["requests"] += step.requests
+            totals["skipped"] += step.skipped
+            totals["streams"] += step.streams
+            state = step.state
+            if since is not None and step.cursor is not None and step.cursor <= since and state != "error":
+                _mark_done(rt, account_id, f"imported back to {since.date().isoformat()}")
+                state = "done"
+            progress = BackfillProgress(
+                state,
+                totals["requests"],
+                totals["stored"],
+                totals["skipped"],
+                totals["streams"],
+                step.resume_at if state == "deferred" else None,
+                step.reason,
+                step.cursor,
+            )
+            if on_step is not None:
+                on_step(progress)
+            paused = state == "deferred" and step.resume_at is not None and step.resume_at > rt.now()
+            if state in ("done", "error") or paused or (max_steps is not None and steps >= max_steps):
+                break
     finally:
         leases.release(rt.db, name, owner)
     log.info(
@@ -278,4 +346,8 @@ def rotate_keys(rt: Runtime) -> tuple[int, int]:
             assert athlete.webhook_secret_enc is not None
             athlete.webhook_secret_enc = vault.rotate(athlete.webhook_secret_enc)
             secrets_ += 1
+        from stridecare.plugins import rotate_channel_secrets
+
+        for athlete in session.scalars(select(Athlete).with_for_update()):
+            secrets_ += rotate_channel_secrets(athlete, vault)  # push URLs and plugin channels' secrets
     return accounts, secrets_

@@ -7,6 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from stridecare.db.models import Athlete
+from stridecare.handles import check_handle
 from stridecare.settings import Settings
 
 
@@ -15,7 +16,9 @@ class UnknownAthlete(LookupError):
 
 
 def get_athlete(session: Session, name: str) -> Athlete:
-    """The athlete with handle ``name``; raises UnknownAthlete with the known handles in the message."""
+    """The athlete with handle ``name``; raises UnknownAthlete with the known handles in the message, and
+    :class:`~stridecare.handles.InvalidHandle` for a name that cannot be a handle."""
+    check_handle(name)
     athlete = session.scalar(select(Athlete).where(Athlete.name == name))
     if athlete is None:
         known = ", ".join(session.scalars(select(Athlete.name).order_by(Athlete.name))) or "none yet"
@@ -37,8 +40,10 @@ def lock_athlete(session: Session, athlete_id: int) -> None:
 def ensure_athlete(session: Session, name: str, settings: Settings, *, lock: bool = False) -> Athlete:
     """The athlete with handle ``name``, created with default settings when a folder names a new one.
 
-    ``lock`` takes the athlete's row lock (:func:`lock_athlete`) before returning.
+    ``lock`` takes the athlete's row lock (:func:`lock_athlete`) before returning. Raises
+    :class:`~stridecare.handles.InvalidHandle` (before touching the database) for a name that is no handle.
     """
+    check_handle(name)
     athlete = session.scalar(select(Athlete).where(Athlete.name == name))
     if athlete is None:
         athlete = Athlete(name=name, timezone=settings.default_timezone)

@@ -1,4 +1,10 @@
-"""Engines and transactions for SQLite (embedded default) and PostgreSQL (distributed)."""
+"""Engines and transactions for SQLite (embedded default) and PostgreSQL (distributed).
+
+Two kinds of unit of work: ``Database.transaction()`` for work that writes, and ``Database.read()`` for work
+that only reads. On SQLite a write transaction begins IMMEDIATE (it takes the one write lock up front, so it
+never fails half-way on an upgrade), while a read transaction begins DEFERRED and runs on WAL's snapshot: it
+never waits for, nor holds, the write lock, so the web app keeps answering while a worker stores a batch.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,9 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+# Execution option that marks an engine (and the connections it hands out) as read-only: no write lock.
+READ_ONLY_OPTION = "stridecare_read_only"
 
 
 def make_engine(url: str) -> Engine:
@@ -26,7 +35,10 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine.pool, "checkin", _sqlite_writable)
+    else:
+        event.listen(engine, "begin", _server_begin)
     return engine
 
 
@@ -41,10 +53,30 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _sqlite_begin_immediate(conn: Any) -> None:
+def _sqlite_begin(conn: Any) -> None:
+    if conn.get_execution_options().get(READ_ONLY_OPTION):
+        # DEFERRED: a WAL reader takes no lock that a writer waits for. query_only turns an accidental write
+        # into an error instead of a lock upgrade that could fail with "database is locked" mid-request.
+        conn.exec_driver_sql("PRAGMA query_only=ON")
+        conn.exec_driver_sql("BEGIN DEFERRED")
+        return
     # BEGIN IMMEDIATE: a transaction that will write waits for the lock at its start instead of failing with
     # "database is locked" half-way through, which would otherwise happen when two threads upgrade at once.
+    # The pooled connection may last have served a reader: writes must be allowed again.
+    conn.exec_driver_sql("PRAGMA query_only=OFF")
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_writable(dbapi_conn: Any, _record: Any) -> None:
+    # A pooled connection goes back writable, whatever served last: only "begin" above knows about readers.
+    if dbapi_conn is not None:
+        dbapi_conn.execute("PRAGMA query_only=OFF")
+
+
+def _server_begin(conn: Any) -> None:
+    if conn.get_execution_options().get(READ_ONLY_OPTION):
+        # The driver has opened the transaction implicitly; mark it so that a stray write fails loudly.
+        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -53,18 +85,36 @@ def is_sqlite(engine: Engine) -> bool:
 
 
 class Database:
-    """An engine and its session factory; ``transaction()`` is the unit of work every task uses."""
+    """An engine and its session factories: ``transaction()`` is the unit of work every writing task uses,
+    ``read()`` the one for handlers, reports and status pages that only read."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Shares the engine's pool and event hooks; only the "begin" hook reads the option.
+        self.read_engine = self.engine.execution_options(**{READ_ONLY_OPTION: True})
+        self.read_sessions = sessionmaker(self.read_engine, expire_on_commit=False, autoflush=False)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
+        """One write transaction: committed when the block ends, rolled back if it raises."""
         with self.sessions.begin() as session:
             yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """One read-only transaction on a consistent snapshot; never takes SQLite's write lock.
+
+        The block must not write: on SQLite and PostgreSQL a write raises. The transaction is rolled back at
+        the end, so nothing a caller changed on loaded objects reaches the database.
+        """
+        session = self.read_sessions()
+        try:
+            yield session
+        finally:
+            session.rollback()
+            session.close()
 
     def dispose(self) -> None:
         """Close pooled connections (after fork, and at shutdown)."""

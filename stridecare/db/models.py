@@ -87,6 +87,9 @@ class Athlete(Base):
     webhook_disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     email_unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     console: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Settings of the channels this athlete chose, by channel name ({"push": {"url": <encrypted>}}): plugin
+    # channels keep theirs here, so a new channel needs no column. Reassign the dict to change it.
+    channel_settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     quiet_start: Mapped[str | None] = mapped_column(String(5))  # "22:00"
     quiet_end: Mapped[str | None] = mapped_column(String(5))  # "07:00"
@@ -96,11 +99,28 @@ class Athlete(Base):
     balance_time: Mapped[str] = mapped_column(String(5), default="18:00")
     balance_level: Mapped[int] = mapped_column(Integer, default=0)
     digest_weekday: Mapped[int] = mapped_column(Integer, default=0)
+    digest_time: Mapped[str] = mapped_column(String(5), default="08:00", server_default="08:00")
     dashboard_token: Mapped[str] = mapped_column(String(64), default=new_id)
+    # Mixed into the signature of this athlete's done and unsubscribe links: it dies with the row, so an
+    # athlete who later gets the same id cannot use a forgotten one's links.
+    link_secret: Mapped[str] = mapped_column(String(64), default=new_id)
     # The pair new runs are counted on when the source names none; a plain id (no FK) so that athletes and
     # shoes can be deleted in any order.
     default_shoe_id: Mapped[int | None] = mapped_column(Integer)
+    # The earliest run start whose derived figures (loads, daily series, flags) still wait for the planner:
+    # set with a change to the runs, moved forward chunk by chunk, None when everything is up to date.
+    replan_from: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UsedToken(Base):
+    """A single-use token already spent (a Strava connect link, an OAuth state), kept until it would expire."""
+
+    __tablename__ = "used_tokens"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class ImportedFile(Base):
@@ -121,14 +141,31 @@ class ImportedFile(Base):
 
 
 class SeenFile(Base):
-    """Fast path for rescans: a file whose path, size and mtime are unchanged is not read again."""
+    """Fast path for rescans: a file whose path, size and mtime are unchanged is not read again by this athlete.
+
+    Keyed by athlete and path: two athletes importing one folder each see (and import) its files."""
 
     __tablename__ = "seen_files"
 
+    athlete_id: Mapped[int] = mapped_column(ForeignKey("athletes.id", ondelete="CASCADE"), primary_key=True)
     path: Mapped[str] = mapped_column(Text, primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     content_hash: Mapped[str] = mapped_column(String(64))
+
+
+class DecodeAttempt(Base):
+    """A decoding in progress, written before it starts and deleted when it ends: a row left behind by a process
+    that died means the file may kill its reader; after two such deaths the file is quarantined
+    instead of being read again."""
+
+    __tablename__ = "decode_attempts"
+
+    content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(String(200))  # "host:pid" of the process that started it
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # started, not finished
 
 
 class Run(Base):
@@ -197,6 +234,9 @@ class RunLoad(Base):
     stimulus_sum: Mapped[float] = mapped_column(Float)  # Σ (n/2)·F⁴, for the per-foot daily stimulus ψ
     downhill_impact: Mapped[float] = mapped_column(Float)
     peak_force_bw: Mapped[float] = mapped_column(Float)
+    # Steps by gait (model version 2): the run's steps are their sum.
+    walking_steps: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    running_steps: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     long_run: Mapped[bool] = mapped_column(Boolean, default=False)
     flags: Mapped[list[str]] = mapped_column(JSON, default=list)
     facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

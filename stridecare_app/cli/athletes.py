@@ -10,9 +10,10 @@ import typer
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from stridecare.crypto import new_webhook_secret
+from stridecare.crypto import Vault, new_webhook_secret
 from stridecare.db.athletes import UnknownAthlete, get_athlete
 from stridecare.db.models import Athlete
+from stridecare.handles import InvalidHandle, check_handle
 from stridecare.settings import Settings
 from stridecare_app.cli.main import app, emit_json, fail, runtime
 
@@ -33,7 +34,66 @@ QuietOpt = Annotated[str | None, typer.Option(help="Quiet hours HH:MM-HH:MM, e.g
 MassOpt = Annotated[float | None, typer.Option(help="Body mass in kg (only changes force in newtons).")]
 DayOpt = Annotated[str | None, typer.Option(help="Weekday for the weekly balance prompt: mon … sun.")]
 TimeOpt = Annotated[str | None, typer.Option(help="Local time for the weekly balance prompt, HH:MM.")]
+DigestDayOpt = Annotated[str | None, typer.Option("--digest-day", help="Weekday of the weekly digest: mon … sun.")]
+DigestTimeOpt = Annotated[str | None, typer.Option("--digest-time", help="Local time for the weekly digest, HH:MM.")]
 NameOpt = Annotated[str | None, typer.Option("--display-name", help="Name used in greetings.")]
+PushOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--push",
+        help="Apprise URL for prompts on the phone, e.g. 'ntfy://ntfy.sh/my-topic' (stored encrypted). '' removes it.",
+    ),
+]
+ChannelOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--channel",
+        help="A channel's setting as CHANNEL.KEY=VALUE (plugin channels; repeatable); CHANNEL= removes the channel.",
+    ),
+]
+
+
+def _channel_values(specs: list[str]) -> dict[str, dict[str, str | None] | None]:
+    """``["sms.number=+49…", "pager="]`` as ``{"sms": {"number": "+49…"}, "pager": None}`` (None: remove)."""
+    out: dict[str, dict[str, str | None] | None] = {}
+    for spec in specs:
+        left, eq, value = spec.partition("=")
+        name, dot, key = left.partition(".")
+        if not eq or not name:
+            fail(f"--channel wants CHANNEL.KEY=VALUE or CHANNEL=, got {spec!r}")
+        if not dot:
+            if value:
+                fail(f"--channel {spec!r}: give a key, as in {name}.address={value}")
+            out[name] = None
+            continue
+        current = out.get(name) or {}
+        current[key] = value or None
+        out[name] = current
+    return out
+
+
+def _apply_channels(athlete: Athlete, push: str | None, specs: list[str] | None, vault: Vault) -> None:
+    """Store ``--push`` and ``--channel`` settings under the channel's name, secrets encrypted."""
+    from stridecare.plugins import channel_classes, store_channel_settings
+
+    wanted: dict[str, dict[str, str | None] | None] = _channel_values(specs or [])
+    if push is not None:
+        if push:
+            from delivery.push import check_push_url
+
+            problem = check_push_url(push)
+            if problem:
+                fail(problem)
+        wanted["push"] = {"url": push} if push else None
+    classes = channel_classes()
+    for name, values in wanted.items():
+        cls = classes.get(name)
+        if cls is None:
+            fail(f"no channel named {name!r} is installed (installed: {', '.join(sorted(classes))})")
+        if values is None:
+            athlete.channel_settings = {k: v for k, v in (athlete.channel_settings or {}).items() if k != name}
+        else:
+            store_channel_settings(athlete, cls, values, vault)
 
 
 def _apply(
@@ -48,6 +108,8 @@ def _apply(
     balance_time: str | None,
     display_name: str | None,
     vault_encrypt: object,
+    digest_day: str | None = None,
+    digest_time: str | None = None,
 ) -> str | None:
     """Validate and apply options; returns a newly generated webhook secret to show once."""
     new_secret: str | None = None
@@ -93,6 +155,15 @@ def _apply(
         if not _HHMM.match(balance_time):
             fail(f"balance time must be HH:MM, got {balance_time!r}")
         athlete.balance_time = balance_time
+    if digest_day is not None:
+        key = digest_day.strip().lower()[:3]
+        if key not in WEEKDAYS:
+            fail(f"digest day must be one of {', '.join(WEEKDAYS)}")
+        athlete.digest_weekday = WEEKDAYS.index(key)
+    if digest_time is not None:
+        if not _HHMM.match(digest_time):
+            fail(f"digest time must be HH:MM, got {digest_time!r}")
+        athlete.digest_time = digest_time
     return new_secret
 
 
@@ -110,6 +181,10 @@ def _describe(a: Athlete) -> dict[str, object]:
         "balance_day": WEEKDAYS[a.balance_weekday],
         "balance_time": a.balance_time,
         "balance_level": a.balance_level,
+        "digest_day": WEEKDAYS[a.digest_weekday],
+        "digest_time": a.digest_time,
+        # Which channels have settings, never the settings themselves: they may hold tokens.
+        "channels": sorted((a.channel_settings or {}).keys()),
     }
 
 
@@ -126,8 +201,10 @@ def add(
     display_name: NameOpt = None,
 ) -> None:
     """Add an athlete. A webhook secret is generated and shown once: give it to the receiver."""
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,63}", name):
-        fail("athlete handles are lower-case letters, digits, '.', '_' or '-'")
+    try:
+        check_handle(name)
+    except InvalidHandle as exc:
+        fail(str(exc))
     rt = runtime()
     try:
         with rt.db.transaction() as session:
@@ -165,6 +242,10 @@ def set_(
     balance_day: DayOpt = None,
     balance_time: TimeOpt = None,
     display_name: NameOpt = None,
+    digest_day: DigestDayOpt = None,
+    digest_time: DigestTimeOpt = None,
+    push: PushOpt = None,
+    channel: ChannelOpt = None,
 ) -> None:
     """Change an athlete's details; options not given stay as they are."""
     rt = runtime()
@@ -184,7 +265,10 @@ def set_(
             balance_time=balance_time,
             display_name=display_name,
             vault_encrypt=rt.vault.encrypt,
+            digest_day=digest_day,
+            digest_time=digest_time,
         )
+        _apply_channels(athlete, push, channel, rt.vault)
     typer.echo(f"updated {name}")
     if secret:
         typer.echo(f"webhook secret (shown once, verify signatures with it): {secret}")
@@ -219,7 +303,7 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout."
         emit_json(rows)
         return
     for row in rows:
-        channels = [c for c in ("email", "webhook_url") if row[c]]
+        channels = [c for c in ("email", "webhook_url") if row[c]] + list(row["channels"])  # type: ignore[call-overload]
         typer.echo(f"{row['name']:16} {row['timezone']:20} {', '.join(channels) or 'console only'}")
 
 

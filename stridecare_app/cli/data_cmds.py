@@ -9,6 +9,7 @@ import typer
 
 from recommender.data_rights import export_athlete, forget_athlete
 from stridecare.db.athletes import UnknownAthlete, get_athlete
+from stridecare.handles import check_handle
 from stridecare_app.cli.main import app, emit_json, fail, runtime
 
 AthleteArg = Annotated[str, typer.Argument(help="Athlete handle.")]
@@ -22,7 +23,8 @@ def export(
 ) -> None:
     """Write the athlete's runs, loads, daily loads, prompts, completions and shoes as JSON and CSV files."""
     rt = runtime()
-    folder = out or Path(f"export-{athlete}")
+    # A handle holds no path separator or "..": the default folder stays where the command runs.
+    folder = out or Path(f"export-{check_handle(athlete)}")
     with rt.db.transaction() as session:
         try:
             who = get_athlete(session, athlete)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Annotated
 
@@ -12,13 +13,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy import select
 
-from ingest.decode import Decoded, decode_path, supported_suffixes
+from ingest.decode import Decoded, supported_suffixes
 from ingest.files import content_hash, iter_files
+from ingest.sandbox import Limits, decode_sandboxed
 from ingest.service import ingest_path, known_report
 from ingest.store import FileReport, complete_pending_loads, store_decoded
 from recommender.run_json import run_json
 from stridecare.db.athletes import UnknownAthlete, ensure_athlete, get_athlete
 from stridecare.db.models import ImportedFile, Run, SeenFile
+from stridecare.runtime import Runtime
 from stridecare_app.cli.main import app, emit_json, fail, runtime
 
 err = Console(stderr=True, soft_wrap=True)
@@ -38,12 +41,59 @@ def ingest(
     rt = runtime()
     name = athlete or rt.settings.default_athlete
     rejected = False
+    summary: dict[str, int] = {}
+    reasons: Reasons = {}
     for path in paths:
         report = ingest_path(rt.db, rt.settings, name, path, rt.now())
         rejected |= report.status == "rejected"
+        summary[report.status] = summary.get(report.status, 0) + 1
+        _count_reason(reasons, report)
         _print_report(report, as_json)
+        if not as_json and report.status == "ingested":
+            _print_prompts(rt, report)
+    if not as_json and len(paths) > 1:
+        _print_summary(f"{len(paths)} files", summary, reasons, "no files")
     if rejected:
         raise typer.Exit(2)
+
+
+def _print_prompts(rt: Runtime, report: FileReport) -> None:
+    """Each new run's prompt, or why it got none (an old run, the day's second run …)."""
+    from ingest.announce import prompt_line
+    from recommender.silence import outcomes_for_runs
+
+    with rt.db.read() as session:
+        outcomes = outcomes_for_runs(session, rt.settings, [int(r["id"]) for r in report.runs])
+    for outcome in outcomes:
+        typer.echo(f"          {prompt_line(outcome).removeprefix(outcome.athlete + ': ')}")
+
+
+Reasons = dict[str, dict[str, int]]  # status (skipped, rejected) → reason → files
+
+
+def reason_group(reason: str | None) -> str:
+    """The part of a skip or reject reason that files share (details such as offsets dropped), for summaries."""
+    text = re.sub(r"/None\)", ")", (reason or "no reason given").strip())
+    head, sep, _tail = text.partition(": ")
+    return head if sep and len(text) > 60 else text
+
+
+def _count_reason(reasons: Reasons | None, report: FileReport) -> None:
+    if reasons is not None and report.status in ("skipped", "rejected"):
+        group = reasons.setdefault(report.status, {})
+        key = reason_group(report.reason)
+        group[key] = group.get(key, 0) + 1
+
+
+def _print_summary(source: Path | str, summary: dict[str, int], reasons: Reasons, empty: str) -> None:
+    """Per status, how many files for which reason, then (last, for scripts that read the last line)
+    ``imported X: 3 duplicate, 10 ingested, 50 skipped``."""
+    for status in ("skipped", "rejected", "ignored"):
+        by_reason = sorted(reasons.get(status, {}).items(), key=lambda item: (-item[1], item[0]))
+        if by_reason:
+            err.print(f"  {status}: " + "; ".join(f"{n} {why}" for why, n in by_reason), highlight=False)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.items()))
+    err.print(f"imported {source}: {counts or empty}", highlight=False)
 
 
 def _print_report(report: FileReport, as_json: bool) -> None:
@@ -75,9 +125,9 @@ def import_archive(
         return
     if not folder.is_dir():
         fail(f"{folder} is not a folder")
-    summary = import_folder(rt, folder, name, workers or rt.settings.import_workers, as_json=as_json)
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.items()))
-    err.print(f"imported {folder}: {counts or 'no files'}")
+    reasons: Reasons = {}
+    summary = import_folder(rt, folder, name, workers or rt.settings.import_workers, as_json=as_json, reasons=reasons)
+    _print_summary(folder, summary, reasons, "no files")
     if summary.get("rejected"):
         raise typer.Exit(2)
 
@@ -88,28 +138,44 @@ def _import_strava_zip(rt: object, archive: Path, athlete: str, *, as_json: bool
     from stridecare.runtime import Runtime
 
     assert isinstance(rt, Runtime)
+    reasons: Reasons = {}
+
+    def report_one(report: FileReport) -> None:
+        _count_reason(reasons, report)
+        _print_report(report, as_json)
+
     try:
-        summary = import_strava_export(
-            rt, archive, athlete, rt.now(), report=lambda report: _print_report(report, as_json)
-        )
+        summary = import_strava_export(rt, archive, athlete, rt.now(), report=report_one)
     except StravaExportError as exc:
         fail(str(exc))
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.items()))
-    err.print(f"imported {archive}: {counts or 'no activities'}")
+    _print_summary(archive, summary, reasons, "no activities")
     if summary.get("rejected"):
         raise typer.Exit(2)
 
 
-def import_folder(rt: object, folder: Path, athlete: str, workers: int, *, as_json: bool = False) -> dict[str, int]:
-    """Decode every supported file below ``folder`` across ``workers`` processes and store each result."""
+def import_folder(
+    rt: object, folder: Path, athlete: str, workers: int, *, as_json: bool = False, reasons: Reasons | None = None
+) -> dict[str, int]:
+    """Decode every supported file below ``folder`` across ``workers`` processes and store each result; files
+    per status are returned, and skipped and rejected files are counted per reason into ``reasons``."""
     from stridecare.runtime import Runtime
 
     assert isinstance(rt, Runtime)
     suffixes = supported_suffixes()
-    files = [p for p in iter_files(folder) if p.name.lower().endswith(suffixes)]
+    files: list[Path] = []
+    for p in iter_files(folder):
+        if p.name.lower().endswith(suffixes):
+            files.append(p)
+        elif reasons is not None:  # a photo or a JSON sidecar in an export: said, not silently passed over
+            group = reasons.setdefault("ignored", {})
+            key = f"not an activity file ({p.suffix.lower() or 'no suffix'})"
+            group[key] = group.get(key, 0) + 1
     with rt.db.transaction() as session:
-        seen = {row.path: (row.size, row.mtime_ns) for row in session.scalars(select(SeenFile))}
         owner = ensure_athlete(session, athlete, rt.settings)
+        seen = {
+            row.path: (row.size, row.mtime_ns)
+            for row in session.scalars(select(SeenFile).where(SeenFile.athlete_id == owner.id))
+        }
         first_of = set(session.scalars(select(ImportedFile.content_hash).where(ImportedFile.athlete_id == owner.id)))
     summary: dict[str, int] = {}
     todo: list[Path] = []
@@ -135,9 +201,11 @@ def import_folder(rt: object, folder: Path, athlete: str, workers: int, *, as_js
         todo.append(path)
     now = rt.now()
     max_bytes = rt.settings.max_file_bytes
+    limits = Limits.from_settings(rt.settings)
 
     def record(report: FileReport) -> None:
         summary[report.status] = summary.get(report.status, 0) + 1
+        _count_reason(reasons, report)
         if as_json:
             emit_json(report.as_json())
         elif report.status == "rejected":
@@ -146,7 +214,7 @@ def import_folder(rt: object, folder: Path, athlete: str, workers: int, *, as_js
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=False, disable=not todo) as progress:
         task = progress.add_task(f"importing {len(todo) + len(copies)} files", total=len(todo) + len(copies))
-        for decoded in _decode_all(todo, workers, max_bytes):
+        for decoded in _decode_all(todo, workers, max_bytes, limits):
             record(store_decoded(rt.db, rt.settings, athlete, decoded, now, defer_load=True))
             progress.advance(task)
         for path in copies:
@@ -154,7 +222,9 @@ def import_folder(rt: object, folder: Path, athlete: str, workers: int, *, as_js
             # None only if the copy changed or vanished meanwhile: then it is read like any other file.
             record(
                 report
-                or store_decoded(rt.db, rt.settings, athlete, decode_path(path, None, max_bytes), now, defer_load=True)
+                or store_decoded(
+                    rt.db, rt.settings, athlete, decode_sandboxed(path, None, max_bytes, limits), now, defer_load=True
+                )
             )
             progress.advance(task)
     # Load, flags and prompts in one pass, oldest run first, whatever order the files finished decoding in.
@@ -162,17 +232,19 @@ def import_folder(rt: object, folder: Path, athlete: str, workers: int, *, as_js
     return summary
 
 
-def _decode_all(todo: list[Path], workers: int, max_bytes: int) -> Iterator[Decoded]:
-    """Decoded files in completion order, across ``workers`` processes; bounded so memory stays flat."""
+def _decode_all(todo: list[Path], workers: int, max_bytes: int, limits: Limits) -> Iterator[Decoded]:
+    """Decoded files in completion order, ``workers`` at a time, each in its own sandboxed child process (the
+    threads here only wait for them: a file that crashes or exhausts its child is one rejected file, never the
+    import); bounded so memory stays flat."""
     if workers <= 1 or len(todo) <= 1:
         for path in todo:
-            yield decode_path(path, None, max_bytes)
+            yield decode_sandboxed(path, None, max_bytes, limits)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stridecare-decode") as pool:
         queue = iter(todo)
         running: set[Future[Decoded]] = set()
         for path in queue:
-            running.add(pool.submit(decode_path, path, None, max_bytes))
+            running.add(pool.submit(decode_sandboxed, path, None, max_bytes, limits))
             if len(running) >= workers * 4:
                 break
         while running:
@@ -181,7 +253,7 @@ def _decode_all(todo: list[Path], workers: int, max_bytes: int) -> Iterator[Deco
                 yield fut.result()
                 nxt = next(queue, None)
                 if nxt is not None:
-                    running.add(pool.submit(decode_path, nxt, None, max_bytes))
+                    running.add(pool.submit(decode_sandboxed, nxt, None, max_bytes, limits))
 
 
 @app.command()

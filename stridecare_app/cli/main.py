@@ -8,16 +8,54 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
+from typer.core import TyperGroup
 
 from stridecare.logging import setup_logging
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings, load_settings
 
+
+class _PlainErrors(TyperGroup):
+    """Turns errors a user can cause into one plain line instead of a traceback: a name that is no athlete
+    handle, and the database refusing a change or being unreachable."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's own click Context; Any keeps the override compatible
+        """Run the command; known failures become ``stridecare: <sentence>`` and exit code 2 (1 for the
+        database)."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from stridecare.handles import InvalidHandle
+
+        try:
+            return super().invoke(ctx)
+        except InvalidHandle as exc:
+            fail(str(exc))
+        except SQLAlchemyError as exc:
+            if state.verbose:
+                raise  # the operator asked for the details
+            fail(_database_message(exc), 1)
+
+
+def _database_message(exc: Exception) -> str:
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    if isinstance(exc, IntegrityError):
+        return (
+            "the database refused the change: it conflicts with data already stored (perhaps written by another "
+            "command at the same moment); run the command again"
+        )
+    if isinstance(exc, OperationalError):
+        return "the database is unreachable or busy; check it is running and try again"
+    return f"the database refused the command ({type(exc).__name__}); --verbose shows the details"
+
+
 app = typer.Typer(
     name="stridecare",
+    cls=_PlainErrors,
     help=(
         "Foot care for runners: runs in from FIT folders and Strava, foot load out, and the routine that fits "
         "after every run.\n\n"
@@ -54,6 +92,8 @@ def settings() -> Settings:
     """The settings for this invocation; a clear message and exit 2 when they cannot be read."""
     try:
         s = load_settings(state.config)
+    except ValidationError as exc:
+        fail("invalid settings: " + "; ".join(_setting_error(e) for e in exc.errors()))
     except (FileNotFoundError, ValueError) as exc:
         fail(f"cannot read settings: {exc}")
     if state.verbose:
@@ -72,6 +112,14 @@ def runtime() -> Runtime:
             f"cannot open the database at {_redact(s.effective_database_url)}: {exc.__class__.__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}"
         )
+
+
+def _setting_error(error: Any) -> str:
+    """One setting's problem as ``STRIDECARE_NAME: message (got 'value')``."""
+    name = "STRIDECARE_" + "_".join(str(part).upper() for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    given = error.get("input")
+    return f"{name}: {message}" + (f" (got {given!r})" if isinstance(given, str | int | float) else "")
 
 
 def _redact(url: str) -> str:
@@ -96,6 +144,7 @@ def _register() -> None:
     from stridecare_app.cli import (  # noqa: F401
         athletes,
         data_cmds,
+        digest_cmds,
         health_cmd,
         ingest_cmds,
         operate,

@@ -17,16 +17,22 @@ err = Console(stderr=True, soft_wrap=True)
 def run(
     concurrency: Annotated[int, typer.Option(help="Worker threads.")] = 2,
     web: Annotated[bool, typer.Option(help="Serve the web app (done links, Strava connect) too.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings and errors.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per event on stdout.")] = False,
 ) -> None:
     """Run everything in one process: watcher, worker, scheduler and web app.
 
     On the embedded default (no STRIDECARE_BROKER_URL) this needs no server: the database and the queue are
     SQLite files in the data home, so a restart loses no run and no prompt. Drop FIT files into the inbox
-    printed below; prompts go to the channels each athlete has (the console log by default).
+    printed below; prompts go to the channels each athlete has (the console log by default). The console
+    prints a line per file, per prompt (or why a run got none) and every warning and error.
     """
+    from stridecare.logging import setup_console
+    from stridecare_app.cli.main import state
     from stridecare_app.runner import run_all
 
     rt = runtime()
+    setup_console(rt.settings, "json" if as_json else "quiet" if quiet else "lines", verbose=state.verbose)
     s = rt.settings
     err.print(f"stridecare: data in {s.data_home}")
     for athlete, root in s.inbox_map():
@@ -34,7 +40,7 @@ def run(
     err.print(f"stridecare: prompts without email or webhook are written to {s.data_home / 'prompts.log'}")
     if web:
         err.print(f"stridecare: web app on http://{s.web_host}:{s.web_port}/")
-    run_all(rt, concurrency=concurrency, web=web)
+    run_all(rt, concurrency=concurrency, web=web, verbose=state.verbose)
 
 
 @app.command()

@@ -5,10 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from recommender.feedback import UnknownPrompt, record_done
+from recommender.silence import prompt_outcome
 from recommender.status import athlete_status, prompts_for
 from stridecare.db.athletes import UnknownAthlete, get_athlete
+from stridecare.db.models import Run
+from stridecare.settings import Settings
 from stridecare_app.cli.main import app, emit_json, fail, runtime
 
 AthleteOpt = Annotated[str | None, typer.Option(help="Athlete handle (default: STRIDECARE_DEFAULT_ATHLETE).")]
@@ -22,7 +27,7 @@ def status(athlete: AthleteOpt = None, as_json: JsonOpt = False) -> None:
     Flags say "consider", never "you will": none of them predicts an individual injury.
     """
     rt = runtime()
-    with rt.db.transaction() as session:
+    with rt.db.read() as session:
         try:
             who = get_athlete(session, athlete or rt.settings.default_athlete)
         except UnknownAthlete as exc:
@@ -32,10 +37,11 @@ def status(athlete: AthleteOpt = None, as_json: JsonOpt = False) -> None:
         emit_json(data)
         return
     typer.echo(f"{data['athlete']} on {data['as_of']}")
-    typer.echo(f"  acute load (7-day)    {data['acute_load']:10.0f}")
-    typer.echo(f"  chronic load (28-day) {data['chronic_load']:10.0f}")
+    texts = data["figure_texts"]
+    for key in ("acute_load", "chronic_load", "load_last_7_days", "load_last_28_days"):
+        typer.echo(f"  {texts[key]}")
     if data["acwr"] is not None:
-        typer.echo(f"  ACWR                  {data['acwr']:10.2f}  (information only)")
+        typer.echo(f"  {texts['acwr']}  (information only)")
     else:
         typer.echo(f"  ACWR                  shown after 28 days of history ({data['history_days']} so far)")
     for flag in data["flag_details"]:
@@ -49,14 +55,16 @@ def prompts(
     limit: Annotated[int, typer.Option(help="How many of the newest prompts.")] = 20,
     as_json: JsonOpt = False,
 ) -> None:
-    """List prompts with their reasons, the rule that produced them and each delivery's state."""
+    """List prompts with their reasons, the rule that produced them and each delivery's state, then the recent
+    runs that got no prompt and why (outside the freshness window, not the day's first run, …)."""
     rt = runtime()
-    with rt.db.transaction() as session:
+    with rt.db.read() as session:
         try:
             who = get_athlete(session, athlete or rt.settings.default_athlete)
         except UnknownAthlete as exc:
             fail(str(exc))
         data = prompts_for(session, who, limit)
+        silent = _runs_without_prompt(session, rt.settings, who.id, limit)
     if as_json:
         emit_json(data)
         return
@@ -66,8 +74,29 @@ def prompts(
         state = ", ".join(f"{c} {s}" for c, s in p["deliveries"].items()) or "not delivered"
         done = "  done" if p["done_at"] else ""
         typer.echo(f"{p['id']}  {p['local_day']}  {p['kind']:15} {', '.join(p['routines'])}  [{state}]{done}")
+        if p.get("due_at") and p.get("created_at") and str(p["due_at"]) > str(p["created_at"]):
+            typer.echo(f"    held for quiet hours until {p['due_at']}")
         for reason in p["reasons"]:
             typer.echo(f"    {reason}")
+    if silent:
+        typer.echo("runs without a prompt:")
+    for line in silent:
+        typer.echo(f"  {line}")
+
+
+def _runs_without_prompt(session: Session, settings: Settings, athlete_id: int, limit: int) -> list[str]:
+    """One line per recent run that got no post-run prompt, saying why."""
+    runs = session.scalars(
+        select(Run).where(Run.athlete_id == athlete_id).order_by(Run.start_time.desc()).limit(limit)
+    ).all()
+    lines: list[str] = []
+    for run in runs:
+        outcome = prompt_outcome(session, settings, run)
+        if outcome.prompt_id is None:
+            lines.append(
+                f"run {run.id}  {run.start_time:%Y-%m-%d}  {run.sport} {run.distance_m / 1000:.1f} km: {outcome.reason}"
+            )
+    return lines
 
 
 @app.command()

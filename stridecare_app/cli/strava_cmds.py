@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, date, datetime, time
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import parse_qsl, urlsplit
 
 import typer
@@ -84,6 +84,18 @@ def _probe_activity_scope(rt: Runtime, account_id: int) -> bool:
     return True
 
 
+def _print_connect_link(name: str) -> None:
+    from ingest.strava.oauth import CONNECT_LINK_TTL
+    from stridecare_app.web.strava import connect_link
+
+    rt = runtime()
+    athlete_id, handle = _athlete_id(rt, name)
+    url = connect_link(rt, athlete_id)
+    hours = int(CONNECT_LINK_TTL.total_seconds() // 3600)
+    err.print(f"Send this link to {handle!r}; it connects their Strava account, works once and for {hours} h:")
+    typer.echo(url)
+
+
 @strava_app.command()
 def connect(
     athlete: AthleteOpt = None,
@@ -98,12 +110,25 @@ def connect(
         str | None,
         typer.Option(help="Where Strava sends the browser back (default: localhost, fine on a headless server)."),
     ] = None,
+    link: Annotated[
+        str | None,
+        typer.Option(
+            "--link",
+            metavar="ATHLETE",
+            help="Print a signed, single-use web link (valid 24 h) with which ATHLETE connects Strava themselves.",
+        ),
+    ] = None,
 ) -> None:
     """Connect a Strava account: prints the authorize URL; run again with --code to finish.
 
     Open the printed URL in any browser, approve (keep "View data about your activities" ticked), then copy
     the address the browser ends on - it need not load - and run `stridecare strava connect --code 'ADDRESS'`.
+    With --link ATHLETE it prints a link to this server's /strava/connect page instead, for the athlete to
+    open in their own browser.
     """
+    if link is not None:
+        _print_connect_link(link)
+        return
     from ingest.strava.oauth import (
         REQUESTED_SCOPE,
         StravaError,
@@ -216,15 +241,6 @@ def subscribe(
     typer.echo(f"STRIDECARE_STRAVA_SUBSCRIPTION_ID={subscription.id}")
 
 
-def _mark_done(rt: Runtime, account_id: int, detail: str) -> None:
-    with rt.db.transaction() as session:
-        account = session.get(StravaAccount, account_id)
-        if account is not None:
-            account.backfill_state = "done"
-            account.backfill_resume_at = None
-            account.backfill_detail = detail
-
-
 @strava_app.command()
 def backfill(
     athlete: AthleteOpt = None,
@@ -239,9 +255,8 @@ def backfill(
     When the rate limit is reached the import pauses; the command says when it resumes, and a running worker
     continues it by itself then (or run this command again).
     """
-    from ingest.strava.backfill import backfill_step, start_backfill
-    from ingest.strava.sync import BACKFILL_RESERVE, backfill_lease, lease_owner, store_runs
-    from stridecare.db import leases
+    from ingest.strava.backfill import BackfillProgress
+    from ingest.strava.sync import backfill_account
 
     rt = runtime()
     athlete_id, handle = _athlete_id(rt, athlete)
@@ -254,27 +269,9 @@ def backfill(
             since_at = datetime.combine(date.fromisoformat(since), time(), UTC)
         except ValueError:
             fail(f"--since {since!r} is not a date (YYYY-MM-DD)")
-    settings = rt.settings
-    if since_at is not None:
-        # No stream requests for activities that the cut-off will discard anyway.
-        days = max(0, (rt.now() - since_at).days + 1)
-        settings = settings.model_copy(update={"strava_streams_days": min(settings.strava_streams_days, days)})
-    if restart or (account.backfill_state in ("done", "error", "idle") and since_at is not None):
-        start_backfill(rt.db, account.id, rt.now())
-    elif account.backfill_state == "done":
+    if account.backfill_state == "done" and not restart and since_at is None:
         err.print(f"The Strava history of {handle!r} is already imported; --restart imports it again.")
         return
-    owner = lease_owner()
-    name = backfill_lease(account.id)
-    if not leases.acquire(rt.db, name, owner, datetime.now(UTC), 3600.0):
-        fail("a worker is importing this account's history right now; try again later")
-
-    totals = {"requests": 0, "stored": 0, "skipped": 0, "streams": 0}
-
-    def store(parsed: Any) -> None:
-        kept = [p for p in parsed if since_at is None or p.start_time >= since_at]
-        totals["stored"] += len(kept)
-        store_runs(rt.db, rt.settings, athlete_id, kept, rt.now())
 
     start = rt.now()
     span = (start - since_at).total_seconds() if since_at is not None else None
@@ -285,71 +282,54 @@ def backfill(
         TextColumn("{task.fields[runs]} runs, {task.fields[requests]} requests"),
         TimeElapsedColumn(),
     ]
-    progress_state = "running"
-    resume_at: datetime | None = None
-    reason = ""
-    try:
-        with Progress(*columns, console=err, transient=False) as bar:
-            task = bar.add_task("starting", total=span, runs=0, requests=0)
-            while True:
-                step = backfill_step(
-                    rt.db,
-                    settings,
-                    account.id,
-                    rt.now(),
-                    store,
-                    reserve=BACKFILL_RESERVE,
-                    max_requests=CLI_STEP_REQUESTS,
-                )
-                leases.acquire(rt.db, name, owner, datetime.now(UTC), 3600.0)  # renew
-                totals["requests"] += step.requests
-                totals["skipped"] += step.skipped
-                totals["streams"] += step.streams
-                cursor = step.cursor
-                reached = cursor.date().isoformat() if cursor is not None else "-"
-                done_part = (start - cursor).total_seconds() if span is not None and cursor is not None else None
-                bar.update(
-                    task,
-                    description=f"back to {reached}",
-                    completed=min(span, done_part) if span is not None and done_part is not None else None,
-                    runs=totals["stored"],
-                    requests=totals["requests"],
-                )
-                progress_state, resume_at, reason = step.state, step.resume_at, step.reason
-                if since_at is not None and cursor is not None and cursor <= since_at and step.state != "error":
-                    _mark_done(rt, account.id, f"imported back to {since}")
-                    progress_state = "done"
-                if progress_state in ("done", "error"):
-                    if span is not None:
-                        bar.update(task, completed=span)
-                    break
-                if progress_state == "deferred" and resume_at is not None and resume_at > rt.now():
-                    break
-    finally:
-        leases.release(rt.db, name, owner)
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task("starting", total=span, runs=0, requests=0)
 
+        def draw(step: BackfillProgress) -> None:
+            cursor = step.cursor
+            done_part = (start - cursor).total_seconds() if span is not None and cursor is not None else None
+            finished = span is not None and step.state in ("done", "error")
+            bar.update(
+                task,
+                description=f"back to {cursor.date().isoformat() if cursor is not None else '-'}",
+                completed=span if finished else (min(span, done_part) if span and done_part is not None else None),
+                runs=step.stored,
+                requests=step.requests,
+            )
+
+        result = backfill_account(
+            rt,
+            account.id,
+            since=since_at,
+            restart=restart,
+            max_requests=CLI_STEP_REQUESTS,
+            max_steps=None,
+            on_step=draw,
+        )
+    if result is None:
+        fail("a worker is importing this account's history right now; try again later")
     summary = {
         "athlete": handle,
-        "state": progress_state,
-        "runs_stored": totals["stored"],
-        "other_sports_skipped": totals["skipped"],
-        "requests": totals["requests"],
-        "streams": totals["streams"],
-        "resume_at": resume_at.isoformat() if resume_at else None,
-        "reason": reason or None,
+        "state": result.state,
+        "runs_stored": result.stored,
+        "other_sports_skipped": result.skipped,
+        "requests": result.requests,
+        "streams": result.streams,
+        "resume_at": result.resume_at.isoformat() if result.resume_at else None,
+        "reason": result.reason or None,
     }
     if json_out:
         emit_json(summary)
-    if progress_state == "done":
-        err.print(f"Done: {totals['stored']} runs stored, {totals['requests']} Strava requests.")
-    elif progress_state == "deferred" and resume_at is not None:
+    if result.state == "done":
+        err.print(f"Done: {result.stored} runs stored, {result.requests} Strava requests.")
+    elif result.state == "deferred" and result.resume_at is not None:
         err.print(
-            f"Paused ({reason}): {totals['stored']} runs stored so far. It resumes at "
-            f"{resume_at.isoformat(timespec='minutes')} - a running worker continues it then, or run this "
+            f"Paused ({result.reason}): {result.stored} runs stored so far. It resumes at "
+            f"{result.resume_at.isoformat(timespec='minutes')} - a running worker continues it then, or run this "
             "command again after that time."
         )
     else:
-        fail(f"stopped: {reason or progress_state}; reconnect Strava with `stridecare strava connect`", 1)
+        fail(f"stopped: {result.reason or result.state}; reconnect Strava with `stridecare strava connect`", 1)
 
 
 @strava_app.command("rotate-keys")
@@ -373,7 +353,7 @@ def rotate_keys_cmd() -> None:
 def status(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Connected accounts, their history import, and push events by status."""
     rt = runtime()
-    with rt.db.sessions() as session:
+    with rt.db.read() as session:
         rows = session.execute(
             select(StravaAccount, Athlete.name).join(Athlete, Athlete.id == StravaAccount.athlete_id)
         ).all()

@@ -6,16 +6,19 @@ import html
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from recommender.feedback import UnknownPrompt, record_done
-from stridecare.db.models import Athlete, utcnow
-from stridecare.links import check_done, check_unsubscribe
+from stridecare.db.models import Athlete, Prompt, utcnow
+from stridecare.links import athlete_key, check_done, check_unsubscribe
 from stridecare.runtime import Runtime
+from stridecare_app.web.limits import DEFAULT_MAX_BODY_BYTES, MAX_EVENT_BYTES, BodyLimit
 
 # Hands a stored Strava event's id to the workers (the Celery task by default).
 Enqueue = Callable[[int], Any]
@@ -37,18 +40,45 @@ def create_app(rt: Runtime, enqueue: Enqueue | None = None) -> Starlette:
     Tests pass their own ``enqueue`` (a recorder, a broker that is down) instead of patching the module.
     """
 
+    def ping() -> None:
+        with rt.db.read() as session:
+            session.execute(text("SELECT 1"))
+
     async def healthz(_: Request) -> Response:
         try:
-            with rt.db.transaction() as session:
-                session.execute(text("SELECT 1"))
+            # Off the event loop: a query is blocking I/O even when it waits for no lock.
+            await run_in_threadpool(ping)
         except Exception as exc:
             return JSONResponse({"status": "error", "database": exc.__class__.__name__}, status_code=503)
         return JSONResponse({"status": "ok"})
 
+    def link_key_of(athlete_id: int | None = None, prompt_id: str | None = None) -> bytes | None:
+        """The signing key of the athlete's links (by id or by one of their prompts); None when unknown."""
+        with rt.db.read() as session:
+            query = select(Athlete.link_secret)
+            if prompt_id is not None:
+                query = query.join(Prompt, Prompt.athlete_id == Athlete.id).where(Prompt.id == prompt_id)
+            else:
+                query = query.where(Athlete.id == athlete_id)
+            secret = session.scalar(query)
+        return athlete_key(rt.link_key, secret) if secret else None
+
+    def record(prompt_id: str) -> None:
+        with rt.db.transaction() as session:
+            record_done(session, prompt_id, rt.now())
+
+    def unsubscribe_now(athlete_id: int) -> None:
+        with rt.db.transaction() as session:
+            athlete = session.get(Athlete, athlete_id)
+            if athlete is not None and athlete.email_unsubscribed_at is None:
+                athlete.email_unsubscribed_at = utcnow()
+
     async def done(request: Request) -> Response:
         prompt_id = request.path_params["prompt_id"]
         sig = request.query_params.get("sig", "")
-        if not check_done(rt.link_key, prompt_id, sig):
+        key = await run_in_threadpool(link_key_of, None, prompt_id)
+        # An unknown prompt answers like a forged link: the answer tells nothing about what exists.
+        if key is None or not check_done(key, prompt_id, sig):
             return page("<p>This link is not valid.</p>", 403)
         if request.method == "GET":
             # Mail scanners open links: a GET only asks, the POST records.
@@ -58,8 +88,7 @@ def create_app(rt: Runtime, enqueue: Enqueue | None = None) -> Starlette:
                 "Yes, done</button></form>"
             )
         try:
-            with rt.db.transaction() as session:
-                record_done(session, prompt_id, rt.now())
+            await run_in_threadpool(record, prompt_id)
         except UnknownPrompt:
             return page("<p>That prompt no longer exists.</p>", 404)
         return page("<h1>Recorded</h1><p>Thanks — your feet will thank you too.</p>")
@@ -71,7 +100,8 @@ def create_app(rt: Runtime, enqueue: Enqueue | None = None) -> Starlette:
             return PlainTextResponse("bad link", status_code=400)
         list_name = request.path_params["list_name"]
         sig = request.query_params.get("sig", "")
-        if not check_unsubscribe(rt.link_key, athlete_id, list_name, sig):
+        key = await run_in_threadpool(link_key_of, athlete_id)
+        if key is None or not check_unsubscribe(key, athlete_id, list_name, sig):
             return PlainTextResponse("invalid link", status_code=403)
         if request.method == "GET":
             return page(
@@ -79,10 +109,7 @@ def create_app(rt: Runtime, enqueue: Enqueue | None = None) -> Starlette:
                 f'<form method="post" action="?sig={html.escape(sig)}"><button>Unsubscribe</button></form>'
             )
         # RFC 8058: a cookieless POST that answers directly, with no redirect.
-        with rt.db.transaction() as session:
-            athlete = session.get(Athlete, athlete_id)
-            if athlete is not None and athlete.email_unsubscribed_at is None:
-                athlete.email_unsubscribed_at = utcnow()
+        await run_in_threadpool(unsubscribe_now, athlete_id)
         return PlainTextResponse("unsubscribed")
 
     routes: list[BaseRoute] = [
@@ -91,15 +118,22 @@ def create_app(rt: Runtime, enqueue: Enqueue | None = None) -> Starlette:
         Route("/unsubscribe/{athlete_id}/{list_name}", unsubscribe, methods=["GET", "POST"]),
     ]
     routes += _optional_routes(rt, enqueue)
-    app = Starlette(routes=routes)
+    # Every body is bounded while it is read; Strava's events are a few hundred bytes.
+    limits = Middleware(BodyLimit, default=DEFAULT_MAX_BODY_BYTES, limits={"/strava/webhook": MAX_EVENT_BYTES})
+    app = Starlette(routes=routes, middleware=[limits])
     app.state.runtime = rt
     return app
 
 
 def _optional_routes(rt: Runtime, enqueue: Enqueue | None) -> list[Any]:
-    """Routes contributed by other modules (Strava, metrics, dashboard) when present."""
+    """Routes contributed by other modules (Strava, metrics, dashboard, home page) when present."""
     routes: list[Any] = []
-    for module_name in ("stridecare_app.web.strava", "stridecare_app.web.metrics", "stridecare_app.web.dashboard"):
+    for module_name in (
+        "stridecare_app.web.strava",
+        "stridecare_app.web.metrics",
+        "stridecare_app.web.dashboard",
+        "stridecare_app.web.home",
+    ):
         try:
             module = __import__(module_name, fromlist=["routes"])
         except ModuleNotFoundError as exc:

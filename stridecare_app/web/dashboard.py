@@ -1,6 +1,10 @@
-"""``GET /dashboard/{athlete}``: the athlete's load chart, weekly volume, recent runs and routine adherence.
+"""``GET /dashboard/{athlete}?range=6w|6m|1y|all``: the athlete's load chart, flags with their reasons, the runs
+of the range (each linking to its page, see ``run_page``), weekly volume, shoes and routine adherence.
 
-Server-rendered HTML with an inline SVG chart: no scripts, no build step, no external assets.
+Server-rendered HTML with inline SVG charts: no scripts, no build step, no external assets. Each chart is drawn
+for a desk and for a phone (``charts``), and the page shows one by CSS, so labels stay at 12 px or more at
+390 px. Flag reasons are text on the page (the chart's numbered markers link to them), never hover-only. A reader
+who came with the secret link finds it carried on every link of the page.
 
 Access. The web app listens on 127.0.0.1 by default, and a request from this machine is allowed as is. Any
 other request needs the athlete's secret link token (``?t=<dashboard_token>``), compared in constant time.
@@ -14,45 +18,51 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from recommender.dashboard_data import dashboard_data
+from recommender.dashboard_data import RANGES, dashboard_data
+from recommender.figures import number_text, spec
+from recommender.run_detail import flag_title, pace_text, routine_title
 from stridecare.db.models import Athlete
 from stridecare.runtime import Runtime
+from stridecare_app.web.charts import DESK, PHONE, load_chart
 
 _TEMPLATES = Path(__file__).with_name("templates")
 _PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
-_SECURITY_HEADERS = {
+SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'",
 }
 
-# Chart geometry (SVG user units); the SVG scales to the page width through its viewBox.
-WIDTH, HEIGHT = 840.0, 260.0
-LEFT, RIGHT, TOP, BOTTOM = 44.0, 12.0, 18.0, 28.0
-
 
 @cache
-def _environment() -> Environment:
-    return Environment(
+def environment() -> Environment:
+    """The Jinja environment of the web pages (autoescaped, strict), with the filters the templates use."""
+    env = Environment(
         loader=FileSystemLoader(_TEMPLATES),
         autoescape=select_autoescape(default=True, default_for_string=True),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["routine_title"] = routine_title
+    env.globals.update(
+        flag_title=flag_title, clock=clock, pace=pace, number_text=number_text, figure_label=lambda key: spec(key).label
+    )
+    return env
 
 
 def is_loopback_request(request: Request) -> bool:
@@ -71,117 +81,88 @@ def token_matches(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
-def _nice_max(value: float) -> float:
-    """A round upper bound for the y axis (1, 2, 2.5, 5 × 10ⁿ)."""
-    if value <= 0:
-        return 1.0
-    magnitude = 10 ** (len(str(int(value))) - 1)
-    for step in (1, 2, 2.5, 5, 10):
-        if value <= step * magnitude:
-            return float(step * magnitude)
-    return float(10 * magnitude)
-
-
-def chart_model(data: dict[str, Any]) -> dict[str, Any]:
-    """SVG geometry for the daily load chart: one bar per day, acute and chronic polylines, flag markers."""
-    days: list[dict[str, Any]] = data["days"]
-    n = max(1, len(days))
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    top = _nice_max(max([1.0, *(max(d["load"], d["acute"], d["chronic"]) for d in days)]))
-    slot = plot_w / n
-
-    def y(value: float) -> float:
-        return round(TOP + plot_h - (value / top) * plot_h, 2)
-
-    bars = []
-    index_of: dict[str, int] = {}
-    for i, d in enumerate(days):
-        index_of[d["day"]] = i
-        x = LEFT + i * slot
-        height = round(plot_h * d["load"] / top, 2)
-        bars.append(
-            {
-                **d,
-                "x": round(x + slot * 0.15, 2),
-                "y": round(TOP + plot_h - height, 2),
-                "width": round(slot * 0.7, 2),
-                "height": height,
-                "cx": round(x + slot / 2, 2),
-                "flagged": False,
-            }
-        )
-
-    def line(key: str) -> str:
-        return " ".join(f"{b['cx']},{y(b[key])}" for b in bars)
-
-    markers = []
-    for flagged in data["flags"]:
-        at = index_of.get(flagged["day"])
-        if at is None:
-            continue
-        bar = bars[at]
-        bar["flagged"] = True
-        markers.append(
-            {
-                "run_id": flagged["run_id"],
-                "day": flagged["day"],
-                "names": " ".join(f["name"] for f in flagged["flags"]),
-                "title": "; ".join(f"{f['name']}: {f['reason']}" for f in flagged["flags"]),
-                "cx": bar["cx"],
-                "cy": round(max(TOP - 8, bar["y"] - 9), 2),
-            }
-        )
-    ticks = [{"value": round(top * k / 4, 1), "y": y(top * k / 4)} for k in range(5)]
-    labels = []
-    for i, b in enumerate(bars):
-        day = date.fromisoformat(b["day"])
-        if day.weekday() == 0 or i == 0:
-            labels.append({"x": b["cx"], "text": f"{day.day} {day:%b}"})
-    return {
-        "width": WIDTH,
-        "height": HEIGHT,
-        "left": LEFT,
-        "right": WIDTH - RIGHT,
-        "baseline": TOP + plot_h,
-        "bars": bars,
-        "acute": line("acute"),
-        "chronic": line("chronic"),
-        "markers": markers,
-        "ticks": ticks,
-        "labels": labels,
-    }
-
-
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """``1:05`` (hours:minutes) of a duration in seconds."""
     total = round(seconds)
     hours, rest = divmod(total, 3600)
-    return f"{hours}:{rest // 60:02d}" if hours else f"0:{rest // 60:02d}"
+    return f"{hours}:{rest // 60:02d}"
 
 
-def render_dashboard(data: dict[str, Any]) -> str:
-    """The dashboard page for ``dashboard_data``'s result."""
-    return _environment().get_template("dashboard.html.j2").render(data=data, chart=chart_model(data), clock=_clock)
+def pace(timer_s: float, distance_m: float) -> str | None:
+    """``5:12 /km`` of a run, None for a run too short to have one."""
+    return pace_text(timer_s / (distance_m / 1000)) if distance_m > 50 else None
+
+
+def with_token(path: str, token: str, **params: str) -> str:
+    """``path`` with its query: ``params`` and, for a reader who came with the secret link, the token again."""
+    query = {**params, **({"t": token} if token else {})}
+    return f"{path}?{urlencode(query)}" if query else path
+
+
+def render_dashboard(data: dict[str, Any], token: str = "", home: bool = False) -> str:
+    """The dashboard page for ``dashboard_data``'s result; links carry ``token`` when the reader used one."""
+    base = f"/dashboard/{quote(data['athlete'], safe='')}"
+
+    def range_url(key: str) -> str:
+        return with_token(base, token, range=key)
+
+    def run_url(run_id: int) -> str:
+        return with_token(f"{base}/runs/{run_id}", token)
+
+    return (
+        environment()
+        .get_template("dashboard.html.j2")
+        .render(
+            data=data,
+            desk=load_chart(data, DESK),
+            phone=load_chart(data, PHONE),
+            range_url=range_url,
+            run_url=run_url,
+            home_url="/" if home else None,
+        )
+    )
+
+
+def authorized_athlete(session: Session, name: str, token: str, loopback: bool) -> tuple[int, Athlete | None]:
+    """The athlete ``name`` if this reader may see them: ``(200, athlete)``, else ``(404 or 403, None)``."""
+    athlete = session.scalar(select(Athlete).where(Athlete.name == name))
+    if athlete is None:
+        return 404, None
+    if not loopback and not (token and token_matches(token, athlete.dashboard_token)):
+        return 403, None
+    return 200, athlete
+
+
+_ERRORS = {404: "<p>No such athlete.</p>", 403: "<p>This dashboard needs its secret link.</p>"}
+
+
+def html_response(status: int, body: str) -> HTMLResponse:
+    """The page, or a short error page, with the headers that keep a token in the address private."""
+    if status != 200:
+        body = f'<!doctype html><html lang="en"><meta charset="utf-8"><title>stridecare</title>{body}</html>'
+    return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
 
 
 def routes(rt: Runtime) -> list[Route]:
     """The dashboard route for the web app (picked up by ``stridecare_app.web.app._optional_routes``)."""
 
-    def _load(name: str, token: str, loopback: bool) -> tuple[int, str]:
-        with rt.db.transaction() as session:
-            athlete = session.scalar(select(Athlete).where(Athlete.name == name))
+    def _load(name: str, token: str, loopback: bool, range_key: str | None) -> tuple[int, str]:
+        with rt.db.read() as session:
+            status, athlete = authorized_athlete(session, name, token, loopback)
             if athlete is None:
-                return 404, "<p>No such athlete.</p>"
-            if not loopback and not (token and token_matches(token, athlete.dashboard_token)):
-                return 403, "<p>This dashboard needs its secret link.</p>"
-            data = dashboard_data(session, rt.settings, athlete, rt.now())
-        return 200, render_dashboard(data)
+                return status, _ERRORS[status]
+            data = dashboard_data(session, rt.settings, athlete, rt.now(), range_key=range_key)
+        return 200, render_dashboard(data, token, home=loopback)
 
     async def dashboard(request: Request) -> Response:
         name = request.path_params["athlete_name"]
         token = request.query_params.get("t", "")
-        status, body = await run_in_threadpool(_load, name, token, is_loopback_request(request))
-        if status != 200:
-            body = f'<!doctype html><html lang="en"><meta charset="utf-8"><title>stridecare</title>{body}</html>'
-        return HTMLResponse(body, status_code=status, headers=_SECURITY_HEADERS)
+        range_key = request.query_params.get("range") or None
+        if range_key is not None and range_key not in RANGES:
+            return html_response(400, "<p>Unknown range: use 6w, 6m, 1y or all.</p>")
+        status, body = await run_in_threadpool(_load, name, token, is_loopback_request(request), range_key)
+        return html_response(status, body)
 
-    return [Route("/dashboard/{athlete_name}", dashboard, methods=["GET"])]
+    from stridecare_app.web.run_page import run_route
+
+    return [Route("/dashboard/{athlete_name}", dashboard, methods=["GET"]), run_route(rt)]

@@ -1,5 +1,8 @@
 """``GET /metrics``: Prometheus metrics of the pipeline, read from SQL and the broker at every scrape.
 
+Only this machine may scrape, unless ``STRIDECARE_METRICS_TOKEN`` is set: then other hosts may, with that
+token as a bearer token. A request carrying proxy headers counts as another host.
+
 The web app, the workers, the beat and the watcher are separate processes (in the distributed deployment
 separate containers, several workers), so a counter kept in one process's memory would only ever count that
 process. Every number here is therefore read from the shared database or broker when Prometheus scrapes,
@@ -8,6 +11,7 @@ into a registry made for that one scrape: any web replica answers the same, and 
 
 from __future__ import annotations
 
+import hmac
 import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -24,13 +28,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from ingest.strava.ratelimit import BUDGET_NAME, day_start, quarter_start
 from stridecare.db.models import ApiBudget, Delivery, ImportedFile, Prompt, Run
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
+from stridecare_app.web.dashboard import is_loopback_request
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +51,28 @@ PROMPT_KINDS = ("post_run", "weekly_balance", "digest", "shoe")
 def routes(rt: Runtime) -> list[Route]:
     """The ``/metrics`` route for the web app (picked up by ``stridecare_app.web.app._optional_routes``)."""
 
+    token = rt.settings.metrics_token.get_secret_value() if rt.settings.metrics_token is not None else None
+
     async def metrics(request: Request) -> Response:
+        if not allowed(request, token):
+            return PlainTextResponse("forbidden", status_code=403)
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         # The collector blocks on SQL and the broker: keep that off the event loop.
         body = await run_in_threadpool(encoder, scrape_registry(rt))
         return Response(body, headers={"Content-Type": content_type})
 
     return [Route("/metrics", metrics, methods=["GET"])]
+
+
+def allowed(request: Request, token: str | None) -> bool:
+    """This machine may always scrape; another host only with ``Authorization: Bearer <metrics token>``, and
+    only when one is configured (the counts tell an outsider who trains how much)."""
+    if is_loopback_request(request):
+        return True
+    if token is None:
+        return False
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def scrape_registry(rt: Runtime) -> CollectorRegistry:
@@ -76,7 +96,7 @@ class StridecareCollector(Collector):
             labels=["source"],
         )
         try:
-            with self.rt.db.transaction() as session:
+            with self.rt.db.read() as session:
                 # One transaction: the counts are one consistent snapshot.
                 families = list(_database_families(session, self.rt.now()))
         except Exception:

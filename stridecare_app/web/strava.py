@@ -1,9 +1,14 @@
-"""Strava's web endpoints: the OAuth connect redirect and callback, and the push subscription's callback.
+"""Strava's web endpoints: the OAuth connect page and callback, and the push subscription's callback.
 
-``/strava/connect?athlete=NAME`` sends the browser to Strava with a signed ``state`` that is also kept in a
-cookie; ``/strava/callback`` checks both and the accepted scope before the code is exchanged.
-``/strava/webhook`` answers Strava's validation GET (verify token compared in constant time) and takes events
-by POST: it stores the event and answers 200 at once, with no API call; a worker processes it.
+Connecting needs the athlete's own authority: ``/strava/connect?t=TOKEN`` takes a signed, expiring,
+single-use link made for one athlete (``stridecare strava connect --link NAME`` prints it, the loopback
+dashboard offers it through :func:`connect_link`). Its GET only asks (link previews and mail scanners open
+links); the POST spends the link and sends the browser to Strava with a signed ``state`` that is also kept in
+a cookie. ``/strava/callback`` checks both and the accepted scope, and the state is spent before the code is
+exchanged. Every refusal, an unknown athlete included, gets the same answer: no endpoint tells which names
+exist. ``/strava/webhook`` answers Strava's validation GET (verify token compared in constant time) and takes
+events by POST (bodies capped by :mod:`stridecare_app.web.limits`): it stores the event and answers 200 at
+once, with no API call; a worker processes it. Every database touch runs off the event loop.
 """
 
 from __future__ import annotations
@@ -13,35 +18,39 @@ import html
 import json
 import logging
 import threading
-from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ingest.strava.events import InvalidEvent, parse_event, store_event, subscription_matches
+from ingest.strava.errors import InvalidEvent, StravaError, StravaStateError
+from ingest.strava.events import parse_event, store_event, subscription_matches
 from ingest.strava.oauth import (
     STATE_TTL,
-    StravaError,
     authorization_url,
+    check_connect_token,
     exchange_code,
+    make_connect_token,
     make_state,
 )
-from stridecare.db.athletes import UnknownAthlete, get_athlete
+from stridecare.db.models import Athlete
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
-from stridecare_app.web.app import page
+from stridecare_app.web.app import Enqueue, page
+from stridecare_app.web.limits import MAX_EVENT_BYTES
 
 log = logging.getLogger(__name__)
 
 STATE_COOKIE = "stridecare_strava_state"
-# Strava's events are a few hundred bytes; anything much larger is not from Strava.
-MAX_EVENT_BYTES = 16 * 1024
 MAX_CHALLENGE_CHARS = 256
-
-Enqueue = Callable[[int], Any]
+MAX_TOKEN_CHARS = 200
+_REFUSED = (
+    "<h1>Link not valid</h1><p>This connect link is not valid, has expired or was already used. "
+    "Ask for a new one (<code>stridecare strava connect --link NAME</code>).</p>"
+)
 
 
 class CeleryEnqueue:
@@ -69,6 +78,16 @@ class CeleryEnqueue:
         task.apply_async(args=[event_id])
 
 
+def connect_link(rt: Runtime, athlete_id: int) -> str:
+    """A signed, expiring, single-use link with which the athlete connects their own Strava account."""
+    with rt.db.sessions() as session:
+        athlete = session.get(Athlete, athlete_id)
+        if athlete is None:
+            raise StravaStateError(f"no athlete {athlete_id}")
+        token = make_connect_token(rt.settings, athlete, rt.now())
+    return f"{rt.settings.effective_public_url}/strava/connect?t={quote(token, safe='')}"
+
+
 def callback_url(settings: Settings) -> str:
     """Where Strava sends the browser back after the athlete approved (or declined)."""
     return settings.effective_public_url + "/strava/callback"
@@ -79,22 +98,36 @@ def routes(rt: Runtime, enqueue: Enqueue | None = None) -> list[BaseRoute]:
     send: Enqueue = enqueue if enqueue is not None else CeleryEnqueue(rt.settings)
     secure_cookie = rt.settings.effective_public_url.startswith("https://")
 
+    def check_link(token: str, spend: bool) -> str:
+        """Verify (and with ``spend`` use up) a connect link; the OAuth state for its athlete."""
+        if not spend:
+            with rt.db.read() as session:  # a look takes no write lock
+                athlete_id = check_connect_token(session, rt.settings, token, rt.now(), spend=False)
+        else:
+            with rt.db.transaction() as session:
+                athlete_id = check_connect_token(session, rt.settings, token, rt.now(), spend=True)
+        return make_state(rt.settings, athlete_id, rt.now())
+
     async def connect(request: Request) -> Response:
-        name = request.query_params.get("athlete") or rt.settings.default_athlete
-
-        def start() -> str:
-            with rt.db.sessions() as session:
-                athlete_id = get_athlete(session, name).id
-            return make_state(rt.settings, athlete_id, rt.now())
-
+        token = request.query_params.get("t", "")
+        if not token or len(token) > MAX_TOKEN_CHARS:
+            return page(_REFUSED, 403)
         try:
-            state = await run_in_threadpool(start)
+            state = await run_in_threadpool(check_link, token, request.method == "POST")
             url = authorization_url(rt.settings, callback_url(rt.settings), state)
-        except UnknownAthlete:
-            return page(f"<p>No athlete named {html.escape(name)}.</p>", 404)
+        except StravaStateError:
+            return page(_REFUSED, 403)
         except StravaError as err:
             return page(f"<p>{html.escape(str(err))}</p>", 503)
-        response = RedirectResponse(url, status_code=302)
+        if request.method == "GET":
+            # Link previews and mail scanners open links: a GET only asks, the POST spends the link.
+            return page(
+                "<h1>Connect Strava</h1><p>Connect your Strava account to stridecare? New runs then arrive by "
+                "themselves and your history is imported.</p>"
+                f'<form method="post" action="?t={html.escape(quote(token, safe=""))}">'
+                '<button type="submit">Continue to Strava</button></form>'
+            )
+        response = RedirectResponse(url, status_code=303)
         # The state is also signed, but the cookie ties it to this browser: a link with someone else's state
         # cannot connect their Strava account to this athlete (login CSRF).
         response.set_cookie(
@@ -167,9 +200,15 @@ def routes(rt: Runtime, enqueue: Enqueue | None = None) -> list[BaseRoute]:
             log.warning("Strava event %s stored but not enqueued (%s)", stored.id, type(err).__name__)
 
     async def receive(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_EVENT_BYTES:
-            return JSONResponse({"error": "too large"}, status_code=413)
+        # The app's BodyLimit stops the read at MAX_EVENT_BYTES (413); this bounds the body even without it.
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_EVENT_BYTES:
+                return JSONResponse({"error": "too large"}, status_code=413, headers={"Connection": "close"})
+            chunks.append(chunk)
+        body = b"".join(chunks)
         try:
             event = parse_event(json.loads(body))
         except (ValueError, RecursionError, InvalidEvent) as err:
@@ -182,7 +221,7 @@ def routes(rt: Runtime, enqueue: Enqueue | None = None) -> list[BaseRoute]:
         return JSONResponse({"status": "ok"})
 
     return [
-        Route("/strava/connect", connect, methods=["GET"]),
+        Route("/strava/connect", connect, methods=["GET", "POST"]),
         Route("/strava/callback", callback, methods=["GET"]),
         Route("/strava/webhook", validate, methods=["GET"]),
         Route("/strava/webhook", receive, methods=["POST"]),

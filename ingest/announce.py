@@ -1,0 +1,90 @@
+"""The console's account of one file: a line for what became of the file, and one per run for its prompt.
+
+Called by whoever ingested the file for a watched folder (the worker task, the in-process watcher), so that
+``stridecare run`` tells a person what happened to every file they dropped and why a run got no prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ingest.store import FileReport
+from recommender.routines import routine
+from recommender.silence import PromptOutcome, outcomes_for_runs
+from stridecare.db.engine import Database
+from stridecare.logging import event
+from stridecare.settings import Settings
+
+log = logging.getLogger("stridecare.console")
+
+
+def _run_text(run: dict[str, Any]) -> str:
+    parts = [f"run {run['id']}", f"{run['sport']}", f"{run['distance_m'] / 1000:.1f} km"]
+    if run.get("load") is not None:
+        parts.append(f"foot load {run['load']:.0f}")
+    return ", ".join(parts)
+
+
+def file_line(athlete: str, report: FileReport) -> str:
+    """One line for a file: ingested with distance and load, duplicate of which run, skipped or rejected and why."""
+    name = Path(report.path).name
+    if report.status == "ingested":
+        text = f"{athlete}: {name} ingested: " + "; ".join(_run_text(r) for r in report.runs)
+        return text + (f" ({report.reason})" if report.reason else "")
+    if report.status == "duplicate":
+        of = ", ".join(f"run {r['id']}" for r in report.runs)
+        return f"{athlete}: {name} is a duplicate" + (f" of {of}" if of else "") + f": {report.reason}"
+    reason = (report.reason or "no reason given").replace("/None)", ")")  # "(cycling/None)": no sub-sport
+    return f"{athlete}: {name} {report.status}: {reason}"
+
+
+def prompt_line(outcome: PromptOutcome) -> str:
+    """One line for a run's prompt: to whom and by which channels, or why there is none."""
+    if outcome.prompt_id is None:
+        return f"{outcome.athlete}: no prompt for run {outcome.run_id}: {outcome.reason}"
+    channels = ", ".join(outcome.channels) or "no channel (the athlete has none set up)"
+    held = f", held for quiet hours until {outcome.held_until:%Y-%m-%d %H:%M} UTC" if outcome.held_until else ""
+    titles = ", ".join(_title(key) for key in outcome.routines)
+    return f"{outcome.athlete}: prompt {outcome.prompt_id} for run {outcome.run_id} ({titles}) → {channels}{held}"
+
+
+def _title(key: str) -> str:
+    try:
+        return routine(key).title.lower()
+    except (KeyError, ValueError):
+        return key
+
+
+def announce(db: Database, settings: Settings, athlete: str, report: FileReport) -> None:
+    """Log the file's line and, for new runs, each run's prompt line (rejections as warnings)."""
+    level = logging.WARNING if report.status == "rejected" else logging.INFO
+    event(
+        log,
+        "file",
+        file_line(athlete, report),
+        level=level,
+        athlete=athlete,
+        path=report.path,
+        status=report.status,
+        reason=report.reason,
+        runs=report.runs,
+    )
+    if report.status != "ingested":
+        return
+    with db.transaction() as session:
+        outcomes = outcomes_for_runs(session, settings, [int(r["id"]) for r in report.runs])
+    for outcome in outcomes:
+        event(
+            log,
+            "prompt" if outcome.prompt_id else "no_prompt",
+            prompt_line(outcome),
+            athlete=outcome.athlete,
+            run_id=outcome.run_id,
+            prompt_id=outcome.prompt_id,
+            routines=outcome.routines,
+            channels=outcome.channels,
+            held_until=outcome.held_until.isoformat() if outcome.held_until else None,
+            reason=outcome.reason,
+        )

@@ -1,0 +1,347 @@
+"""The fast FIT scan: the same ``_Scan`` as ``ingest.fit``'s fitparse pass, from the native ``fitfast`` decoder.
+
+``fitfast`` (BSD-3-Clause, a binding of the Rust ``rustyfit`` crate, abi3 wheels) decodes a whole file in
+memory and returns one message kind at a time as NumPy columns, with CRCs checked. Each kind is one native
+pass over the bytes, so only the kinds the file holds are asked for (one ``message_counts`` pass says which),
+and a file whose sessions are all non-foot sports is answered from its session messages alone, without
+building its records.
+
+fitparse stays the reference: this module returns ``None`` ("decode it with fitparse") whenever it could not
+give exactly what the fitparse pass would —
+
+* the native decoder refuses the file (damaged, truncated, or a construct it does not read): fitparse then
+  gives the same one-line reason the import log always had, or decodes what it can;
+* the file is larger than ``MAX_BYTES``: whole-file decoding holds every record in native memory at once, so
+  big files keep fitparse's streaming pass and its few MB;
+* a developer field bears the name of a native field this scan reads (fitparse never lets one shadow a
+  native field; the columns here are keyed by name), or a field description appears where the check below
+  cannot see it.
+
+Enum values are named with fitparse's own profile and the header messages (``file_id``) are read by fitparse
+itself (it stops after the first few messages), so names and device strings are fitparse's exactly.
+
+One quirk is worked around: ``rustyfit`` computes a segment's file CRC without its header when the optional
+header CRC is 0 (which the FIT protocol allows and several older Garmin devices write), and so refuses those
+files. Their CRCs are checked here (``fit_integrity``) and the header CRC filled in on a copy of the bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import warnings
+from array import array
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import fitparse
+import numpy as np
+import numpy.typing as npt
+from fitparse.profile import FIELD_TYPES
+
+from ingest.fit import (
+    _FIT_EPOCH_NAIVE,
+    _RECORD_FIELDS,
+    _RELATIVE_TS_LIMIT,
+    _SESSION_FIELDS,
+    _TIMER_STOPS,
+    _device,
+    _name,
+    _Scan,
+)
+from ingest.fit_integrity import fit_crc
+
+try:
+    import fitfast
+except ImportError:  # the decoder is a wheel; without one for the platform, fitparse does all the work
+    fitfast = None  # type: ignore[assignment]
+
+# Files above these are streamed by fitparse (see the module note). Native decoding holds every message at
+# once: 100,000 records (28 hours at 1 Hz) peak at about 90 MB for the whole process, against 60 MB for
+# fitparse's stream; an eight-hour run at 1 Hz is about 29,000 records and 1 MB.
+MAX_BYTES = 4_000_000
+MAX_RECORDS = 100_000
+
+# fitfast gives date_time fields as Unix seconds; FIT counts from 1989-12-31 00:00 UTC.
+_FIT_EPOCH_UNIX = 631065600.0
+_EVENT_FIELDS = frozenset({"timestamp", "event", "event_type"})
+# The enum fields this scan reads, with the profile type fitparse names their values by.
+_ENUMS = {"sport": "sport", "sub_sport": "sub_sport", "event": "event", "event_type": "event_type"}
+_MOTION_FIELDS = frozenset({"speed", "enhanced_speed", "distance"})
+_SESSION_TIMES = frozenset({"timestamp", "start_time"})
+# Names a developer field must not have for the name-keyed columns to mean what fitparse's native fields mean.
+_SHADOWABLE = _RECORD_FIELDS | _SESSION_FIELDS | _EVENT_FIELDS | {"system_timestamp", "local_timestamp"}
+
+Columns = dict[str, npt.NDArray[np.float64]]
+
+
+def available() -> bool:
+    """True when the native decoder is installed."""
+    return fitfast is not None
+
+
+def scan(path: Path) -> _Scan | None:
+    """The fitparse pass's ``_Scan`` of ``path``, or None when fitparse must decode it (see the module note).
+
+    Raises OSError when the file cannot be read, like the fitparse pass.
+    """
+    if fitfast is None or path.stat().st_size > MAX_BYTES:
+        return None
+    data = _with_header_crcs(path.read_bytes())
+    if data is None:
+        return None
+    try:
+        counts = fitfast.message_counts(data)
+        if counts.get("record", 0) > MAX_RECORDS:
+            return None
+        return _scan_bytes(path, data, counts)
+    except fitfast.FitDecodeError:
+        return None
+
+
+def _scan_bytes(path: Path, data: bytes, counts: dict[str, int]) -> _Scan | None:
+    result = _file_id(path)
+    if result is None:
+        return None
+    if result.file_type is not None and result.file_type != "activity":
+        return result  # FitSource reports it as "not an activity file" from the type alone
+    if counts.get("field_description") and _shadows_native(data):
+        return None
+    if counts.get("session"):
+        result.sessions = _sessions(fitfast.records(data, "session"))
+        if _all_non_foot(result.sessions):
+            # The sessions alone decide: every one is reported as skipped, and none needs a record.
+            return result
+    if counts.get("record"):
+        columns = fitfast.records(data, "record")
+        if columns and not _MOTION_FIELDS & columns.keys():
+            # Old devices pack speed and distance into compressed_speed_distance, a byte field the columns
+            # leave out and only fitparse expands; a file without either gains nothing from the fast scan.
+            return None
+        _fill_records(result, columns)
+    if counts.get("event"):
+        result.timer_events = _timer_events(fitfast.records(data, "event"))
+    if counts.get("activity"):
+        _fill_activity(result, fitfast.records(data, "activity"))
+    if counts.get("timestamp_correlation"):
+        _fill_correlation(result, fitfast.records(data, "timestamp_correlation"))
+    if counts.get("sport"):
+        result.sport_msg = _first_sport(fitfast.records(data, "sport"))
+    return result
+
+
+def _file_id(path: Path) -> _Scan | None:
+    """The file type and device from the first ``file_id`` message, read by fitparse (which stops there)."""
+    result = _Scan()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fitparse.UncachedFitFile(str(path), check_crc=False)
+        try:
+            for message in fit:
+                if message.name == "file_id":
+                    values = message.get_values()
+                    result.file_type = _name(values.get("type"))
+                    result.device = _device(values)
+                    break
+        except (fitparse.FitParseError, ValueError, KeyError, TypeError, struct.error, EOFError):
+            return None
+        finally:
+            fit.close()
+    return result
+
+
+def _shadows_native(data: bytes) -> bool:
+    """True when a developer field bears the name of a native field this scan reads.
+
+    Field names are strings, which the column form leaves out: the message form is built for the whole file,
+    so this costs a few native passes and is paid only by files that carry developer fields.
+    """
+    descriptions = fitfast.parse(data).get("field_description", [])
+    return any(d.get("field_name") in _SHADOWABLE for d in descriptions)
+
+
+def _with_header_crcs(data: bytes) -> bytes | None:
+    """``data`` with every zero header CRC filled in, after checking each segment's file CRC here; None when
+    the segments do not tile the file or a CRC does not match (fitparse then says why)."""
+    patched: bytearray | None = None
+    pos = 0
+    size = len(data)
+    while pos < size:
+        header_size = data[pos]
+        if header_size not in (12, 14) or pos + header_size > size or data[pos + 8 : pos + 12] != b".FIT":
+            return None
+        (data_size,) = struct.unpack_from("<I", data, pos + 4)
+        covered = header_size + data_size
+        if pos + covered + 2 > size:
+            return None
+        if header_size == 14 and data[pos + 12 : pos + 14] == b"\0\0":
+            stored = int.from_bytes(data[pos + covered : pos + covered + 2], "little")
+            if fit_crc(data[pos : pos + covered]) != stored:
+                return None
+            if patched is None:
+                patched = bytearray(data)
+            header_crc = fit_crc(data[pos : pos + 12])
+            patched[pos + 12 : pos + 14] = header_crc.to_bytes(2, "little")
+            # The decoder checks the file CRC over the header too: give it the one of the filled-in header.
+            patched[pos + covered : pos + covered + 2] = fit_crc(bytes(patched[pos : pos + covered])).to_bytes(
+                2, "little"
+            )
+        pos += covered + 2
+    return bytes(patched) if patched is not None else data
+
+
+# -- columns → the fitparse pass's values -------------------------------------------------------------------
+
+
+def _value(name: str, raw: float) -> Any:
+    """One column value as fitparse's ``_values`` holds it; None when not recorded."""
+    if math.isnan(raw):
+        return None
+    profile_type = _ENUMS.get(name)
+    if profile_type is not None:
+        number = int(raw)
+        named: Any = FIELD_TYPES[profile_type].values.get(number, number)
+        return named
+    return raw
+
+
+def _fit_seconds(unix: float) -> float:
+    return unix - _FIT_EPOCH_UNIX
+
+
+def _as_datetime(unix: float) -> datetime | float:
+    """A date_time value as fitparse gives it: a naive UTC datetime, or seconds when device-relative."""
+    seconds = _fit_seconds(unix)
+    if seconds < _RELATIVE_TS_LIMIT:
+        return seconds
+    return _FIT_EPOCH_NAIVE + timedelta(seconds=seconds)
+
+
+def _sessions(columns: Columns) -> list[dict[str, Any]]:
+    wanted = [name for name in columns if name in _SESSION_FIELDS]
+    sessions: list[dict[str, Any]] = []
+    n = _length(columns)
+    for i in range(n):
+        values: dict[str, Any] = {}
+        for name in wanted:
+            raw = float(columns[name][i])
+            if math.isnan(raw):
+                continue
+            values[name] = _as_datetime(raw) if name in _SESSION_TIMES else _value(name, raw)
+        sessions.append(values)
+    return sessions
+
+
+def _all_non_foot(sessions: list[dict[str, Any]]) -> bool:
+    from ingest.fit import _is_foot
+
+    if not sessions:
+        return False
+    for values in sessions:
+        if values.get("start_time") is None:
+            return False  # its span would start at the first record: the records decide
+        if _is_foot(_name(values.get("sport")) or "generic", _name(values.get("sub_sport"))):
+            return False
+    return True
+
+
+def _length(columns: Columns) -> int:
+    return max((len(col) for col in columns.values()), default=0)
+
+
+def _nan_column(n: int) -> npt.NDArray[np.float64]:
+    return np.full(n, np.nan)
+
+
+def _fill_records(result: _Scan, columns: Columns) -> None:
+    n = _length(columns)
+    t = columns.get("timestamp")
+    if t is None or n == 0:
+        return
+    keep = ~np.isnan(t)
+
+    def col(name: str) -> npt.NDArray[np.float64]:
+        values = columns.get(name)
+        return values[keep] if values is not None else _nan_column(int(keep.sum()))
+
+    def preferred(first: str, second: str) -> npt.NDArray[np.float64]:
+        a, b = col(first), col(second)
+        return np.where(np.isnan(a), b, a)
+
+    # The 16-bit fields first: where the decoder expands them into their 32-bit "enhanced" form it can round
+    # down by one unit (1.007 m/s becomes 1.006); fitparse's expansion is exact, so both agree on the 16-bit value.
+    cadence = col("cadence")
+    fractional = col("fractional_cadence")
+    cadence = np.where(np.isnan(fractional), cadence, cadence + fractional)
+    records = result.records
+    records.t = _array(t[keep] - _FIT_EPOCH_UNIX)
+    records.distance = _array(col("distance"))
+    records.speed = _array(preferred("speed", "enhanced_speed"))
+    records.cadence = _array(cadence)
+    records.altitude = _array(preferred("altitude", "enhanced_altitude"))
+
+
+def _array(values: npt.NDArray[np.float64]) -> array[float]:
+    out = array("d")
+    out.frombytes(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+    return out
+
+
+def _timer_events(columns: Columns) -> list[tuple[float, bool]]:
+    events: list[tuple[float, bool]] = []
+    t, kind, kind_type = columns.get("timestamp"), columns.get("event"), columns.get("event_type")
+    if t is None or kind is None or kind_type is None:
+        return events
+    for stamp, event, event_type in zip(t.tolist(), kind.tolist(), kind_type.tolist(), strict=True):
+        if math.isnan(stamp) or _value("event", event) != "timer":
+            continue
+        name = _value("event_type", event_type)
+        if name == "start":
+            events.append((_fit_seconds(stamp), True))
+        elif name in _TIMER_STOPS:
+            events.append((_fit_seconds(stamp), False))
+    return events
+
+
+def _last(columns: Columns, name: str) -> float | None:
+    values = columns.get(name)
+    if values is None or not len(values):
+        return None
+    raw = float(values[-1])
+    return None if math.isnan(raw) else raw
+
+
+def _fill_activity(result: _Scan, columns: Columns) -> None:
+    # The fitparse pass keeps the last activity message's values.
+    stamp = _last(columns, "timestamp")
+    result.activity_ts = _fit_seconds(stamp) if stamp is not None else None
+    local = _last(columns, "local_timestamp")
+    # fitparse gives local_date_time as a naive datetime whatever its size.
+    result.activity_local = _FIT_EPOCH_NAIVE + timedelta(seconds=_fit_seconds(local)) if local is not None else None
+
+
+def _fill_correlation(result: _Scan, columns: Columns) -> None:
+    absolute, relative = columns.get("timestamp"), columns.get("system_timestamp")
+    if absolute is None or relative is None:
+        return
+    for a, r in zip(absolute.tolist(), relative.tolist(), strict=True):
+        if math.isnan(a) or math.isnan(r):
+            continue
+        if _fit_seconds(a) >= _RELATIVE_TS_LIMIT:
+            result.correlation_offset_s = _fit_seconds(a) - _fit_seconds(r)
+
+
+def _first_sport(columns: Columns) -> tuple[str, str | None] | None:
+    sports, subs = columns.get("sport"), columns.get("sub_sport")
+    if sports is None:
+        return None
+    for i, raw in enumerate(sports.tolist()):
+        sport = _name(_value("sport", raw))
+        if sport is not None:
+            sub = _name(_value("sub_sport", float(subs[i]))) if subs is not None else None
+            return sport, sub
+    return None
+
+
+__all__ = ["MAX_BYTES", "MAX_RECORDS", "available", "scan"]

@@ -1,0 +1,370 @@
+"""Decoding untrusted files in a child process with a memory, CPU and wall-clock limit.
+
+The parsers are third-party C and Python code fed bytes from anyone: a file that segfaults expat, loops, or
+builds a tree of gigabytes must cost one child, never the process that watches folders or serves the web app.
+
+How: each process that decodes starts, on first use, one small *decode server* (``python -m ingest.sandbox``,
+a fresh interpreter, so neither the caller's threads nor its database connections ever cross a fork). The
+server imports the decoders once and then forks one child per file; the child sets ``RLIMIT_AS``, ``RLIMIT_CPU``
+and no core dumps on itself, decodes with ``decode_path`` and writes the pickled ``Decoded`` to a pipe that
+only the caller reads. The caller waits at most the wall-clock limit, kills the child if it is still there,
+and turns any death (signal, exhausted limit, no answer) into a rejected ``Decoded`` with a one-line reason.
+
+Forking from a warm server costs a few milliseconds per file (see ``bench/bench_hostile.py``) where a fresh
+interpreter would cost ~0.7 s of imports; and a fresh child per file keeps the CPU limit per file and leaves
+nothing one file did (a fragmented heap) to the next. ``multiprocessing``'s own fork server was tried first:
+it re-runs the caller's main script in every child, which is unsafe for a script without a main guard.
+
+Protocol, one Unix seqpacket socket (message boundaries kept) from the caller to its server: per file the
+caller sends one pickled request with two pipe write ends attached (SCM_RIGHTS): ``result`` (the pickled
+``Decoded``) and ``status`` (the server writes ``pid <n>`` when the child starts and ``exit <code>`` when it
+has reaped it, negative for a signal, as ``Popen.returncode``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import pickle
+import resource
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest.decode import Decoded, decode_path, registered_sources
+from ingest.files import RefusedFile, check_file, content_hash
+from stridecare.plugins import source_for
+from stridecare.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_MEMORY = "refused: decoding this file needs more memory than allowed (STRIDECARE_DECODE_MEMORY_MB)"
+# Loaded lazily by the decoders; imported once in the server instead of once per child.
+_WARM_MODULES = ("gpxpy", "gpxpy.gpx", "gpxpy.parser", "fitparse", "tcxreader.tcxreader", "numpy", "ingest.fit_fast")
+# Requests are tiny (a path and a few numbers); anything larger on the control socket is a protocol error.
+_MAX_REQUEST = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one decoding may use: address space (bytes), CPU seconds, wall-clock seconds."""
+
+    memory_bytes: int
+    cpu_s: int
+    wall_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        """The limits configured by ``STRIDECARE_DECODE_MEMORY_MB``, ``_CPU_SECONDS`` and ``_TIMEOUT_S``."""
+        return cls(settings.decode_memory_mb * 1024 * 1024, settings.decode_cpu_seconds, settings.decode_timeout_s)
+
+
+# --- the server side (runs in ``python -m ingest.sandbox``) ---------------------------------------------------
+
+
+def _child_main(request: dict[str, object], result_fd: int) -> None:
+    """In the forked child: limits first, before a byte of the file is read; then decode and answer."""
+    limits = request["limits"]
+    assert isinstance(limits, Limits)
+    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+    # At the soft limit the kernel sends SIGXCPU (which kills); the hard limit is the backstop.
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 2))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash on a hostile file leaves no core dump behind
+    path = Path(str(request["path"]))
+    root = Path(str(request["root"])) if request["root"] is not None else None
+    max_bytes = int(str(request["max_bytes"]))
+    try:
+        decoded = decode_path(path, root, max_bytes)
+    except MemoryError:
+        decoded = Decoded(path, None, None, None, None, _MEMORY)
+    except RecursionError:
+        decoded = Decoded(path, None, None, None, None, "damaged: structure nested too deeply to read")
+    except Exception as exc:  # a decoder bug on odd input: one line for the user, the details in the log
+        log.warning("decoder failed on %s", path, exc_info=True)
+        decoded = Decoded(path, None, None, None, None, f"damaged: the decoder failed ({type(exc).__name__})")
+    try:
+        data = pickle.dumps(decoded, protocol=pickle.HIGHEST_PROTOCOL)
+    except MemoryError:
+        data = pickle.dumps(Decoded(path, None, None, None, None, _MEMORY))
+    with os.fdopen(result_fd, "wb") as out:
+        out.write(data)
+
+
+def _warm() -> None:
+    """Import and build once, in the server, what every child would otherwise load again per file."""
+    import importlib
+
+    registered_sources()
+    for name in _WARM_MODULES:
+        with contextlib.suppress(ImportError):  # a source that is not installed is simply not warmed
+            importlib.import_module(name)
+    from ingest.fit_integrity import fit_crc
+
+    fit_crc(b"\0\0")  # builds the CRC word table (~15 ms)
+
+
+def _serve(control: socket.socket) -> None:
+    """Fork a child per request until the caller closes the socket; report each child's pid and exit status."""
+    _warm()
+    status_fds: dict[int, int] = {}  # child pid -> its status pipe
+    while True:
+        readable, _, _ = select.select([control], [], [], 0.05 if status_fds else 1.0)
+        if readable:
+            try:
+                message, fds, _flags, _addr = socket.recv_fds(control, _MAX_REQUEST, 2)
+            except OSError:
+                message, fds = b"", []
+            if not message:
+                return  # the caller is gone: its children finish (or hit their limits) on their own
+            if len(fds) != 2:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            result_fd, status_fd = fds
+            request = pickle.loads(message)  # noqa: S301 - from our own parent over a private socketpair
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    control.close()
+                    for fd in status_fds.values():
+                        os.close(fd)
+                    os.close(status_fd)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    _child_main(request, result_fd)
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(result_fd)
+            os.write(status_fd, f"pid {pid}\n".encode())
+            status_fds[pid] = status_fd
+        while status_fds:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid not in status_fds:
+                continue
+            fd = status_fds.pop(pid)
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            with contextlib.suppress(OSError):  # the caller gave up on it already
+                os.write(fd, f"exit {code}\n".encode())
+            os.close(fd)
+
+
+# --- the caller side --------------------------------------------------------------------------------------------
+
+
+class _Server:
+    """The caller's handle on its decode server: started on first use, started again if it died."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pid = 0
+
+    def _start(self) -> socket.socket:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = dict(os.environ)
+        # The server must import what this process imports, from the same places.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        # Children are single-threaded decoders: no BLAS thread pools reserving address space under RLIMIT_AS.
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
+        env.setdefault("OMP_NUM_THREADS", "1")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "ingest.sandbox", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            close_fds=True,
+        )
+        theirs.close()
+        self._sock = mine
+        self._pid = os.getpid()
+        return mine
+
+    def close(self) -> None:
+        """Stop the server (it ends when its socket closes); at exit, so that nothing is left behind."""
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+            if self._proc is not None and self._pid == os.getpid():
+                try:
+                    self._proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait()
+            self._proc = None
+
+    def reset(self) -> None:
+        """Give up on the current server (it did not answer); the next request starts a fresh one."""
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.kill()
+                self._proc.wait()
+            if self._sock is not None:
+                self._sock.close()
+            self._sock = None
+
+    def send(self, request: bytes, fds: list[int]) -> None:
+        """Hand one request to the server, starting (or restarting) it as needed."""
+        with self._lock:
+            for attempt in range(2):
+                sock = self._sock
+                if sock is None or self._pid != os.getpid() or (self._proc and self._proc.poll() is not None):
+                    sock = self._start()
+                try:
+                    socket.send_fds(sock, [request], fds)
+                    return
+                except OSError:
+                    self._sock = None  # died under us: once more with a fresh server
+                    if attempt:
+                        raise
+
+
+_server = _Server()
+atexit.register(_server.close)
+
+
+def _read_until(fd: int, deadline: float, stop_at_newline: bool) -> tuple[bytes, bool]:
+    """Bytes from ``fd`` until end of file (or a newline), and whether that came before ``deadline``."""
+    chunks: list[bytes] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return b"".join(chunks), False
+        readable, _, _ = select.select([fd], [], [], left)
+        if not readable:
+            return b"".join(chunks), False
+        chunk = os.read(fd, 1 << 20 if not stop_at_newline else 1)
+        if not chunk:
+            return b"".join(chunks), True
+        chunks.append(chunk)
+        if stop_at_newline and chunk == b"\n":
+            return b"".join(chunks), True
+
+
+def _unpickled(data: bytes) -> Decoded | None:
+    if not data:
+        return None
+    try:
+        result = pickle.loads(data)  # noqa: S301 - written by our own child
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, ImportError):
+        return None  # cut short: the child died while writing
+    return result if isinstance(result, Decoded) else None
+
+
+def _death_reason(exitcode: int | None, timed_out: bool, limits: Limits) -> str:
+    if timed_out:
+        return f"refused: decoding this file took longer than {limits.wall_s:.0f} s (STRIDECARE_DECODE_TIMEOUT_S)"
+    if exitcode is not None and exitcode < 0:
+        sig = -exitcode
+        if sig == signal.SIGXCPU:
+            return (
+                f"refused: decoding this file needs more than {limits.cpu_s} s of CPU (STRIDECARE_DECODE_CPU_SECONDS)"
+            )
+        if sig == signal.SIGKILL:  # not ours (that is timed_out): the kernel's out-of-memory killer
+            return _MEMORY
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return f"damaged: the decoder crashed on this file ({name})"
+    if exitcode is None:
+        return "damaged: the decoder stopped without an answer"
+    return f"damaged: the decoder stopped unexpectedly (exit status {exitcode})"
+
+
+def _failed(path: Path, root: Path | None, max_bytes: int, reason: str) -> Decoded:
+    """A rejection the caller records itself, with the file's stat and hash, so that it is logged in the import
+    log and quarantined like any damaged file."""
+    try:
+        stat = check_file(path, root=root, max_bytes=max_bytes)
+        digest = content_hash(path)
+    except RefusedFile as exc:
+        return Decoded(path, None, None, None, None, str(exc), refused=True)
+    except OSError as exc:
+        return Decoded(path, None, None, None, None, f"unreadable: {exc.strerror or exc}", refused=True)
+    source = source_for(path, registered_sources())
+    return Decoded(path, stat, digest, source.name if source else None, None, reason)
+
+
+def decode_sandboxed(path: Path, root: Path | None, max_bytes: int, limits: Limits) -> Decoded:
+    """``decode_path`` in a child process under ``limits``; a crash, a hang or an exhausted limit becomes a
+    rejected ``Decoded`` with a plain reason. Never raises for anything the file does.
+
+    A server that never acknowledged the request (it died for reasons of its own) is not the file's fault:
+    the request is made once more to a fresh server before anything is concluded."""
+    for _attempt in range(2):
+        outcome = _decode_once(path, root, max_bytes, limits)
+        if outcome is not None:
+            return outcome
+    raise RuntimeError("the decode server does not answer")
+
+
+def _decode_once(path: Path, root: Path | None, max_bytes: int, limits: Limits) -> Decoded | None:
+    request = pickle.dumps(
+        {"path": str(path), "root": None if root is None else str(root), "max_bytes": max_bytes, "limits": limits}
+    )
+    result_r, result_w = os.pipe()
+    status_r, status_w = os.pipe()
+    try:
+        try:
+            _server.send(request, [result_w, status_w])
+        finally:
+            os.close(result_w)  # the child holds the only write end now: its death reads as end of file here
+            os.close(status_w)
+        deadline = time.monotonic() + limits.wall_s
+        line, _ = _read_until(status_r, time.monotonic() + 30.0, stop_at_newline=True)
+        if not line.startswith(b"pid "):
+            _server.reset()
+            return None  # not acknowledged: no child was started for this file
+        pid = int(line.split()[1])
+        data, finished = _read_until(result_r, deadline, stop_at_newline=False)
+        result = _unpickled(data) if finished else None
+        exitcode: int | None = 0
+        if result is None:
+            # No answer: only now does the exit status matter (a whole answer is taken without waiting for the
+            # server to reap the child).
+            if not finished:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)  # the server reaps it and reports the kill
+            line, _ = _read_until(status_r, time.monotonic() + 10.0, stop_at_newline=True)
+            exitcode = int(line.split()[1]) if line.startswith(b"exit ") else None
+    finally:
+        os.close(result_r)
+        os.close(status_r)
+    if result is not None:
+        if result.stat is None and not result.refused and result.error:
+            return _failed(path, root, max_bytes, result.error)  # the child ran out before it could hash
+        return result
+    reason = _death_reason(exitcode, not finished, limits)
+    log.warning("decoding %s: %s", path.name, reason)
+    return _failed(path, root, max_bytes, reason)
+
+
+def decode_for(settings: Settings, path: Path, root: Path | None, max_bytes: int | None = None) -> Decoded:
+    """``decode_sandboxed`` with the limits and size cap from ``settings``."""
+    return decode_sandboxed(
+        path, root, settings.max_file_bytes if max_bytes is None else max_bytes, Limits.from_settings(settings)
+    )
+
+
+if __name__ == "__main__":
+    # Through the package module, not this ``__main__`` copy: requests carry ``ingest.sandbox.Limits``.
+    from ingest.sandbox import _serve as serve
+
+    logging.basicConfig(level=logging.WARNING)
+    serve(socket.socket(fileno=int(sys.argv[1])))

@@ -1,0 +1,189 @@
+"""One run as its page shows it: pace, cadence, heart rate, steps by gait, its load and how that compares with
+the athlete's recent runs, its flags with their reasons, and the prompt it got — or why it got none.
+
+Plain JSON-able values, read from the database only; the web layer draws them.
+"""
+
+from __future__ import annotations
+
+import statistics
+from datetime import timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from recommender.routines import ROUTINES
+from recommender.silence import why_no_prompt
+from stridecare.db.models import Athlete, DailyLoad, Prompt, Run, Shoe
+from stridecare.db.samples import unpack_samples
+from stridecare.domain.history import local_day
+from stridecare.settings import Settings
+
+COMPARE_DAYS = 28  # the load of a run is compared with the runs of the four weeks before it
+SERIES_POINTS = 120  # a phone is ~360 px wide: more points draw nothing more
+
+FLAG_TITLES = {
+    "spike_caution": "Single-run spike",
+    "spike_high": "Big single-run spike",
+    "ramp": "Two-week ramp",
+    "monotony": "Monotony",
+    "acwr_high": "Acute:chronic ratio high",
+}
+
+
+def flag_title(name: str) -> str:
+    """The reader's name of a flag (``spike_caution`` → "Single-run spike")."""
+    return FLAG_TITLES.get(name, name.replace("_", " ").capitalize())
+
+
+def routine_title(key: str) -> str:
+    """The title of a routine as prompts show it."""
+    routine = ROUTINES.get(key)
+    return routine.title if routine is not None else key.replace("_", " ")
+
+
+def pace_text(seconds_per_km: float | None) -> str | None:
+    """``5:12 /km`` from seconds per kilometre; None when unknown."""
+    if seconds_per_km is None or seconds_per_km <= 0:
+        return None
+    total = round(seconds_per_km)
+    return f"{total // 60}:{total % 60:02d} /km"
+
+
+def _series(run: Run) -> dict[str, Any]:
+    """Pace (s/km) and cadence (spm) over moving time, thinned to about :data:`SERIES_POINTS` points."""
+    if run.samples is None:
+        return {"t_min": [], "pace_s_per_km": [], "cadence_spm": []}
+    samples = unpack_samples(run.samples.data)
+    moving = [i for i in range(len(samples)) if samples.timer_running[i]]
+    step = max(1, len(moving) // SERIES_POINTS)
+    t_min: list[float] = []
+    pace: list[float | None] = []
+    cadence: list[float | None] = []
+    for start in range(0, len(moving), step):
+        window = moving[start : start + step]
+        speeds = [s for i in window if (s := samples.speed_mps[i]) is not None and s > 0.3]
+        cads = [c for i in window if (c := samples.cadence_spm[i]) is not None and c > 0]
+        t_min.append(round(samples.t[window[0]] / 60, 2))
+        pace.append(round(1000 / statistics.fmean(speeds), 1) if speeds else None)
+        cadence.append(round(statistics.fmean(cads), 1) if cads else None)
+    return {"t_min": t_min, "pace_s_per_km": pace, "cadence_spm": cadence}
+
+
+def _comparison(session: Session, athlete: Athlete, run: Run) -> dict[str, Any]:
+    """How this run's load compares with the primary runs of the :data:`COMPARE_DAYS` days before it."""
+    since = run.start_time - timedelta(days=COMPARE_DAYS)
+    earlier = [
+        r.load.load
+        for r in session.scalars(
+            select(Run).where(
+                Run.athlete_id == athlete.id,
+                Run.duplicate_of_id.is_(None),
+                Run.start_time >= since,
+                Run.start_time < run.start_time,
+            )
+        )
+        if r.load is not None
+    ]
+    if run.load is None or not earlier:
+        return {"runs": len(earlier), "median": None, "ratio": None, "rank": None, "text": None}
+    median = statistics.median(earlier)
+    ratio = run.load.load / median if median > 0 else None
+    higher = sum(1 for v in earlier if v < run.load.load)
+    if ratio is None:
+        text = None
+    elif 0.9 <= ratio <= 1.1:
+        text = f"about your usual: the median of your {len(earlier)} runs in the {COMPARE_DAYS} days before"
+    else:
+        more = "more" if ratio > 1 else "less"
+        text = (
+            f"{abs(ratio - 1) * 100:.0f} % {more} than the median of your {len(earlier)} runs in the "
+            f"{COMPARE_DAYS} days before ({median:,.0f} ref. steps)"
+        )
+    return {
+        "runs": len(earlier),
+        "median": round(median, 1),
+        "ratio": round(ratio, 3) if ratio is not None else None,
+        "above": higher,
+        "text": text,
+    }
+
+
+def run_detail(session: Session, settings: Settings, athlete: Athlete, run_id: int) -> dict[str, Any] | None:
+    """Everything the page of run ``run_id`` shows, or None when the athlete has no such run."""
+    run = session.get(Run, run_id)
+    if run is None or run.athlete_id != athlete.id:
+        return None
+    tz = athlete.timezone
+    day = local_day(run.start_time, tz)
+    load = run.load
+    km = run.distance_m / 1000
+    pace = run.timer_s / km if km > 0.05 else None
+    prompts = list(
+        session.scalars(
+            select(Prompt).where(Prompt.athlete_id == athlete.id, Prompt.run_id == run.id).order_by(Prompt.created_at)
+        )
+    )
+    daily = session.scalar(select(DailyLoad).where(DailyLoad.athlete_id == athlete.id, DailyLoad.day == day))
+    shoe = session.get(Shoe, run.shoe_id) if run.shoe_id is not None else None
+    facts = load.facts if load is not None else {}
+    reasons: dict[str, str] = facts.get("flag_reasons", {})
+    levels: dict[str, str] = facts.get("flag_levels", {})
+    walking = float(load.walking_steps) if load is not None else 0.0
+    running = float(load.running_steps) if load is not None else 0.0
+    return {
+        "id": run.id,
+        "athlete": athlete.name,
+        "display_name": athlete.display_name or athlete.name,
+        "day": day.isoformat(),
+        "start_local": run.start_time.astimezone(ZoneInfo(tz)).strftime("%H:%M"),
+        "name": run.name,
+        "sport": run.sport,
+        "source": run.source,
+        "device": run.device,
+        "distance_km": round(km, 2),
+        "timer_s": round(run.timer_s),
+        "elapsed_s": round(run.elapsed_s),
+        "pace": pace_text(pace),
+        "ascent_m": round(run.ascent_m) if run.ascent_m is not None else None,
+        "descent_m": round(run.descent_m) if run.descent_m is not None else None,
+        "cadence_spm": round(run.avg_cadence_spm) if run.avg_cadence_spm else None,
+        "cadence_source": run.cadence_source,
+        # No source stores heart rate yet: the page says so rather than leaving a gap.
+        "heart_rate_bpm": getattr(run, "avg_heart_rate_bpm", None),
+        "steps": round(run.steps),
+        "walking_steps": round(walking) if walking or running else None,
+        "running_steps": round(running) if walking or running else None,
+        "load": round(load.load, 1) if load is not None else None,
+        "load_per_km": round(load.load / km, 1) if load is not None and km > 0.05 else None,
+        "long_run": bool(load.long_run) if load is not None else False,
+        "long_run_reason": facts.get("long_run_reason") or None,
+        "comparison": _comparison(session, athlete, run),
+        "day_acute": round(daily.acute, 1) if daily is not None else None,
+        "day_chronic": round(daily.chronic, 1) if daily is not None else None,
+        "flags": [
+            {
+                "name": name,
+                "title": flag_title(name),
+                "level": levels.get(name, "caution"),
+                "reason": reasons.get(name, name),
+            }
+            for name in (load.flags if load is not None else [])
+        ],
+        "prompts": [
+            {
+                "id": p.id,
+                "kind": p.kind,
+                "routines": [{"key": r, "title": routine_title(r)} for r in p.routines],
+                "reasons": list(p.reasons),
+                "done": p.done_at is not None,
+            }
+            for p in prompts
+        ],
+        "no_prompt_reason": None if prompts else why_no_prompt(session, settings, run),
+        "shoe": shoe.name if shoe is not None else None,
+        "duplicate_of": run.duplicate_of_id,
+        "series": _series(run),
+    }

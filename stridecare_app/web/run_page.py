@@ -1,0 +1,82 @@
+"""``GET /dashboard/{athlete}/runs/{run_id}``: one run — pace, cadence, heart rate, steps by gait, its load and how
+it compares, its flags, and the prompt it got with its reasons, or why it got none.
+
+The same access rules as the dashboard (loopback, or the athlete's secret link token), the same headers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from recommender.run_detail import run_detail
+from stridecare.runtime import Runtime
+from stridecare_app.web.charts import DESK_SMALL, PHONE_SMALL, line_chart
+from stridecare_app.web.dashboard import (
+    authorized_athlete,
+    environment,
+    html_response,
+    is_loopback_request,
+    with_token,
+)
+
+_ERRORS = {
+    404: "<p>No such run.</p>",
+    403: "<p>This page needs the dashboard's secret link.</p>",
+}
+
+
+def _pace_tick(seconds: float) -> str:
+    total = round(seconds)
+    return f"{total // 60}:{total % 60:02d}"
+
+
+def render_run(detail: dict[str, Any], token: str = "") -> str:
+    """The page of one run from :func:`recommender.run_detail.run_detail`'s result."""
+    series = detail["series"]
+    charts = {}
+    # At least a minute per km of pace and 20 spm of cadence on the axis: an even run draws a flat line.
+    for key, values, invert, span in (
+        ("pace", series["pace_s_per_km"], True, 60.0),
+        ("cadence", series["cadence_spm"], False, 20.0),
+    ):
+        charts[key] = {
+            "desk": line_chart(series["t_min"], values, DESK_SMALL, invert=invert, min_span=span),
+            "phone": line_chart(series["t_min"], values, PHONE_SMALL, invert=invert, min_span=span),
+        }
+    back = with_token(f"/dashboard/{quote(detail['athlete'], safe='')}", token)
+    return (
+        environment().get_template("run.html.j2").render(run=detail, charts=charts, back_url=back, pace_tick=_pace_tick)
+    )
+
+
+def run_route(rt: Runtime) -> Route:
+    """The route of the run page."""
+
+    def _load(name: str, run_id: int, token: str, loopback: bool) -> tuple[int, str]:
+        with rt.db.read() as session:
+            status, athlete = authorized_athlete(session, name, token, loopback)
+            if athlete is None:
+                return status, _ERRORS[status]
+            detail = run_detail(session, rt.settings, athlete, run_id)
+        if detail is None:
+            return 404, _ERRORS[404]
+        return 200, render_run(detail, token)
+
+    async def run_page(request: Request) -> Response:
+        try:
+            run_id = int(request.path_params["run_id"])
+        except ValueError:
+            return html_response(404, _ERRORS[404])
+        token = request.query_params.get("t", "")
+        status, body = await run_in_threadpool(
+            _load, request.path_params["athlete_name"], run_id, token, is_loopback_request(request)
+        )
+        return html_response(status, body)
+
+    return Route("/dashboard/{athlete_name}/runs/{run_id}", run_page, methods=["GET"])
