@@ -201,9 +201,10 @@ def test_channel_satisfies_protocol(tmp_path: Path) -> None:
     assert channel.name == "email"
 
 
-def test_unknown_security_mode_fails_at_construction(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="STRIDECARE_SMTP_SECURITY"):
-        EmailChannel(make_settings(tmp_path, 25, smtp_security="tls-please"))
+def test_unknown_security_mode_is_refused_with_the_settings_at_start(tmp_path: Path) -> None:
+    # Refused where the settings are read, before any channel or worker exists: never retried as a send error.
+    with pytest.raises(ValueError, match="'starttls', 'ssl' or 'none'"):
+        make_settings(tmp_path, 25, smtp_security="tls-please")
 
 
 def test_starttls_with_untrusted_certificate_is_refused(

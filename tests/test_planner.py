@@ -27,19 +27,29 @@ def write_history(folder: Path) -> list[Path]:
     rng = random.Random(7)
     for i in range(16):
         path = folder / f"r{i:02d}.fit"
-        write_activity(path, start=START + timedelta(days=2 * i), duration_s=rng.choice([1800, 2400, 3600, 5600]),
-                       speed_mps=rng.choice([2.8, 3.0, 3.3]), cadence_rpm=rng.choice([80, 84, 88]),
-                       sample_interval_s=5)
+        write_activity(
+            path,
+            start=START + timedelta(days=2 * i),
+            duration_s=rng.choice([1800, 2400, 3600, 5600]),
+            speed_mps=rng.choice([2.8, 3.0, 3.3]),
+            cadence_rpm=rng.choice([80, 84, 88]),
+            sample_interval_s=5,
+        )
         paths.append(path)
     return paths
 
 
 def snapshot(rt: Runtime) -> tuple[list[tuple[str, float, bool, list[str]]], list[tuple[str, float, float, float]]]:
     with rt.db.transaction() as s:
-        runs = [(r.start_time.isoformat(), round(r.load.load, 6), r.load.long_run, sorted(r.load.flags))
-                for r in s.scalars(select(Run).order_by(Run.start_time)) if r.load]
-        days = [(d.day.isoformat(), round(d.load, 6), round(d.acute, 6), round(d.chronic, 6))
-                for d in s.scalars(select(DailyLoad).order_by(DailyLoad.day))]
+        runs = [
+            (r.start_time.isoformat(), round(r.load.load, 6), r.load.long_run, sorted(r.load.flags))
+            for r in s.scalars(select(Run).order_by(Run.start_time))
+            if r.load
+        ]
+        days = [
+            (d.day.isoformat(), round(d.load, 6), round(d.acute, 6), round(d.chronic, 6))
+            for d in s.scalars(select(DailyLoad).order_by(DailyLoad.day))
+        ]
     return runs, days
 
 
