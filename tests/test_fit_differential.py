@@ -62,7 +62,9 @@ def _outcome(source: FitSource, path: Path) -> Outcome:
 
 
 def _summary(result: DecodeResult) -> list[tuple[Any, ...]]:
-    return [(r.sport, r.sub_sport, r.start_time, r.distance_m, r.timer_s, r.steps, r.cadence_source) for r in result.runs]
+    return [
+        (r.sport, r.sub_sport, r.start_time, r.distance_m, r.timer_s, r.steps, r.cadence_source) for r in result.runs
+    ]
 
 
 @pytest.mark.skipif(not FILES, reason=f"FIT corpus not found at {CORPUS}")

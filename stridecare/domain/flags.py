@@ -207,7 +207,8 @@ def acwr_flag(acwr_value: float | None, *, constants: LoadConstants = DEFAULT_CO
     return Flag(
         ACWR_HIGH,
         "info",
-        f"Your acute load (7-day average) is {ratio_text(value)} your chronic load (28-day average), "
+        f"Your acute load (ref. steps/day, weighted over about 7 days) is {ratio_text(value)} your chronic load "
+        "(ref. steps/day, weighted over about 28 days), "
         f"above {constants.acwr_high:.{RATIO_DIGITS}f}×. "
         "This is information, not a forecast; consider an easier day if your feet feel tired.",
         {"acwr": value, "limit": constants.acwr_high},
