@@ -61,6 +61,8 @@ def add_run(session: Session, athlete_id: int, parsed: ParsedRun, file_id: int |
         descent_m=parsed.descent_m,
         steps=parsed.steps,
         avg_cadence_spm=parsed.avg_cadence_spm,
+        avg_heart_rate_bpm=parsed.avg_heart_rate_bpm,
+        max_heart_rate_bpm=parsed.max_heart_rate_bpm,
         cadence_source=str(parsed.cadence_source),
         device=parsed.device,
         device_total_strides=parsed.device_total_strides,

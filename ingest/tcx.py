@@ -210,6 +210,11 @@ class TcxSource:
         )
         ascent, descent = climb(samples.altitude_m) if len(samples) else (None, None)
         device = (activity.findtext(f"{_NS}Creator/{_NS}Name") or "").strip()[:100] or None
+        heart = [
+            bpm
+            for node in activity.iter(f"{_NS}HeartRateBpm")  # trackpoints' own; lap figures have other tags
+            if (bpm := _float(node.findtext(f"{_NS}Value"))) is not None and 20.0 <= bpm <= 250.0
+        ]
         return ParsedRun(
             source="tcx",
             source_key=f"{content_hash}:{index}",
@@ -227,6 +232,8 @@ class TcxSource:
             cadence_source=source,
             device=device,
             samples=samples,
+            avg_heart_rate_bpm=sum(heart) / len(heart) if heart else None,
+            max_heart_rate_bpm=max(heart) if heart else None,
             name=None,
         )
 

@@ -151,8 +151,9 @@ def run_detail(session: Session, settings: Settings, athlete: Athlete, run_id: i
         "descent_m": round(run.descent_m) if run.descent_m is not None else None,
         "cadence_spm": round(run.avg_cadence_spm) if run.avg_cadence_spm else None,
         "cadence_source": run.cadence_source,
-        # No source stores heart rate yet: the page says so rather than leaving a gap.
-        "heart_rate_bpm": getattr(run, "avg_heart_rate_bpm", None),
+        # Heart rate as the source recorded it for the session; None (shown as such) where it had none.
+        "heart_rate_bpm": None if run.avg_heart_rate_bpm is None else round(run.avg_heart_rate_bpm),
+        "max_heart_rate_bpm": None if run.max_heart_rate_bpm is None else round(run.max_heart_rate_bpm),
         "steps": round(run.steps),
         "walking_steps": round(walking) if walking or running else None,
         "running_steps": round(running) if walking or running else None,

@@ -64,6 +64,7 @@ class Segment:
     write_total_strides: bool = True
     include_records: bool = True
     sample_interval_s: int = 1
+    heart_rate_bpm: tuple[int, int] | None = None  # (average, maximum) written on lap and session
 
 
 @dataclass
@@ -138,6 +139,7 @@ def _write_activity(
     total_strides: float | None = None,
     write_total_strides: bool = True,
     multisport: Sequence[Segment] | None = None,
+    heart_rate_bpm: tuple[int, int] | None = None,
     utc_offset_s: int | None = 0,
     manufacturer: str = "development",
     product: int = 1,
@@ -167,6 +169,7 @@ def _write_activity(
                 write_total_strides=write_total_strides,
                 include_records=include_records,
                 sample_interval_s=sample_interval_s,
+                heart_rate_bpm=heart_rate_bpm,
             )
         ]
     )
@@ -323,6 +326,8 @@ def _write_segment(
         if seg.write_total_strides and seg.cadence_rpm is not None and seg.sport in ("running", "walking"):
             msg.total_strides = int(written_strides)
             msg.total_fractional_cycles = written_strides - int(written_strides)
+        if seg.heart_rate_bpm is not None:
+            msg.avg_heart_rate, msg.max_heart_rate = seg.heart_rate_bpm
         if isinstance(msg, SessionMessage):
             msg.message_index = index
             msg.first_lap_index = index

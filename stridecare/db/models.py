@@ -198,6 +198,8 @@ class Run(Base):
     cadence_source: Mapped[str] = mapped_column(String(16))
     device: Mapped[str | None] = mapped_column(String(100))
     device_total_strides: Mapped[float | None] = mapped_column(Float)
+    avg_heart_rate_bpm: Mapped[float | None] = mapped_column(Float)
+    max_heart_rate_bpm: Mapped[float | None] = mapped_column(Float)
     duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     shoe_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -75,6 +75,8 @@ class ParsedRun:
     samples: Samples = field(default_factory=Samples.empty)
     name: str | None = None
     gear_id: str | None = None  # the source's id of the shoes worn (Strava gear), mapped to a Shoe on store
+    avg_heart_rate_bpm: float | None = None
+    max_heart_rate_bpm: float | None = None
 
     def __post_init__(self) -> None:
         if self.start_time.tzinfo is None:
