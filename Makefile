@@ -25,7 +25,7 @@ test: install-test
 	$(BIN)/ruff check stridecare stridecare_app ingest workers recommender delivery tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3  # three workers: many tests wait on real processes, so two cores carry three
 
 bench: install-test
 	$(BIN)/python bench/run_all.py

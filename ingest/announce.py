@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.store import FileReport
+from recommender.figures import figure_text
 from recommender.routines import routine
 from recommender.silence import PromptOutcome, outcomes_for_runs
 from stridecare.db.engine import Database
@@ -23,7 +24,7 @@ log = logging.getLogger("stridecare.console")
 def _run_text(run: dict[str, Any]) -> str:
     parts = [f"run {run['id']}", f"{run['sport']}", f"{run['distance_m'] / 1000:.1f} km"]
     if run.get("load") is not None:
-        parts.append(f"foot load {run['load']:.0f}")
+        parts.append(figure_text("run_load", run["load"]))
     return ", ".join(parts)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from stridecare.db.migrate import upgrade
+from stridecare.db.migrate import script_heads, upgrade
 from stridecare.db.models import Base
 from stridecare.runtime import Runtime
 
@@ -20,3 +20,8 @@ def test_migrated_schema_matches_the_models(any_rt: Runtime) -> None:
 def test_upgrade_twice_is_a_no_op(any_rt: Runtime) -> None:
     upgrade(any_rt.db.engine)
     upgrade(any_rt.db.engine)
+    with any_rt.db.engine.connect() as conn:
+        revisions = MigrationContext.configure(conn).get_current_heads()
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": False}), Base.metadata)
+    assert frozenset(revisions) == script_heads() and len(revisions) == 1
+    assert diff == []

@@ -51,13 +51,13 @@ def test_run_prints_a_line_per_file_and_the_prompt_or_why_none(tmp_path: Path) -
             timeout=90,
             what="four file lines, two prompt lines and the delivery",
         )
-    fresh = re.search(r"me: fresh\.fit ingested: run (\d+), running, 5\.4 km, foot load \d+", out)
+    fresh = re.search(r"me: fresh\.fit ingested: run (\d+), running, 5\.4 km, load [\d,]+ ref\. steps", out)
     assert fresh, out
     fresh_run = fresh.group(1)
     prompt = re.search(rf"me: prompt (\w+) for run {fresh_run} \((toe spread[^)]*)\) → console", out)
     assert prompt, out
     assert re.search(rf"sent prompt {prompt.group(1)} to me by console", out)
-    old = re.search(r"me: old\.fit ingested: run (\d+), running, 10\.1 km, foot load \d+", out)
+    old = re.search(r"me: old\.fit ingested: run (\d+), running, 10\.1 km, load [\d,]+ ref\. steps", out)
     assert old, out
     assert re.search(
         rf"me: no prompt for run {old.group(1)}: outside the 24 h freshness window: it ended 21 days before", out
