@@ -10,11 +10,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from ingest.store import FileReport
 from recommender.figures import figure_text
 from recommender.routines import routine
+from recommender.run_json import run_json
 from recommender.silence import PromptOutcome, outcomes_for_runs
 from stridecare.db.engine import Database
+from stridecare.db.models import Athlete, ImportedFile, Run
 from stridecare.logging import event
 from stridecare.settings import Settings
 
@@ -58,8 +62,10 @@ def _title(key: str) -> str:
         return key
 
 
-def announce(db: Database, settings: Settings, athlete: str, report: FileReport) -> None:
-    """Log the file's line and, for new runs, each run's prompt line (rejections as warnings)."""
+def announce(db: Database, settings: Settings, athlete: str, report: FileReport, *, prompts: bool = True) -> None:
+    """Log the file's line and, for new runs, each run's prompt line (rejections as warnings).
+
+    ``prompts=False`` logs the file's line only."""
     level = logging.WARNING if report.status == "rejected" else logging.INFO
     event(
         log,
@@ -72,10 +78,14 @@ def announce(db: Database, settings: Settings, athlete: str, report: FileReport)
         reason=report.reason,
         runs=report.runs,
     )
-    if report.status != "ingested":
-        return
+    if report.status == "ingested" and prompts:
+        announce_prompts(db, settings, [int(r["id"]) for r in report.runs])
+
+
+def announce_prompts(db: Database, settings: Settings, run_ids: list[int]) -> None:
+    """Log each run's prompt line, or why it got none."""
     with db.transaction() as session:
-        outcomes = outcomes_for_runs(session, settings, [int(r["id"]) for r in report.runs])
+        outcomes = outcomes_for_runs(session, settings, run_ids)
     for outcome in outcomes:
         event(
             log,
@@ -89,3 +99,20 @@ def announce(db: Database, settings: Settings, athlete: str, report: FileReport)
             held_until=outcome.held_until.isoformat() if outcome.held_until else None,
             reason=outcome.reason,
         )
+
+
+def announce_stored(db: Database, settings: Settings, run_ids: list[int]) -> None:
+    """The lines of the files that stored ``run_ids``, once their figures are known: a deferred store (an inbox
+    burst) has no load to show until its replan, which calls this."""
+    reports: dict[int, tuple[str, FileReport]] = {}
+    with db.transaction() as session:
+        for run in session.scalars(select(Run).where(Run.id.in_(run_ids)).order_by(Run.start_time, Run.id)):
+            if run.file_id is None or (imported := session.get(ImportedFile, run.file_id)) is None:
+                continue
+            if run.file_id not in reports:
+                owner = session.get(Athlete, run.athlete_id)
+                name = owner.name if owner is not None else str(run.athlete_id)
+                reports[run.file_id] = (name, FileReport(imported.path, imported.status, imported.reason))
+            reports[run.file_id][1].runs.append(run_json(run))
+    for name, report in reports.values():
+        announce(db, settings, name, report)

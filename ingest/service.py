@@ -139,8 +139,12 @@ def ingest_path(
     *,
     root: Path | None = None,
     quarantine_damaged: bool = False,
+    defer_load: bool = False,
 ) -> FileReport:
     """Ingest one file for ``athlete_name``; damaged files are quarantined when ``quarantine_damaged``.
+
+    ``defer_load`` stores the runs and marks the athlete for :func:`recommender.planner.replan` (in the same
+    transaction) instead of recomputing at once: the caller, or whoever it hands the athlete's id to, replans.
 
     With ``quarantine_damaged`` (files from a watched folder), a file that fails to decode while it may still
     be written (changed within ``STRIDECARE_HOLD_STILL_SECONDS``) is reported ``pending`` and left alone: the
@@ -173,7 +177,7 @@ def ingest_path(
         ):
             reason = f"{decoded.error or 'damaged'}; it may still be being written, so it is read again later"
             return FileReport(str(path), "pending", reason)
-        return store_decoded(db, settings, athlete_name, decoded, now, quarantine_dir=qdir)
+        return store_decoded(db, settings, athlete_name, decoded, now, quarantine_dir=qdir, defer_load=defer_load)
     finally:
         # Whatever happened in the child, this process lived to record it: the attempt is over.
         end_attempt(db, digest)

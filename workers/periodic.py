@@ -1,18 +1,34 @@
-"""The periodic job behind the beat's tick: scheduled prompts first, then everything the outbox has due."""
+"""The periodic job behind the beat's tick: stale marks finished, scheduled prompts, then everything the outbox
+has due.
+
+A stale mark (``Athlete.replan_from``) is normally cleared by the ``replan`` task queued behind the write that
+set it; one left by a crash (between two chunks of a replan, or between a store and its enqueue) is finished
+here, so no athlete's figures wait for their next write. A mark whose athlete got a run in the last
+:data:`REPLAN_GRACE_S` seconds is left alone: a burst is still arriving, and its own replan (queued behind
+it) recomputes once rather than once per tick.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from sqlalchemy import func, select
 
 from delivery.outbox import due_delivery_ids
 from recommender.digest import weekly_digests
+from recommender.planner import replan
 from recommender.schedule import weekly_prompts
+from stridecare.db.models import Athlete, Run
 from stridecare.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+# Runs are stamped with the wall clock when stored; a mark this long without a new run is not a burst in flight.
+REPLAN_GRACE_S = 30.0
 
 
 def _nowhere(_id: int) -> None:
@@ -32,7 +48,11 @@ class Enqueue:
 
 
 def run_periodic(rt: Runtime, enqueue: Enqueue) -> None:
-    """One pass: write due weekly prompts, then enqueue due deliveries. Each step is idempotent."""
+    """One pass: finish stale marks, write due weekly prompts, then enqueue due deliveries. Each step is
+    idempotent."""
+    finished = finish_stale_marks(rt)
+    if finished:
+        log.info("stale marks finished: %d athletes", finished)
     created = weekly_prompts(rt)
     if created:
         log.info("weekly prompts written: %d", created)
@@ -45,3 +65,21 @@ def run_periodic(rt: Runtime, enqueue: Enqueue) -> None:
         from ingest.strava.events import sweep
 
         sweep(rt, enqueue_event=enqueue.strava_event, enqueue_backfill=enqueue.strava_backfill)
+
+
+def finish_stale_marks(rt: Runtime, *, grace_s: float = REPLAN_GRACE_S, wall_now: datetime | None = None) -> int:
+    """Replan every athlete whose stale mark is set and who got no run in the last ``grace_s`` seconds (of the
+    wall clock: runs are stamped with it). Returns how many athletes were replanned."""
+    cutoff = (wall_now or datetime.now(UTC)) - timedelta(seconds=grace_s)
+    with rt.db.transaction() as session:
+        newest = (
+            select(func.max(Run.created_at))
+            .where(Run.athlete_id == Athlete.id)
+            .correlate(Athlete)
+            .scalar_subquery()
+        )
+        rows = session.execute(select(Athlete.id, newest).where(Athlete.replan_from.is_not(None))).all()
+    due = [athlete_id for athlete_id, last in rows if last is None or last <= cutoff]
+    for athlete_id in due:
+        replan(rt.db, rt.settings, athlete_id, rt.now())
+    return len(due)

@@ -1,0 +1,109 @@
+"""An inbox burst against an import of the same files: CPU and wall of ``stridecare run`` with N small FIT files
+renamed into its inbox newest first, against ``stridecare import --workers 1`` of the same N.
+
+Run from the repository root::
+
+    .venv/bin/python bench/bench_inbox_burst.py [--n 100] [--timeout 600]
+
+Both are measured from outside (``wait4``: the command and the decoding children it reaped). The burst counts
+as done once every run has its load, the athlete's stale mark is clear (the figures are final) and the queue is
+empty (every file's line printed), not merely once the runs are stored. Files, data homes and the child runner
+are those of ``bench_growth.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_growth import child_env, fit_files, prepare_home, run_child
+
+
+def planned(home: Path, n: int) -> bool:
+    """Every run stored with its load and no stale mark left (read without the write lock)."""
+    db = home / "stridecare.db"
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            loads = int(conn.execute("SELECT count(*) FROM run_loads").fetchone()[0])
+            marks = int(conn.execute("SELECT count(*) FROM athletes WHERE replan_from IS NOT NULL").fetchone()[0])
+    except sqlite3.Error:
+        return False
+    return loads >= n and marks == 0
+
+
+def queue_empty(home: Path) -> bool:
+    """No task message left in the embedded broker's queue (the per-file lines come from the last ones)."""
+    try:
+        with sqlite3.connect(f"file:{home / 'broker.db'}?mode=ro", uri=True, timeout=5) as conn:
+            return int(conn.execute("SELECT count(*) FROM kombu_message").fetchone()[0]) == 0
+    except sqlite3.Error:
+        return False
+
+
+def burst(n: int, timeout: float) -> dict[str, Any]:
+    """N files renamed into a running ``stridecare run --no-web``, newest first."""
+    files = fit_files(n)
+    with tempfile.TemporaryDirectory(prefix="sc-burst-") as tmp:
+        home = Path(tmp) / "home"
+        inbox = home / "inbox"
+        inbox.mkdir(parents=True)
+        staging = Path(tmp) / "staging"
+        staging.mkdir()
+        prepare_home(home)
+        for path in files:
+            shutil.copyfile(path, staging / path.name)
+        dropped = False
+
+        def done() -> bool:
+            nonlocal dropped
+            if not dropped and (home / "stridecare.db").exists():
+                time.sleep(1.0)  # the watcher starts
+                for path in files:  # fit_files are newest first
+                    os.replace(staging / path.name, inbox / path.name)
+                dropped = True
+            return dropped and planned(home, n) and queue_empty(home)
+
+        return run_child(["run", "--no-web"], child_env(home, STRIDECARE_WEB_PORT="0"), timeout, until=done)
+
+
+def imported(n: int, timeout: float) -> dict[str, Any]:
+    """``stridecare import --workers 1`` of the same N files."""
+    files = fit_files(n)
+    with tempfile.TemporaryDirectory(prefix="sc-burst-") as tmp:
+        home = Path(tmp) / "home"
+        folder = Path(tmp) / "archive"
+        folder.mkdir()
+        for path in files:
+            shutil.copyfile(path, folder / path.name)
+        prepare_home(home)
+        result = run_child(["import", str(folder), "--athlete", "me", "--workers", "1"], child_env(home), timeout)
+        result["planned"] = planned(home, n)
+        return result
+
+
+def main() -> None:
+    """Print both rows and the ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    args = parser.parse_args()
+    rows = {"import": imported(args.n, args.timeout), "inbox": burst(args.n, args.timeout)}
+    for name, row in rows.items():
+        cpu, wall = row["cpu_s"], row["wall_s"]
+        print(f"{name:7s} N={args.n}: {cpu:7.1f} s CPU {wall:7.1f} s wall  timed out: {row['timed_out']}")
+    print(
+        f"inbox / import: {rows['inbox']['cpu_s'] / rows['import']['cpu_s']:.2f}x CPU, "
+        f"{rows['inbox']['wall_s'] / rows['import']['wall_s']:.2f}x wall"
+    )
+
+
+if __name__ == "__main__":
+    main()

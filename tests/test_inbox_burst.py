@@ -1,0 +1,123 @@
+"""A burst of inbox files is planned once, with the same figures as an import, and no stale mark is left."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_settings
+from fitgen import write_activity
+from harness import BIN, processes, settings_env, stridecare, wait_for
+from sqlalchemy import func, select, update
+
+from ingest.service import ingest_path
+from stridecare.db.models import Athlete, Prompt, Run, RunLoad
+from stridecare.runtime import Runtime
+from workers.periodic import Enqueue, finish_stale_marks, run_periodic
+
+N = 30
+
+
+def burst_files(folder: Path, n: int) -> list[Path]:
+    """``n`` runs one a day back from an hour ago (the newest is fresh: it gets a prompt), newest first."""
+    folder.mkdir(parents=True, exist_ok=True)
+    # Whole hours, so that the cached encodings stay valid for an hour.
+    newest = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    paths = []
+    for i in range(n):
+        path = folder / f"run-{i:03d}.fit"
+        write_activity(
+            path,
+            start=newest - timedelta(days=i, hours=i % 3),
+            duration_s=1200 + 300 * (i % 4),
+            speed_mps=3.0 + (i % 7) * 0.1,
+            cadence_rpm=84 + i % 5,
+            sample_interval_s=30,
+        )
+        paths.append(path)
+    return paths
+
+
+def figures(rt: Runtime) -> dict[str, Any]:
+    """Everything a replan decides, keyed by what does not depend on arrival order."""
+    with rt.db.transaction() as s:
+        runs = {
+            r.source_key: (round(r.load.load, 6), r.load.long_run, sorted(r.load.flags), r.duplicate_of_id is None)
+            for r in s.scalars(select(Run).join(RunLoad))
+        }
+        keys = {rid: key for rid, key in s.execute(select(Run.id, Run.source_key))}
+        prompts = sorted(
+            (keys.get(p.run_id), p.kind, p.local_day.isoformat(), sorted(p.routines))
+            for p in s.scalars(select(Prompt))
+        )
+        marks = s.scalar(select(func.count()).select_from(Athlete).where(Athlete.replan_from.is_not(None)))
+        total = s.scalar(select(func.count()).select_from(Run))
+    return {"runs": runs, "prompts": prompts, "marks": marks, "total": total}
+
+
+@pytest.mark.slow
+def test_a_burst_dropped_newest_first_gives_the_figures_of_an_import_and_plans_once(tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    files = burst_files(staging, N)
+
+    imported = make_settings(tmp_path / "imported")
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for path in files:
+        (archive / path.name).write_bytes(path.read_bytes())
+    env = {**settings_env(imported), **{k: v for k, v in os.environ.items() if not k.startswith("STRIDECARE_")}}
+    subprocess.run(
+        [str(BIN / "stridecare"), "import", str(archive), "--athlete", "me", "--workers", "1"], env=env, check=True
+    )
+    expected = figures(Runtime.open(imported))
+    assert len(expected["runs"]) == N and expected["prompts"], expected
+
+    settings = make_settings(tmp_path / "burst", default_athlete="me")
+    rt = Runtime.open(settings)
+    inbox = settings.inbox_map()[0][1]
+    inbox.mkdir(parents=True)
+    run = stridecare("run", ["run", "--no-web"], settings_env(settings), tmp_path / "logs")
+    with processes(run):
+        wait_for(lambda: "inbox for me" in run.output(), timeout=60, what="the runner's banner")
+        for path in files:  # newest first: every file but the first lands before runs already stored
+            os.replace(path, inbox / path.name)
+        wait_for(
+            lambda: (f := figures(rt))["marks"] == 0 and len(f["runs"]) == N, timeout=180, what="the burst planned"
+        )
+        wait_for(lambda: run.output().count(" ingested: ") == N, timeout=30, what="a line per file")
+        wait_for(
+            lambda: (o := run.output()).count("me: prompt ") + o.count("me: no prompt for run ") >= N,
+            timeout=30,
+            what="a prompt line per run",
+        )
+        out = run.output()
+    assert figures(rt) == expected
+    # One line per file and one per run's prompt (or why none), whatever replan computed them.
+    assert out.count(" ingested: ") == N
+    assert out.count("me: prompt ") + out.count("me: no prompt for run ") == N, out
+
+
+def test_the_periodic_pass_finishes_a_mark_left_by_a_crash_but_not_a_burst_in_flight(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    rt = Runtime.open(settings)
+    folder = tmp_path / "files"
+    for path in burst_files(folder, 4):
+        # Stored as the ingest task stores them; the process "dies" before its replan ran.
+        report = ingest_path(rt.db, settings, "me", path, rt.now(), defer_load=True)
+        assert report.status == "ingested" and report.runs[0]["load"] is None
+    assert figures(rt)["marks"] == 1 and not figures(rt)["runs"]
+
+    # Runs stored seconds ago: a burst may still be arriving, its own replan is queued.
+    assert finish_stale_marks(rt) == 0
+    assert figures(rt)["marks"] == 1
+
+    with rt.db.transaction() as s:
+        s.execute(update(Run).values(created_at=datetime.now(UTC) - timedelta(hours=1)))
+    run_periodic(rt, Enqueue(delivery=lambda _id: None))
+    after = figures(rt)
+    assert after["marks"] == 0 and len(after["runs"]) == 4
+    assert after["prompts"], "the fresh run's prompt comes from the finished replan"
