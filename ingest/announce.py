@@ -116,3 +116,39 @@ def announce_stored(db: Database, settings: Settings, run_ids: list[int]) -> Non
             reports[run.file_id][1].runs.append(run_json(run))
     for name, report in reports.values():
         announce(db, settings, name, report)
+
+
+def announce_strava_event(db: Database, settings: Settings, event_id: int) -> None:
+    """The console's line for a Strava event that changed runs: the activity's run with distance and load, or
+    that it was removed, then its prompt line (or why none)."""
+    from stridecare.db.models import StravaAccount, StravaEvent
+
+    with db.transaction() as session:
+        row = session.get(StravaEvent, event_id)
+        if row is None:
+            return
+        payload = row.payload
+        account = session.scalar(
+            select(StravaAccount).where(StravaAccount.strava_athlete_id == payload.get("owner_id"))
+        )
+        athlete = session.get(Athlete, account.athlete_id) if account is not None else None
+        if athlete is None:
+            return
+        activity = payload.get("object_id")
+        run = session.scalar(
+            select(Run).where(Run.athlete_id == athlete.id, Run.source == "strava", Run.source_key == str(activity))
+        )
+        summary = None if run is None else run_json(run)
+        name = athlete.name
+    if summary is None:
+        event(log, "strava", f"{name}: Strava activity {activity} removed", athlete=name, activity=activity)
+        return
+    event(
+        log,
+        "strava",
+        f"{name}: Strava activity {activity} {payload.get('aspect_type', 'create')}d: {_run_text(summary)}",
+        athlete=name,
+        activity=activity,
+        run=summary,
+    )
+    announce_prompts(db, settings, [int(summary["id"])])

@@ -342,6 +342,8 @@ def mark_changed(
         marks.append(since)
     if athlete.replan_from is not None:
         marks.append(athlete.replan_from)
+    if runs:
+        marks.extend(_session_starts(session, runs))  # as in runs_changed: a demoted copy's earlier day too
     if marks:
         athlete.replan_from = min(marks)
     # A changed record whose load exists must be recomputed even though its history is the same.

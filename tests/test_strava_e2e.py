@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -799,3 +800,21 @@ def test_same_session_rule() -> None:
     assert same_session(run(), run(timer_s=2550))  # moving time 15 % below the timer: same wall-clock range
     assert not same_session(run(), run(offset_s=1600))
     assert not same_session(run(), run("walking"))
+
+
+def test_a_strava_run_gets_its_console_line_and_prompt_line(
+    srt: Runtime, fake: FakeStrava, web: TestClient, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ingest.announce import announce_strava_event
+
+    connected(srt, fake)
+    add_run(fake, 900077, fake.clock.now() - timedelta(hours=1), moving_time=3000, distance=10000.0)
+    post(web, event("create", 900077))
+    assert process_event(srt, recorder.ids[0]).runs_changed
+    with caplog.at_level("INFO", logger="stridecare.console"):
+        announce_strava_event(srt.db, srt.settings, recorder.ids[0])
+    lines = [r.getMessage() for r in caplog.records if r.name == "stridecare.console"]
+    assert re.fullmatch(
+        r"me: Strava activity 900077 created: run \d+, running, 10\.0 km, load [\d,]+ ref\. steps", lines[0]
+    ), lines
+    assert len(lines) == 2 and ("prompt" in lines[1])

@@ -21,11 +21,14 @@ STRAVA_BACKFILL_TASK = "stridecare.strava_backfill"
 @shared_task(bind=True, name=STRAVA_EVENT_TASK)  # type: ignore[untyped-decorator]
 def strava_event(self: Task, event_id: int) -> None:
     """Process one stored Strava push event; prompts it wrote are dispatched at once."""
+    from ingest.announce import announce_strava_event
     from ingest.strava.events import process_event
     from workers.tasks import dispatch_due
 
-    outcome = process_event(runtime_of(self.app), int(event_id))
+    rt = runtime_of(self.app)
+    outcome = process_event(rt, int(event_id))
     if outcome.runs_changed:
+        announce_strava_event(rt.db, rt.settings, int(event_id))  # the console's line, as for a dropped file
         dispatch_due.delay()
 
 
