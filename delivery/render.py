@@ -43,9 +43,10 @@ class RenderedPrompt(NamedTuple):
 
 
 @cache
-def _environment() -> Environment:
+def template_environment(folder: Path) -> Environment:
+    """The Jinja environment for the ``*.html.j2`` / ``*.txt.j2`` templates in ``folder``, one per folder."""
     return Environment(
-        loader=FileSystemLoader(_TEMPLATES),
+        loader=FileSystemLoader(folder),
         # Escape everything except plain text: the text body must show "&" as "&", HTML must never run markup.
         autoescape=select_autoescape(enabled_extensions=("html.j2",), disabled_extensions=("txt.j2",), default=True),
         undefined=StrictUndefined,
@@ -233,7 +234,7 @@ def render_prompt(
         "unsubscribe_url": unsubscribe_url,
         "disclaimer": " ".join(disclaimer.split()),
     }
-    env = _environment()
+    env = template_environment(_TEMPLATES)
     text = env.get_template("prompt.txt.j2").render(context)
     html = env.get_template("prompt.html.j2").render(context)
 

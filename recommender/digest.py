@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import io
 from datetime import date, datetime, timedelta
-from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from delivery.outbox import channels_for
+from delivery.render import template_environment
 from recommender import rules
 from recommender.dashboard_data import ROUTINE_KINDS, daily_series, flagged_runs, week_totals
+from recommender.per_athlete import for_each_athlete
 from recommender.routines import WELLNESS_DISCLAIMER
 from recommender.status import figures_as_of
 from stridecare.db.models import Athlete, Delivery, Prompt, Run
@@ -145,35 +144,10 @@ def _digest_one(rt: Runtime, session: Session, athlete: Athlete, now: datetime) 
 
 def weekly_digests(rt: Runtime) -> int:
     """Write this week's digest (with its email outbox row) for every athlete whose moment has come."""
-    now = rt.now()
-    created = 0
-    with rt.db.transaction() as session:
-        athlete_ids = list(session.scalars(select(Athlete.id)))
-    for athlete_id in athlete_ids:
-        try:
-            with rt.db.transaction() as session:
-                athlete = session.get(Athlete, athlete_id)
-                if athlete is not None and _digest_one(rt, session, athlete, now) is not None:
-                    created += 1
-        except IntegrityError:
-            # Another tick (a second beat, a redelivered task) wrote this week's digest first.
-            continue
-    return created
+    return for_each_athlete(rt, lambda session, athlete, now: _digest_one(rt, session, athlete, now) is not None)
 
 
 # -- rendering ------------------------------------------------------------------------------------------------
-
-
-@cache
-def _environment() -> Environment:
-    return Environment(
-        loader=FileSystemLoader(_TEMPLATES),
-        autoescape=select_autoescape(enabled_extensions=("html.j2",), disabled_extensions=("txt.j2",), default=True),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
 
 
 def chart_png(days: list[dict[str, Any]], highlight_from: str | None = None) -> bytes:
@@ -272,7 +246,7 @@ def render_digest(
         "disclaimer": WELLNESS_DISCLAIMER,
     }
     subject = f"{name}: your week in running, {period}"
-    env = _environment()
+    env = template_environment(_TEMPLATES)
     text = env.get_template("digest.txt.j2").render(context)
     html = env.get_template("digest.html.j2").render(context, subject=subject)
     payload = {

@@ -7,12 +7,13 @@ works with no server installed: SQLite in the data home and an in-process worker
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, create_model, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from stridecare.domain.load import LoadConstants, load_constants_from_settings
@@ -37,54 +38,30 @@ def _split_list(value: Any) -> Any:
     return value
 
 
-class LoadModelSettings(BaseSettings):
+# The field list is LoadConstants' own (names, types, defaults), so a constant is declared once, in the domain.
+# mypy is shown the dataclass's attributes; at run time pydantic gets the same fields from ``create_model``.
+if TYPE_CHECKING:
+
+    class _LoadConstantFields(BaseSettings, LoadConstants):
+        """The constants as settings fields (static view)."""
+
+else:
+    _constant_types = get_type_hints(LoadConstants)
+    _LoadConstantFields = create_model(
+        "_LoadConstantFields",
+        __base__=BaseSettings,
+        **{f.name: (_constant_types[f.name], f.default) for f in dataclasses.fields(LoadConstants)},
+    )
+
+
+class LoadModelSettings(_LoadConstantFields):
     """Constants of the foot-load model, one ``STRIDECARE_LOAD_<NAME>`` variable each (docs/foot-load-model.md).
 
-    The fields are exactly those of ``stridecare.domain.load.LoadConstants``, with the same defaults; the
+    The fields are those of ``stridecare.domain.load.LoadConstants``, built from it with the same defaults; the
     frozen constants are built once per settings object (:attr:`constants`) and handed to the domain.
     """
 
     model_config = SettingsConfigDict(env_prefix="STRIDECARE_LOAD_", extra="ignore")
-
-    force_a: float = 1.27
-    force_b: float = 0.105
-    force_a_female: float = 1.24
-    force_b_female: float = 0.106
-    cadence_k: float = 0.4
-    reference_force_bw: float = 2.5
-    exponent: float = 4.0
-    downhill_per_degree: float = 0.06
-    downhill_cap_degrees: float = 9.0
-    default_mass_kg: float = 70.0
-    acute_days: int = 7
-    chronic_days: int = 28
-    acwr_min_history_days: int = 28
-    spike_caution: float = 1.10
-    spike_high: float = 2.0
-    spike_window_days: int = 30
-    ramp_ratio: float = 1.30
-    ramp_window_days: int = 14
-    monotony_limit: float = 2.0
-    monotony_days: int = 7
-    acwr_high: float = 1.5
-    long_run_absolute_min: float = 90.0
-    long_run_relative_min: float = 45.0
-    long_run_distance_ratio: float = 1.10
-    long_run_percentile: float = 90.0
-    long_run_percentile_weeks: int = 12
-    min_history_runs: int = 3
-    cadence_baseline_days: int = 90
-    default_cadence_intercept_spm: float = 160.0
-    default_cadence_slope_spm_per_mps: float = 8.0
-    default_cadence_min_spm: float = 150.0
-    default_cadence_max_spm: float = 190.0
-    cadence_fit_min_runs: int = 5
-    walk_cadence_max_spm: float = 140.0
-    walk_speed_max_mps: float = 1.9
-    walk_force_a: float = 1.05
-    walk_force_b: float = 0.10
-    walk_force_min_bw: float = 1.0
-    walk_force_max_bw: float = 1.5
 
     @cached_property
     def constants(self) -> LoadConstants:

@@ -11,11 +11,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from stridecare.crypto import Vault, new_webhook_secret
-from stridecare.db.athletes import UnknownAthlete, get_athlete
 from stridecare.db.models import Athlete
 from stridecare.handles import InvalidHandle, check_handle
 from stridecare.settings import Settings
-from stridecare_app.cli.main import app, emit_json, fail, runtime
+from stridecare_app.cli.main import app, athlete_or_fail, emit_json, fail, runtime
 
 athlete_app = typer.Typer(help="Add athletes and set how and when they receive prompts.", no_args_is_help=True)
 app.add_typer(athlete_app, name="athlete")
@@ -250,10 +249,7 @@ def set_(
     """Change an athlete's details; options not given stay as they are."""
     rt = runtime()
     with rt.db.transaction() as session:
-        try:
-            athlete = get_athlete(session, name)
-        except UnknownAthlete as exc:
-            fail(str(exc))
+        athlete = athlete_or_fail(session, name)
         secret = _apply(
             athlete,
             email=email,
@@ -312,10 +308,7 @@ def link(name: NameArg) -> None:
     """Print the athlete's private dashboard link (anyone with it can see that athlete's dashboard)."""
     rt = runtime()
     with rt.db.transaction() as session:
-        try:
-            athlete = get_athlete(session, name)
-        except UnknownAthlete as exc:
-            fail(str(exc))
+        athlete = athlete_or_fail(session, name)
         token = athlete.dashboard_token
     from stridecare.links import dashboard_url
 

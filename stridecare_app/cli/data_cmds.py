@@ -8,9 +8,8 @@ from typing import Annotated
 import typer
 
 from recommender.data_rights import export_athlete, forget_athlete
-from stridecare.db.athletes import UnknownAthlete, get_athlete
 from stridecare.handles import check_handle
-from stridecare_app.cli.main import app, emit_json, fail, runtime
+from stridecare_app.cli.main import app, athlete_or_fail, emit_json, fail, runtime
 
 AthleteArg = Annotated[str, typer.Argument(help="Athlete handle.")]
 
@@ -26,10 +25,7 @@ def export(
     # A handle holds no path separator or "..": the default folder stays where the command runs.
     folder = out or Path(f"export-{check_handle(athlete)}")
     with rt.db.transaction() as session:
-        try:
-            who = get_athlete(session, athlete)
-        except UnknownAthlete as exc:
-            fail(str(exc))
+        who = athlete_or_fail(session, athlete)
         try:
             files = export_athlete(session, who, folder)
         except OSError as exc:
@@ -50,10 +46,7 @@ def forget(
     if not yes:
         typer.confirm(f"Delete every record of {athlete!r}? This cannot be undone", abort=True)
     with rt.db.transaction() as session:
-        try:
-            who = get_athlete(session, athlete)
-        except UnknownAthlete as exc:
-            fail(str(exc))
+        who = athlete_or_fail(session, athlete)
         result = forget_athlete(session, who)
     detail = ", ".join(f"{n} {table}" for table, n in sorted(result.counts.items()))
     typer.echo(f"forgot {athlete}: {detail}")

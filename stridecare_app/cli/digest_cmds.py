@@ -8,9 +8,8 @@ from typing import Annotated
 import typer
 
 from recommender.digest import preview_digest
-from stridecare.db.athletes import UnknownAthlete, get_athlete
 from stridecare.links import athlete_key, dashboard_url, unsubscribe_url
-from stridecare_app.cli.main import app, fail, runtime
+from stridecare_app.cli.main import app, athlete_or_fail, fail, runtime
 
 
 @app.command("digest")
@@ -27,10 +26,7 @@ def digest(
     rt = runtime()
     target = out or Path(f"digest-{preview}.html")
     with rt.db.transaction() as session:
-        try:
-            athlete = get_athlete(session, preview)
-        except UnknownAthlete as exc:
-            fail(str(exc))
+        athlete = athlete_or_fail(session, preview)
         base = rt.settings.effective_public_url
         html, note = preview_digest(
             session,

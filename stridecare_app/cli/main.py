@@ -12,8 +12,11 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 from typer.core import TyperGroup
 
+from stridecare.db.athletes import UnknownAthlete, get_athlete
+from stridecare.db.models import Athlete
 from stridecare.logging import setup_logging
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings, load_settings
@@ -132,6 +135,14 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``message`` to stderr and exit with ``code``."""
     typer.echo(f"stridecare: {message}", err=True)
     raise typer.Exit(code)
+
+
+def athlete_or_fail(session: Session, handle: str) -> Athlete:
+    """The athlete named ``handle``; an unknown one ends the command with its message, like :func:`fail`."""
+    try:
+        return get_athlete(session, handle)
+    except UnknownAthlete as exc:
+        fail(str(exc))
 
 
 def emit_json(value: object) -> None:

@@ -11,10 +11,9 @@ from sqlalchemy.orm import Session
 from recommender.feedback import UnknownPrompt, record_done
 from recommender.silence import prompt_outcome
 from recommender.status import athlete_status, prompts_for
-from stridecare.db.athletes import UnknownAthlete, get_athlete
 from stridecare.db.models import Run
 from stridecare.settings import Settings
-from stridecare_app.cli.main import app, emit_json, fail, runtime
+from stridecare_app.cli.main import app, athlete_or_fail, emit_json, fail, runtime
 
 AthleteOpt = Annotated[str | None, typer.Option(help="Athlete handle (default: STRIDECARE_DEFAULT_ATHLETE).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON on stdout.")]
@@ -28,10 +27,7 @@ def status(athlete: AthleteOpt = None, as_json: JsonOpt = False) -> None:
     """
     rt = runtime()
     with rt.db.read() as session:
-        try:
-            who = get_athlete(session, athlete or rt.settings.default_athlete)
-        except UnknownAthlete as exc:
-            fail(str(exc))
+        who = athlete_or_fail(session, athlete or rt.settings.default_athlete)
         data = athlete_status(session, rt.settings, who, rt.now())
     if as_json:
         emit_json(data)
@@ -59,10 +55,7 @@ def prompts(
     runs that got no prompt and why (outside the freshness window, not the day's first run, …)."""
     rt = runtime()
     with rt.db.read() as session:
-        try:
-            who = get_athlete(session, athlete or rt.settings.default_athlete)
-        except UnknownAthlete as exc:
-            fail(str(exc))
+        who = athlete_or_fail(session, athlete or rt.settings.default_athlete)
         data = prompts_for(session, who, limit)
         silent = _runs_without_prompt(session, rt.settings, who.id, limit)
     if as_json:

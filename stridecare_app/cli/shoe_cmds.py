@@ -14,9 +14,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from recommender.shoes import shoe_usage
-from stridecare.db.athletes import UnknownAthlete, get_athlete
 from stridecare.db.models import Athlete, Shoe
-from stridecare_app.cli.main import app, emit_json, fail, runtime
+from stridecare_app.cli.main import app, athlete_or_fail, emit_json, fail, runtime
 
 shoe_app = typer.Typer(help="Track shoes: distance and steps per pair, and a reminder when a pair is worn.")
 app.add_typer(shoe_app, name="shoe", no_args_is_help=True)
@@ -26,10 +25,7 @@ AthleteOpt = Annotated[str | None, typer.Option(help="Athlete handle (default: S
 
 
 def _athlete(session: Session, name: str | None, default: str) -> Athlete:
-    try:
-        return get_athlete(session, name or default)
-    except UnknownAthlete as exc:
-        fail(str(exc))
+    return athlete_or_fail(session, name or default)
 
 
 def _shoe(session: Session, athlete: Athlete, name: str) -> Shoe:
