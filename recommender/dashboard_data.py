@@ -276,7 +276,8 @@ RANGE_RUNS = 60  # runs listed under the chart, newest first
 WEEK_BINS_AFTER, MONTH_BINS_AFTER = 62, 400
 
 
-def _first_run_day(session: Session, athlete: Athlete) -> date | None:
+def first_run_day(session: Session, athlete: Athlete) -> date | None:
+    """The local day of the athlete's first primary run, None before any."""
     first = session.scalar(
         select(Run.start_time)
         .where(Run.athlete_id == athlete.id, Run.duplicate_of_id.is_(None))
@@ -314,7 +315,7 @@ def range_first_day(session: Session, athlete: Athlete, today: date, key: str) -
     days = RANGES[key][1]
     if days is not None:
         return today - timedelta(days=days - 1)
-    first = _first_run_day(session, athlete)
+    first = first_run_day(session, athlete)
     fallback = today - timedelta(days=DEFAULT_DAYS - 1)
     return min(first, fallback) if first is not None else fallback
 

@@ -26,12 +26,11 @@ from sqlalchemy.orm import Session
 from delivery.outbox import channels_for
 from delivery.render import template_environment
 from recommender import rules
-from recommender.dashboard_data import ROUTINE_KINDS, daily_series, flagged_runs, week_totals
+from recommender.dashboard_data import ROUTINE_KINDS, daily_series, first_run_day, flagged_runs, week_totals
 from recommender.per_athlete import for_each_athlete
 from recommender.routines import WELLNESS_DISCLAIMER
 from recommender.status import figures_as_of
-from stridecare.db.models import Athlete, Delivery, Prompt, Run
-from stridecare.domain.history import local_day
+from stridecare.db.models import Athlete, Delivery, Prompt
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
 
@@ -80,17 +79,6 @@ def digest_facts(session: Session, settings: Settings, athlete: Athlete, send_da
         "figures": figures_as_of(session, settings, athlete, last).values(),
         "days": series,
     }
-
-
-def first_run_day(session: Session, athlete: Athlete) -> date | None:
-    """The local day of the athlete's first primary run, None before any."""
-    first = session.scalar(
-        select(Run.start_time)
-        .where(Run.athlete_id == athlete.id, Run.duplicate_of_id.is_(None))
-        .order_by(Run.start_time)
-        .limit(1)
-    )
-    return local_day(first, athlete.timezone) if first is not None else None
 
 
 def has_a_week(session: Session, athlete: Athlete, send_day: date) -> bool:

@@ -54,19 +54,13 @@ def build_message(
         disclaimer=WELLNESS_DISCLAIMER,
         figures=prompt.facts.get("figures"),
     )
-    return OutgoingMessage(
-        prompt_id=prompt.id,
-        delivery_id=delivery.id,
-        message_id=delivery.message_id,
-        athlete_name=athlete.name,
-        recipient=athlete.email,
-        subject=rendered.subject,
-        text=rendered.text,
-        html=rendered.html,
-        payload=routable(rendered.payload, athlete.name, athlete.display_name),
+    return _message(
+        delivery,
+        prompt,
+        athlete,
+        (rendered.subject, rendered.text, rendered.html, rendered.payload),
         unsubscribe_url=unsub,
         done_url=done,
-        created_at=prompt.created_at,
     )
 
 
@@ -94,6 +88,23 @@ def _build_other(rt: Runtime, delivery: Delivery, prompt: Prompt, athlete: Athle
             unsubscribe_url=unsub,
             created_at=prompt.created_at,
         )
+    return _message(
+        delivery, prompt, athlete, (subject, text, html, payload), unsubscribe_url=unsub, inline_images=images
+    )
+
+
+def _message(
+    delivery: Delivery,
+    prompt: Prompt,
+    athlete: Athlete,
+    content: tuple[str, str, str, dict[str, Any]],
+    *,
+    unsubscribe_url: str | None,
+    done_url: str | None = None,
+    inline_images: tuple[tuple[str, bytes, str], ...] = (),
+) -> OutgoingMessage:
+    """The message for ``delivery``: subject, text, HTML and a webhook payload that names the athlete."""
+    subject, text, html, payload = content
     return OutgoingMessage(
         prompt_id=prompt.id,
         delivery_id=delivery.id,
@@ -104,10 +115,10 @@ def _build_other(rt: Runtime, delivery: Delivery, prompt: Prompt, athlete: Athle
         text=text,
         html=html,
         payload=routable(payload, athlete.name, athlete.display_name),
-        unsubscribe_url=unsub,
-        done_url=None,
+        unsubscribe_url=unsubscribe_url,
+        done_url=done_url,
         created_at=prompt.created_at,
-        inline_images=images,
+        inline_images=inline_images,
     )
 
 
