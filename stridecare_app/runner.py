@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import warnings
 from typing import Any
 
 from celery import Celery
@@ -14,6 +15,10 @@ from stridecare.db.athletes import ensure_athlete
 from stridecare.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+# kombu's SQL transport uses a loader option SQLAlchemy 2.1 deprecates; it works, and a runner's console is for
+# what happens to their runs, not for a library's upgrade notes.
+_NOISE = r"The ``noload`` loader strategy is deprecated"
 
 
 def make_watcher(rt: Runtime, *, use_broker: bool, celery: Celery | None = None) -> FolderWatcher:
@@ -92,6 +97,8 @@ def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True, verbose: boo
 
     beat = EmbeddedService(celery, thread=True, schedule_filename=str(rt.settings.data_home / "celerybeat-schedule"))
     beat.start()
+    # Set again here: the Celery worker installs its own warning filters as it starts.
+    warnings.filterwarnings("ignore", message=_NOISE)
     try:
         celery.worker_main(
             [
