@@ -53,6 +53,7 @@ from stridecare.domain.run import (
     ParsedRun,
     Samples,
     SkippedSession,
+    heart_rate_bpm,
 )
 from stridecare.domain.steps import (
     DEFAULT_CADENCE,
@@ -532,8 +533,8 @@ class FitSource:
             device=scan.device,
             device_total_strides=device_steps,
             samples=samples,
-            avg_heart_rate_bpm=_heart_rate(v.get("avg_heart_rate")),
-            max_heart_rate_bpm=_heart_rate(v.get("max_heart_rate")),
+            avg_heart_rate_bpm=heart_rate_bpm(v.get("avg_heart_rate")),
+            max_heart_rate_bpm=heart_rate_bpm(v.get("max_heart_rate")),
         )
 
     def _steps(
@@ -612,9 +613,3 @@ def iter_messages(path: Path) -> Iterator[Any]:
 
 
 __all__ = ["FIT_EPOCH", "FitSource", "iter_messages"]
-
-
-def _heart_rate(value: Any) -> float | None:
-    """A session's heart rate in beats per minute; None when absent or outside what a heart does."""
-    bpm = _num(value)
-    return bpm if 20.0 <= bpm <= 250.0 else None

@@ -49,7 +49,7 @@ from ingest.gpx import (
     sport_from_median_speed,
     sport_from_speed,
 )
-from stridecare.domain.run import DecodeError, DecodeResult, ParsedRun, Samples, SkippedSession
+from stridecare.domain.run import DecodeError, DecodeResult, ParsedRun, Samples, SkippedSession, heart_rate_bpm
 from stridecare.domain.steps import (
     DEFAULT_CADENCE,
     CadenceConstants,
@@ -213,7 +213,7 @@ class TcxSource:
         heart = [
             bpm
             for node in activity.iter(f"{_NS}HeartRateBpm")  # trackpoints' own; lap figures have other tags
-            if (bpm := _float(node.findtext(f"{_NS}Value"))) is not None and 20.0 <= bpm <= 250.0
+            if (bpm := heart_rate_bpm(_float(node.findtext(f"{_NS}Value")))) is not None
         ]
         return ParsedRun(
             source="tcx",

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from stridecare.domain.run import ParsedRun, Samples, SkippedSession
+from stridecare.domain.run import ParsedRun, Samples, SkippedSession, heart_rate_bpm
 from stridecare.domain.steps import count_steps, normalise_cadence, steps_from_summary
 from stridecare.domain.terrain import ascent_descent
 
@@ -177,13 +177,6 @@ def convert_activity(activity: Any, streams: Any = None) -> ParsedRun | SkippedS
         samples=samples,
         name=data.get("name"),
         gear_id=str(data["gear_id"]) if data.get("gear_id") else None,
-        avg_heart_rate_bpm=_bpm(data.get("average_heartrate")),
-        max_heart_rate_bpm=_bpm(data.get("max_heartrate")),
+        avg_heart_rate_bpm=heart_rate_bpm(data.get("average_heartrate")),
+        max_heart_rate_bpm=heart_rate_bpm(data.get("max_heartrate")),
     )
-
-
-def _bpm(value: object) -> float | None:
-    """Strava's heart rate in beats per minute; None when absent or outside what a heart does."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if 20.0 <= value <= 250.0 else None

@@ -83,6 +83,19 @@ class ParsedRun:
             raise ValueError("ParsedRun.start_time must be timezone-aware")
 
 
+# What a heart does: a recorded figure outside this is a sensor or export fault, and the run keeps none.
+HEART_RATE_RANGE_BPM = (20.0, 250.0)
+
+
+def heart_rate_bpm(value: object) -> float | None:
+    """A source's heart-rate figure in beats per minute; None when absent, not a number or outside what a heart
+    does (every source keeps heart rate through this one check)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    low, high = HEART_RATE_RANGE_BPM
+    return float(value) if low <= value <= high else None
+
+
 @dataclass(frozen=True, slots=True)
 class SkippedSession:
     """A session in a file that is not a foot sport (a ride, a swim): recorded, never loaded."""
