@@ -84,7 +84,7 @@ def announce(db: Database, settings: Settings, athlete: str, report: FileReport,
 
 def announce_prompts(db: Database, settings: Settings, run_ids: list[int]) -> None:
     """Log each run's prompt line, or why it got none."""
-    with db.transaction() as session:
+    with db.read() as session:  # the console only reads: no write lock on the worker's path
         outcomes = outcomes_for_runs(session, settings, run_ids)
     for outcome in outcomes:
         event(
@@ -105,7 +105,7 @@ def announce_stored(db: Database, settings: Settings, run_ids: list[int]) -> Non
     """The lines of the files that stored ``run_ids``, once their figures are known: a deferred store (an inbox
     burst) has no load to show until its replan, which calls this."""
     reports: dict[int, tuple[str, FileReport]] = {}
-    with db.transaction() as session:
+    with db.read() as session:  # the console only reads: no write lock on the worker's path
         for run in session.scalars(select(Run).where(Run.id.in_(run_ids)).order_by(Run.start_time, Run.id)):
             if run.file_id is None or (imported := session.get(ImportedFile, run.file_id)) is None:
                 continue
@@ -123,7 +123,7 @@ def announce_strava_event(db: Database, settings: Settings, event_id: int) -> No
     that it was removed, then its prompt line (or why none)."""
     from stridecare.db.models import StravaAccount, StravaEvent
 
-    with db.transaction() as session:
+    with db.read() as session:  # the console only reads: no write lock on the worker's path
         row = session.get(StravaEvent, event_id)
         if row is None:
             return

@@ -25,7 +25,7 @@ def digest(
     browser: the chart is inlined, the links are the real ones. Nothing is sent or recorded."""
     rt = runtime()
     target = out or Path(f"digest-{preview}.html")
-    with rt.db.transaction() as session:
+    with rt.db.read() as session:  # a preview writes nothing
         athlete = athlete_or_fail(session, preview)
         base = rt.settings.effective_public_url
         html, note = preview_digest(

@@ -61,7 +61,7 @@ def routes(rt: Runtime) -> list[Route]:
     """The home route (picked up by ``stridecare_app.web.app._optional_routes``)."""
 
     def _load() -> str:
-        with rt.db.transaction() as session:
+        with rt.db.read() as session:  # a page view takes no write lock
             data = overview(session, rt.settings, rt.now())
         return render_home(data, _connect_links(rt, data["athletes"]))
 
