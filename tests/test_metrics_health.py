@@ -114,7 +114,7 @@ def seed(rt: Runtime) -> None:
 
 def test_metrics_report_the_rows(any_rt: Runtime) -> None:
     seed(any_rt)
-    samples = scrape(create_app(any_rt))  # through the app: metrics is wired in by _optional_routes
+    samples = scrape(create_app(any_rt))  # through the app: metrics is wired in by _page_routes
 
     assert samples[("stridecare_runs_ingested_total", ())] == 3
     assert samples[("stridecare_files_total", (("status", "ingested"),))] == 2

@@ -117,7 +117,7 @@ def create_app(rt: Runtime, enqueue: Enqueue | None = None) -> Starlette:
         Route("/done/{prompt_id}", done, methods=["GET", "POST"]),
         Route("/unsubscribe/{athlete_id}/{list_name}", unsubscribe, methods=["GET", "POST"]),
     ]
-    routes += _optional_routes(rt, enqueue)
+    routes += _page_routes(rt, enqueue)
     # Every body is bounded while it is read; Strava's events are a few hundred bytes.
     limits = Middleware(BodyLimit, default=DEFAULT_MAX_BODY_BYTES, limits={"/strava/webhook": MAX_EVENT_BYTES})
     app = Starlette(routes=routes, middleware=[limits])
@@ -125,20 +125,9 @@ def create_app(rt: Runtime, enqueue: Enqueue | None = None) -> Starlette:
     return app
 
 
-def _optional_routes(rt: Runtime, enqueue: Enqueue | None) -> list[Any]:
-    """Routes contributed by other modules (Strava, metrics, dashboard, home page) when present."""
-    routes: list[Any] = []
-    for module_name in (
-        "stridecare_app.web.strava",
-        "stridecare_app.web.metrics",
-        "stridecare_app.web.dashboard",
-        "stridecare_app.web.home",
-    ):
-        try:
-            module = __import__(module_name, fromlist=["routes"])
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        routes += module.routes(rt, enqueue) if module_name.endswith(".strava") else module.routes(rt)
-    return routes
+def _page_routes(rt: Runtime, enqueue: Enqueue | None) -> list[BaseRoute]:
+    """The routes of the page modules (Strava, metrics, dashboard, home page)."""
+    # Imported here: those modules use this one's ``page`` and ``Enqueue``.
+    from stridecare_app.web import dashboard, home, metrics, strava
+
+    return [*strava.routes(rt, enqueue), *metrics.routes(rt), *dashboard.routes(rt), *home.routes(rt)]

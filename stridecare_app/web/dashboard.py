@@ -144,7 +144,7 @@ def html_response(status: int, body: str) -> HTMLResponse:
 
 
 def routes(rt: Runtime) -> list[Route]:
-    """The dashboard route for the web app (picked up by ``stridecare_app.web.app._optional_routes``)."""
+    """The dashboard route for the web app (picked up by ``stridecare_app.web.app._page_routes``)."""
 
     def _load(name: str, token: str, loopback: bool, range_key: str | None) -> tuple[int, str]:
         with rt.db.read() as session:

@@ -58,7 +58,7 @@ def render_home(data: dict[str, Any], connect: dict[int, str]) -> str:
 
 
 def routes(rt: Runtime) -> list[Route]:
-    """The home route (picked up by ``stridecare_app.web.app._optional_routes``)."""
+    """The home route (picked up by ``stridecare_app.web.app._page_routes``)."""
 
     def _load() -> str:
         with rt.db.read() as session:  # a page view takes no write lock

@@ -49,7 +49,7 @@ PROMPT_KINDS = ("post_run", "weekly_balance", "digest", "shoe")
 
 
 def routes(rt: Runtime) -> list[Route]:
-    """The ``/metrics`` route for the web app (picked up by ``stridecare_app.web.app._optional_routes``)."""
+    """The ``/metrics`` route for the web app (picked up by ``stridecare_app.web.app._page_routes``)."""
 
     token = rt.settings.metrics_token.get_secret_value() if rt.settings.metrics_token is not None else None
 
