@@ -212,7 +212,9 @@ def bench_import(n: int, timeout: float) -> dict[str, Any]:
     return result
 
 
-def bench_inbox(n: int, timeout: float) -> dict[str, Any]:
+def bench_inbox(n: int, timeout: float, settled: Callable[[Path], bool] | None = None) -> dict[str, Any]:
+    """N files renamed newest first into a running ``stridecare run --no-web``; timed until every run is stored,
+    or until ``settled(home)`` holds when given."""
     files = fit_files(n)
     with tempfile.TemporaryDirectory(prefix="sc-growth-") as tmp:
         home = Path(tmp) / "home"
@@ -238,7 +240,9 @@ def bench_inbox(n: int, timeout: float) -> dict[str, Any]:
                 time.sleep(1.0)  # let the watcher start
                 drop()
                 dropped = True
-            return dropped and count_runs(home) >= n
+            if not dropped:
+                return False
+            return settled(home) if settled is not None else count_runs(home) >= n
 
         result = run_child(["run", "--no-web"], env, timeout, until=all_stored)
         result["runs"] = count_runs(home)

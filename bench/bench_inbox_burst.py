@@ -14,15 +14,13 @@ are those of ``bench_growth.py``.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sqlite3
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from bench_growth import child_env, fit_files, prepare_home, run_child
+from bench_growth import bench_inbox, child_env, fit_files, prepare_home, run_child
 
 
 def planned(home: Path, n: int) -> bool:
@@ -49,29 +47,8 @@ def queue_empty(home: Path) -> bool:
 
 
 def burst(n: int, timeout: float) -> dict[str, Any]:
-    """N files renamed into a running ``stridecare run --no-web``, newest first."""
-    files = fit_files(n)
-    with tempfile.TemporaryDirectory(prefix="sc-burst-") as tmp:
-        home = Path(tmp) / "home"
-        inbox = home / "inbox"
-        inbox.mkdir(parents=True)
-        staging = Path(tmp) / "staging"
-        staging.mkdir()
-        prepare_home(home)
-        for path in files:
-            shutil.copyfile(path, staging / path.name)
-        dropped = False
-
-        def done() -> bool:
-            nonlocal dropped
-            if not dropped and (home / "stridecare.db").exists():
-                time.sleep(1.0)  # the watcher starts
-                for path in files:  # fit_files are newest first
-                    os.replace(staging / path.name, inbox / path.name)
-                dropped = True
-            return dropped and planned(home, n) and queue_empty(home)
-
-        return run_child(["run", "--no-web"], child_env(home, STRIDECARE_WEB_PORT="0"), timeout, until=done)
+    """N files renamed into a running ``stridecare run --no-web``, newest first, until planned and drained."""
+    return bench_inbox(n, timeout, settled=lambda home: planned(home, n) and queue_empty(home))
 
 
 def imported(n: int, timeout: float) -> dict[str, Any]:
