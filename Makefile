@@ -27,5 +27,8 @@ test: install-test
 	$(BIN)/lint-imports
 	$(BIN)/pytest -n 3  # three workers: many tests wait on real processes, so two cores carry three
 
-bench: install-test
-	$(BIN)/python bench/run_all.py
+bench: install-test  # the numbers in BENCHMARKS.md; each script's --help tells its options
+	$(BIN)/python bench/bench_decode.py
+	$(BIN)/python bench/bench_growth.py --n 500 1000 2000 4000
+	$(BIN)/python bench/bench_inbox_burst.py --n 400 --rounds 5
+	$(BIN)/python bench/bench_web_latency.py --files 400 --events 2000 --clients 50

@@ -12,17 +12,16 @@ the two largest files and on the largest file with a foot session.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from fit_corpus import DEFAULT_CORPUS, bare_fitparse, distinct_files
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "fit"
 
 _MEMORY_SNIPPET = """
 import json, resource, sys, tracemalloc, warnings
@@ -52,28 +51,6 @@ tracemalloc.stop()
 print(json.dumps({{"maxrss_kb": hwm_kb(), "base_kb": base,
                   "traced_peak": peak}}))
 """
-
-
-def distinct_files(corpus: Path) -> list[Path]:
-    seen: dict[str, Path] = {}
-    for path in sorted(corpus.rglob("*")):
-        if path.is_file() and path.suffix.lower() == ".fit":
-            seen.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), path)
-    return list(seen.values())
-
-
-def bare_fitparse(path: Path) -> None:
-    import warnings
-
-    import fitparse
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            for _ in fitparse.UncachedFitFile(str(path)):
-                pass
-        except Exception:  # damaged files count as decoded work here
-            pass
 
 
 def decode(path: Path, fast: bool) -> object:

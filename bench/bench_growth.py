@@ -198,7 +198,9 @@ def fit_files(n: int) -> list[Path]:
     return paths
 
 
-def bench_import(n: int, timeout: float) -> dict[str, Any]:
+def bench_import(n: int, timeout: float, inspect: Callable[[Path], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``stridecare import --workers 1`` of N files into a fresh data home; ``inspect(home)``, when given, adds
+    its own figures of the imported home to the row."""
     files = fit_files(n)
     with tempfile.TemporaryDirectory(prefix="sc-growth-") as tmp:
         home = Path(tmp) / "home"
@@ -209,7 +211,31 @@ def bench_import(n: int, timeout: float) -> dict[str, Any]:
         prepare_home(home)
         result = run_child(["import", str(folder), "--athlete", "me", "--workers", "1"], child_env(home), timeout)
         result["runs"] = count_runs(home)
+        if inspect is not None:
+            result |= inspect(home)
     return result
+
+
+def staged_inbox(tmp: Path, files: list[Path]) -> tuple[Path, Callable[[], None]]:
+    """A prepared data home under ``tmp`` with an empty inbox and ``files`` copied beside it, and the function
+    that renames them into the inbox, newest first.
+
+    Files appear by rename (whole at once, as a sync client delivers them), while the runner is already watching.
+    """
+    home = tmp / "home"
+    inbox = home / "inbox"
+    inbox.mkdir(parents=True)
+    staging = tmp / "staging"
+    staging.mkdir()
+    prepare_home(home)
+    for path in files:
+        shutil.copyfile(path, staging / path.name)
+
+    def drop() -> None:
+        for path in files:
+            os.replace(staging / path.name, inbox / path.name)
+
+    return home, drop
 
 
 def bench_inbox(n: int, timeout: float, settled: Callable[[Path], bool] | None = None) -> dict[str, Any]:
@@ -217,20 +243,7 @@ def bench_inbox(n: int, timeout: float, settled: Callable[[Path], bool] | None =
     or until ``settled(home)`` holds when given."""
     files = fit_files(n)
     with tempfile.TemporaryDirectory(prefix="sc-growth-") as tmp:
-        home = Path(tmp) / "home"
-        inbox = home / "inbox"
-        inbox.mkdir(parents=True)
-        staging = Path(tmp) / "staging"
-        staging.mkdir()
-        prepare_home(home)
-        # Files appear by rename (whole at once), newest first, while the runner is already watching.
-        for path in files:
-            shutil.copyfile(path, staging / path.name)
-
-        def drop() -> None:
-            for path in files:
-                os.replace(staging / path.name, inbox / path.name)
-
+        home, drop = staged_inbox(Path(tmp), files)
         env = child_env(home, STRIDECARE_WEB_PORT="0")
         dropped = False
 

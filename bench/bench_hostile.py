@@ -33,6 +33,7 @@ from test_hostile_files import deep_gpx, entity_gpx, good_gpx, tiny_record_fit  
 from ingest.decode import decode_path  # noqa: E402
 from ingest.fit_integrity import MAX_FIT_MESSAGES  # noqa: E402
 from ingest.sandbox import Limits, decode_sandboxed  # noqa: E402
+from stridecare.domain.load import DEFAULT_CONSTANTS  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -66,7 +67,7 @@ def _limited_child(path: Path, cap: int, limits: Limits) -> dict[str, object]:
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 2))
         try:
-            decoded = decode_path(path, None, cap)
+            decoded = decode_path(path, None, cap, DEFAULT_CONSTANTS)
             outcome = decoded.error or f"{len(decoded.result.runs) if decoded.result else 0} run(s)"
         except MemoryError:
             outcome = "MemoryError"
@@ -110,7 +111,7 @@ def main() -> None:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         for (_name, path), row in zip(files, rows, strict=True):
             started = time.monotonic()
-            decoded = decode_sandboxed(path, None, cap, limits)
+            decoded = decode_sandboxed(path, None, cap, limits, DEFAULT_CONSTANTS)
             row["sandboxed_outcome"] = decoded.error or "ok"
             row["sandboxed_wall_s"] = round(time.monotonic() - started, 2)
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -143,9 +144,9 @@ def _overhead(folder: Path, cap: int, limits: Limits, rounds: int = 10) -> dict[
             for _ in range(rounds):
                 started = time.perf_counter()
                 if fn is None:
-                    decode_sandboxed(path, None, cap, limits)
+                    decode_sandboxed(path, None, cap, limits, DEFAULT_CONSTANTS)
                 else:
-                    fn(path, None, cap)
+                    fn(path, None, cap, DEFAULT_CONSTANTS)
                 times.append(time.perf_counter() - started)
             out[f"{label} {mode}"] = round(sorted(times)[len(times) // 2] * 1000, 1)
     return out

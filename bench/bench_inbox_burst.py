@@ -3,7 +3,7 @@ renamed into its inbox newest first, against ``stridecare import --workers 1`` o
 
 Run from the repository root::
 
-    .venv/bin/python bench/bench_inbox_burst.py [--n 100] [--timeout 600]
+    .venv/bin/python bench/bench_inbox_burst.py [--n 100] [--rounds 3] [--timeout 600]
 
 Both are measured from outside (``wait4``: the command and the decoding children it reaped). The burst counts
 as done once every run has its load, the athlete's stale mark is clear (the figures are final) and the queue is
@@ -14,13 +14,12 @@ are those of ``bench_growth.py``.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sqlite3
-import tempfile
+import statistics
 from pathlib import Path
 from typing import Any
 
-from bench_growth import bench_inbox, child_env, fit_files, prepare_home, run_child
+from bench_growth import bench_import, bench_inbox
 
 
 def planned(home: Path, n: int) -> bool:
@@ -53,32 +52,31 @@ def burst(n: int, timeout: float) -> dict[str, Any]:
 
 def imported(n: int, timeout: float) -> dict[str, Any]:
     """``stridecare import --workers 1`` of the same N files."""
-    files = fit_files(n)
-    with tempfile.TemporaryDirectory(prefix="sc-burst-") as tmp:
-        home = Path(tmp) / "home"
-        folder = Path(tmp) / "archive"
-        folder.mkdir()
-        for path in files:
-            shutil.copyfile(path, folder / path.name)
-        prepare_home(home)
-        result = run_child(["import", str(folder), "--athlete", "me", "--workers", "1"], child_env(home), timeout)
-        result["planned"] = planned(home, n)
-        return result
+    return bench_import(n, timeout, inspect=lambda home: {"planned": planned(home, n)})
 
 
 def main() -> None:
-    """Print both rows and the ratios."""
+    """Print each round's rows, then the medians and their ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="import and inbox alternate this many times (CPU time varies here)"
+    )
     args = parser.parse_args()
-    rows = {"import": imported(args.n, args.timeout), "inbox": burst(args.n, args.timeout)}
-    for name, row in rows.items():
-        cpu, wall = row["cpu_s"], row["wall_s"]
-        print(f"{name:7s} N={args.n}: {cpu:7.1f} s CPU {wall:7.1f} s wall  timed out: {row['timed_out']}")
+    rows: dict[str, list[dict[str, Any]]] = {"import": [], "inbox": []}
+    for _round in range(args.rounds):
+        for name, bench in (("import", imported), ("inbox", burst)):
+            row = bench(args.n, args.timeout)
+            rows[name].append(row)
+            cpu, wall = row["cpu_s"], row["wall_s"]
+            print(f"{name:7s} N={args.n}: {cpu:7.1f} s CPU {wall:7.1f} s wall  timed out: {row['timed_out']}")
+    cpu = {name: statistics.median(r["cpu_s"] for r in runs) for name, runs in rows.items()}
+    wall = {name: statistics.median(r["wall_s"] for r in runs) for name, runs in rows.items()}
     print(
-        f"inbox / import: {rows['inbox']['cpu_s'] / rows['import']['cpu_s']:.2f}x CPU, "
-        f"{rows['inbox']['wall_s'] / rows['import']['wall_s']:.2f}x wall"
+        f"medians of {args.rounds}: import {cpu['import']:.1f} s CPU {wall['import']:.1f} s wall, "
+        f"inbox {cpu['inbox']:.1f} s CPU {wall['inbox']:.1f} s wall; "
+        f"inbox / import: {cpu['inbox'] / cpu['import']:.2f}x CPU, {wall['inbox'] / wall['import']:.2f}x wall"
     )
 
 

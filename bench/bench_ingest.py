@@ -16,8 +16,6 @@ Run: ``.venv/bin/python bench/bench_ingest.py [--corpus PATH] [--json]``. Number
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -25,39 +23,25 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
+
+from fit_corpus import DEFAULT_CORPUS, bare_fitparse, distinct_files
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "fit"
 
 
-def distinct_files(corpus: Path) -> list[Path]:
-    seen: dict[str, Path] = {}
-    for path in sorted(corpus.rglob("*")):
-        if path.is_file() and path.suffix.lower() == ".fit":
-            seen.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), path)
-    return list(seen.values())
-
-
-def bare_fitparse(files: list[Path]) -> float:
-    import fitparse
-
+def bare_fitparse_s(files: list[Path]) -> float:
+    """Seconds for bare fitparse over ``files``, one after the other."""
     t0 = time.perf_counter()
     for path in files:
-        with warnings.catch_warnings(), contextlib.suppress(Exception):
-            warnings.simplefilter("ignore")
-            for _ in fitparse.UncachedFitFile(str(path)):
-                pass
+        bare_fitparse(path)
     return time.perf_counter() - t0
 
 
 def pipeline_interleaved(files: list[Path], home: Path) -> tuple[float, float]:
     """(bare fitparse seconds, pipeline seconds) over ``files``, measured file by file in turn."""
     from datetime import UTC, datetime
-
-    import fitparse
 
     sys.path.insert(0, str(ROOT))
     from ingest.decode import decode_path
@@ -70,12 +54,9 @@ def pipeline_interleaved(files: list[Path], home: Path) -> tuple[float, float]:
     bare = pipeline = 0.0
     for path in files:
         t0 = time.perf_counter()
-        with warnings.catch_warnings(), contextlib.suppress(Exception):
-            warnings.simplefilter("ignore")
-            for _ in fitparse.UncachedFitFile(str(path)):
-                pass
+        bare_fitparse(path)
         t1 = time.perf_counter()
-        decoded = decode_path(path, None, rt.settings.max_file_bytes)
+        decoded = decode_path(path, None, rt.settings.max_file_bytes, rt.settings.load.constants)
         store_decoded(rt.db, rt.settings, "me", decoded, now, defer_load=True)
         t2 = time.perf_counter()
         bare, pipeline = bare + (t1 - t0), pipeline + (t2 - t1)
@@ -126,8 +107,9 @@ def peak_rss_mb(path: Path, home: Path) -> float:
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(path)], env=env_for(home), capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)], env=env_for(home), capture_output=True, text=True, check=False
+    )
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
@@ -162,17 +144,18 @@ def main() -> None:
         for i, path in enumerate(files):
             shutil.copy(path, folder / f"{i:03d}-{path.name}")
         copies = sorted(folder.iterdir())
-        results["bare_fitparse_s"] = bare_fitparse(copies)
+        results["bare_fitparse_s"] = bare_fitparse_s(copies)
         results["interleaved_bare_s"], results["interleaved_pipeline_s"] = pipeline_interleaved(
             copies, Path(tmp) / "h0"
         )
         stride = str(BIN / "stridecare")
-        results["import_1_worker_s"] = timed([stride, "import", str(folder), "--workers", "1"],
-                                             env_for(Path(tmp) / "h1"))
-        results["import_2_workers_s"] = timed([stride, "import", str(folder), "--workers", "2"],
-                                              env_for(Path(tmp) / "h2"))
-        results["rescan_cli_s"] = timed([stride, "import", str(folder), "--workers", "2"],
-                                        env_for(Path(tmp) / "h2"))
+        results["import_1_worker_s"] = timed(
+            [stride, "import", str(folder), "--workers", "1"], env_for(Path(tmp) / "h1")
+        )
+        results["import_2_workers_s"] = timed(
+            [stride, "import", str(folder), "--workers", "2"], env_for(Path(tmp) / "h2")
+        )
+        results["rescan_cli_s"] = timed([stride, "import", str(folder), "--workers", "2"], env_for(Path(tmp) / "h2"))
         results["rescan_s"] = rescan_in_process(folder, Path(tmp) / "h2")
         results |= memory(files, Path(tmp))
     results["bare_fitparse_mb_s"] = mb / results["bare_fitparse_s"]

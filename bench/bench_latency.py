@@ -399,8 +399,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"\ncommand: .venv/bin/{COMMAND} --files {args.files} --minutes {args.minutes} "
-          f"--strava-events {args.strava_events} --throughput-files {args.throughput_files}")
+    print(
+        f"\ncommand: .venv/bin/{COMMAND} --files {args.files} --minutes {args.minutes} "
+        f"--strava-events {args.strava_events} --throughput-files {args.throughput_files}"
+    )
     print(f"cpus: {os.cpu_count()}")
     for r in results:
         print(" | ".join(f"{k}={v}" for k, v in r.items()))

@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,42 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextmanager
+def serving(
+    args: list[str], env: dict[str, str], health_url: str, *, start_timeout: float = 30.0, stop_timeout: float = 15.0
+) -> Iterator[None]:
+    """``stridecare ARGS`` as a child process, entered once ``health_url`` answers 200, stopped on leaving."""
+    # The server's log goes to a file: a pipe nobody reads would block the server once its buffer is full.
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "stridecare"), *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        try:
+            deadline = time.monotonic() + start_timeout
+            while True:
+                try:
+                    if httpx.get(health_url, timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    detail = log.read().decode(errors="replace")[-2000:]
+                    raise SystemExit(f"stridecare {args[0]} did not start: {detail}")
+                time.sleep(0.1)
+            yield
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=stop_timeout)
+            except subprocess.TimeoutExpired:
+                server.kill()
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -140,45 +178,15 @@ def main() -> None:
                 "STRIDECARE_LOG_LEVEL": "WARNING",
             }
         )
-        server = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "stridecare"),
-                "web",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                f"{port}",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    detail = server.stderr.read().decode() if server.stderr else ""
-                    raise SystemExit(f"web app did not start: {detail}")
-                time.sleep(0.1)
-            url = f"http://127.0.0.1:{port}/strava/webhook"
+        base = f"http://127.0.0.1:{port}"
+        with serving(["web", "--host", "127.0.0.1", "--port", f"{port}"], env, base + "/healthz"):
+            url = base + "/strava/webhook"
             # Warm-up: connections, the Celery producer, SQLite's first writes.
             asyncio.run(fire(url, 20, 5, owner_base=900))
             r.flushdb()
             started = time.perf_counter()
             latencies, errors = asyncio.run(fire(url, args.events, args.clients, owner_base=100))
             elapsed = time.perf_counter() - started
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
         from sqlalchemy import create_engine, text
 
         engine = create_engine(db_url)

@@ -73,6 +73,13 @@ def _reply(code: int, text: bytes | str) -> str:
     return f"{code} {' '.join(message.split())}"[:300]
 
 
+def _answered(exc: smtplib.SMTPResponseException, what: str, *, retry: bool = True) -> DeliveryOutcome:
+    """A failed attempt that the server answered: ``what`` it refused, then its reply code and text."""
+    return DeliveryOutcome(
+        ok=False, retry=retry, status_code=exc.smtp_code, detail=what + _reply(exc.smtp_code, exc.smtp_error)
+    )
+
+
 class EmailChannel:
     """Sends a prompt as a multipart/alternative (text + HTML) email through the configured SMTP server."""
 
@@ -216,40 +223,18 @@ class EmailChannel:
             )
         except smtplib.SMTPAuthenticationError as exc:
             # The server's reply, never the password; retried because the operator can fix the credentials.
-            return DeliveryOutcome(
-                ok=False,
-                retry=True,
-                status_code=exc.smtp_code,
-                detail=f"{server} rejected the login for {settings.smtp_username!r}: "
-                f"{_reply(exc.smtp_code, exc.smtp_error)}",
-            )
+            return _answered(exc, f"{server} rejected the login for {settings.smtp_username!r}: ")
         except smtplib.SMTPSenderRefused as exc:
-            return DeliveryOutcome(
-                ok=False,
-                retry=True,
-                status_code=exc.smtp_code,
-                detail=f"{server} refused the sender {exc.sender!r} (check STRIDECARE_MAIL_FROM): "
-                f"{_reply(exc.smtp_code, exc.smtp_error)}",
-            )
+            return _answered(exc, f"{server} refused the sender {exc.sender!r} (check STRIDECARE_MAIL_FROM): ")
         except smtplib.SMTPDataError as exc:
             # A 5xx after DATA means this message is refused (spam, size); sending it again will not help.
-            return DeliveryOutcome(
-                ok=False,
-                retry=exc.smtp_code < 500,
-                status_code=exc.smtp_code,
-                detail=f"{server} refused the message: {_reply(exc.smtp_code, exc.smtp_error)}",
-            )
+            return _answered(exc, f"{server} refused the message: ", retry=exc.smtp_code < 500)
         except smtplib.SMTPNotSupportedError as exc:
             return DeliveryOutcome(
                 ok=False, retry=True, detail=f"{server} does not support a required feature ({exc}); not sent"
             )
         except smtplib.SMTPResponseException as exc:
-            return DeliveryOutcome(
-                ok=False,
-                retry=True,
-                status_code=exc.smtp_code,
-                detail=f"{server} answered {_reply(exc.smtp_code, exc.smtp_error)}",
-            )
+            return _answered(exc, f"{server} answered ")
         except ssl.SSLCertVerificationError as exc:
             hint = (
                 "set STRIDECARE_SMTP_CA_FILE to the CA certificate that signed it"

@@ -114,8 +114,12 @@ def announce_stored(db: Database, settings: Settings, run_ids: list[int]) -> Non
                 name = owner.name if owner is not None else str(run.athlete_id)
                 reports[run.file_id] = (name, FileReport(imported.path, imported.status, imported.reason))
             reports[run.file_id][1].runs.append(run_json(run))
+    # Every file's line, then the prompt lines of all their runs from one read (a chunk holds many files).
     for name, report in reports.values():
-        announce(db, settings, name, report)
+        announce(db, settings, name, report, prompts=False)
+    ingested = [int(r["id"]) for _name, report in reports.values() if report.status == "ingested" for r in report.runs]
+    if ingested:
+        announce_prompts(db, settings, ingested)
 
 
 def announce_strava_event(db: Database, settings: Settings, event_id: int) -> None:

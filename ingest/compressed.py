@@ -10,7 +10,7 @@ one import. The same activity as a plain file and as a ``.gz`` hashes differentl
 content-hash import log cannot see through compression), but one session: ``ingest.dedupe`` links the two runs
 by their overlapping time ranges, one stays primary, and the load counts once.
 
-Each class here is constructed with no arguments, as the ``stridecare.sources`` entry points require.
+Each class here is constructed with the model constants, as the ``stridecare.sources`` entry points require.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ingest.fit import FitSource
 from ingest.gpx import GpxSource
 from ingest.tcx import TcxSource
 from stridecare.domain.run import DecodeError, DecodeResult
+from stridecare.domain.steps import DEFAULT_CADENCE, CadenceConstants
 from stridecare.plugins import FileSource
 
 MAX_DECOMPRESSED_BYTES = 512 * 1024 * 1024
@@ -150,22 +151,22 @@ class GzipSource:
 class FitGzSource(GzipSource):
     """``.fit.gz``: gzipped FIT files (Strava's export stores uploads this way)."""
 
-    def __init__(self) -> None:
-        super().__init__(FitSource())
+    def __init__(self, constants: CadenceConstants = DEFAULT_CADENCE) -> None:
+        super().__init__(FitSource(constants))
 
 
 class GpxGzSource(GzipSource):
     """``.gpx.gz``: gzipped GPX files."""
 
-    def __init__(self) -> None:
-        super().__init__(GpxSource())
+    def __init__(self, constants: CadenceConstants = DEFAULT_CADENCE) -> None:
+        super().__init__(GpxSource(constants))
 
 
 class TcxGzSource(GzipSource):
     """``.tcx.gz``: gzipped TCX files."""
 
-    def __init__(self) -> None:
-        super().__init__(TcxSource())
+    def __init__(self, constants: CadenceConstants = DEFAULT_CADENCE) -> None:
+        super().__init__(TcxSource(constants))
 
 
 __all__ = [

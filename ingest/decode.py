@@ -8,6 +8,7 @@ from functools import cache
 from pathlib import Path
 
 from ingest.files import FileStat, RefusedFile, check_file, content_hash
+from stridecare.domain.load import DEFAULT_CONSTANTS, LoadConstants
 from stridecare.domain.run import DecodeError, DecodeResult
 from stridecare.plugins import CompletenessCheck, FileSource, source_classes, source_for
 
@@ -15,9 +16,11 @@ log = logging.getLogger(__name__)
 
 
 @cache
-def registered_sources() -> tuple[FileSource, ...]:
-    """One instance of every file source registered under the ``stridecare.sources`` entry point group."""
-    return tuple(cls() for cls in source_classes().values())
+def registered_sources(constants: LoadConstants = DEFAULT_CONSTANTS) -> tuple[FileSource, ...]:
+    """One instance of every file source registered under the ``stridecare.sources`` entry point group, each
+    built with the model ``constants`` (those of the settings, for decoding: they decide the steps of a run
+    without cadence). Built once per set of constants per process."""
+    return tuple(cls(constants) for cls in source_classes().values())
 
 
 def supported_suffixes() -> tuple[str, ...]:
@@ -53,13 +56,14 @@ class Decoded:
     refused: bool = False  # refused before reading (link, size): nothing to quarantine
 
 
-def decode_path(path: Path, root: Path | None, max_bytes: int) -> Decoded:
-    """Check, hash and decode ``path``; every failure becomes a one-line reason, never an exception."""
+def decode_path(path: Path, root: Path | None, max_bytes: int, constants: LoadConstants) -> Decoded:
+    """Check, hash and decode ``path`` with sources built with the model ``constants``; every failure becomes a
+    one-line reason, never an exception."""
     try:
         stat = check_file(path, root=root, max_bytes=max_bytes)
     except RefusedFile as exc:
         return Decoded(path, None, None, None, None, str(exc), refused=True)
-    source = source_for(path, registered_sources())
+    source = source_for(path, registered_sources(constants))
     if source is None:
         known = ", ".join(supported_suffixes())
         return Decoded(

@@ -45,9 +45,9 @@ import fitparse
 from fitparse.records import DevFieldDefinition
 
 from ingest.fit_integrity import TooManyMessages, check_message_count, fit_file_complete
+from stridecare.domain.normalise import RunHeader, normalised_run
 from stridecare.domain.run import (
     FOOT_SPORTS,
-    CadenceSource,
     DecodeError,
     DecodeResult,
     ParsedRun,
@@ -58,13 +58,10 @@ from stridecare.domain.run import (
 from stridecare.domain.steps import (
     DEFAULT_CADENCE,
     CadenceConstants,
-    CadenceModel,
-    count_steps,
     normalise_cadence,
     steps_from_summary,
     timed_seconds,
 )
-from stridecare.domain.terrain import ascent_descent
 
 FIT_EPOCH = datetime(1989, 12, 31, tzinfo=UTC)
 _FIT_EPOCH_NAIVE = FIT_EPOCH.replace(tzinfo=None)
@@ -296,9 +293,8 @@ class _Span:
 class FitSource:
     """Decodes FIT activity files (``.fit``) into one ``ParsedRun`` per foot session.
 
-    ``constants`` and ``cadence_model`` only matter for sessions without cadence: the caller may pass the
-    athlete's own model (``steps.fit_cadence_model``) once five runs with cadence exist; the default is the
-    literature line of the load model.
+    ``constants`` are the model's (the application passes those built from its settings); they decide the steps
+    of a session without cadence.
     """
 
     name = "fit"
@@ -307,12 +303,10 @@ class FitSource:
     def __init__(
         self,
         constants: CadenceConstants = DEFAULT_CADENCE,
-        cadence_model: CadenceModel | None = None,
         *,
         fast: bool = True,
     ) -> None:
         self._constants = constants
-        self._model = cadence_model
         # ``fast=False`` decodes with fitparse alone: the reference the fast scan is tested against.
         self._fast = fast
 
@@ -506,47 +500,8 @@ class FitSource:
             frac = _num(v.get("total_fractional_cycles"))
             device_steps = 2.0 * (float(strides) + (0.0 if math.isnan(frac) else frac))
 
-        steps, source, avg_spm = self._steps(samples, v, device_steps, distance, timer_s)
-
-        ascent, descent = ascent_descent(
-            samples.altitude_m,
-            source_ascent_m=_opt(_num(v.get("total_ascent"))),
-            source_descent_m=_opt(_num(v.get("total_descent"))),
-        )
-
-        start_time = FIT_EPOCH + timedelta(seconds=span.start + anchor)
-        return ParsedRun(
-            source="fit",
-            source_key=f"{content_hash}:{span.index}",
-            sport=sport,
-            sub_sport=sub_sport,
-            start_time=start_time,
-            utc_offset_s=utc_offset,
-            elapsed_s=elapsed_s,
-            timer_s=timer_s,
-            distance_m=distance,
-            ascent_m=ascent,
-            descent_m=descent,
-            steps=steps,
-            avg_cadence_spm=avg_spm,
-            cadence_source=source,
-            device=scan.device,
-            device_total_strides=device_steps,
-            samples=samples,
-            avg_heart_rate_bpm=heart_rate_bpm(v.get("avg_heart_rate")),
-            max_heart_rate_bpm=heart_rate_bpm(v.get("max_heart_rate")),
-        )
-
-    def _steps(
-        self,
-        samples: Samples,
-        v: dict[str, Any],
-        device_steps: float | None,
-        distance: float,
-        timer_s: float,
-    ) -> tuple[float, CadenceSource, float | None]:
-        # The one rule of every source (``steps.count_steps``); only cadence that counts towards steps decides
-        # for the stream: a record at the very start (weight 0) may be the previous leg's last one.
+        # Only cadence that counts towards steps decides for the stream (``steps.count_steps``); without it the
+        # session's own count, from total strides or else its average cadence, comes next.
         session_steps = device_steps
         avg = v.get("avg_running_cadence")
         if avg is None:
@@ -554,13 +509,27 @@ class FitSource:
         if session_steps is None and isinstance(avg, int | float) and avg > 0 and timer_s > 0:
             frac = _num(v.get("avg_fractional_cadence"))
             session_steps = steps_from_summary(float(avg) + (0.0 if math.isnan(frac) else frac), timer_s)
-        return count_steps(
+        return normalised_run(
             samples,
-            distance_m=distance,
-            timer_s=timer_s,
+            self._constants,
+            RunHeader(
+                source="fit",
+                source_key=f"{content_hash}:{span.index}",
+                sport=sport,
+                sub_sport=sub_sport,
+                start_time=FIT_EPOCH + timedelta(seconds=span.start + anchor),
+                utc_offset_s=utc_offset,
+                elapsed_s=elapsed_s,
+                timer_s=timer_s,
+                distance_m=distance,
+            ),
             session_steps=session_steps,
-            constants=self._constants,
-            model=self._model,
+            source_ascent_m=_opt(_num(v.get("total_ascent"))),
+            source_descent_m=_opt(_num(v.get("total_descent"))),
+            device=scan.device,
+            device_total_strides=device_steps,
+            avg_heart_rate_bpm=heart_rate_bpm(v.get("avg_heart_rate")),
+            max_heart_rate_bpm=heart_rate_bpm(v.get("max_heart_rate")),
         )
 
     @staticmethod

@@ -81,19 +81,21 @@ def available() -> bool:
     return fitfast is not None
 
 
-def scan(path: Path) -> _Scan | None:
+def scan(path: Path, *, max_bytes: int = MAX_BYTES, max_records: int = MAX_RECORDS) -> _Scan | None:
     """The fitparse pass's ``_Scan`` of ``path``, or None when fitparse must decode it (see the module note).
 
-    Raises OSError when the file cannot be read, like the fitparse pass.
+    A file over ``max_bytes`` bytes or ``max_records`` records is left to fitparse's streaming pass: these bound
+    the native decoder's memory (a process with less room to spare may pass lower ones). Raises OSError when
+    the file cannot be read, like the fitparse pass.
     """
-    if fitfast is None or path.stat().st_size > MAX_BYTES:
+    if fitfast is None or path.stat().st_size > max_bytes:
         return None
     data = _with_header_crcs(path.read_bytes())
     if data is None:
         return None
     try:
         counts = fitfast.message_counts(data)
-        if counts.get("record", 0) > MAX_RECORDS:
+        if counts.get("record", 0) > max_records:
             return None
         return _scan_bytes(path, data, counts)
     except fitfast.FitDecodeError:

@@ -135,12 +135,12 @@ def _segments(fh: BinaryIO, size: int) -> list[_Segment] | None:
     return out
 
 
-def _segment_crc_matches(fh: BinaryIO, segment: _Segment) -> bool:
+def _segment_crc_matches(fh: BinaryIO, segment: _Segment, chunk_size: int) -> bool:
     fh.seek(segment.start)
     remaining = segment.covered
     crc = 0
     while remaining > 0:
-        chunk = fh.read(min(_CHUNK, remaining))
+        chunk = fh.read(min(chunk_size, remaining))
         if not chunk:
             return False  # shrank under us
         crc = fit_crc(chunk, crc)
@@ -150,29 +150,32 @@ def _segment_crc_matches(fh: BinaryIO, segment: _Segment) -> bool:
     return crc == segment.stored_crc
 
 
-def _stream_complete(fh: BinaryIO, size: int) -> bool:
+def _stream_complete(fh: BinaryIO, size: int, chunk_size: int) -> bool:
     segments = _segments(fh, size)
     if segments is None:
         return False
-    return all(_segment_crc_matches(fh, segment) for segment in segments)
+    return all(_segment_crc_matches(fh, segment, chunk_size) for segment in segments)
 
 
 def fit_bytes_complete(data: bytes) -> bool:
     """``fit_file_complete`` for bytes already in memory."""
-    return _stream_complete(io.BytesIO(data), len(data))
+    return _stream_complete(io.BytesIO(data), len(data), _CHUNK)
 
 
-def fit_file_complete(path: Path) -> bool:
+def fit_file_complete(path: Path, *, chunk_size: int = _CHUNK) -> bool:
     """True only if ``path`` is a whole FIT file (or chain of them) whose every file CRC matches.
 
     Any OSError is False, and so is anything but a regular file (opened without blocking: a FIFO never holds
     the caller). The file's size is taken once when it is opened and checked again at the end: a file that grew
-    meanwhile has bytes the walk did not account for, so it is not known complete.
+    meanwhile has bytes the walk did not account for, so it is not known complete. The CRC reads at most
+    ``chunk_size`` bytes at a time, which bounds the memory the check holds; the verdict never depends on it.
     """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, not {chunk_size}")
     try:
         with open_regular(path) as fh:
             size = os.fstat(fh.fileno()).st_size
-            if not _stream_complete(fh, size):
+            if not _stream_complete(fh, size, chunk_size):
                 return False
             return os.fstat(fh.fileno()).st_size == size
     except OSError:

@@ -47,8 +47,8 @@ if TYPE_CHECKING:
     import gpxpy.gpx
 
 from ingest.files import read_regular
+from stridecare.domain.normalise import RunHeader, normalised_run
 from stridecare.domain.run import (
-    CadenceSource,
     DecodeError,
     DecodeResult,
     ParsedRun,
@@ -58,13 +58,10 @@ from stridecare.domain.run import (
 from stridecare.domain.steps import (
     DEFAULT_CADENCE,
     CadenceConstants,
-    CadenceModel,
     interval_weights,
     normalise_cadence,
     timed_seconds,
 )
-from stridecare.domain.steps import count_steps as steps_rule
-from stridecare.domain.terrain import climb
 
 # Deeper than any GPX or TCX file nests (7 and 9 levels with extensions), far below what crashes a parser.
 MAX_XML_DEPTH = 64
@@ -247,17 +244,27 @@ def build_samples(points: Sequence[TrackPoint], start: datetime) -> Samples:
     )
 
 
-def count_steps(
-    samples: Samples,
-    distance_m: float,
+def xml_header(
+    source: str,
+    source_key: str,
+    mapped: tuple[str, str | None],
+    start: datetime,
+    elapsed_s: float,
     timer_s: float,
-    constants: CadenceConstants,
-    model: CadenceModel | None,
-    session_steps: float | None = None,
-) -> tuple[float, CadenceSource, float | None]:
-    """Steps, their source and the average steps/min: the rule every source shares (``steps.count_steps``)."""
-    return steps_rule(
-        samples, distance_m=distance_m, timer_s=timer_s, session_steps=session_steps, constants=constants, model=model
+    distance_m: float,
+) -> RunHeader:
+    """The header of a GPX or TCX session; neither format records the UTC offset."""
+    sport, sub_sport = mapped
+    return RunHeader(
+        source=source,
+        source_key=source_key,
+        sport=sport,
+        sub_sport=sub_sport,
+        start_time=start,
+        utc_offset_s=None,
+        elapsed_s=elapsed_s,
+        timer_s=timer_s,
+        distance_m=distance_m,
     )
 
 
@@ -351,17 +358,15 @@ def prescan_xml(text: str, kind: str) -> None:
 class GpxSource:
     """Decodes GPX files (``.gpx``) into one ``ParsedRun`` per foot-sport track.
 
-    ``constants`` and ``cadence_model`` only matter for tracks without cadence (see ``FitSource``).
+    ``constants`` are the model's (the application passes those built from its settings); they decide the steps of
+    a track without cadence.
     """
 
     name = "gpx"
     suffixes: tuple[str, ...] = (".gpx",)
 
-    def __init__(
-        self, constants: CadenceConstants = DEFAULT_CADENCE, cadence_model: CadenceModel | None = None
-    ) -> None:
+    def __init__(self, constants: CadenceConstants = DEFAULT_CADENCE) -> None:
         self._constants = constants
-        self._model = cadence_model
 
     def decode(self, path: Path, content_hash: str) -> DecodeResult:
         """Decode ``path``; raise ``DecodeError`` with a one-line reason when it is not readable GPX."""
@@ -421,29 +426,14 @@ class GpxSource:
             if isinstance(judged, str):
                 return SkippedSession(label or "unknown", None, f"track {index}: {judged}")
             mapped = judged
-        sport, sub_sport = mapped
         distance = next((d for d in reversed(samples.distance_m) if d is not None), 0.0)
-        elapsed = samples.t[-1]
-        timer = timed_seconds(samples)
-        steps, source, avg_spm = count_steps(samples, distance, timer, self._constants, self._model)
-        ascent, descent = climb(samples.altitude_m)
-        return ParsedRun(
-            source="gpx",
-            source_key=f"{content_hash}:{index}",
-            sport=sport,
-            sub_sport=sub_sport,
-            start_time=start,
-            utc_offset_s=None,
-            elapsed_s=elapsed,
-            timer_s=timer,
-            distance_m=distance,
-            ascent_m=ascent,
-            descent_m=descent,
-            steps=steps,
-            avg_cadence_spm=avg_spm,
-            cadence_source=source,
+        return normalised_run(
+            samples,
+            self._constants,
+            xml_header(
+                "gpx", f"{content_hash}:{index}", mapped, start, samples.t[-1], timed_seconds(samples), distance
+            ),
             device=device,
-            samples=samples,
             name=(track.name or "").strip()[:300] or None,
         )
 
@@ -473,9 +463,9 @@ __all__ = [
     "TrackPoint",
     "as_utc",
     "build_samples",
-    "count_steps",
     "read_xml_text",
     "sport_from_label",
     "sport_from_median_speed",
     "sport_from_speed",
+    "xml_header",
 ]

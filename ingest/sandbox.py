@@ -41,6 +41,7 @@ from pathlib import Path
 
 from ingest.decode import Decoded, decode_path, registered_sources
 from ingest.files import RefusedFile, check_file, content_hash
+from stridecare.domain.load import LoadConstants
 from stridecare.plugins import source_for
 from stridecare.settings import Settings
 
@@ -49,7 +50,8 @@ log = logging.getLogger(__name__)
 _MEMORY = "refused: decoding this file needs more memory than allowed (STRIDECARE_DECODE_MEMORY_MB)"
 # Loaded lazily by the decoders; imported once in the server instead of once per child.
 _WARM_MODULES = ("gpxpy", "gpxpy.gpx", "gpxpy.parser", "fitparse", "tcxreader.tcxreader", "numpy", "ingest.fit_fast")
-# Requests are tiny (a path and a few numbers); anything larger on the control socket is a protocol error.
+# Requests are tiny (a path, a few numbers, the model constants); anything larger on the control socket is a
+# protocol error.
 _MAX_REQUEST = 1 << 16
 
 
@@ -81,8 +83,10 @@ def _child_main(request: dict[str, object], result_fd: int) -> None:
     path = Path(str(request["path"]))
     root = Path(str(request["root"])) if request["root"] is not None else None
     max_bytes = int(str(request["max_bytes"]))
+    constants = request["constants"]
+    assert isinstance(constants, LoadConstants)
     try:
-        decoded = decode_path(path, root, max_bytes)
+        decoded = decode_path(path, root, max_bytes, constants)
     except MemoryError:
         decoded = Decoded(path, None, None, None, None, _MEMORY)
     except RecursionError:
@@ -301,22 +305,33 @@ def _failed(path: Path, root: Path | None, max_bytes: int, reason: str) -> Decod
     return Decoded(path, stat, digest, source.name if source else None, None, reason)
 
 
-def decode_sandboxed(path: Path, root: Path | None, max_bytes: int, limits: Limits) -> Decoded:
-    """``decode_path`` in a child process under ``limits``; a crash, a hang or an exhausted limit becomes a
+def decode_sandboxed(
+    path: Path, root: Path | None, max_bytes: int, limits: Limits, constants: LoadConstants
+) -> Decoded:
+    """``decode_path`` in a child process under ``limits``, with sources built with the model ``constants``
+    (pass the settings' own: ``settings.load.constants``); a crash, a hang or an exhausted limit becomes a
     rejected ``Decoded`` with a plain reason. Never raises for anything the file does.
 
     A server that never acknowledged the request (it died for reasons of its own) is not the file's fault:
     the request is made once more to a fresh server before anything is concluded."""
     for _attempt in range(2):
-        outcome = _decode_once(path, root, max_bytes, limits)
+        outcome = _decode_once(path, root, max_bytes, limits, constants)
         if outcome is not None:
             return outcome
     raise RuntimeError("the decode server does not answer")
 
 
-def _decode_once(path: Path, root: Path | None, max_bytes: int, limits: Limits) -> Decoded | None:
+def _decode_once(
+    path: Path, root: Path | None, max_bytes: int, limits: Limits, constants: LoadConstants
+) -> Decoded | None:
     request = pickle.dumps(
-        {"path": str(path), "root": None if root is None else str(root), "max_bytes": max_bytes, "limits": limits}
+        {
+            "path": str(path),
+            "root": None if root is None else str(root),
+            "max_bytes": max_bytes,
+            "limits": limits,
+            "constants": constants,
+        }
     )
     result_r, result_w = os.pipe()
     status_r, status_w = os.pipe()
@@ -356,9 +371,13 @@ def _decode_once(path: Path, root: Path | None, max_bytes: int, limits: Limits) 
 
 
 def decode_for(settings: Settings, path: Path, root: Path | None, max_bytes: int | None = None) -> Decoded:
-    """``decode_sandboxed`` with the limits and size cap from ``settings``."""
+    """``decode_sandboxed`` with the limits, size cap and model constants from ``settings``."""
     return decode_sandboxed(
-        path, root, settings.max_file_bytes if max_bytes is None else max_bytes, Limits.from_settings(settings)
+        path,
+        root,
+        settings.max_file_bytes if max_bytes is None else max_bytes,
+        Limits.from_settings(settings),
+        settings.load.constants,
     )
 
 

@@ -26,7 +26,7 @@ from ingest.sandbox import decode_for
 from ingest.store import FileReport, existing_report, remember_file, store_decoded
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.engine import Database
-from stridecare.db.models import DecodeAttempt, ImportedFile
+from stridecare.db.models import Athlete, DecodeAttempt, ImportedFile
 from stridecare.plugins import source_for
 from stridecare.settings import Settings
 
@@ -105,6 +105,16 @@ def known_report(
         digest = content_hash(path)
     except OSError:  # RefusedFile included: decoding reports why
         return None
+    known = (
+        select(ImportedFile.id)
+        .join(Athlete, Athlete.id == ImportedFile.athlete_id)
+        .where(Athlete.name == athlete_name, ImportedFile.content_hash == digest)
+    )
+    with db.read() as session:
+        # Most files are new: looked up without SQLite's write lock, which the worker storing the last file
+        # may hold.
+        if session.scalar(known) is None:
+            return None
     with db.transaction() as session:
         athlete = ensure_athlete(session, athlete_name, settings)
         imported = session.scalar(

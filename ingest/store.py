@@ -36,6 +36,9 @@ class FileReport:
     status: str  # ingested | duplicate | skipped | rejected
     reason: str | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
+    # A deferred store that marked an athlete whose mark was clear: the caller starts the replan. When the
+    # mark was already set, a replan is queued or running and plans these runs too (``planner.replan``).
+    replan_owed: bool = False
 
     def as_json(self) -> dict[str, Any]:
         """The documented JSON shape."""
@@ -192,12 +195,14 @@ def _store_once(
         session.flush()
         for run in runs:
             link_duplicate(session, athlete.id, run)  # the same run from Strava: one primary, one prompt
+        owed = False
         if runs and not defer_load:
             runs_changed(session, settings, athlete, runs, now)
         elif runs:
+            owed = athlete.replan_from is None  # read under the athlete's lock, like the replan's own check
             mark_changed(session, athlete, runs)  # the batch's replan recomputes from the earliest of them
         remember_file(session, athlete.id, decoded)
-        return FileReport(path, status, reason, [run_json(r) for r in runs]), False
+        return FileReport(path, status, reason, [run_json(r) for r in runs], replan_owed=owed), False
 
 
 def complete_pending_loads(db: Database, settings: Settings, athlete_name: str, now: datetime) -> int:

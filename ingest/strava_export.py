@@ -310,7 +310,10 @@ class _Importer:
             if seen is not None:
                 return seen
             max_bytes = MAX_DECOMPRESSED_BYTES if is_gz else settings.max_file_bytes
-            decoded = replace(decode_sandboxed(target, tmp, max_bytes, Limits.from_settings(settings)), path=display)
+            decoded = replace(
+                decode_sandboxed(target, tmp, max_bytes, Limits.from_settings(settings), settings.load.constants),
+                path=display,
+            )
             return store_decoded(self.rt.db, settings, self.athlete, decoded, self.now, defer_load=True)
         finally:
             target.unlink(missing_ok=True)
@@ -353,7 +356,7 @@ class _Importer:
             "manual": missing_file is None,
         }
         try:
-            parsed = convert_activity(activity)
+            parsed = convert_activity(activity, self.rt.settings.load.constants)
         except (ValueError, TypeError, KeyError) as exc:
             self.count(FileReport(label, "rejected", f"{why}: {' '.join(str(exc).split())[:160]}"))
             return

@@ -42,22 +42,21 @@ from ingest.gpx import (
     TrackPoint,
     as_utc,
     build_samples,
-    count_steps,
     prescan_xml,
     read_xml_text,
     sport_from_label,
     sport_from_median_speed,
     sport_from_speed,
+    xml_header,
 )
+from stridecare.domain.normalise import normalised_run
 from stridecare.domain.run import DecodeError, DecodeResult, ParsedRun, Samples, SkippedSession, heart_rate_bpm
 from stridecare.domain.steps import (
     DEFAULT_CADENCE,
     CadenceConstants,
-    CadenceModel,
     steps_from_summary,
     timed_seconds,
 )
-from stridecare.domain.terrain import climb
 
 _NS = GARMIN_XML_SCHEMA
 _EXT = GARMIN_XML_EXTENSIONS
@@ -108,17 +107,14 @@ def _one_line(prefix: str, exc: BaseException) -> str:
 class TcxSource:
     """Decodes TCX files (``.tcx``) into one ``ParsedRun`` per foot-sport activity.
 
-    ``constants`` and ``cadence_model`` only matter for activities without cadence (see ``FitSource``).
+    ``constants`` are the model's (see ``GpxSource``); they decide the steps of an activity without cadence.
     """
 
     name = "tcx"
     suffixes: tuple[str, ...] = (".tcx",)
 
-    def __init__(
-        self, constants: CadenceConstants = DEFAULT_CADENCE, cadence_model: CadenceModel | None = None
-    ) -> None:
+    def __init__(self, constants: CadenceConstants = DEFAULT_CADENCE) -> None:
         self._constants = constants
-        self._model = cadence_model
         self._reader = TCXReader()
 
     def decode(self, path: Path, content_hash: str) -> DecodeResult:
@@ -203,38 +199,20 @@ class TcxSource:
             if isinstance(judged, str):
                 return SkippedSession(label or "unknown", None, f"activity {index}: {judged}")
             mapped = judged
-        sport, sub_sport = mapped
-
-        steps, source, avg_spm = count_steps(
-            samples, distance, timer, self._constants, self._model, self._lap_steps(laps)
-        )
-        ascent, descent = climb(samples.altitude_m) if len(samples) else (None, None)
         device = (activity.findtext(f"{_NS}Creator/{_NS}Name") or "").strip()[:100] or None
         heart = [
             bpm
             for node in activity.iter(f"{_NS}HeartRateBpm")  # trackpoints' own; lap figures have other tags
             if (bpm := heart_rate_bpm(_float(node.findtext(f"{_NS}Value")))) is not None
         ]
-        return ParsedRun(
-            source="tcx",
-            source_key=f"{content_hash}:{index}",
-            sport=sport,
-            sub_sport=sub_sport,
-            start_time=start,
-            utc_offset_s=None,
-            elapsed_s=elapsed,
-            timer_s=timer,
-            distance_m=distance,
-            ascent_m=ascent,
-            descent_m=descent,
-            steps=steps,
-            avg_cadence_spm=avg_spm,
-            cadence_source=source,
+        return normalised_run(
+            samples,
+            self._constants,
+            xml_header("tcx", f"{content_hash}:{index}", mapped, start, elapsed, timer, distance),
+            session_steps=self._lap_steps(laps),
             device=device,
-            samples=samples,
             avg_heart_rate_bpm=sum(heart) / len(heart) if heart else None,
             max_heart_rate_bpm=max(heart) if heart else None,
-            name=None,
         )
 
     @staticmethod

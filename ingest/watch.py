@@ -53,7 +53,7 @@ class _Pending:
     size: int
     mtime_ns: int
     stable_since: float
-    # known_complete's verdict for this size and mtime; None until asked. Kept here so that a large file that
+    # The content check's verdict for this size and mtime; None until asked. Kept here so that a large file that
     # is not (yet) vouched for is not re-read at every poll while it settles.
     complete: bool | None = None
     closed: bool = False  # its writer closed this version (IN_CLOSE_WRITE): complete whatever the content says
@@ -61,7 +61,11 @@ class _Pending:
 
 class FolderScanner:
     """Finds settled, not-yet-seen files in a set of ``(athlete, folder)`` inboxes. Not thread-safe by itself;
-    ``FolderWatcher`` serialises access."""
+    ``FolderWatcher`` serialises access.
+
+    ``is_complete`` is the content check that may hand a file on before it settles (default: each source's
+    own, ``known_complete``); it is asked at most once per size and modification time of a file.
+    """
 
     def __init__(
         self,
@@ -71,12 +75,14 @@ class FolderScanner:
         *,
         hold_still_s: float = 30.0,
         quarantine_dir: Path | None = None,
+        is_complete: Callable[[Path], bool] = known_complete,
     ) -> None:
         self.db = db
         self.inboxes = inboxes
         self.settle_seconds = settle_seconds
         self.hold_still_s = hold_still_s
         self.quarantine_dir = quarantine_dir
+        self._is_complete = is_complete
         # Set by the watcher when its events include closes (inotify): only then does an open writer hold a file.
         self.close_events = False
         # Files written to since their last close, with when that was first seen. A writer that never closes (or
@@ -244,9 +250,9 @@ class FolderScanner:
         return out
 
     def _vouched(self, path: Path, pending: _Pending) -> bool:
-        """``known_complete`` for the version ``pending`` describes, asked at most once per version."""
+        """The content check for the version ``pending`` describes, asked at most once per version."""
         if pending.complete is None:
-            verdict = known_complete(path)
+            verdict = self._is_complete(path)
             try:
                 st = path.stat()
             except OSError:
@@ -334,7 +340,12 @@ class FolderScanner:
 
 
 class FolderWatcher:
-    """Runs a FolderScanner with watchdog events and a periodic rescan, handing ready files to ``submit``."""
+    """Runs a FolderScanner with watchdog events and a periodic rescan, handing ready files to ``submit``.
+
+    With ``submit_group``, the files found ready together are handed on in groups of at most ``group_size``
+    files of one athlete's folder instead (``submit`` still takes a file that is alone): a burst of files then
+    crosses a queue in a few messages instead of one per file.
+    """
 
     def __init__(
         self,
@@ -342,10 +353,15 @@ class FolderWatcher:
         submit: Callable[[Candidate], None],
         rescan_interval_s: float,
         poll_s: float = 0.5,
+        *,
+        submit_group: Callable[[list[Candidate]], None] | None = None,
+        group_size: int = 16,
     ) -> None:
         self.scanner = scanner
         scanner.handoff_ttl_s = max(3 * rescan_interval_s, 5.0)
         self.submit = submit
+        self.submit_group = submit_group
+        self.group_size = max(1, group_size)
         self.rescan_interval_s = rescan_interval_s
         self.poll_s = poll_s
         self._lock = threading.Lock()
@@ -414,13 +430,18 @@ class FolderWatcher:
                         log.exception("rescan failed; trying again in %.0f s", self.rescan_interval_s)
                     next_rescan = now + self.rescan_interval_s
                 ready = self.scanner.ready()
-            for candidate in ready:
+            for group in self._groups(ready):
                 try:
-                    self.submit(candidate)
+                    if len(group) == 1 or self.submit_group is None:
+                        for candidate in group:
+                            self.submit(candidate)
+                    else:
+                        self.submit_group(group)
                 except Exception:
-                    log.exception("could not hand %s on; it will be retried", candidate.path.name)
+                    log.exception("could not hand %s on; it will be retried", ", ".join(c.path.name for c in group))
                     with self._lock:
-                        self.scanner.forget(candidate.path)
+                        for candidate in group:
+                            self.scanner.forget(candidate.path)
             # Clear right after waking and before the next scan: an event arriving during the scan sets the
             # flag again and is picked up by the next round instead of being lost.
             with self._lock:
@@ -429,6 +450,18 @@ class FolderWatcher:
             self._wake.clear()
         if self._observer is not None:
             self._observer.stop()  # type: ignore[attr-defined]
+
+    def _groups(self, ready: list[Candidate]) -> list[list[Candidate]]:
+        if self.submit_group is None:
+            return [[c] for c in ready]
+        by_folder: dict[tuple[str, Path], list[Candidate]] = {}
+        for candidate in ready:
+            by_folder.setdefault((candidate.athlete, candidate.root), []).append(candidate)
+        return [
+            files[i : i + self.group_size]
+            for files in by_folder.values()
+            for i in range(0, len(files), self.group_size)
+        ]
 
     def start_thread(self) -> threading.Thread:
         """Run the watcher in a daemon thread."""

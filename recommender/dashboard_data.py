@@ -151,9 +151,9 @@ def weekly_table(session: Session, athlete: Athlete, first: date, last: date) ->
     ]
 
 
-def adherence(session: Session, athlete: Athlete, first: date, last: date) -> list[dict[str, Any]]:
-    """Per routine: how often it was prompted on local days ``first``..``last`` and how often reported done."""
-    prompts = list(
+def routine_prompts(session: Session, athlete: Athlete, first: date, last: date) -> list[Prompt]:
+    """The athlete's prompts that asked for routines, made for local days ``first``..``last``."""
+    return list(
         session.scalars(
             select(Prompt).where(
                 Prompt.athlete_id == athlete.id,
@@ -163,6 +163,11 @@ def adherence(session: Session, athlete: Athlete, first: date, last: date) -> li
             )
         )
     )
+
+
+def adherence(session: Session, athlete: Athlete, first: date, last: date) -> list[dict[str, Any]]:
+    """Per routine: how often it was prompted on local days ``first``..``last`` and how often reported done."""
+    prompts = routine_prompts(session, athlete, first, last)
     prompted: dict[str, int] = defaultdict(int)
     for p in prompts:
         for key in set(p.routines):

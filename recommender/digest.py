@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from delivery.outbox import channels_for
 from delivery.render import template_environment
 from recommender import rules
-from recommender.dashboard_data import ROUTINE_KINDS, daily_series, first_run_day, flagged_runs, week_totals
+from recommender.dashboard_data import daily_series, first_run_day, flagged_runs, routine_prompts, week_totals
 from recommender.per_athlete import for_each_athlete
 from recommender.routines import WELLNESS_DISCLAIMER
 from recommender.status import figures_as_of
@@ -57,16 +57,7 @@ class RenderedDigest(NamedTuple):
 def digest_facts(session: Session, settings: Settings, athlete: Athlete, send_day: date) -> dict[str, Any]:
     """The figures of the seven local days before ``send_day``: totals, prompts done, flags, the chart's series."""
     first, last = send_day - timedelta(days=7), send_day - timedelta(days=1)
-    prompts = list(
-        session.scalars(
-            select(Prompt).where(
-                Prompt.athlete_id == athlete.id,
-                Prompt.kind.in_(ROUTINE_KINDS),
-                Prompt.local_day >= first,
-                Prompt.local_day <= last,
-            )
-        )
-    )
+    prompts = routine_prompts(session, athlete, first, last)
     series = daily_series(session, settings, athlete, last - timedelta(days=CHART_DAYS - 1), last)
     return {
         "week": rules.iso_week_key(send_day),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -62,6 +62,17 @@ HISTORY_DAYS = 90
 # Runs per write transaction of :func:`replan`: a batch never holds the athlete's (or SQLite's) write lock
 # for long, and a crash loses at most one chunk of work, which the next replan redoes.
 CHUNK_RUNS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkDone:
+    """What one planning transaction did: the primary runs it looked at, the ones whose load it computed
+    (their inputs had changed) and, of those, the ones that had no load before: runs stored since the last
+    pass, whose files' console lines can now show their figures."""
+
+    runs: int
+    computed: tuple[int, ...]
+    first_loads: tuple[int, ...]
 
 
 def constants(settings: Settings) -> LoadConstants:
@@ -305,7 +316,7 @@ def runs_changed(
     now: datetime,
     *,
     since: datetime | None = None,
-) -> None:
+) -> ChunkDone | None:
     """Every change to an athlete's runs ends here, in the caller's transaction: inserted, updated, linked or
     unlinked ``runs`` (primaries or copies), and ``since`` for what no longer exists (a deleted run's start,
     an updated run's old start). Loads, the daily series, flags and long-run marks are recomputed from the
@@ -313,17 +324,19 @@ def runs_changed(
     post-run prompt, once.
 
     For many runs at once store them first, call :func:`mark_changed` in the same transaction, and finish
-    with :func:`replan` (or use :func:`planning_batch`), which works in short transactions.
+    with :func:`replan` (or use :func:`planning_batch`), which works in short transactions. Returns what the
+    recompute did (None when nothing changed).
     """
     marks = [r.start_time for r in runs]
     if since is not None:
         marks.append(since)
     if not marks:
-        return
+        return None
     marks.extend(_session_starts(session, runs))
     mark_changed(session, athlete, since=min(marks))
-    _replan_chunk(session, settings, athlete, now, changed={r.id for r in runs}, limit=None)
+    done = _replan_chunk(session, settings, athlete, now, changed={r.id for r in runs}, limit=None)
     shoe_reminders(session, settings, athlete, now)  # a pair past its remind-at distance: once
+    return done
 
 
 def run_removed(session: Session, settings: Settings, athlete: Athlete, start_time: datetime) -> None:
@@ -365,11 +378,23 @@ def _session_starts(session: Session, runs: Sequence[Run]) -> list[datetime]:
     return list(session.scalars(query))
 
 
-def replan(db: Database, settings: Settings, athlete_id: int, now: datetime, *, chunk_runs: int = CHUNK_RUNS) -> int:
+def replan(
+    db: Database,
+    settings: Settings,
+    athlete_id: int,
+    now: datetime,
+    *,
+    chunk_runs: int = CHUNK_RUNS,
+    on_chunk: Callable[[ChunkDone], None] | None = None,
+) -> int:
     """Bring the athlete's figures up to date from their stale mark, oldest run first, in transactions of at
     most ``chunk_runs`` runs (each moves the mark forward, so a crash resumes where it stopped). Runs stored
     without load get their post-run prompt when fresh, as if they had arrived one by one in time order.
-    Returns how many runs were looked at."""
+
+    The mark is read again, under the athlete's lock, before every chunk: runs stored meanwhile (and moving
+    the mark back) are planned by this same call, which returns only once it has seen the mark clear.
+    ``on_chunk`` hears of each chunk once it is committed (progress, console lines). Returns how many runs
+    were looked at."""
     total = 0
     while True:
         with db.transaction() as session:
@@ -377,9 +402,12 @@ def replan(db: Database, settings: Settings, athlete_id: int, now: datetime, *, 
             athlete = session.get(Athlete, athlete_id)
             if athlete is None or athlete.replan_from is None:
                 return total
-            total += _replan_chunk(session, settings, athlete, now, changed=set(), limit=chunk_runs)
+            done = _replan_chunk(session, settings, athlete, now, changed=set(), limit=chunk_runs)
             if athlete.replan_from is None:
                 shoe_reminders(session, settings, athlete, now)
+        total += done.runs
+        if on_chunk is not None:
+            on_chunk(done)
 
 
 def complete_pending(db: Database, settings: Settings, athlete_id: int, now: datetime) -> int:
@@ -425,9 +453,9 @@ def _lookback(settings: Settings) -> timedelta:
 
 def _replan_chunk(
     session: Session, settings: Settings, athlete: Athlete, now: datetime, *, changed: set[int], limit: int | None
-) -> int:
+) -> ChunkDone:
     """Recompute from ``athlete.replan_from`` through at most ``limit`` runs (whole local days; None: to the
-    end), then move the mark past them (None when the end was reached). Returns the number of runs done."""
+    end), then move the mark past them (None when the end was reached)."""
     assert athlete.replan_from is not None
     tz = athlete.timezone
     from_day = local_day(athlete.replan_from, tz)
@@ -442,6 +470,7 @@ def _replan_chunk(
     baseline_span = timedelta(days=settings.load.cadence_baseline_days)
     model = repr(constants(settings))  # changed model constants recompute every load
     new_ids: set[int] = set()
+    computed: list[int] = []
     for i, run in enumerate(context[len(earlier) :], start=len(earlier)):
         window = context[bisect_left(starts, run.start_time - baseline_span) : i]
         history = _cadence_history(run, window)
@@ -452,6 +481,7 @@ def _replan_chunk(
         elif run.id not in changed and run.load.facts.get("inputs_key") == key:
             continue
         _store_load(session, run, _load_result(settings, athlete, run, history), key)
+        computed.append(run.id)
     session.flush()
 
     # 2. The daily series of the chunk's days.
@@ -479,7 +509,7 @@ def _replan_chunk(
             post_run_prompt(session, settings, athlete, run, now)
     athlete.replan_from = boundary
     session.flush()
-    return len(chunk)
+    return ChunkDone(len(chunk), tuple(computed), tuple(r.id for r in chunk if r.id in new_ids))
 
 
 def _chunk_runs(

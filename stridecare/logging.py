@@ -120,18 +120,24 @@ class ConsoleFilter(logging.Filter):
         return self.mode != "quiet" and event_of(record) is not None
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is now, not the stream that was current when logging was set up.
+class _LiveStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` (or ``sys.stdout``) is now, not the stream that was current when
+    logging was set up.
 
     A stream that feeds back into logging (Celery's ``LoggingProxy`` when a worker redirects its output) is
-    skipped for the process's real stderr: writing a record into it would drop the record or loop.
+    skipped for the process's real one: writing a record into it would drop the record or loop.
     """
 
+    def __init__(self, which: Literal["stderr", "stdout"] = "stderr") -> None:
+        self._which = which
+        super().__init__()
+
     @property
-    def stream(self) -> object:
-        current = sys.stderr
-        if type(current).__name__ == "LoggingProxy" and sys.__stderr__ is not None:
-            return sys.__stderr__
+    def stream(self) -> IO[str]:
+        current: IO[str] = getattr(sys, self._which)
+        original: IO[str] | None = getattr(sys, f"__{self._which}__")
+        if type(current).__name__ == "LoggingProxy" and original is not None:
+            return original
         return current
 
     @stream.setter
@@ -145,7 +151,7 @@ def setup_logging(settings: Settings) -> None:
     if getattr(root, "_stridecare", False):
         root.setLevel(settings.log_level.upper())
         return
-    handler = _StderrHandler()
+    handler = _LiveStreamHandler()
     handler.addFilter(ScrubFilter())
     if settings.log_json:
         handler.setFormatter(JsonFormatter())
@@ -171,10 +177,10 @@ def setup_console(settings: Settings, mode: ConsoleMode = "lines", *, verbose: b
         root.removeHandler(old)
     handler: logging.Handler
     if mode == "json":
-        handler = _StdoutHandler()
+        handler = _LiveStreamHandler("stdout")
         handler.setFormatter(JsonFormatter())
     else:
-        handler = _StderrHandler()
+        handler = _LiveStreamHandler()
         handler.setFormatter(JsonFormatter() if settings.log_json else ConsoleFormatter())
     handler.addFilter(ConsoleFilter(mode, verbose))
     handler.addFilter(ScrubFilter())
@@ -182,18 +188,3 @@ def setup_console(settings: Settings, mode: ConsoleMode = "lines", *, verbose: b
     root._stridecare_handler = handler  # type: ignore[attr-defined]
     # Events are INFO records: the root must let them through whatever the configured level says.
     root.setLevel(min(logging.INFO, logging.getLevelName(settings.log_level.upper())))
-
-
-class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to the process's stdout as it is now (see :class:`_StderrHandler`)."""
-
-    @property
-    def stream(self) -> IO[str]:
-        current = sys.stdout
-        if type(current).__name__ == "LoggingProxy" and sys.__stdout__ is not None:
-            return sys.__stdout__
-        return current
-
-    @stream.setter
-    def stream(self, _value: object) -> None:
-        return

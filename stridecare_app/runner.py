@@ -44,6 +44,14 @@ def make_watcher(rt: Runtime, *, use_broker: bool, celery: Celery | None = None)
 
         def submit(c: Candidate) -> None:
             task.delay(c.athlete, str(c.path), str(c.root))
+
+        def submit_group(group: list[Candidate]) -> None:
+            # One message for files found ready together (one athlete's folder): a burst crosses the queue
+            # in a few messages, and the files of one message are stored in order by one worker.
+            first, *more = group
+            task.delay(first.athlete, str(first.path), str(first.root), [str(c.path) for c in more])
+
+        return FolderWatcher(scanner, submit, rt.settings.rescan_interval_s, submit_group=submit_group)
     else:
         from ingest.announce import announce
         from ingest.service import ingest_path

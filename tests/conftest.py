@@ -7,10 +7,13 @@ import shutil
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Connection
 
+from stridecare.db.engine import Database
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
 
@@ -117,7 +120,6 @@ def pg_template() -> Iterator[str]:
     require_postgres()
     import psycopg
 
-    from stridecare.db.engine import Database
     from stridecare.db.migrate import upgrade
 
     name = f"sc_tmpl_{uuid.uuid4().hex[:10]}"
@@ -163,6 +165,80 @@ def any_rt(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
     runtime = Runtime.open(s)
     yield runtime
     runtime.close()
+
+
+# -- one migrated database per session, a rolled-back transaction per test -------------------------------------
+#
+# For tests that reach the database only through this process's Database: every unit of work runs in a savepoint
+# of one outer transaction that the test's end rolls back. Anything that opens its own connection (a subprocess,
+# a Celery worker, a command that opens its own runtime, a second engine) sees none of the test's rows (and on
+# SQLite waits for the write lock the test holds), and what commits or locks is tested on a database of its own
+# (rt, any_rt, pg_url).
+
+
+@pytest.fixture(scope="session")
+def sqlite_session_connection(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connection]:
+    """One SQLite file per test run (and parallel worker), migrated once, and the one connection tests share."""
+    from stridecare.db.migrate import upgrade
+
+    db = Database(f"sqlite:///{tmp_path_factory.mktemp('session-db') / 'stridecare.db'}")
+    upgrade(db.engine)
+    with db.engine.connect() as connection:
+        yield connection
+    db.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_session_connection(pg_template: str) -> Iterator[Connection]:
+    """One PostgreSQL database per test run (and parallel worker), copied from the migrated template once, and
+    the one connection tests share."""
+    import psycopg
+
+    name = f"sc_tx_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(_pg_admin(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    db = Database(PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name)
+    try:
+        with db.engine.connect() as connection:
+            yield connection
+    finally:
+        db.dispose()
+        with psycopg.connect(_pg_admin(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def rolled_back(connection: Connection) -> Iterator[Database]:
+    """A Database on ``connection`` inside a transaction that is rolled back when the block ends."""
+    outer = connection.begin()
+    try:
+        yield Database.bound_to(connection)
+    finally:
+        if connection.dialect.name == "sqlite":
+            # A read left open by a failed test would otherwise leave the shared connection read-only.
+            connection.exec_driver_sql("PRAGMA query_only=OFF")
+        outer.rollback()
+
+
+def runtime_on(db: Database, tmp_path: Path, **overrides: object) -> Runtime:
+    """A runtime around ``db`` with settings confined to ``tmp_path`` (``overrides`` as for make_settings)."""
+    return Runtime(make_settings(tmp_path, database_url=db.url, **overrides), db)
+
+
+@pytest.fixture
+def tx_rt(sqlite_session_connection: Connection, tmp_path: Path) -> Iterator[Runtime]:
+    """Like ``rt``, on the session's SQLite database, everything the test wrote rolled back at its end."""
+    with rolled_back(sqlite_session_connection) as db:
+        yield runtime_on(db, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_tx_rt(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
+    """Like ``any_rt``, on the session's databases, everything the test wrote rolled back at its end."""
+    backend = "pg" if request.param == "postgres" else "sqlite"
+    connection: Connection = request.getfixturevalue(f"{backend}_session_connection")
+    with rolled_back(connection) as db:
+        yield runtime_on(db, tmp_path)
 
 
 @pytest.fixture

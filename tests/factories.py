@@ -7,12 +7,12 @@ then the planner, either one transaction per run (as live arrivals) or as one ba
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from ingest.dedupe import link_duplicate
 from ingest.store import add_run
-from recommender.planner import mark_changed, replan, runs_changed
+from recommender.planner import ChunkDone, mark_changed, replan, runs_changed
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.engine import Database
 from stridecare.domain.run import CadenceSource, ParsedRun, Samples
@@ -83,12 +83,14 @@ def store_runs(
     *,
     batch: bool = False,
     chunk_runs: int | None = None,
+    on_chunk: Callable[[ChunkDone], None] | None = None,
 ) -> list[int]:
     """Insert ``runs`` for the athlete with handle ``athlete`` in the given order; returns their ids.
 
     ``batch=False``: one transaction per run, planner included, as runs arrive live. ``batch=True``: every run
     in one transaction that only marks them changed, then one :func:`recommender.planner.replan` in chunks of
-    ``chunk_runs`` runs (the planner's default when None).
+    ``chunk_runs`` runs (the planner's default when None). ``on_chunk`` hears what each planning transaction
+    did (``planner.ChunkDone``), in both modes.
     """
     ids: list[int] = []
     if not batch:
@@ -98,8 +100,10 @@ def store_runs(
                 run = add_run(session, owner.id, parsed, None)
                 session.flush()
                 link_duplicate(session, owner.id, run)
-                runs_changed(session, settings, owner, [run], now)
+                done = runs_changed(session, settings, owner, [run], now)
                 ids.append(run.id)
+            if on_chunk is not None and done is not None:
+                on_chunk(done)
         return ids
     with db.transaction() as session:
         owner = ensure_athlete(session, athlete, settings, lock=True)
@@ -111,9 +115,9 @@ def store_runs(
         ids = [r.id for r in stored]
         athlete_id = owner.id
     if chunk_runs is None:
-        replan(db, settings, athlete_id, now)
+        replan(db, settings, athlete_id, now, on_chunk=on_chunk)
     else:
-        replan(db, settings, athlete_id, now, chunk_runs=chunk_runs)
+        replan(db, settings, athlete_id, now, chunk_runs=chunk_runs, on_chunk=on_chunk)
     return ids
 
 

@@ -269,3 +269,20 @@ class SmtpSink:
         """Stop the server."""
         if self._controller is not None:
             self._controller.stop()
+
+
+def install_plugin(site: Path, module: str, source: str, group: str, entry_points: dict[str, str]) -> None:
+    """Lay out the one-module distribution ``module`` in ``site`` the way pip installs a wheel: the module, and a
+    ``dist-info`` whose ``entry_points.txt`` registers ``entry_points`` (name → ``module:Class``) in ``group``.
+    What ``importlib.metadata`` reads once ``site`` is on the path, without touching the shared environment."""
+    import textwrap
+
+    site.mkdir()
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir()
+    dist = module.replace("_", "-")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[{group}]\n{lines}")
+    (info / "top_level.txt").write_text(f"{module}\n")

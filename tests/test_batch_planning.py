@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from conftest import make_settings
 from factories import history, parsed_run, store_runs
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 
 from ingest.strava.sync import remove_runs
-from recommender.planner import replan
-from stridecare.db.models import Athlete, DailyLoad, Prompt, Run
+from recommender.planner import ChunkDone, replan
+from stridecare.db.models import Athlete, DailyLoad, Prompt, Run, RunLoad
 from stridecare.runtime import Runtime
 
 FIRST = datetime(2025, 3, 1, 5, tzinfo=UTC)
@@ -131,66 +131,57 @@ def test_a_strava_delete_recomputes_the_flags_of_later_runs(tmp_path: Path) -> N
     assert snapshot(rt) == snapshot(reference)
 
 
-def test_a_crash_between_chunks_is_finished_by_the_next_replan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_crash_between_chunks_is_finished_by_the_next_replan(tmp_path: Path) -> None:
     runs = history(FIRST, 120, seed=4)
     now = max(r.start_time for r in runs) + timedelta(days=3)
     reference = open_rt(tmp_path / "a")
     store_runs(reference.db, reference.settings, "me", runs, now, batch=True)
     crashed = open_rt(tmp_path / "b")
-    import recommender.planner as planner
+    chunks: list[ChunkDone] = []
 
-    real = planner._replan_chunk
-    calls = {"n": 0}
+    def killed_after_two(done: ChunkDone) -> None:
+        chunks.append(done)
+        if len(chunks) == 2:
+            raise RuntimeError("killed")  # the process dies once the second chunk is committed
 
-    def crash_on_third(*args: Any, **kwargs: Any) -> int:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(planner, "_replan_chunk", crash_on_third)
     with pytest.raises(RuntimeError):
-        store_runs(crashed.db, crashed.settings, "me", runs, now, batch=True, chunk_runs=25)
+        store_runs(crashed.db, crashed.settings, "me", runs, now, batch=True, chunk_runs=25, on_chunk=killed_after_two)
     with crashed.db.transaction() as s:
         mark = s.scalars(select(Athlete)).one().replan_from
         assert mark is not None and mark > FIRST  # two chunks were committed, the mark moved past them
         athlete_id = s.scalars(select(Athlete.id)).one()
-    monkeypatch.setattr(planner, "_replan_chunk", real)
+        assert s.scalar(select(func.count()).select_from(RunLoad)) == sum(c.runs for c in chunks)
     replan(crashed.db, crashed.settings, athlete_id, now, chunk_runs=25)
     assert snapshot(crashed) == snapshot(reference)
 
 
-def test_a_late_run_recomputes_sample_level_load_only_where_its_inputs_changed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import recommender.planner as planner
-
+def test_a_late_run_recomputes_sample_level_load_only_where_its_inputs_changed(tmp_path: Path) -> None:
     runs = sorted(history(FIRST, 200, seed=6), key=lambda r: r.start_time)
     rt = open_rt(tmp_path / "a")
     now = runs[-1].start_time + timedelta(days=1)
     store_runs(rt.db, rt.settings, "me", runs, now, batch=True)
     computed: list[datetime] = []
-    real = planner.run_load
 
-    def counting(run: Any, **kwargs: Any) -> Any:
-        computed.append(run.start_time)
-        return real(run, **kwargs)
+    def starts(done: ChunkDone) -> None:
+        with rt.db.read() as s:
+            computed.extend(s.scalars(select(Run.start_time).where(Run.id.in_(done.computed))))
+        computed.sort()
 
-    monkeypatch.setattr(planner, "run_load", counting)
     middle = runs[60].start_time + timedelta(hours=2)
     # Without cadence the late run is in no later run's cadence baseline: only its own load is computed.
-    store_runs(rt.db, rt.settings, "me", [parsed_run(middle, cadence_spm=None, key="late-1")], now)
-    assert computed == [middle]
+    store_runs(rt.db, rt.settings, "me", [parsed_run(middle, cadence_spm=None, key="late-1")], now, on_chunk=starts)
+    assert [t.replace(tzinfo=UTC) for t in computed] == [middle]
     computed.clear()
     # With cadence it moves the baselines of later runs, at most those of the next 90 days.
-    store_runs(rt.db, rt.settings, "me", [parsed_run(middle + timedelta(hours=1), speed_mps=3.0, key="late-2")], now)
+    late = parsed_run(middle + timedelta(hours=1), speed_mps=3.0, key="late-2")
+    store_runs(rt.db, rt.settings, "me", [late], now, on_chunk=starts)
+    computed = [t.replace(tzinfo=UTC) for t in computed]
     assert computed[0] == middle + timedelta(hours=1)
     assert all(t - middle <= timedelta(days=90, hours=1) for t in computed)
     later = sum(1 for r in runs if r.start_time > middle)
-    assert len(computed) < later
+    assert 1 < len(computed) < later
     # And the figures are those of the whole history stored in date order.
     reference = open_rt(tmp_path / "b")
-    monkeypatch.setattr(planner, "run_load", real)
     extra = [parsed_run(middle, cadence_spm=None, key="late-1"), parsed_run(middle + timedelta(hours=1), key="late-2")]
     store_runs(reference.db, reference.settings, "me", sorted([*runs, *extra], key=lambda r: r.start_time), now)
     assert snapshot(rt) == snapshot(reference)

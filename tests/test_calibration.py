@@ -10,11 +10,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import make_settings
 from factories import parsed_run, store_runs
 from sqlalchemy import select
 
@@ -50,13 +48,6 @@ def steady_weeks(weeks: int, *, seed: int = 1, first: date = FIRST_MONDAY) -> li
     return runs
 
 
-def open_rt(path: Path) -> Runtime:
-    rt = Runtime.open(make_settings(path))
-    with rt.db.transaction() as s:
-        s.add(Athlete(name="me", timezone=TZ))
-    return rt
-
-
 def flags_by_day(rt: Runtime) -> list[tuple[date, list[str]]]:
     with rt.db.transaction() as s:
         return [
@@ -66,18 +57,18 @@ def flags_by_day(rt: Runtime) -> list[tuple[date, list[str]]]:
         ]
 
 
-def store(tmp_path: Path, runs: list[ParsedRun], *, batch: bool = True) -> Runtime:
-    rt = open_rt(tmp_path)
+def store(rt: Runtime, runs: list[ParsedRun], *, batch: bool = True) -> None:
+    with rt.db.transaction() as s:
+        s.add(Athlete(name="me", timezone=TZ))
     now = max(r.start_time for r in runs) + timedelta(days=30)  # an archive: no prompts
     store_runs(rt.db, rt.settings, "me", runs, now, batch=batch)
-    return rt
 
 
 @pytest.mark.parametrize("batch", [True, False], ids=["imported archive", "run by run"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_a_steady_twelve_weeks_raise_at_most_one_flag_in_any_four_weeks(tmp_path: Path, seed: int, batch: bool) -> None:
-    rt = store(tmp_path, steady_weeks(12, seed=seed), batch=batch)
-    flagged = [(day, names) for day, names in flags_by_day(rt) if names]
+def test_a_steady_twelve_weeks_raise_at_most_one_flag_in_any_four_weeks(tx_rt: Runtime, seed: int, batch: bool) -> None:
+    store(tx_rt, steady_weeks(12, seed=seed), batch=batch)
+    flagged = [(day, names) for day, names in flags_by_day(tx_rt) if names]
     for day, _ in flagged:
         window = [names for d, names in flagged if day <= d < day + timedelta(days=28)]
         assert sum(len(n) for n in window) <= 1, flagged
@@ -85,11 +76,11 @@ def test_a_steady_twelve_weeks_raise_at_most_one_flag_in_any_four_weeks(tmp_path
     assert all(day >= FIRST_MONDAY + timedelta(days=28) for day, _ in flagged)
 
 
-def test_the_ramp_counts_a_run_two_weeks_earlier_in_exactly_one_fortnight(tmp_path: Path) -> None:
+def test_the_ramp_counts_a_run_two_weeks_earlier_in_exactly_one_fortnight(tx_rt: Runtime) -> None:
     # Four weeks of the same four runs at the same local hour, then a fifth week the same: the fortnights
     # hold eight runs each, so the ratio is 1.00, never 9 runs against 8.
-    rt = store(tmp_path, [run_at(FIRST_MONDAY + timedelta(weeks=w, days=d), 10.0) for w in range(7) for d in RUN_DAYS])
-    with rt.db.transaction() as s:
+    store(tx_rt, [run_at(FIRST_MONDAY + timedelta(weeks=w, days=d), 10.0) for w in range(7) for d in RUN_DAYS])
+    with tx_rt.db.transaction() as s:
         last = s.scalars(select(Run).order_by(Run.start_time.desc()).limit(1)).one()
         assert last.load is not None
         assert last.load.flags == []
@@ -129,11 +120,11 @@ def acwr() -> list[ParsedRun]:
     ],
     ids=["spike caution", "spike high", "ramp", "monotony", "acwr"],
 )
-def test_every_rule_of_section_5_fires_on_its_own_case(tmp_path: Path, case: Case, flag: str) -> None:
-    rt = store(tmp_path, case())
-    raised = {name for day, names in flags_by_day(rt) if day >= TAIL for name in names}
+def test_every_rule_of_section_5_fires_on_its_own_case(tx_rt: Runtime, case: Case, flag: str) -> None:
+    store(tx_rt, case())
+    raised = {name for day, names in flags_by_day(tx_rt) if day >= TAIL for name in names}
     assert flag in raised
-    assert not any(names for day, names in flags_by_day(rt) if day < TAIL)  # the steady part stays quiet
+    assert not any(names for day, names in flags_by_day(tx_rt) if day < TAIL)  # the steady part stays quiet
 
 
 # -- check 5: constant daily load --------------------------------------------------------------------------
@@ -150,9 +141,9 @@ def test_check5_constant_load_gives_an_acwr_of_one() -> None:
     assert abs(zero[27].acute / zero[27].chronic - 1) > 0.02  # why the product seeds with the first day
 
 
-def test_check5_through_the_planner_a_run_every_day_keeps_both_averages_at_its_load(tmp_path: Path) -> None:
-    rt = store(tmp_path, [run_at(FIRST_MONDAY + timedelta(days=i), 8.0) for i in range(60)])
-    with rt.db.transaction() as s:
+def test_check5_through_the_planner_a_run_every_day_keeps_both_averages_at_its_load(tx_rt: Runtime) -> None:
+    store(tx_rt, [run_at(FIRST_MONDAY + timedelta(days=i), 8.0) for i in range(60)])
+    with tx_rt.db.transaction() as s:
         rows = list(s.scalars(select(DailyLoad).order_by(DailyLoad.day)))
     assert len(rows) == 60
     assert all(r.acute == pytest.approx(r.load, rel=1e-9) for r in rows)
@@ -163,11 +154,11 @@ def test_check5_through_the_planner_a_run_every_day_keeps_both_averages_at_its_l
 
 
 @pytest.mark.parametrize(("ratio", "fires"), [(1.09, False), (1.10, False), (1.11, True)])
-def test_check6_spike_at_111_not_109_through_the_planner(tmp_path: Path, ratio: float, fires: bool) -> None:
+def test_check6_spike_at_111_not_109_through_the_planner(tx_rt: Runtime, ratio: float, fires: bool) -> None:
     runs = [run_at(FIRST_MONDAY + timedelta(days=2 * i), 10.0) for i in range(20)]
     runs.append(run_at(FIRST_MONDAY + timedelta(days=41), 10.0 * ratio))
-    rt = store(tmp_path, runs)
-    with rt.db.transaction() as s:
+    store(tx_rt, runs)
+    with tx_rt.db.transaction() as s:
         last = s.scalars(select(Run).order_by(Run.start_time.desc()).limit(1)).one()
         assert last.load is not None
         assert ("spike_caution" in last.load.flags) is fires

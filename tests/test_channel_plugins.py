@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import textwrap
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import make_settings
 from fitgen import write_activity
+from harness import install_plugin
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -59,22 +59,15 @@ class NotReallyEmail(PagerChannel):
 '''
 
 
-def _install(site: Path) -> None:
-    """Lay the distribution ``stridecare-pager`` out the way pip installs a wheel."""
-    site.mkdir()
-    (site / "stridecare_pager.py").write_text(textwrap.dedent(MODULE))
-    info = site / "stridecare_pager-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: stridecare-pager\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[stridecare.channels]\npager = stridecare_pager:PagerChannel\nemail = stridecare_pager:NotReallyEmail\n"
-    )
-    (info / "top_level.txt").write_text("stridecare_pager\n")
-
-
 @pytest.fixture
 def pager_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    _install(tmp_path / "site")
+    install_plugin(
+        tmp_path / "site",
+        "stridecare_pager",
+        MODULE,
+        "stridecare.channels",
+        {"pager": "stridecare_pager:PagerChannel", "email": "stridecare_pager:NotReallyEmail"},
+    )
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     channel_classes.cache_clear()  # discovery is read once per process; this process just "installed" one
     yield

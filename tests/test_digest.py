@@ -11,7 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import make_settings
+from conftest import runtime_on
 from fitgen import write_activity
 from harness import SmtpSink
 from sqlalchemy import select
@@ -37,18 +37,17 @@ def sink() -> Iterator[SmtpSink]:
 
 
 @pytest.fixture
-def env(tmp_path: Path, sink: SmtpSink) -> Iterator[tuple[Runtime, Path]]:
+def env(tmp_path: Path, sink: SmtpSink, tx_rt: Runtime) -> tuple[Runtime, Path]:
     clock = tmp_path / "clock.txt"
     write_clock_file(clock, datetime(2026, 3, 1, tzinfo=UTC))
-    rt = Runtime.open(
-        make_settings(tmp_path, clock_file=clock, smtp_host="127.0.0.1", smtp_port=sink.port, smtp_security="none")
+    rt = runtime_on(
+        tx_rt.db, tmp_path, clock_file=clock, smtp_host="127.0.0.1", smtp_port=sink.port, smtp_security="none"
     )
     with rt.db.transaction() as s:
         # Console stays on: the digest must still go by email only.
         s.add(Athlete(name="anna", email="anna@example.org", timezone=TZ, digest_weekday=0, console=True))
         s.add(Athlete(name="nomail", timezone=TZ, digest_weekday=0))
-    yield rt, clock
-    rt.close()
+    return rt, clock
 
 
 def _run(rt: Runtime, tmp_path: Path, start: datetime, minutes: int, name: str) -> None:

@@ -461,8 +461,10 @@ def test_kills_and_restarts_lose_nothing_and_double_nothing(
     delivered = hook.delivered_ids()
     assert cut_off and all(delivered.count(i) >= 2 for i in cut_off), (cut_off, delivered)
     assert set(delivered) == set(payloads)
-    print(f"files {n}, ingested at first kill {at_first_kill.files}, messages lost with redis {queued}, "
-          f"webhook requests {len(delivered)} for {len(payloads)} prompts, recovered in {recovery_s:.1f} s")
+    print(
+        f"files {n}, ingested at first kill {at_first_kill.files}, messages lost with redis {queued}, "
+        f"webhook requests {len(delivered)} for {len(payloads)} prompts, recovered in {recovery_s:.1f} s"
+    )
     rt.close()
 
 

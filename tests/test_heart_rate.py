@@ -16,6 +16,7 @@ from ingest.service import ingest_path
 from ingest.strava.convert import convert_activity
 from ingest.tcx import TcxSource
 from stridecare.db.models import Run
+from stridecare.domain.load import DEFAULT_CONSTANTS
 from stridecare.domain.run import ParsedRun
 from stridecare.runtime import Runtime
 from stridecare_app.web.app import create_app
@@ -58,10 +59,10 @@ def test_tcx_heart_rate_is_the_mean_and_max_of_its_trackpoints(tmp_path: Path) -
 
 def test_strava_summary_heart_rate_and_nonsense_values() -> None:
     activity = make_activity(1, START) | {"average_heartrate": 151.4, "max_heartrate": 178.0}
-    run = convert_activity(activity)
+    run = convert_activity(activity, DEFAULT_CONSTANTS)
     assert isinstance(run, ParsedRun)
     assert (run.avg_heart_rate_bpm, run.max_heart_rate_bpm) == (151.4, 178.0)
-    odd = convert_activity(make_activity(2, START) | {"average_heartrate": 0, "max_heartrate": 900})
+    odd = convert_activity(make_activity(2, START) | {"average_heartrate": 0, "max_heartrate": 900}, DEFAULT_CONSTANTS)
     assert isinstance(odd, ParsedRun)
     assert odd.avg_heart_rate_bpm is None and odd.max_heart_rate_bpm is None
 

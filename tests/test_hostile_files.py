@@ -33,6 +33,7 @@ from ingest.service import INTERRUPTED, ingest_path
 from ingest.store import FileReport
 from ingest.watch import Candidate, FolderScanner, FolderWatcher
 from stridecare.db.models import DecodeAttempt, ImportedFile, Run
+from stridecare.domain.load import DEFAULT_CONSTANTS
 from stridecare.runtime import Runtime
 from stridecare_app.cli.main import _register, app
 
@@ -153,7 +154,9 @@ def test_a_decoder_that_runs_out_of_its_memory_limit_is_a_rejection(rt: Runtime,
     # Under the record bound, but far too many for 40 MB of address space above the server's own.
     fit = tiny_record_fit(tmp_path / "heavy.fit", MAX_FIT_MESSAGES - 10)
     base = _vm_size(sandbox._server)
-    decoded = decode_sandboxed(fit, None, rt.settings.max_file_bytes, Limits(base + 40 * 1024 * 1024, 60, 120))
+    decoded = decode_sandboxed(
+        fit, None, rt.settings.max_file_bytes, Limits(base + 40 * 1024 * 1024, 60, 120), DEFAULT_CONSTANTS
+    )
     assert decoded.result is None and decoded.error
     assert "memory" in decoded.error or "damaged" in decoded.error
     assert decoded.content_hash is not None  # recorded and quarantined like any damaged file
@@ -164,7 +167,7 @@ def _vm_size(server: object) -> int:
     if proc is None:  # not started yet: one decode starts it
         write = Path(os.environ.get("TMPDIR", "/tmp")) / f"warm-{os.getpid()}.gpx"
         good_gpx(write, minutes=1)
-        decode_sandboxed(write, None, 1 << 20, Limits(1 << 30, 10, 30))
+        decode_sandboxed(write, None, 1 << 20, Limits(1 << 30, 10, 30), DEFAULT_CONSTANTS)
         write.unlink()
         proc = server._proc
     for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
@@ -193,7 +196,9 @@ def test_a_decoder_that_crashes_is_a_rejection_with_the_signal_named(rt: Runtime
     server_pid = sandbox._server._proc.pid  # type: ignore[union-attr]
     out: list[Decoded] = []
     worker = threading.Thread(
-        target=lambda: out.append(decode_sandboxed(slow, None, rt.settings.max_file_bytes, _limits(rt)))
+        target=lambda: out.append(
+            decode_sandboxed(slow, None, rt.settings.max_file_bytes, _limits(rt), DEFAULT_CONSTANTS)
+        )
     )
     worker.start()
     children = wait_for(lambda: _children_of(server_pid), timeout=20, interval=0.01, what="the decoding child")
@@ -203,12 +208,12 @@ def test_a_decoder_that_crashes_is_a_rejection_with_the_signal_named(rt: Runtime
     assert decoded.result is None
     assert "crashed" in (decoded.error or "") and "SIGSEGV" in (decoded.error or "")
     good = good_gpx(tmp_path / "next.gpx")
-    assert decode_sandboxed(good, None, rt.settings.max_file_bytes, _limits(rt)).result is not None
+    assert decode_sandboxed(good, None, rt.settings.max_file_bytes, _limits(rt), DEFAULT_CONSTANTS).result is not None
 
 
 def test_cpu_limit_ends_a_decoding_that_takes_too_long(rt: Runtime, tmp_path: Path) -> None:
     slow = tiny_record_fit(tmp_path / "slow.fit", MAX_FIT_MESSAGES - 10)
-    decoded = decode_sandboxed(slow, None, rt.settings.max_file_bytes, Limits(1 << 30, 1, 60))
+    decoded = decode_sandboxed(slow, None, rt.settings.max_file_bytes, Limits(1 << 30, 1, 60), DEFAULT_CONSTANTS)
     assert decoded.result is None
     assert "CPU" in (decoded.error or "") or "memory" in (decoded.error or "")
 

@@ -51,8 +51,7 @@ def figures(rt: Runtime) -> dict[str, Any]:
         }
         keys = {rid: key for rid, key in s.execute(select(Run.id, Run.source_key))}
         prompts = sorted(
-            (keys.get(p.run_id), p.kind, p.local_day.isoformat(), sorted(p.routines))
-            for p in s.scalars(select(Prompt))
+            (keys.get(p.run_id), p.kind, p.local_day.isoformat(), sorted(p.routines)) for p in s.scalars(select(Prompt))
         )
         marks = s.scalar(select(func.count()).select_from(Athlete).where(Athlete.replan_from.is_not(None)))
         total = s.scalar(select(func.count()).select_from(Run))
@@ -121,3 +120,42 @@ def test_the_periodic_pass_finishes_a_mark_left_by_a_crash_but_not_a_burst_in_fl
     after = figures(rt)
     assert after["marks"] == 0 and len(after["runs"]) == 4
     assert after["prompts"], "the fresh run's prompt comes from the finished replan"
+
+
+def test_only_the_store_that_finds_the_mark_clear_owes_the_replan(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    rt = Runtime.open(settings)
+    first, second, third = burst_files(tmp_path / "files", 3)
+    owed = [ingest_path(rt.db, settings, "me", p, rt.now(), defer_load=True).replan_owed for p in (first, second)]
+    # The second store found the mark the first one set: the replan it would queue is already owed.
+    assert owed == [True, False]
+    with rt.db.read() as s:
+        athlete_id = s.scalars(select(Athlete.id)).one()
+    from recommender.planner import ChunkDone, replan
+
+    chunks: list[ChunkDone] = []
+    replan(rt.db, settings, athlete_id, rt.now(), on_chunk=chunks.append)
+    # The one replan planned both stores, and says which runs got their first load (for the files' lines).
+    assert sorted(i for c in chunks for i in c.first_loads) == sorted(
+        int(r["id"]) for p in (first, second) for r in ingest_path(rt.db, settings, "me", p, rt.now()).runs
+    )
+    assert ingest_path(rt.db, settings, "me", third, rt.now(), defer_load=True).replan_owed  # the mark was clear
+
+
+def test_a_full_inbox_at_start_crosses_the_queue_in_a_few_messages(tmp_path: Path) -> None:
+    """20 files waiting when ``stridecare run`` starts: grouped into messages of at most 16 files, and planned by
+    one or two replans, not one ingest message and one replan per file."""
+    settings = make_settings(tmp_path / "home", default_athlete="me")
+    inbox = settings.inbox_map()[0][1]
+    files = burst_files(inbox, 20)
+    rt = Runtime.open(settings)
+    run = stridecare("run", ["--verbose", "run", "--no-web"], settings_env(settings), tmp_path / "logs")
+    with processes(run):
+        wait_for(lambda: (f := figures(rt))["marks"] == 0 and len(f["runs"]) == len(files), timeout=180, what="planned")
+        wait_for(lambda: run.output().count(" ingested: ") == len(files), timeout=30, what="a line per file")
+        out = run.output()
+    received = [line for line in out.splitlines() if line.rstrip().endswith("received")]
+    ingests = sum("Task stridecare.ingest_file[" in line for line in received)
+    replans = sum("Task stridecare.replan[" in line for line in received)
+    assert 2 <= ingests <= 4, out[-4000:]
+    assert 1 <= replans <= 2, out[-4000:]

@@ -24,7 +24,7 @@ def count(rt: Runtime, model: type) -> int:
         return int(s.scalar(select(func.count()).select_from(model)) or 0)
 
 
-def test_same_content_renamed_or_in_two_folders_is_one_run(any_rt: Runtime, tmp_path: Path) -> None:
+def test_same_content_renamed_or_in_two_folders_is_one_run(any_tx_rt: Runtime, tmp_path: Path) -> None:
     first = tmp_path / "a" / "run.fit"
     first.parent.mkdir()
     info = write_activity(first, start=START, duration_s=1200, speed_mps=3.2, cadence_rpm=84)
@@ -32,15 +32,15 @@ def test_same_content_renamed_or_in_two_folders_is_one_run(any_rt: Runtime, tmp_
     renamed.parent.mkdir()
     shutil.copy(first, renamed)
 
-    r1 = ingest_path(any_rt.db, any_rt.settings, "me", first, NOW)
-    r2 = ingest_path(any_rt.db, any_rt.settings, "me", renamed, NOW)
-    r3 = ingest_path(any_rt.db, any_rt.settings, "me", first, NOW)
+    r1 = ingest_path(any_tx_rt.db, any_tx_rt.settings, "me", first, NOW)
+    r2 = ingest_path(any_tx_rt.db, any_tx_rt.settings, "me", renamed, NOW)
+    r3 = ingest_path(any_tx_rt.db, any_tx_rt.settings, "me", first, NOW)
 
     assert r1.status == "ingested"
     assert [r2.status, r3.status] == ["duplicate", "duplicate"]
     assert r2.runs[0]["id"] == r1.runs[0]["id"]
-    assert count(any_rt, Run) == 1
-    assert count(any_rt, ImportedFile) == 1
+    assert count(any_tx_rt, Run) == 1
+    assert count(any_tx_rt, ImportedFile) == 1
     run = r1.runs[0]
     assert run["steps"] == round(info.steps)
     assert abs(run["distance_m"] - info.distance_m) / info.distance_m < 0.005
@@ -49,7 +49,7 @@ def test_same_content_renamed_or_in_two_folders_is_one_run(any_rt: Runtime, tmp_
 
 
 def test_multisport_file_gives_one_run_per_foot_session_and_names_the_skipped_sport(
-    any_rt: Runtime, tmp_path: Path
+    any_tx_rt: Runtime, tmp_path: Path
 ) -> None:
     path = tmp_path / "tri.fit"
     write_activity(
@@ -61,40 +61,40 @@ def test_multisport_file_gives_one_run_per_foot_session_and_names_the_skipped_sp
             Segment("running", duration_s=900, speed_mps=3.0, cadence_rpm=84),
         ],
     )
-    report = ingest_path(any_rt.db, any_rt.settings, "me", path, NOW)
+    report = ingest_path(any_tx_rt.db, any_tx_rt.settings, "me", path, NOW)
     assert report.status == "ingested"
     assert [r["sport"] for r in report.runs] == ["running", "running"]
     assert "cycling" in (report.reason or "")
-    assert count(any_rt, Run) == 2
+    assert count(any_tx_rt, Run) == 2
 
 
-def test_a_ride_alone_is_skipped_with_its_sport_named(any_rt: Runtime, tmp_path: Path) -> None:
+def test_a_ride_alone_is_skipped_with_its_sport_named(any_tx_rt: Runtime, tmp_path: Path) -> None:
     path = tmp_path / "ride.fit"
     write_activity(path, start=START, sport="cycling", duration_s=900, speed_mps=8.0, cadence_rpm=90)
-    report = ingest_path(any_rt.db, any_rt.settings, "me", path, NOW)
+    report = ingest_path(any_tx_rt.db, any_tx_rt.settings, "me", path, NOW)
     assert report.status == "skipped"
     assert "cycling" in (report.reason or "")
-    assert count(any_rt, Run) == 0
+    assert count(any_tx_rt, Run) == 0
 
 
 def test_damaged_file_is_rejected_with_one_line_and_the_next_file_still_ingests(
-    any_rt: Runtime, tmp_path: Path
+    any_tx_rt: Runtime, tmp_path: Path
 ) -> None:
     good = tmp_path / "good.fit"
     write_activity(good, start=START, duration_s=900)
     bad = write_truncated(good, tmp_path / "bad.fit")
-    r_bad = ingest_path(any_rt.db, any_rt.settings, "me", bad, NOW)
-    r_good = ingest_path(any_rt.db, any_rt.settings, "me", good, NOW)
+    r_bad = ingest_path(any_tx_rt.db, any_tx_rt.settings, "me", bad, NOW)
+    r_good = ingest_path(any_tx_rt.db, any_tx_rt.settings, "me", good, NOW)
     assert r_bad.status == "rejected"
     assert r_bad.reason and "\n" not in r_bad.reason and "Traceback" not in r_bad.reason
     assert r_good.status == "ingested"
 
 
-def test_samples_are_stored_compactly_and_round_trip(any_rt: Runtime, tmp_path: Path) -> None:
+def test_samples_are_stored_compactly_and_round_trip(any_tx_rt: Runtime, tmp_path: Path) -> None:
     path = tmp_path / "long.fit"
     write_activity(path, start=START, duration_s=3600, speed_mps=3.0, cadence_rpm=85)
-    ingest_path(any_rt.db, any_rt.settings, "me", path, NOW)
-    with any_rt.db.transaction() as s:
+    ingest_path(any_tx_rt.db, any_tx_rt.settings, "me", path, NOW)
+    with any_tx_rt.db.transaction() as s:
         row = s.scalars(select(RunSamples)).one()
         samples = unpack_samples(row.data)
     assert row.count == len(samples) >= 3600

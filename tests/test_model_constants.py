@@ -7,14 +7,20 @@ result is computed with the constants those settings built: a setting that no fi
 from __future__ import annotations
 
 import dataclasses
+import gzip
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from conftest import make_settings
+from fake_strava import make_activity
+from fitgen import write_activity
 from sqlalchemy import select
+from test_more_sources import gpx_xml, track_points
 
+from ingest.sandbox import decode_for
+from ingest.strava.convert import convert_activity
 from ingest.strava.sync import store_parsed
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.models import Run
@@ -260,3 +266,34 @@ def test_cadence_baseline_days_changes_the_stored_load(monkeypatch: pytest.Monke
     # Within 90 days the usual 180 spm is the baseline, so 170 spm steps are a little heavier; within 30 days
     # there is no history and the run's own cadence stands in.
     assert loads[0] > loads[1] * 1.01
+
+
+def test_every_source_counts_the_steps_of_a_run_without_cadence_with_the_settings_constants(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Files decode in the sandbox's separate interpreter and Strava runs convert in the workers: both must use
+    the constants the operator set, not the model's defaults."""
+    fit = write_activity(tmp_path / "plain.fit", start=DAY, duration_s=1200, speed_mps=3.5, cadence_rpm=None).path
+    with gzip.open(tmp_path / "plain.fit.gz", "wb") as out:
+        out.write(fit.read_bytes())
+    points = track_points(start=DAY, duration_s=1200, speed_mps=3.5)
+    (tmp_path / "plain.gpx").write_text(gpx_xml([("running", points, None)]))
+    activity = make_activity(1, DAY, distance=4200.0, moving_time=1200, average_cadence=None)
+
+    def steps(settings: Settings) -> list[float]:
+        out: list[float] = []
+        for name in ("plain.fit", "plain.fit.gz", "plain.gpx"):
+            decoded = decode_for(settings, tmp_path / name, None)
+            assert decoded.result is not None, decoded.error
+            (run,) = decoded.result.runs
+            assert run.cadence_source is CadenceSource.ESTIMATED
+            out.append(run.steps)
+        run = convert_activity(activity, settings.load.constants)
+        assert isinstance(run, ParsedRun) and run.cadence_source is CadenceSource.ESTIMATED
+        return [*out, run.steps]
+
+    default = steps(Settings())
+    faster = steps(settings_with(monkeypatch, "default_cadence_intercept_spm", 172))
+    # c(3.5 m/s) = intercept + 8 × 0.5: 164 → 176 spm over 20 minutes, 240 more steps from every source.
+    for before, after in zip(default, faster, strict=True):
+        assert after - before == pytest.approx(240.0, abs=6.0)

@@ -19,6 +19,7 @@ from ingest.fit import FitSource
 from ingest.gpx import GpxSource
 from ingest.service import ingest_path
 from ingest.tcx import TcxSource
+from stridecare.domain.load import DEFAULT_CONSTANTS
 from stridecare.domain.run import CadenceSource, DecodeError, DecodeResult, ParsedRun
 from stridecare.plugins import source_classes, source_for
 from stridecare.runtime import Runtime
@@ -399,7 +400,7 @@ def test_gzip_variants_decode_to_the_same_runs(tmp_path: Path) -> None:
         assert outer.name == inner.name
         assert isinstance(outer, GzipSource)
         assert [_key(r) for r in outer.decode(packed, HASH).runs] == [_key(r) for r in inner.decode(plain, HASH).runs]
-        decoded = decode_path(packed, None, 64 << 20)
+        decoded = decode_path(packed, None, 64 << 20, DEFAULT_CONSTANTS)
         assert decoded.error is None
         assert decoded.source == inner.name
         assert decoded.result is not None
@@ -433,17 +434,17 @@ def test_gzip_bombs_and_damage_are_one_line_errors(tmp_path: Path) -> None:
     data[-6] ^= 0xFF  # inside the CRC trailer
     flipped.write_bytes(bytes(data))
     for path in (bomb, corrupt, truncated, flipped):
-        decoded = decode_path(path, None, 64 << 20)
+        decoded = decode_path(path, None, 64 << 20, DEFAULT_CONSTANTS)
         assert decoded.result is None, path
         assert decoded.error, path
         assert "\n" not in decoded.error
-    assert "damaged gzip" in (decode_path(corrupt, None, 64 << 20).error or "")
-    assert "truncated" in (decode_path(truncated, None, 64 << 20).error or "")
+    assert "damaged gzip" in (decode_path(corrupt, None, 64 << 20, DEFAULT_CONSTANTS).error or "")
+    assert "truncated" in (decode_path(truncated, None, 64 << 20, DEFAULT_CONSTANTS).error or "")
 
     # An inner file that is damaged keeps the inner source's reason.
     bad_inner = tmp_path / "bad.fit.gz"
     bad_inner.write_bytes(gzip.compress(fit.read_bytes()[:300]))
-    assert "FIT" in (decode_path(bad_inner, None, 64 << 20).error or "")
+    assert "FIT" in (decode_path(bad_inner, None, 64 << 20, DEFAULT_CONSTANTS).error or "")
 
 
 def test_entry_points_register_every_format() -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import make_settings
+from conftest import make_settings, runtime_on
 from fitgen import write_activity
 from harness import WebhookReceiver
 from sqlalchemy import select
@@ -29,16 +29,33 @@ START = datetime(2026, 5, 4, 6, 0, tzinfo=UTC)  # a Monday, 08:00 in Berlin
 
 @pytest.fixture
 def clocked(tmp_path: Path) -> tuple[Runtime, Path]:
+    """A runtime on a database of its own, for the command line (which opens the database itself)."""
     clock = tmp_path / "clock.txt"
     write_clock_file(clock, START)
     rt = Runtime.open(make_settings(tmp_path, clock_file=clock, webhook_allowed_networks=["127.0.0.0/8"]))
     return rt, clock
 
 
+@pytest.fixture
+def tx_clocked(tx_rt: Runtime, tmp_path: Path) -> tuple[Runtime, Path]:
+    """A runtime on the session database, rolled back at the end: the relay runs in this process."""
+    clock = tmp_path / "clock.txt"
+    write_clock_file(clock, START)
+    return runtime_on(tx_rt.db, tmp_path, clock_file=clock, webhook_allowed_networks=["127.0.0.0/8"]), clock
+
+
 def add_athlete(rt: Runtime, hook: WebhookReceiver, **extra: object) -> None:
     with rt.db.transaction() as s:
-        s.add(Athlete(name="me", webhook_url=hook.url, webhook_secret_enc=rt.vault.encrypt(hook.secret or ""),
-                      timezone="Europe/Berlin", console=False, **extra))
+        s.add(
+            Athlete(
+                name="me",
+                webhook_url=hook.url,
+                webhook_secret_enc=rt.vault.encrypt(hook.secret or ""),
+                timezone="Europe/Berlin",
+                console=False,
+                **extra,
+            )
+        )
 
 
 def drop_run(rt: Runtime, tmp_path: Path, start: datetime, minutes: int = 40, name: str = "run.fit") -> None:
@@ -59,9 +76,9 @@ def delivery(rt: Runtime) -> Delivery:
 
 
 def test_500_three_times_then_200_is_four_attempts_with_one_webhook_id(
-    clocked: tuple[Runtime, Path], tmp_path: Path
+    tx_clocked: tuple[Runtime, Path], tmp_path: Path
 ) -> None:
-    rt, clock = clocked
+    rt, clock = tx_clocked
     hook = WebhookReceiver(secret=new_webhook_secret(), script=[500, 500, 500, 200]).start()
     try:
         add_athlete(rt, hook)
@@ -85,8 +102,10 @@ def test_500_three_times_then_200_is_four_attempts_with_one_webhook_id(
     assert [a.ok for a in attempts(rt)] == [False, False, False, True]
 
 
-def test_retry_after_is_honoured_and_410_disables_the_endpoint(clocked: tuple[Runtime, Path], tmp_path: Path) -> None:
-    rt, clock = clocked
+def test_retry_after_is_honoured_and_410_disables_the_endpoint(
+    tx_clocked: tuple[Runtime, Path], tmp_path: Path
+) -> None:
+    rt, clock = tx_clocked
     hook = WebhookReceiver(secret=new_webhook_secret(), script=[429, 410]).start()
     try:
         add_athlete(rt, hook)
@@ -130,8 +149,8 @@ def hook_retry_after(hook: WebhookReceiver, seconds: int) -> None:
     handler.end_headers = end_headers  # type: ignore[method-assign]
 
 
-def test_quiet_hours_defer_a_prompt_and_never_drop_it(clocked: tuple[Runtime, Path], tmp_path: Path) -> None:
-    rt, clock = clocked
+def test_quiet_hours_defer_a_prompt_and_never_drop_it(tx_clocked: tuple[Runtime, Path], tmp_path: Path) -> None:
+    rt, clock = tx_clocked
     hook = WebhookReceiver(secret=new_webhook_secret()).start()
     try:
         add_athlete(rt, hook, quiet_start="22:00", quiet_end="07:00")
@@ -155,8 +174,16 @@ def test_done_link_records_completion_and_balance_progresses(tmp_path: Path) -> 
         s.add(athlete)
         s.flush()
         for week in range(3):
-            s.add(Prompt(athlete_id=athlete.id, kind="weekly_balance", dedupe_key=f"2026-W{10 + week}",
-                         local_day=START.date(), routines=["balance"], facts={"balance_level": 0}))
+            s.add(
+                Prompt(
+                    athlete_id=athlete.id,
+                    kind="weekly_balance",
+                    dedupe_key=f"2026-W{10 + week}",
+                    local_day=START.date(),
+                    routines=["balance"],
+                    facts={"balance_level": 0},
+                )
+            )
         athlete_id = athlete.id
     with rt.db.transaction() as s:
         prompt_ids = [p.id for p in s.scalars(select(Prompt).order_by(Prompt.dedupe_key))]
@@ -176,8 +203,10 @@ def test_done_link_records_completion_and_balance_progresses(tmp_path: Path) -> 
     from stridecare_app.cli.main import _register, app
 
     _register()
-    env = {"STRIDECARE_DATA_HOME": str(rt.settings.data_home),
-           "STRIDECARE_ENCRYPTION_KEYS": rt.settings.encryption_keys[0].get_secret_value()}
+    env = {
+        "STRIDECARE_DATA_HOME": str(rt.settings.data_home),
+        "STRIDECARE_ENCRYPTION_KEYS": rt.settings.encryption_keys[0].get_secret_value(),
+    }
     for pid in prompt_ids[1:]:
         result = runner.invoke(app, ["done", pid], env=env)
         assert result.exit_code == 0, result.output
@@ -188,8 +217,8 @@ def test_done_link_records_completion_and_balance_progresses(tmp_path: Path) -> 
         assert s.get(Athlete, athlete_id).balance_level == 1  # type: ignore[union-attr]
 
 
-def test_one_click_unsubscribe(tmp_path: Path) -> None:
-    rt = Runtime.open(make_settings(tmp_path))
+def test_one_click_unsubscribe(tx_rt: Runtime) -> None:
+    rt = tx_rt
     with rt.db.transaction() as s:
         athlete = Athlete(name="me", email="me@example.org", timezone="UTC")
         s.add(athlete)
@@ -201,8 +230,9 @@ def test_one_click_unsubscribe(tmp_path: Path) -> None:
     url = unsubscribe_url(rt.settings.effective_public_url, key, athlete_id)
     path = url.removeprefix(rt.settings.effective_public_url)
     assert client.post(path.replace("sig=", "sig=x")).status_code == 403
-    response = client.post(path, content=b"List-Unsubscribe=One-Click",
-                           headers={"content-type": "application/x-www-form-urlencoded"})
+    response = client.post(
+        path, content=b"List-Unsubscribe=One-Click", headers={"content-type": "application/x-www-form-urlencoded"}
+    )
     assert response.status_code == 200  # answered directly, no redirect (RFC 8058)
     with rt.db.transaction() as s:
         assert s.get(Athlete, athlete_id).email_unsubscribed_at is not None  # type: ignore[union-attr]
@@ -222,8 +252,11 @@ def test_status_and_prompts_json(clocked: tuple[Runtime, Path], tmp_path: Path) 
     from stridecare_app.cli.main import _register, app
 
     _register()
-    env = {"STRIDECARE_DATA_HOME": str(rt.settings.data_home), "STRIDECARE_CLOCK_FILE": str(clock),
-           "STRIDECARE_ENCRYPTION_KEYS": rt.settings.encryption_keys[0].get_secret_value()}
+    env = {
+        "STRIDECARE_DATA_HOME": str(rt.settings.data_home),
+        "STRIDECARE_CLOCK_FILE": str(clock),
+        "STRIDECARE_ENCRYPTION_KEYS": rt.settings.encryption_keys[0].get_secret_value(),
+    }
     result = CliRunner().invoke(app, ["status", "--json"], env=env)
     assert result.exit_code == 0, result.output
     status = json.loads(result.stdout)

@@ -174,47 +174,47 @@ def test_first_implausibility_names_the_session() -> None:
 # -- wired where sessions are stored ---------------------------------------------------------------------------
 
 
-def test_a_crafted_48_day_fit_file_is_rejected_with_a_reason_and_nothing_stored(rt: Runtime, tmp_path: Path) -> None:
+def test_a_crafted_48_day_fit_file_is_rejected_with_a_reason_and_nothing_stored(tx_rt: Runtime, tmp_path: Path) -> None:
     # A valid file whose timer ran for 48 days, one record an hour at 85 strides/min: 11.75 M "steps".
     path = tmp_path / "48days.fit"
     write_activity(path, start=START, duration_s=48 * 86_400, sample_interval_s=3600, speed_mps=3.0, cadence_rpm=85)
     (decoded,) = FitSource().decode(path, "h").runs
     assert decoded.steps == pytest.approx(11_750_400, rel=0.01)
 
-    report = ingest_path(rt.db, rt.settings, "me", path, NOW)
+    report = ingest_path(tx_rt.db, tx_rt.settings, "me", path, NOW)
 
     assert report.status == "rejected"
     assert report.reason is not None and "implausible session: timer time 1152.0 h" in report.reason
-    assert (count(rt, Run), count(rt, RunLoad)) == (0, 0)
-    with rt.db.transaction() as s:
+    assert (count(tx_rt, Run), count(tx_rt, RunLoad)) == (0, 0)
+    with tx_rt.db.transaction() as s:
         imported = s.scalar(select(ImportedFile))
         assert imported is not None and imported.status == "rejected" and imported.reason == report.reason
     # Seen once, rejected once: importing it again does not store it either.
-    assert ingest_path(rt.db, rt.settings, "me", path, NOW).status == "duplicate"
-    assert count(rt, Run) == 0
+    assert ingest_path(tx_rt.db, tx_rt.settings, "me", path, NOW).status == "duplicate"
+    assert count(tx_rt, Run) == 0
 
 
-def test_a_fit_file_that_would_load_1e21_is_rejected_and_nothing_stored(rt: Runtime, tmp_path: Path) -> None:
+def test_a_fit_file_that_would_load_1e21_is_rejected_and_nothing_stored(tx_rt: Runtime, tmp_path: Path) -> None:
     path = tmp_path / "absurd.fit"
     write_activity(path, start=START, duration_s=30, speed_mps=1.0e6, cadence_rpm=85)
     (decoded,) = FitSource().decode(path, "h").runs
     assert unclamped_load(decoded.steps, decoded.distance_m / decoded.timer_s) > 1e20
 
-    report = ingest_path(rt.db, rt.settings, "me", path, NOW)
+    report = ingest_path(tx_rt.db, tx_rt.settings, "me", path, NOW)
 
     assert report.status == "rejected"
     assert report.reason is not None and "over 12 m/s" in report.reason
-    assert (count(rt, Run), count(rt, RunLoad)) == (0, 0)
+    assert (count(tx_rt, Run), count(tx_rt, RunLoad)) == (0, 0)
 
 
-def test_an_implausible_strava_activity_is_not_stored_and_the_rest_are(rt: Runtime) -> None:
+def test_an_implausible_strava_activity_is_not_stored_and_the_rest_are(tx_rt: Runtime) -> None:
     good = session(EASY, key="100")
     bad = session(EASY, key="101", elapsed_s=48 * 86_400.0, start_time=START + timedelta(days=1))
-    with rt.db.transaction() as s:
-        athlete = ensure_athlete(s, "me", rt.settings)
-        stored = store_parsed(s, rt.settings, athlete, [good, bad], NOW)
+    with tx_rt.db.transaction() as s:
+        athlete = ensure_athlete(s, "me", tx_rt.settings)
+        stored = store_parsed(s, tx_rt.settings, athlete, [good, bad], NOW)
     assert [r.source_key for r in stored] == ["100"]
-    assert count(rt, Run) == 1
+    assert count(tx_rt, Run) == 1
 
 
 # -- property: whatever a source hands over, what is stored is finite and bounded ----------------------------
@@ -278,13 +278,13 @@ _keys = itertools.count()
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sessions())
-def test_property_every_stored_load_is_finite_and_within_the_bounds(rt: Runtime, run: ParsedRun) -> None:
+def test_property_every_stored_load_is_finite_and_within_the_bounds(tx_rt: Runtime, run: ParsedRun) -> None:
     # One database for all examples, a new athlete for each: every stored run is judged on its own.
     n = next(_keys)
     run = dataclasses.replace(run, source_key=f"p{n}")
-    with rt.db.transaction() as s:
-        athlete = ensure_athlete(s, f"athlete-{n}", rt.settings)
-        store_parsed(s, rt.settings, athlete, [run], NOW)
+    with tx_rt.db.transaction() as s:
+        athlete = ensure_athlete(s, f"athlete-{n}", tx_rt.settings)
+        store_parsed(s, tx_rt.settings, athlete, [run], NOW)
         stored = s.scalar(select(Run).where(Run.athlete_id == athlete.id))
         if stored is None:
             assert implausibility(run) is not None

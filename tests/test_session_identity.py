@@ -26,6 +26,7 @@ from ingest.strava.sync import remove_runs, store_parsed
 from recommender.data_rights import forget_athlete
 from stridecare.db.athletes import ensure_athlete, get_athlete
 from stridecare.db.models import DailyLoad, Prompt, Run, RunLoad
+from stridecare.domain.load import DEFAULT_CONSTANTS
 from stridecare.domain.run import ParsedRun
 from stridecare.runtime import Runtime
 from stridecare_app.cli.ingest_cmds import import_folder
@@ -93,7 +94,7 @@ def strava_run(start: datetime, moving_time: int, elapsed_time: int, activity_id
         average_cadence=84.0,
         gear_id=None,
     )
-    parsed = convert_activity(activity)
+    parsed = convert_activity(activity, DEFAULT_CONSTANTS)
     assert isinstance(parsed, ParsedRun)
     return parsed
 

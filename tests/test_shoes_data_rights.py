@@ -32,6 +32,7 @@ from stridecare.db.models import (
     StravaAccount,
     StravaEvent,
 )
+from stridecare.domain.load import DEFAULT_CONSTANTS
 from stridecare.domain.run import ParsedRun
 from stridecare.runtime import Runtime
 
@@ -118,8 +119,8 @@ def test_strava_gear_id_maps_runs_to_their_pair(rt: Runtime) -> None:
     add_athlete(rt, "anna")
     cli(rt, "shoe", "add", "trail", "--athlete", "anna", "--strava-gear-id", "g777")
     cli(rt, "shoe", "add", "road", "--athlete", "anna", "--use")
-    parsed_trail = convert_activity(make_activity(1, START, gear_id="g777"))
-    parsed_other = convert_activity(make_activity(2, START + timedelta(days=1), gear_id="g999"))
+    parsed_trail = convert_activity(make_activity(1, START, gear_id="g777"), DEFAULT_CONSTANTS)
+    parsed_other = convert_activity(make_activity(2, START + timedelta(days=1), gear_id="g999"), DEFAULT_CONSTANTS)
     assert isinstance(parsed_trail, ParsedRun) and isinstance(parsed_other, ParsedRun)
     assert parsed_trail.gear_id == "g777"
     with rt.db.transaction() as s:

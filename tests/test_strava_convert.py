@@ -12,6 +12,7 @@ import pytest
 from fake_strava import make_activity, synth_streams
 
 from ingest.strava.convert import convert_activity, sport_of
+from stridecare.domain.load import DEFAULT_CONSTANTS
 from stridecare.domain.run import CadenceSource, ParsedRun, SkippedSession
 from stridecare.domain.steps import steps_from_samples
 
@@ -20,7 +21,7 @@ START = datetime(2026, 3, 1, 7, 30, tzinfo=UTC)
 
 
 def run(activity: Any, streams: Any = None) -> ParsedRun:
-    result = convert_activity(activity, streams)
+    result = convert_activity(activity, DEFAULT_CONSTANTS, streams)
     assert isinstance(result, ParsedRun)
     return result
 
@@ -118,7 +119,7 @@ def test_foot_sports(sport_type: str, trainer: bool, expected: tuple[str, str | 
 
 @pytest.mark.parametrize("sport_type", ["Ride", "MountainBikeRide", "Swim", "AlpineSki", "Yoga", "EBikeRide"])
 def test_other_sports_are_skipped(sport_type: str) -> None:
-    result = convert_activity(make_activity(1, START, sport_type=sport_type))
+    result = convert_activity(make_activity(1, START, sport_type=sport_type), DEFAULT_CONSTANTS)
     assert isinstance(result, SkippedSession)
     assert sport_type in result.reason
 
@@ -192,7 +193,7 @@ def test_swagger_ride_example_is_skipped() -> None:
     path = CORPUS / "swagger_example_detailed_activity.json"
     if not path.exists():
         pytest.skip(f"corpus file {path} is absent (shared/corpus/strava not mounted)")
-    assert isinstance(convert_activity(json.loads(path.read_text())), SkippedSession)
+    assert isinstance(convert_activity(json.loads(path.read_text()), DEFAULT_CONSTANTS), SkippedSession)
 
 
 def test_stravalib_model_input() -> None:

@@ -149,12 +149,12 @@ def _parsed(samples: Samples) -> ParsedRun:
     )
 
 
-def test_walking_and_running_steps_are_stored_on_the_runs_load(rt: Runtime) -> None:
+def test_walking_and_running_steps_are_stored_on_the_runs_load(tx_rt: Runtime) -> None:
     samples = stream(*[(540.0, 3.333, 170.0), (60.0, 1.4, 110.0)] * 5)
-    with rt.db.transaction() as session:
-        athlete = ensure_athlete(session, "me", rt.settings)
-        store_parsed(session, rt.settings, athlete, [_parsed(samples)], START + timedelta(days=1))
-    with rt.db.transaction() as session:
+    with tx_rt.db.transaction() as session:
+        athlete = ensure_athlete(session, "me", tx_rt.settings)
+        store_parsed(session, tx_rt.settings, athlete, [_parsed(samples)], START + timedelta(days=1))
+    with tx_rt.db.transaction() as session:
         run = session.scalar(select(Run).where(Run.source_key == "42"))
         assert run is not None and run.load is not None
         assert run.load.model_version == 2

@@ -13,6 +13,7 @@ from fitgen import write_activity, write_bad_crc
 from harness import wait_for
 from sqlalchemy import select
 
+from ingest.decode import known_complete
 from ingest.service import ingest_path
 from ingest.watch import Candidate, FolderScanner, FolderWatcher
 from stridecare.db.models import ImportedFile, Run
@@ -307,19 +308,13 @@ def test_a_chained_file_copied_segment_by_segment_is_handed_on_whole(rt: Runtime
     assert len(runs(rt)) == 2
 
 
-def test_the_content_check_runs_once_per_version_and_unknown_files_still_settle(
-    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import ingest.watch as watch_module
-
+def test_the_content_check_runs_once_per_version_and_unknown_files_still_settle(rt: Runtime, tmp_path: Path) -> None:
     calls: list[tuple[Path, int]] = []
-    real = watch_module.known_complete
 
     def counting(path: Path) -> bool:
         calls.append((path, path.stat().st_size))
-        return real(path)
+        return known_complete(path)
 
-    monkeypatch.setattr(watch_module, "known_complete", counting)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     src = tmp_path / "src.fit"
@@ -329,7 +324,7 @@ def test_the_content_check_runs_once_per_version_and_unknown_files_still_settle(
     partial.write_bytes(data[: len(data) // 2])
     gpx = inbox / "run.gpx"
     gpx.write_text("<gpx></gpx>")
-    scanner = FolderScanner(rt.db, [("me", inbox)], settle_seconds=1.5)
+    scanner = FolderScanner(rt.db, [("me", inbox)], settle_seconds=1.5, is_complete=counting)
     scanner.quiet_s = 0.0  # the quiet time has its own test (chained file)
     scanner.rescan()
     for _ in range(5):

@@ -73,10 +73,7 @@ def finish_stale_marks(rt: Runtime, *, grace_s: float = REPLAN_GRACE_S, wall_now
     cutoff = (wall_now or datetime.now(UTC)) - timedelta(seconds=grace_s)
     with rt.db.transaction() as session:
         newest = (
-            select(func.max(Run.created_at))
-            .where(Run.athlete_id == Athlete.id)
-            .correlate(Athlete)
-            .scalar_subquery()
+            select(func.max(Run.created_at)).where(Run.athlete_id == Athlete.id).correlate(Athlete).scalar_subquery()
         )
         rows = session.execute(select(Athlete.id, newest).where(Athlete.replan_from.is_not(None))).all()
     due = [athlete_id for athlete_id, last in rows if last is None or last <= cutoff]

@@ -3,22 +3,21 @@
 Redelivery is safe: every function below is idempotent by a unique key in SQL.
 
 Inbox files are planned per burst, not per file. ``ingest_file`` stores its runs with ``defer_load``: the
-athlete's stale mark (``Athlete.replan_from``) is written in the same transaction as the runs, and the task
-then enqueues ``replan(athlete_id, run_ids)``. The replan task recomputes from the earliest marked day once
-(:func:`recommender.planner.replan`, in short chunks that move the mark) and does nothing when the mark is
-already clear. A replan message lands behind the ingest messages already
-waiting (the watcher hands a burst's files on together), so the first replan to run finds most of the burst under one
-mark and recomputes once; the later ones find the mark clear and only print their file's line and its prompt
-lines (printed after the replan, so that the file's line shows the load). A burst dropped newest first
-therefore costs a few recomputes, not one per file over a growing history.
+athlete's stale mark (``Athlete.replan_from``) is written in the same transaction as the runs. Only the store
+that finds the mark clear queues ``replan(athlete_id)``; the stores that follow while the mark is set queue
+nothing, because that replan reads the mark again, under the athlete's lock, before each chunk and returns
+only once it has seen it clear (:func:`recommender.planner.replan`): every run stored before that moment is
+planned by it. A burst of N files, in any order, thus costs one queued replan and a few recomputes instead
+of N of each. The replan prints the console line of each file once its runs have their first load (one
+line per chunk's files), and its prompt lines.
 
-Why this design rather than "the last file of a burst replans": nothing but the queue knows which file is
-last (two workers finish out of order, a watcher restart splits a burst), and a replan skipped by mistake
-would leave a run without its figures. Here every stored run has a replan queued behind it, and a replan
-that returns has seen the mark clear after that run was stored, so its runs are done. A crash between the
-store and the enqueue leaves the mark, which the redelivered ingest (a duplicate then, its runs still
-without load) or the beat's periodic pass (``workers.periodic``) finishes. A single live file costs one
-more queue crossing (the SQL broker polls five times a second), well inside its second.
+Why not "the last file of a burst replans": nothing but the queue knows which file is last (two workers
+finish out of order, a watcher restart splits a burst), and a replan skipped by mistake would leave a run
+without its figures. A crash between the store and the enqueue leaves the mark set with no replan queued:
+the ingest message, not yet acknowledged, is delivered again and finds its file a duplicate whose runs still
+have no load, and queues the replan; the beat's periodic pass (``workers.periodic``) finishes any mark left
+longer than its grace. A single live file costs one more queue crossing (the SQL broker polls five times a
+second), well inside its second.
 """
 
 from __future__ import annotations
@@ -35,37 +34,36 @@ log = logging.getLogger(__name__)
 
 
 @shared_task(bind=True, name="stridecare.ingest_file")  # type: ignore[untyped-decorator]
-def ingest_file(self: Task, athlete: str, path: str, root: str | None = None) -> None:
-    """Ingest one file for ``athlete``; files from a watched folder (``root`` given) are quarantined if damaged.
+def ingest_file(self: Task, athlete: str, path: str, root: str | None = None, more: list[str] | None = None) -> None:
+    """Ingest one file for ``athlete`` (and the ``more`` files of the same burst, in order); files from a
+    watched folder (``root`` given) are quarantined if damaged.
 
-    The runs are stored with the athlete marked stale, and their figures and prompt are left to the ``replan``
-    task queued here, which one burst of files shares."""
+    The runs are stored with the athlete marked stale, and their figures and prompt are left to one ``replan``
+    task, queued here when this store found the mark clear."""
+    rt = runtime_of(self.app)
+    owed = False
+    for one in [path, *(more or ())]:
+        owed = _ingest_one(rt, athlete, Path(one), Path(root) if root else None) or owed
+    if owed and (athlete_id := _athlete_id(rt, athlete)) is not None:
+        replan.delay(athlete_id)
+
+
+def _ingest_one(rt: Any, athlete: str, path: Path, root: Path | None) -> bool:
+    """Store one file's runs, deferred; print its line now if none of them will get a load. True when the
+    athlete's replan is owed by this call."""
     from ingest.announce import announce
     from ingest.service import ingest_path
 
-    rt = runtime_of(self.app)
     report = ingest_path(
-        rt.db,
-        rt.settings,
-        athlete,
-        Path(path),
-        rt.now(),
-        root=Path(root) if root else None,
-        quarantine_damaged=root is not None,
-        defer_load=True,
+        rt.db, rt.settings, athlete, path, rt.now(), root=root, quarantine_damaged=root is not None, defer_load=True
     )
-    if report.status != "ingested":
-        announce(rt.db, rt.settings, athlete, report)  # the console's line for the file
-    # A duplicate whose runs still have no load is a redelivery after a crash between the store and this
+    if not (report.status == "ingested" and any(r["duplicate_of"] is None for r in report.runs)):
+        announce(rt.db, rt.settings, athlete, report)  # nothing of it will get a load: its line is due now
+    # A duplicate whose runs still have no load is a redelivery after a crash between the store and the
     # enqueue: its replan is still owed.
-    pending = report.status == "ingested" or (
+    return report.replan_owed or (
         report.status == "duplicate" and any(r["load"] is None and r["duplicate_of"] is None for r in report.runs)
     )
-    if pending:
-        athlete_id = _athlete_id(rt, athlete)
-        if athlete_id is not None:
-            run_ids = [int(r["id"]) for r in report.runs] if report.status == "ingested" else []
-            replan.delay(athlete_id, run_ids)
 
 
 def _athlete_id(rt: Any, name: str) -> int | None:
@@ -73,7 +71,7 @@ def _athlete_id(rt: Any, name: str) -> int | None:
 
     from stridecare.db.models import Athlete
 
-    with rt.db.transaction() as session:
+    with rt.db.read() as session:
         found: int | None = session.scalar(select(Athlete.id).where(Athlete.name == name))
         return found
 
@@ -81,17 +79,26 @@ def _athlete_id(rt: Any, name: str) -> int | None:
 @shared_task(bind=True, name="stridecare.replan")  # type: ignore[untyped-decorator]
 def replan(self: Task, athlete_id: int, run_ids: list[int] | None = None) -> None:
     """Bring the athlete's figures up to date from their stale mark (nothing to do when it is clear), print the
-    lines of the file that stored ``run_ids`` and of their prompts, and hand new deliveries to the workers."""
+    lines of the files whose runs got their first load and of their prompts, and hand new deliveries to the
+    workers. ``run_ids`` (messages queued by an earlier release) are announced as well."""
     from delivery.outbox import due_delivery_ids
     from ingest.announce import announce_stored
+    from recommender.planner import ChunkDone
     from recommender.planner import replan as replan_athlete
 
     rt = runtime_of(self.app)
-    done = replan_athlete(rt.db, rt.settings, athlete_id, rt.now())
-    log.debug("replan of athlete %d: %d runs recomputed", athlete_id, done)
-    if run_ids:
+    announced: set[int] = set()
+
+    def chunk_done(done: ChunkDone) -> None:
         # The console's line per file and per prompt, now that the runs' load is known.
-        announce_stored(rt.db, rt.settings, list(run_ids))
+        if done.first_loads:
+            announce_stored(rt.db, rt.settings, list(done.first_loads))
+            announced.update(done.first_loads)
+
+    looked_at = replan_athlete(rt.db, rt.settings, athlete_id, rt.now(), on_chunk=chunk_done)
+    log.debug("replan of athlete %d: %d runs looked at", athlete_id, looked_at)
+    if left := [i for i in run_ids or () if i not in announced]:
+        announce_stored(rt.db, rt.settings, left)
     # The beat's tick would find them too; this saves a prompt up to a tick's wait.
     for delivery_id in due_delivery_ids(rt):
         deliver.delay(delivery_id)

@@ -167,7 +167,7 @@ def backfill_step(
                         counts["streams"] += 1
                     except strava_exc.ObjectNotFound:
                         streams = None  # no streams (or deleted meanwhile): the summary still counts
-                result = convert_activity(activity, streams)
+                result = convert_activity(activity, settings.load.constants, streams)
                 if isinstance(result, ParsedRun):
                     batch.append(result)
                 else:

@@ -1,8 +1,8 @@
 """Strava activity (+ streams) → :class:`ParsedRun`. Pure: no network, no database, no clock.
 
 The streams become the same normalised :class:`Samples` a FIT file gives (``moving`` is Strava's timer), and
-every figure comes from the same domain functions as for the file sources, so one session gives the same
-steps and descent whichever way it arrived (docs/foot-load-model.md, section 1):
+every figure comes from the same domain functions as for the file sources (``normalise.normalised_run``), so
+one session gives the same steps and descent whichever way it arrived (docs/foot-load-model.md, section 1):
 
 * cadence: ``steps.normalise_cadence`` (per foot, doubled, unless already steps per minute);
 * steps: ``steps.count_steps``: the cadence stream while moving, else ``2 × average_cadence × moving_time /
@@ -17,9 +17,9 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from stridecare.domain.normalise import RunHeader, normalised_run
 from stridecare.domain.run import ParsedRun, Samples, SkippedSession, heart_rate_bpm
-from stridecare.domain.steps import count_steps, normalise_cadence, steps_from_summary
-from stridecare.domain.terrain import ascent_descent
+from stridecare.domain.steps import CadenceConstants, normalise_cadence, steps_from_summary
 
 SOURCE = "strava"
 STREAM_KEYS = ("time", "distance", "velocity_smooth", "cadence", "altitude", "moving")
@@ -119,9 +119,10 @@ def samples_from_streams(streams: Any) -> Samples | None:
     )
 
 
-def convert_activity(activity: Any, streams: Any = None) -> ParsedRun | SkippedSession:
+def convert_activity(activity: Any, constants: CadenceConstants, streams: Any = None) -> ParsedRun | SkippedSession:
     """Turn a Strava activity (summary or detailed, dict or stravalib model) and optional streams into a run.
 
+    ``constants`` are the model's, built from the settings: they decide the steps of a run without cadence.
     Returns a :class:`SkippedSession` for activities that are not a foot sport.
     """
     data = _as_dict(activity)
@@ -153,28 +154,23 @@ def convert_activity(activity: Any, streams: Any = None) -> ParsedRun | SkippedS
     samples = samples_from_streams(streams) or Samples.empty()
     avg_cadence = data.get("average_cadence")
     summary_steps = steps_from_summary(float(avg_cadence), moving_time) if avg_cadence else None
-    steps, source, avg_spm = count_steps(samples, distance_m=distance, timer_s=moving_time, session_steps=summary_steps)
-    ascent, descent = ascent_descent(
-        samples.altitude_m, source_ascent_m=None if total_gain is None else float(total_gain)
-    )
-
-    return ParsedRun(
-        source=SOURCE,
-        source_key=str(data["id"]),
-        sport=sport,
-        sub_sport=sub_sport,
-        start_time=start,
-        utc_offset_s=utc_offset_s,
-        elapsed_s=elapsed,
-        timer_s=moving_time,
-        distance_m=distance,
-        ascent_m=ascent,
-        descent_m=descent,
-        steps=steps,
-        avg_cadence_spm=avg_spm,
-        cadence_source=source,
+    return normalised_run(
+        samples,
+        constants,
+        RunHeader(
+            source=SOURCE,
+            source_key=str(data["id"]),
+            sport=sport,
+            sub_sport=sub_sport,
+            start_time=start,
+            utc_offset_s=utc_offset_s,
+            elapsed_s=elapsed,
+            timer_s=moving_time,
+            distance_m=distance,
+        ),
+        session_steps=summary_steps,
+        source_ascent_m=None if total_gain is None else float(total_gain),
         device=data.get("device_name"),
-        samples=samples,
         name=data.get("name"),
         gear_id=str(data["gear_id"]) if data.get("gear_id") else None,
         avg_heart_rate_bpm=heart_rate_bpm(data.get("average_heartrate")),

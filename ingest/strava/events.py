@@ -324,7 +324,7 @@ def _fetch(
         streams = None
         started = datetime.fromisoformat(str(activity.get("start_date", "")).replace("Z", "+00:00"))
         recent = started >= now - timedelta(days=rt.settings.strava_streams_days)
-        parsed_summary = convert_activity(activity)
+        parsed_summary = convert_activity(activity, rt.settings.load.constants)
         if not isinstance(parsed_summary, ParsedRun):
             return parsed_summary.reason
         if with_streams and recent and not activity.get("manual"):
@@ -336,7 +336,7 @@ def _fetch(
                 streams = None  # no streams recorded: the summary's average cadence still counts
         if streams is None:
             return parsed_summary
-        parsed = convert_activity(activity, streams)
+        parsed = convert_activity(activity, rt.settings.load.constants, streams)
         return parsed if isinstance(parsed, ParsedRun) else parsed.reason
     finally:
         api.save()

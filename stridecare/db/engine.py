@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -95,6 +95,32 @@ class Database:
         # Shares the engine's pool and event hooks; only the "begin" hook reads the option.
         self.read_engine = self.engine.execution_options(**{READ_ONLY_OPTION: True})
         self.read_sessions = sessionmaker(self.read_engine, expire_on_commit=False, autoflush=False)
+        self._owns_engine = True
+
+    @classmethod
+    def bound_to(cls, connection: Connection) -> Database:
+        """A database whose units of work all run on ``connection``, each in a savepoint of the transaction its
+        caller has begun there (the test suite: one migrated database, each test's transaction rolled back).
+
+        A unit's commit releases its savepoint, so later units, reads included, see what it wrote; the caller's
+        rollback undoes all of it. Reads are made read-only in their savepoint as ``read()`` is on a connection of
+        its own; unlike there, a write begun while a read is still open is refused too. The caller owns the
+        connection and its engine: ``dispose()`` leaves them be.
+        """
+        db = cls.__new__(cls)
+        db.url = connection.engine.url.render_as_string(hide_password=False)
+        db.engine = connection.engine
+        db.read_engine = connection.engine.execution_options(**{READ_ONLY_OPTION: True})
+        db.sessions = sessionmaker(connection, expire_on_commit=False, join_transaction_mode="create_savepoint")
+        db.read_sessions = sessionmaker(
+            connection, expire_on_commit=False, autoflush=False, join_transaction_mode="create_savepoint"
+        )
+        # The "begin" hooks of make_engine never fire here (the connection's transaction is already open).
+        event.listen(db.read_sessions, "after_begin", _savepoint_read_only)
+        if is_sqlite(connection.engine):
+            event.listen(db.read_sessions, "after_transaction_end", _savepoint_writable)
+        db._owns_engine = False
+        return db
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -118,4 +144,21 @@ class Database:
 
     def dispose(self) -> None:
         """Close pooled connections (after fork, and at shutdown)."""
-        self.engine.dispose()
+        if self._owns_engine:
+            self.engine.dispose()
+
+
+def _savepoint_read_only(_session: Session, _transaction: Any, connection: Connection) -> None:
+    # A savepoint can be made read-only on PostgreSQL (and reverts when rolled back to); on SQLite query_only
+    # is a connection setting, switched back when the read ends.
+    if is_sqlite(connection.engine):
+        connection.exec_driver_sql("PRAGMA query_only=ON")
+    else:
+        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+
+
+def _savepoint_writable(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        connection = session.get_bind()
+        assert isinstance(connection, Connection)
+        connection.exec_driver_sql("PRAGMA query_only=OFF")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -95,22 +96,33 @@ def _apply_channels(athlete: Athlete, push: str | None, specs: list[str] | None,
             store_channel_settings(athlete, cls, values, vault)
 
 
-def _apply(
-    athlete: Athlete,
-    *,
-    email: str | None,
-    webhook: str | None,
-    timezone: str | None,
-    quiet: str | None,
-    mass: float | None,
-    balance_day: str | None,
-    balance_time: str | None,
-    display_name: str | None,
-    vault_encrypt: object,
-    digest_day: str | None = None,
-    digest_time: str | None = None,
-) -> str | None:
+@dataclass(frozen=True, slots=True)
+class _Changes:
+    """The profile options of ``athlete add`` and ``athlete set``, in that order; None leaves a value as it is."""
+
+    email: str | None
+    webhook: str | None
+    timezone: str | None
+    quiet: str | None
+    mass: float | None
+    balance_day: str | None
+    balance_time: str | None
+    display_name: str | None
+    digest_day: str | None = None
+    digest_time: str | None = None
+
+
+def _apply(athlete: Athlete, changes: _Changes, vault_encrypt: object) -> str | None:
     """Validate and apply options; returns a newly generated webhook secret to show once."""
+    email, webhook, timezone, quiet, mass = (
+        changes.email,
+        changes.webhook,
+        changes.timezone,
+        changes.quiet,
+        changes.mass,
+    )
+    balance_day, balance_time, display_name = changes.balance_day, changes.balance_time, changes.display_name
+    digest_day, digest_time = changes.digest_day, changes.digest_time
     new_secret: str | None = None
     if display_name is not None:
         athlete.display_name = display_name or None
@@ -209,18 +221,8 @@ def add(
         with rt.db.transaction() as session:
             athlete = Athlete(name=name, timezone=timezone or rt.settings.default_timezone)
             session.add(athlete)
-            secret = _apply(
-                athlete,
-                email=email,
-                webhook=webhook,
-                timezone=timezone,
-                quiet=quiet,
-                mass=mass,
-                balance_day=balance_day,
-                balance_time=balance_time,
-                display_name=display_name,
-                vault_encrypt=rt.vault.encrypt,
-            )
+            changes = _Changes(email, webhook, timezone, quiet, mass, balance_day, balance_time, display_name)
+            secret = _apply(athlete, changes, rt.vault.encrypt)
             session.flush()
     except IntegrityError:
         fail(f"athlete {name!r} exists already; change it with `stridecare athlete set {name} …`")
@@ -250,20 +252,10 @@ def set_(
     rt = runtime()
     with rt.db.transaction() as session:
         athlete = athlete_or_fail(session, name)
-        secret = _apply(
-            athlete,
-            email=email,
-            webhook=webhook,
-            timezone=timezone,
-            quiet=quiet,
-            mass=mass,
-            balance_day=balance_day,
-            balance_time=balance_time,
-            display_name=display_name,
-            vault_encrypt=rt.vault.encrypt,
-            digest_day=digest_day,
-            digest_time=digest_time,
+        changes = _Changes(
+            email, webhook, timezone, quiet, mass, balance_day, balance_time, display_name, digest_day, digest_time
         )
+        secret = _apply(athlete, changes, rt.vault.encrypt)
         _apply_channels(athlete, push, channel, rt.vault)
     typer.echo(f"updated {name}")
     if secret:

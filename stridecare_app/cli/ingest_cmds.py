@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Annotated
@@ -88,7 +88,7 @@ def _count_reason(reasons: Reasons | None, report: FileReport) -> None:
 def _print_summary(source: Path | str, summary: dict[str, int], reasons: Reasons, empty: str) -> None:
     """Per status, how many files for which reason, then (last, for scripts that read the last line)
     ``imported X: 3 duplicate, 10 ingested, 50 skipped``."""
-    for status in ("skipped", "rejected", "ignored"):
+    for status in ("duplicate", "skipped", "rejected", "ignored"):
         by_reason = sorted(reasons.get(status, {}).items(), key=lambda item: (-item[1], item[0]))
         if by_reason:
             err.print(f"  {status}: " + "; ".join(f"{n} {why}" for why, n in by_reason), highlight=False)
@@ -157,7 +157,8 @@ def import_folder(
     rt: object, folder: Path, athlete: str, workers: int, *, as_json: bool = False, reasons: Reasons | None = None
 ) -> dict[str, int]:
     """Decode every supported file below ``folder`` across ``workers`` processes and store each result; files
-    per status are returned, and skipped and rejected files are counted per reason into ``reasons``."""
+    per status are returned, and skipped and rejected files are counted per reason into ``reasons``, and so are
+    the duplicates that were recognised without being read again."""
     from stridecare.runtime import Runtime
 
     assert isinstance(rt, Runtime)
@@ -186,6 +187,7 @@ def import_folder(
         st = path.stat()
         if seen.get(str(path.resolve())) == (st.st_size, st.st_mtime_ns):
             summary["duplicate"] = summary.get("duplicate", 0) + 1
+            _count_unread(reasons, _UNREAD_SEEN)
             continue
         # Hashing is a thousand times faster than parsing: an archive holding copies (a watch folder backed up
         # twice, a re-export) decodes each content once.
@@ -214,37 +216,53 @@ def import_folder(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=False, disable=not todo) as progress:
         task = progress.add_task(f"importing {len(todo) + len(copies)} files", total=len(todo) + len(copies))
-        for decoded in _decode_all(todo, workers, max_bytes, limits):
+        # Sandboxed, with the model constants of the settings: they decide the steps of runs without cadence.
+        constants = rt.settings.load.constants
+
+        def decode(path: Path) -> Decoded:
+            return decode_sandboxed(path, None, max_bytes, limits, constants)
+
+        for decoded in _decode_all(todo, workers, decode):
             record(store_decoded(rt.db, rt.settings, athlete, decoded, now, defer_load=True))
             progress.advance(task)
         for path in copies:
             report = known_report(rt.db, rt.settings, athlete, path, None)
-            # None only if the copy changed or vanished meanwhile: then it is read like any other file.
-            record(
-                report
-                or store_decoded(
-                    rt.db, rt.settings, athlete, decode_sandboxed(path, None, max_bytes, limits), now, defer_load=True
-                )
-            )
+            if report is not None:
+                _count_unread(reasons, _UNREAD_COPY)
+            else:  # the copy changed or vanished meanwhile: read like any other file
+                report = store_decoded(rt.db, rt.settings, athlete, decode(path), now, defer_load=True)
+            record(report)
             progress.advance(task)
     # Load, flags and prompts in one pass, oldest run first, whatever order the files finished decoding in.
     complete_pending_loads(rt.db, rt.settings, athlete, now)
     return summary
 
 
-def _decode_all(todo: list[Path], workers: int, max_bytes: int, limits: Limits) -> Iterator[Decoded]:
+# Why a duplicate was not read: said in the import summary, so that a re-import of a large archive shows its
+# files were recognised rather than parsed again.
+_UNREAD_SEEN = "not read again (same path, size and time as before)"
+_UNREAD_COPY = "not read again (same content as a stored file)"
+
+
+def _count_unread(reasons: Reasons | None, why: str) -> None:
+    if reasons is not None:
+        group = reasons.setdefault("duplicate", {})
+        group[why] = group.get(why, 0) + 1
+
+
+def _decode_all(todo: list[Path], workers: int, decode: Callable[[Path], Decoded]) -> Iterator[Decoded]:
     """Decoded files in completion order, ``workers`` at a time, each in its own sandboxed child process (the
     threads here only wait for them: a file that crashes or exhausts its child is one rejected file, never the
     import); bounded so memory stays flat."""
     if workers <= 1 or len(todo) <= 1:
         for path in todo:
-            yield decode_sandboxed(path, None, max_bytes, limits)
+            yield decode(path)
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stridecare-decode") as pool:
         queue = iter(todo)
         running: set[Future[Decoded]] = set()
         for path in queue:
-            running.add(pool.submit(decode_sandboxed, path, None, max_bytes, limits))
+            running.add(pool.submit(decode, path))
             if len(running) >= workers * 4:
                 break
         while running:
@@ -253,7 +271,7 @@ def _decode_all(todo: list[Path], workers: int, max_bytes: int, limits: Limits) 
                 yield fut.result()
                 nxt = next(queue, None)
                 if nxt is not None:
-                    running.add(pool.submit(decode_sandboxed, nxt, None, max_bytes, limits))
+                    running.add(pool.submit(decode, nxt))
 
 
 @app.command()

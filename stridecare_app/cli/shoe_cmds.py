@@ -6,6 +6,8 @@ New runs are counted on the pair whose Strava gear id the activity names, else o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -34,6 +36,15 @@ def _shoe(session: Session, athlete: Athlete, name: str) -> Shoe:
         known = ", ".join(session.scalars(select(Shoe.name).where(Shoe.athlete_id == athlete.id))) or "none yet"
         fail(f"{athlete.name} has no shoes named {name!r} (known: {known}); add them with `stridecare shoe add`")
     return shoe
+
+
+@contextmanager
+def _named_pair(name: str, athlete: str | None) -> Iterator[tuple[Athlete, Shoe]]:
+    """The athlete (the default one when not named) and their pair called ``name``, in one transaction."""
+    rt = runtime()
+    with rt.db.transaction() as session:
+        who = _athlete(session, athlete, rt.settings.default_athlete)
+        yield who, _shoe(session, who, name)
 
 
 @shoe_app.command("add")
@@ -96,10 +107,7 @@ def list_(
 @shoe_app.command("retire")
 def retire(name: ShoeArg, athlete: AthleteOpt = None) -> None:
     """Retire a pair: it keeps its history, counts no new runs and sends no more reminders."""
-    rt = runtime()
-    with rt.db.transaction() as session:
-        who = _athlete(session, athlete, rt.settings.default_athlete)
-        shoe = _shoe(session, who, name)
+    with _named_pair(name, athlete) as (who, shoe):
         shoe.retired = True
         if who.default_shoe_id == shoe.id:
             who.default_shoe_id = None
@@ -109,10 +117,7 @@ def retire(name: ShoeArg, athlete: AthleteOpt = None) -> None:
 @shoe_app.command("use")
 def use(name: ShoeArg, athlete: AthleteOpt = None) -> None:
     """Make a pair the default for new runs that do not name their shoes."""
-    rt = runtime()
-    with rt.db.transaction() as session:
-        who = _athlete(session, athlete, rt.settings.default_athlete)
-        shoe = _shoe(session, who, name)
+    with _named_pair(name, athlete) as (who, shoe):
         if shoe.retired:
             fail(f"{name!r} is retired")
         who.default_shoe_id = shoe.id
