@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from ingest.decode import Decoded
 from ingest.dedupe import link_duplicate
 from ingest.files import quarantine
-from recommender.planner import complete_pending, mark_changed, runs_changed
+from recommender.planner import complete_pending, mark_deferred, runs_changed
 from recommender.run_json import run_json
 from recommender.shoes import shoe_for_new_run
 from stridecare.db.athletes import ensure_athlete
@@ -36,8 +36,8 @@ class FileReport:
     status: str  # ingested | duplicate | skipped | rejected
     reason: str | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
-    # A deferred store that marked an athlete whose mark was clear: the caller starts the replan. When the
-    # mark was already set, a replan is queued or running and plans these runs too (``planner.replan``).
+    # A deferred store that owes the athlete's replan (``planner.mark_deferred``): the caller queues it. Else a
+    # replan is queued or running and plans these runs too (``planner.replan``).
     replan_owed: bool = False
 
     def as_json(self) -> dict[str, Any]:
@@ -199,8 +199,8 @@ def _store_once(
         if runs and not defer_load:
             runs_changed(session, settings, athlete, runs, now)
         elif runs:
-            owed = athlete.replan_from is None  # read under the athlete's lock, like the replan's own check
-            mark_changed(session, athlete, runs)  # the batch's replan recomputes from the earliest of them
+            # The batch's replan recomputes from the earliest of them; under the athlete's lock, like the replan.
+            owed = mark_deferred(session, athlete, runs)
         remember_file(session, athlete.id, decoded)
         return FileReport(path, status, reason, [run_json(r) for r in runs], replan_owed=owed), False
 

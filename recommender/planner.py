@@ -33,7 +33,7 @@ from recommender.routines import TOE_ISOLATION
 from recommender.shoes import shoe_reminders
 from stridecare.db.athletes import lock_athlete
 from stridecare.db.engine import Database
-from stridecare.db.models import Athlete, DailyLoad, Prompt, Run, RunLoad
+from stridecare.db.models import Athlete, DailyLoad, Prompt, Run, RunLoad, utcnow
 from stridecare.db.samples import unpack_samples
 from stridecare.domain.flags import SPIKE_FLAGS, Flag, evaluate_flags
 from stridecare.domain.history import (
@@ -62,6 +62,9 @@ HISTORY_DAYS = 90
 # Runs per write transaction of :func:`replan`: a batch never holds the athlete's (or SQLite's) write lock
 # for long, and a crash loses at most one chunk of work, which the next replan redoes.
 CHUNK_RUNS = 200
+# A replan that committed no chunk for this long is taken for lost (its message gone with the broker, its task
+# failed): the next deferred store queues another (:func:`mark_deferred`).
+REPLAN_STALL_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +370,20 @@ def mark_changed(
                 stored.facts = {**stored.facts, "inputs_key": None}
 
 
+def mark_deferred(session: Session, athlete: Athlete, runs: Sequence[Run]) -> bool:
+    """:func:`mark_changed` for a store whose caller queues the replan itself (an inbox file). True when this
+    store owes that replan: the mark was clear, or the replan it was owed to has shown no progress for
+    ``REPLAN_STALL_S``. Otherwise a replan is queued or running, and it plans these runs too (:func:`replan`
+    reads the mark again before each chunk). Call with the athlete's lock held."""
+    wall = utcnow()
+    last = athlete.replan_progress_at
+    owed = athlete.replan_from is None or last is None or (wall - last).total_seconds() > REPLAN_STALL_S
+    mark_changed(session, athlete, runs)
+    if owed:
+        athlete.replan_progress_at = wall
+    return owed
+
+
 def _session_starts(session: Session, runs: Sequence[Run]) -> list[datetime]:
     """Starts of every record of the sessions ``runs`` belong to: a copy a richer record demoted no longer
     counts, and it may have started on an earlier local day."""
@@ -508,6 +525,7 @@ def _replan_chunk(
         if rules.is_fresh(end, now, settings.fresh_window_hours):
             post_run_prompt(session, settings, athlete, run, now)
     athlete.replan_from = boundary
+    athlete.replan_progress_at = None if boundary is None else utcnow()  # alive, for mark_deferred
     session.flush()
     return ChunkDone(len(chunk), tuple(computed), tuple(r.id for r in chunk if r.id in new_ids))
 

@@ -15,6 +15,7 @@ from harness import BIN, processes, settings_env, stridecare, wait_for
 from sqlalchemy import func, select, update
 
 from ingest.service import ingest_path
+from recommender.planner import REPLAN_STALL_S, ChunkDone, replan
 from stridecare.db.models import Athlete, Prompt, Run, RunLoad
 from stridecare.runtime import Runtime
 from workers.periodic import Enqueue, finish_stale_marks, run_periodic
@@ -122,24 +123,33 @@ def test_the_periodic_pass_finishes_a_mark_left_by_a_crash_but_not_a_burst_in_fl
     assert after["prompts"], "the fresh run's prompt comes from the finished replan"
 
 
-def test_only_the_store_that_finds_the_mark_clear_owes_the_replan(tmp_path: Path) -> None:
+def test_only_the_store_that_finds_the_mark_clear_owes_the_replan_unless_that_replan_was_lost(
+    tmp_path: Path,
+) -> None:
     settings = make_settings(tmp_path)
     rt = Runtime.open(settings)
-    first, second, third = burst_files(tmp_path / "files", 3)
-    owed = [ingest_path(rt.db, settings, "me", p, rt.now(), defer_load=True).replan_owed for p in (first, second)]
+    first, second, third, fourth = burst_files(tmp_path / "files", 4)
+
+    def owed(path: Path) -> bool:
+        return ingest_path(rt.db, settings, "me", path, rt.now(), defer_load=True).replan_owed
+
     # The second store found the mark the first one set: the replan it would queue is already owed.
-    assert owed == [True, False]
+    assert [owed(first), owed(second)] == [True, False]
+    # That replan never ran (its message went with the broker): once it has shown no sign of life for
+    # REPLAN_STALL_S, the next store queues one itself.
+    with rt.db.transaction() as s:
+        s.execute(update(Athlete).values(replan_progress_at=datetime.now(UTC) - timedelta(seconds=REPLAN_STALL_S + 5)))
+    assert owed(third)
     with rt.db.read() as s:
         athlete_id = s.scalars(select(Athlete.id)).one()
-    from recommender.planner import ChunkDone, replan
-
     chunks: list[ChunkDone] = []
     replan(rt.db, settings, athlete_id, rt.now(), on_chunk=chunks.append)
-    # The one replan planned both stores, and says which runs got their first load (for the files' lines).
-    assert sorted(i for c in chunks for i in c.first_loads) == sorted(
-        int(r["id"]) for p in (first, second) for r in ingest_path(rt.db, settings, "me", p, rt.now()).runs
-    )
-    assert ingest_path(rt.db, settings, "me", third, rt.now(), defer_load=True).replan_owed  # the mark was clear
+    # The one replan planned all three stores, and says which runs got their first load (for the files' lines).
+    stored = [ingest_path(rt.db, settings, "me", p, rt.now()).runs for p in (first, second, third)]
+    assert sorted(i for c in chunks for i in c.first_loads) == sorted(int(r["id"]) for runs in stored for r in runs)
+    with rt.db.read() as s:
+        assert s.scalars(select(Athlete.replan_progress_at)).one() is None
+    assert owed(fourth)  # the mark was clear again
 
 
 def test_a_full_inbox_at_start_crosses_the_queue_in_a_few_messages(tmp_path: Path) -> None:

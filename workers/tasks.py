@@ -4,20 +4,22 @@ Redelivery is safe: every function below is idempotent by a unique key in SQL.
 
 Inbox files are planned per burst, not per file. ``ingest_file`` stores its runs with ``defer_load``: the
 athlete's stale mark (``Athlete.replan_from``) is written in the same transaction as the runs. Only the store
-that finds the mark clear queues ``replan(athlete_id)``; the stores that follow while the mark is set queue
-nothing, because that replan reads the mark again, under the athlete's lock, before each chunk and returns
-only once it has seen it clear (:func:`recommender.planner.replan`): every run stored before that moment is
-planned by it. A burst of N files, in any order, thus costs one queued replan and a few recomputes instead
-of N of each. The replan prints the console line of each file once its runs have their first load (one
-line per chunk's files), and its prompt lines.
+that finds the mark clear (or its replan lost, below) queues ``replan(athlete_id)``; the stores that follow
+while the mark is set queue nothing, because that replan reads the mark again, under the athlete's lock, before
+each chunk and returns only once it has seen it clear (:func:`recommender.planner.replan`): every run stored
+before that moment is planned by it. A burst of N files, in any order, thus costs one queued replan and a few
+recomputes instead of N of each. The replan prints the console line of each file once its runs have their first
+load (one line per chunk's files), and its prompt lines.
 
-Why not "the last file of a burst replans": nothing but the queue knows which file is last (two workers
-finish out of order, a watcher restart splits a burst), and a replan skipped by mistake would leave a run
-without its figures. A crash between the store and the enqueue leaves the mark set with no replan queued:
-the ingest message, not yet acknowledged, is delivered again and finds its file a duplicate whose runs still
-have no load, and queues the replan; the beat's periodic pass (``workers.periodic``) finishes any mark left
-longer than its grace. A single live file costs one more queue crossing (the SQL broker polls five times a
-second), well inside its second.
+Why not "the last file of a burst replans": nothing but the queue knows which file is last (two workers finish
+out of order, a watcher restart splits a burst), and a replan skipped by mistake would leave a run without its
+figures. A crash between the store and the enqueue leaves the mark set with no replan queued: the ingest
+message, not yet acknowledged, is delivered again and finds its file a duplicate whose runs still have no load,
+and queues the replan. A replan message lost with the broker, or a replan task that failed, shows no progress
+(``Athlete.replan_progress_at``, renewed by every chunk): the next store after ``planner.REPLAN_STALL_S`` queues
+another (:func:`recommender.planner.mark_deferred`), and the beat's periodic pass (``workers.periodic``)
+finishes any mark left once no run has arrived for its grace. A single live file costs one more queue crossing
+(the SQL broker polls five times a second), well inside its second.
 """
 
 from __future__ import annotations

@@ -110,6 +110,10 @@ class Athlete(Base):
     # The earliest run start whose derived figures (loads, daily series, flags) still wait for the planner:
     # set with a change to the runs, moved forward chunk by chunk, None when everything is up to date.
     replan_from: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Wall time of the last sign of life of the replan a set mark is owed to: when a deferred store queued it,
+    # and at each chunk it commits. A store that finds it older than the planner's REPLAN_STALL_S queues a
+    # replan itself (the owed one's message was lost or its task failed).
+    replan_progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
