@@ -41,6 +41,7 @@ from stridecare_app.cli.main import _register, app
 from stridecare_app.web import strava as web_strava
 from stridecare_app.web.app import create_app
 from stridecare_app.web.limits import MAX_EVENT_BYTES
+from workers.sql_broker import BUSY_POLLING_INTERVAL_S, POLLING_INTERVAL_S
 
 STRAVA_ID = 6160
 SUB_ID = 1001
@@ -475,3 +476,21 @@ def test_the_embedded_queue_keeps_no_consumed_message(tmp_path: Path) -> None:
     assert got == list(range(20))
     with sqlite3.connect(broker) as db:
         assert db.execute("SELECT count(*) FROM kombu_message").fetchone() == (0,)
+
+
+def test_the_embedded_queue_is_a_wal_file_polled_often_only_while_messages_come(tmp_path: Path) -> None:
+    broker = tmp_path / "broker.db"
+    with Connection(f"sqlite:///{broker}", transport="workers.sql_broker:Transport") as conn:
+        transport = conn.transport
+        queue = conn.SimpleQueue("stridecare-test")
+        assert transport.polling_interval == POLLING_INTERVAL_S  # idle
+        queue.put({"n": 1})
+        queue.get(timeout=5).ack()
+        assert transport.polling_interval == BUSY_POLLING_INTERVAL_S  # a message came: more are likely
+        with pytest.raises(queue.Empty):
+            queue.get(timeout=0.3)
+        assert transport.polling_interval == POLLING_INTERVAL_S  # the queue ran dry
+        queue.close()
+    with sqlite3.connect(broker) as db:
+        # Every message sent is a commit: in WAL mode it costs no journal file and no sync of one.
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
