@@ -429,7 +429,13 @@ class FolderWatcher:
                     except Exception:
                         log.exception("rescan failed; trying again in %.0f s", self.rescan_interval_s)
                     next_rescan = now + self.rescan_interval_s
-                ready = self.scanner.ready()
+                try:
+                    ready = self.scanner.ready()
+                except Exception:
+                    # The database may be restarting (a recheck asks it whether a file was read): the watcher
+                    # carries on, and the next rescan offers again whatever was not read.
+                    log.exception("checking files failed; trying again in %.0f s", self.rescan_interval_s)
+                    ready = []
             for group in self._groups(ready):
                 try:
                     if len(group) == 1 or self.submit_group is None:

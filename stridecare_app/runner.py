@@ -21,8 +21,14 @@ log = logging.getLogger(__name__)
 _NOISE = r"The ``noload`` loader strategy is deprecated"
 
 
-def make_watcher(rt: Runtime, *, use_broker: bool, celery: Celery | None = None) -> FolderWatcher:
-    """A watcher over the configured inboxes that enqueues files (``use_broker``) or ingests them in-process."""
+def make_watcher(
+    rt: Runtime, *, use_broker: bool, celery: Celery | None = None, group_files: bool = False
+) -> FolderWatcher:
+    """A watcher over the configured inboxes that enqueues files (``use_broker``) or ingests them in-process.
+
+    ``group_files`` sends the files found ready together in one message (the embedded runner: one process,
+    whose queue crossing per file is the cost of a burst). The distributed watcher sends one message per file,
+    so that a burst spreads over every worker and a killed worker loses the file it held, not its group."""
     inboxes = rt.settings.inbox_map()
     with rt.db.transaction() as session:
         # The athletes the folders name exist from the start, so `stridecare athlete set` works at once.
@@ -51,7 +57,9 @@ def make_watcher(rt: Runtime, *, use_broker: bool, celery: Celery | None = None)
             first, *more = group
             task.delay(first.athlete, str(first.path), str(first.root), [str(c.path) for c in more])
 
-        return FolderWatcher(scanner, submit, rt.settings.rescan_interval_s, submit_group=submit_group)
+        return FolderWatcher(
+            scanner, submit, rt.settings.rescan_interval_s, submit_group=submit_group if group_files else None
+        )
     else:
         from ingest.announce import announce
         from ingest.service import ingest_path
@@ -94,7 +102,7 @@ def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True, verbose: boo
     for athlete, root in rt.settings.inbox_map():
         root.mkdir(parents=True, exist_ok=True)
         log.debug("watching %s for %s", root, athlete)
-    watcher = make_watcher(rt, use_broker=True, celery=celery)
+    watcher = make_watcher(rt, use_broker=True, celery=celery, group_files=True)
     watcher.start_thread()
     if web:
         from stridecare_app.web.server import serve_in_thread

@@ -165,6 +165,32 @@ def test_watcher_thread_survives_a_failing_hand_off(rt: Runtime, tmp_path: Path)
     assert len(attempts) >= 2
 
 
+def test_watcher_thread_survives_the_database_going_away_while_a_young_file_waits_for_its_recheck(
+    rt: Runtime, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file handed on while young is looked at again once it has held still, and that asks the database
+    whether it was read: with the database gone (restarting), the watcher must carry on, not exit."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    handed: list[Path] = []
+    scanner = FolderScanner(rt.db, [("me", inbox)], 0.2, hold_still_s=2.0)
+    watcher = FolderWatcher(scanner, lambda c: handed.append(c.path), rescan_interval_s=0.3, poll_s=0.1)
+    thread = watcher.start_thread()
+    try:
+        write_activity(inbox / "young.fit", start=START, duration_s=600)
+        wait_for(lambda: handed, timeout=10, what="the young file handed on")
+        # The database goes away before the recheck is due: new connections find an empty file, no tables.
+        database = Path(rt.db.engine.url.database or "")
+        for path in database.parent.glob(database.name + "*"):
+            path.unlink()
+        rt.db.dispose()
+        wait_for(lambda: "checking files failed" in caplog.text, timeout=10, what="the recheck meeting the outage")
+        time.sleep(0.5)  # rounds after the failure: the thread must still be running them
+        assert thread.is_alive()
+    finally:
+        watcher.stop()
+
+
 # -- known-complete fast path ----------------------------------------------------------------------------------
 
 
