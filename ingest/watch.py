@@ -438,11 +438,11 @@ class FolderWatcher:
                     ready = []
             for group in self._groups(ready):
                 try:
-                    if len(group) == 1 or self.submit_group is None:
-                        for candidate in group:
-                            self.submit(candidate)
-                    else:
+                    # Without submit_group every group is a single file (``_groups``).
+                    if self.submit_group is not None and len(group) > 1:
                         self.submit_group(group)
+                    else:
+                        self.submit(group[0])
                 except Exception:
                     log.exception("could not hand %s on; it will be retried", ", ".join(c.path.name for c in group))
                     with self._lock:
