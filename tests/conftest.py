@@ -27,6 +27,12 @@ for _key in [k for k in os.environ if k.startswith("STRIDECARE_") and not k.star
     del os.environ[_key]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the end-to-end tests first: each waits on real processes for up to a minute, and one of them
+    left for the end keeps a parallel worker busy alone while the others sit idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def xdist_index() -> int:
     """0 for a plain run or the first parallel worker (gw0), 1 for gw1, …"""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from fit_tool.field import Field
 from fit_tool.fit_file_builder import FitFileBuilder
 from fit_tool.profile.messages.activity_message import ActivityMessage
 from fit_tool.profile.messages.device_info_message import DeviceInfoMessage
@@ -240,6 +241,33 @@ def write_activity(path: Path | str, **kwargs: object) -> ActivityInfo:
     return info
 
 
+_RECORD_PROTOTYPE = RecordMessage()
+# The record fields fitgen sets (timestamp, distance, enhanced speed, cadence, fractional cadence, altitude).
+_RECORD_FIELDS_SET = frozenset((253, 5, 73, 4, 53, 78))
+
+
+def _fresh_record() -> RecordMessage:
+    """A blank record message that encodes as ``RecordMessage()`` does, at a small part of the cost.
+
+    Building a record's 84 field descriptions takes three quarters of fit_tool's time on a long file. A copy
+    owns the fields fitgen sets and shares the others, which stay unset and are never encoded.
+    """
+    msg: RecordMessage = object.__new__(RecordMessage)
+    msg.__dict__.update(_RECORD_PROTOTYPE.__dict__)
+    fields = []
+    for proto in _RECORD_PROTOTYPE.fields:
+        if proto.field_id in _RECORD_FIELDS_SET:
+            field: Field = object.__new__(Field)
+            field.__dict__.update(proto.__dict__)
+            field.encoded_values = list(proto.encoded_values)
+            fields.append(field)
+        else:
+            fields.append(proto)
+    msg.fields = fields
+    msg.developer_fields = []
+    return msg
+
+
 def _write_segment(
     builder: FitFileBuilder,
     seg: Segment,
@@ -263,7 +291,7 @@ def _write_segment(
     def record(when: datetime, elapsed: float, distance: float) -> None:
         if not seg.include_records:
             return
-        msg = RecordMessage()
+        msg = _fresh_record()
         msg.timestamp = _ms(when)
         msg.distance = distance
         msg.enhanced_speed = seg.speed_mps
