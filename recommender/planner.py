@@ -63,7 +63,8 @@ HISTORY_DAYS = 90
 # for long, and a crash loses at most one chunk of work, which the next replan redoes.
 CHUNK_RUNS = 200
 # A replan that committed no chunk for this long is taken for lost (its message gone with the broker, its task
-# failed): the next deferred store queues another (:func:`mark_deferred`).
+# failed): the next deferred store queues another (:func:`mark_deferred`), and the beat's tick finishes a mark
+# that neither a store nor a chunk touched for as long (``workers.periodic.finish_stale_marks``).
 REPLAN_STALL_S = 30.0
 
 

@@ -101,7 +101,7 @@ def test_a_burst_dropped_newest_first_gives_the_figures_of_an_import_and_plans_o
     assert out.count("me: prompt ") + out.count("me: no prompt for run ") == N, out
 
 
-def test_the_periodic_pass_finishes_a_mark_left_by_a_crash_but_not_a_burst_in_flight(tmp_path: Path) -> None:
+def test_the_periodic_pass_finishes_a_mark_left_by_a_crash_not_a_burst_or_a_replan_in_flight(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     rt = Runtime.open(settings)
     folder = tmp_path / "files"
@@ -115,8 +115,16 @@ def test_the_periodic_pass_finishes_a_mark_left_by_a_crash_but_not_a_burst_in_fl
     assert finish_stale_marks(rt) == 0
     assert figures(rt)["marks"] == 1
 
+    # Runs stored an hour ago, but a replan committed a chunk seconds ago: it is running, leave it be.
     with rt.db.transaction() as s:
         s.execute(update(Run).values(created_at=datetime.now(UTC) - timedelta(hours=1)))
+        s.execute(update(Athlete).values(replan_progress_at=datetime.now(UTC) - timedelta(seconds=2)))
+    assert finish_stale_marks(rt) == 0
+    assert figures(rt)["marks"] == 1
+
+    # That replan has shown no progress for longer than REPLAN_STALL_S: it is lost, and the tick finishes it.
+    with rt.db.transaction() as s:
+        s.execute(update(Athlete).values(replan_progress_at=datetime.now(UTC) - timedelta(seconds=REPLAN_STALL_S + 5)))
     run_periodic(rt, Enqueue(delivery=lambda _id: None))
     after = figures(rt)
     assert after["marks"] == 0 and len(after["runs"]) == 4

@@ -3,9 +3,10 @@ has due.
 
 A stale mark (``Athlete.replan_from``) is normally cleared by the ``replan`` task queued behind the write that
 set it; one left by a crash (between two chunks of a replan, or between a store and its enqueue) is finished
-here, so no athlete's figures wait for their next write. A mark whose athlete got a run in the last
-:data:`REPLAN_GRACE_S` seconds is left alone: a burst is still arriving, and its own replan (queued behind
-it) recomputes once rather than once per tick.
+here, so no athlete's figures wait for their next write. A mark touched in the last
+:data:`~recommender.planner.REPLAN_STALL_S` seconds is left alone: either its athlete got a run (a burst is
+still arriving, and its own replan, queued behind it, recomputes once rather than once per tick) or a replan
+committed a chunk (it is running, and a second one would only redo its work).
 """
 
 from __future__ import annotations
@@ -20,15 +21,12 @@ from sqlalchemy import func, select
 
 from delivery.outbox import due_delivery_ids
 from recommender.digest import weekly_digests
-from recommender.planner import replan
+from recommender.planner import REPLAN_STALL_S, replan
 from recommender.schedule import weekly_prompts
 from stridecare.db.models import Athlete, Run
 from stridecare.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-# Runs are stamped with the wall clock when stored; a mark this long without a new run is not a burst in flight.
-REPLAN_GRACE_S = 30.0
 
 
 def _nowhere(_id: int) -> None:
@@ -67,16 +65,23 @@ def run_periodic(rt: Runtime, enqueue: Enqueue) -> None:
         sweep(rt, enqueue_event=enqueue.strava_event, enqueue_backfill=enqueue.strava_backfill)
 
 
-def finish_stale_marks(rt: Runtime, *, grace_s: float = REPLAN_GRACE_S, wall_now: datetime | None = None) -> int:
-    """Replan every athlete whose stale mark is set and who got no run in the last ``grace_s`` seconds (of the
-    wall clock: runs are stamped with it). Returns how many athletes were replanned."""
+def finish_stale_marks(rt: Runtime, *, grace_s: float = REPLAN_STALL_S, wall_now: datetime | None = None) -> int:
+    """Replan every athlete whose stale mark is set and untouched for ``grace_s`` seconds of the wall clock: no
+    run stored and no replan chunk committed since (both are stamped with it). Returns how many athletes were
+    replanned."""
     cutoff = (wall_now or datetime.now(UTC)) - timedelta(seconds=grace_s)
-    with rt.db.transaction() as session:
+    with rt.db.read() as session:
         newest = (
             select(func.max(Run.created_at)).where(Run.athlete_id == Athlete.id).correlate(Athlete).scalar_subquery()
         )
-        rows = session.execute(select(Athlete.id, newest).where(Athlete.replan_from.is_not(None))).all()
-    due = [athlete_id for athlete_id, last in rows if last is None or last <= cutoff]
+        rows = session.execute(
+            select(Athlete.id, newest, Athlete.replan_progress_at).where(Athlete.replan_from.is_not(None))
+        ).all()
+    due = [
+        athlete_id
+        for athlete_id, last_run, progress in rows
+        if (last_run is None or last_run <= cutoff) and (progress is None or progress <= cutoff)
+    ]
     for athlete_id in due:
         replan(rt.db, rt.settings, athlete_id, rt.now())
     return len(due)
