@@ -340,16 +340,20 @@ def test_validation_answers_fast_while_another_process_holds_the_write_lock(srt:
             waiting.start()
             time.sleep(0.3)  # let it reach the lock
             timings = []
-            for _ in range(5):
+            # One client for all: a new one per request spends its time building TLS contexts, not waiting.
+            with httpx.Client(base_url=base, timeout=5) as client:
+                for _ in range(5):
+                    started = time.monotonic()
+                    answer = client.get("/strava/webhook", params=params)
+                    timings.append(time.monotonic() - started)
+                    assert answer.json() == {"hub.challenge": "c-123"}
                 started = time.monotonic()
-                answer = httpx.get(base + "/strava/webhook", params=params, timeout=5)
-                timings.append(time.monotonic() - started)
-                assert answer.json() == {"hub.challenge": "c-123"}
-            started = time.monotonic()
-            health = httpx.get(base + "/healthz", timeout=5)
-            health_s = time.monotonic() - started
-            assert max(timings) < 0.2, timings
-            assert health.json() == {"status": "ok"} and health_s < 0.5, health_s
+                health = client.get("/healthz")
+                health_s = time.monotonic() - started
+            # A blocked loop would hold every answer until the lock is released (or the 5 s timeout). The
+            # median, not the slowest, is held to 0.2 s: on a loaded machine one answer may wait for a CPU.
+            assert sorted(timings)[len(timings) // 2] < 0.2 and max(timings) < 1.0, timings
+            assert health.json() == {"status": "ok"} and health_s < 1.0, health_s
             assert "e" not in stored  # still waiting for the lock, without holding the loop
         finally:
             holder.execute("ROLLBACK")
@@ -474,6 +478,29 @@ def test_the_embedded_queue_keeps_no_consumed_message(tmp_path: Path) -> None:
             message.ack()
         queue.close()
     assert got == list(range(20))
+    with sqlite3.connect(broker) as db:
+        assert db.execute("SELECT count(*) FROM kombu_message").fetchone() == (0,)
+
+
+def test_the_embedded_queue_deletes_the_consumed_rows_an_earlier_version_kept(tmp_path: Path) -> None:
+    broker = tmp_path / "broker.db"
+    with Connection(f"sqlite:///{broker}", transport="workers.sql_broker:Transport") as conn:
+        queue = conn.SimpleQueue("stridecare-test")
+        for n in range(3):
+            queue.put({"n": n})
+        queue.close()
+    with sqlite3.connect(broker) as db:
+        # What kombu's own channel leaves: consumed messages marked invisible, kept for ever.
+        db.execute("UPDATE kombu_message SET visible = 0 WHERE id IN (SELECT min(id) FROM kombu_message)")
+    with Connection(f"sqlite:///{broker}", transport="workers.sql_broker:Transport") as conn:
+        queue = conn.SimpleQueue("stridecare-test")
+        got = [queue.get(timeout=5) for _ in range(2)]
+        for message in got:
+            message.ack()
+        assert [m.payload["n"] for m in got] == [1, 2]  # the consumed one is not handed out again
+        with pytest.raises(queue.Empty):
+            queue.get(timeout=0.3)
+        queue.close()
     with sqlite3.connect(broker) as db:
         assert db.execute("SELECT count(*) FROM kombu_message").fetchone() == (0,)
 

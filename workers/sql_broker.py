@@ -11,7 +11,8 @@ frees up takes the next message at once instead of after a whole interval.
 kombu marks a consumed message invisible and keeps it for ever (about 25 MB a day of old task messages in
 ``broker.db``). The row is of no further use: acknowledgement is kept in the worker's memory by kombu's
 virtual transport, and a message a worker did not acknowledge is put back as a new row (``restore``). So the
-channel here deletes the row in the same transaction that takes it.
+channel here deletes the row in the same transaction that takes it, and its first poll deletes the invisible
+rows a version that kept them left behind.
 
 kombu opens the SQLite file in its default rollback-journal mode, where every message sent is a commit that
 creates, syncs and deletes a journal file: two disk syncs per task, which made sending a message cost more
@@ -51,6 +52,8 @@ def _broker_pragmas(dbapi_conn: Any, _record: Any) -> None:
 class Channel(sqlalchemy.Channel):
     """kombu's SQLAlchemy channel, deleting each message as it is taken, on a SQLite file in WAL mode."""
 
+    _purged = False  # whether this channel has deleted the consumed rows kept by earlier versions
+
     def _engine_from_config(self) -> Engine:
         engine: Engine = super()._engine_from_config()  # type: ignore[no-untyped-call]
         if engine.dialect.name == "sqlite":
@@ -65,6 +68,10 @@ class Channel(sqlalchemy.Channel):
         if session.bind.name == "sqlite":
             session.execute(text("BEGIN IMMEDIATE TRANSACTION"))
         try:
+            if not self._purged:
+                # Invisible rows were consumed; an unacknowledged message was restored as a new, visible row.
+                session.query(self.message_cls).filter(self.message_cls.visible.is_(False)).delete()
+                self._purged = True
             message = (
                 session.query(self.message_cls)
                 .with_for_update()
