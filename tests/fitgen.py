@@ -44,7 +44,7 @@ from fit_tool.profile.profile_type import Activity, Event, EventType, FileType, 
 
 FIT_EPOCH_UNIX_S = 631065600  # 1989-12-31T00:00:00Z
 # A folder (set by the test session) where written files are kept by their arguments: fit_tool needs about
-# 6 s for a 2-hour file, and several tests, and the worker processes some of them start, write the same ones.
+# 1 s for a 2-hour file, and several tests, and the worker processes some of them start, write the same ones.
 CACHE_ENV = "STRIDECARE_TEST_FITGEN_CACHE"
 
 Altitude = Callable[[float], float]  # seconds since the segment's start → metres
