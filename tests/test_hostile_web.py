@@ -465,59 +465,64 @@ def test_export_neutralises_spreadsheet_formulas(rt: Runtime, tmp_path: Path) ->
 # -- the embedded queue --------------------------------------------------------------------------------------
 
 
-def test_the_embedded_queue_keeps_no_consumed_message(tmp_path: Path) -> None:
-    broker = tmp_path / "broker.db"
+@contextmanager
+def embedded_queue(broker: Path) -> Iterator[Any]:
+    """A kombu queue on the embedded transport, in the SQLite file ``broker``."""
     with Connection(f"sqlite:///{broker}", transport="workers.sql_broker:Transport") as conn:
         queue = conn.SimpleQueue("stridecare-test")
+        try:
+            yield queue
+        finally:
+            queue.close()
+
+
+def take(queue: Any, n: int) -> list[int]:
+    """The payload numbers of the next ``n`` messages, each acknowledged."""
+    got = []
+    for _ in range(n):
+        message = queue.get(timeout=5)
+        got.append(message.payload["n"])
+        message.ack()
+    return got
+
+
+def test_the_embedded_queue_keeps_no_consumed_message(tmp_path: Path) -> None:
+    broker = tmp_path / "broker.db"
+    with embedded_queue(broker) as queue:
         for n in range(20):
             queue.put({"n": n})
-        got = []
-        for _ in range(20):
-            message = queue.get(timeout=5)
-            got.append(message.payload["n"])
-            message.ack()
-        queue.close()
-    assert got == list(range(20))
+        assert take(queue, 20) == list(range(20))
     with sqlite3.connect(broker) as db:
         assert db.execute("SELECT count(*) FROM kombu_message").fetchone() == (0,)
 
 
 def test_the_embedded_queue_deletes_the_consumed_rows_an_earlier_version_kept(tmp_path: Path) -> None:
     broker = tmp_path / "broker.db"
-    with Connection(f"sqlite:///{broker}", transport="workers.sql_broker:Transport") as conn:
-        queue = conn.SimpleQueue("stridecare-test")
+    with embedded_queue(broker) as queue:
         for n in range(3):
             queue.put({"n": n})
-        queue.close()
     with sqlite3.connect(broker) as db:
         # What kombu's own channel leaves: consumed messages marked invisible, kept for ever.
         db.execute("UPDATE kombu_message SET visible = 0 WHERE id IN (SELECT min(id) FROM kombu_message)")
-    with Connection(f"sqlite:///{broker}", transport="workers.sql_broker:Transport") as conn:
-        queue = conn.SimpleQueue("stridecare-test")
-        got = [queue.get(timeout=5) for _ in range(2)]
-        for message in got:
-            message.ack()
-        assert [m.payload["n"] for m in got] == [1, 2]  # the consumed one is not handed out again
+    with embedded_queue(broker) as queue:
+        assert take(queue, 2) == [1, 2]  # the consumed one is not handed out again
         with pytest.raises(queue.Empty):
             queue.get(timeout=0.3)
-        queue.close()
     with sqlite3.connect(broker) as db:
         assert db.execute("SELECT count(*) FROM kombu_message").fetchone() == (0,)
 
 
 def test_the_embedded_queue_is_a_wal_file_polled_often_only_while_messages_come(tmp_path: Path) -> None:
     broker = tmp_path / "broker.db"
-    with Connection(f"sqlite:///{broker}", transport="workers.sql_broker:Transport") as conn:
-        transport = conn.transport
-        queue = conn.SimpleQueue("stridecare-test")
+    with embedded_queue(broker) as queue:
+        transport = queue.channel.connection  # a virtual channel's connection is its transport
         assert transport.polling_interval == POLLING_INTERVAL_S  # idle
         queue.put({"n": 1})
-        queue.get(timeout=5).ack()
+        assert take(queue, 1) == [1]
         assert transport.polling_interval == BUSY_POLLING_INTERVAL_S  # a message came: more are likely
         with pytest.raises(queue.Empty):
             queue.get(timeout=0.3)
         assert transport.polling_interval == POLLING_INTERVAL_S  # the queue ran dry
-        queue.close()
     with sqlite3.connect(broker) as db:
         # Every message sent is a commit: in WAL mode it costs no journal file and no sync of one.
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
