@@ -65,11 +65,11 @@ def run_periodic(rt: Runtime, enqueue: Enqueue) -> None:
         sweep(rt, enqueue_event=enqueue.strava_event, enqueue_backfill=enqueue.strava_backfill)
 
 
-def finish_stale_marks(rt: Runtime, *, grace_s: float = REPLAN_STALL_S, wall_now: datetime | None = None) -> int:
-    """Replan every athlete whose stale mark is set and untouched for ``grace_s`` seconds of the wall clock: no
-    run stored and no replan chunk committed since (both are stamped with it). Returns how many athletes were
-    replanned."""
-    cutoff = (wall_now or datetime.now(UTC)) - timedelta(seconds=grace_s)
+def finish_stale_marks(rt: Runtime) -> int:
+    """Replan every athlete whose stale mark is set and untouched for ``REPLAN_STALL_S`` seconds of the wall
+    clock: no run stored and no replan chunk committed since (both are stamped with it). Returns how many
+    athletes were replanned."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=REPLAN_STALL_S)
     with rt.db.read() as session:
         newest = (
             select(func.max(Run.created_at)).where(Run.athlete_id == Athlete.id).correlate(Athlete).scalar_subquery()
