@@ -242,8 +242,12 @@ def write_activity(path: Path | str, **kwargs: object) -> ActivityInfo:
 
 
 _RECORD_PROTOTYPE = RecordMessage()
-# The record fields fitgen sets (timestamp, distance, enhanced speed, cadence, fractional cadence, altitude).
-_RECORD_FIELDS_SET = frozenset((253, 5, 73, 4, 53, 78))
+# The record fields that _write_segment's record() sets, by the names of the properties it sets them through.
+_RECORD_FIELDS_SET = frozenset(
+    f.field_id
+    for f in _RECORD_PROTOTYPE.fields
+    if f.name in {"timestamp", "distance", "enhanced_speed", "cadence", "fractional_cadence", "enhanced_altitude"}
+)
 
 
 def _fresh_record() -> RecordMessage:
