@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ingest.decode import Decoded, registered_sources
 from ingest.files import RefusedFile, check_file, content_hash
+from ingest.origin import INBOX, Origin
 from ingest.sandbox import decode_for
 from ingest.store import FileReport, existing_report, remember_file, store_decoded
 from stridecare.db.athletes import ensure_athlete
@@ -150,8 +151,12 @@ def ingest_path(
     root: Path | None = None,
     quarantine_damaged: bool = False,
     defer_load: bool = False,
+    origin: Origin = INBOX,
 ) -> FileReport:
     """Ingest one file for ``athlete_name``; damaged files are quarantined when ``quarantine_damaged``.
+
+    ``origin`` says where the file came from (an inbox, an export, a connector's activity): it is kept with the
+    runs stored from it.
 
     ``defer_load`` stores the runs and marks the athlete for :func:`recommender.planner.replan` (in the same
     transaction) instead of recomputing at once: the caller, or whoever it hands the athlete's id to, replans.
