@@ -53,6 +53,12 @@ _WARM_MODULES = ("gpxpy", "gpxpy.gpx", "gpxpy.parser", "fitparse", "tcxreader.tc
 # Requests are tiny (a path, a few numbers, the model constants); anything larger on the control socket is a
 # protocol error.
 _MAX_REQUEST = 1 << 16
+# A server killed from outside is started again, as often as that happens (each request is retried on a server
+# started after the one that failed it); only this many servers in a row that died before acknowledging any
+# request mean a crash loop (a server that cannot start), which ends the retries.
+_CRASH_LOOP = 3
+# And a bound for one request whatever happens, so no caller can wait forever.
+_MAX_TRIES = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,13 +176,21 @@ def _serve(control: socket.socket) -> None:
 
 
 class _Server:
-    """The caller's handle on its decode server: started on first use, started again if it died."""
+    """The caller's handle on its decode server: started on first use, started again once per death.
+
+    Every start is a new *generation*. A request remembers the generation it was sent to; when that server
+    dies or stops answering, every thread waiting on it notices, but only the first one's ``reset`` retires it:
+    the others name a generation that is gone already and change nothing. Without the count, a thread that
+    noticed the old death late would kill the server another thread had just started for its own request.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._pid = 0
+        self.generation = 0  # how many servers this process started; read by tests and the log
+        self._acknowledged = 0  # the newest generation known to have started a child for a request
 
     def _start(self) -> socket.socket:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -196,7 +210,31 @@ class _Server:
         theirs.close()
         self._sock = mine
         self._pid = os.getpid()
+        self.generation += 1
+        if self.generation > 1:
+            log.warning("decode server restarted (start %d)", self.generation)
         return mine
+
+    def _usable(self) -> socket.socket | None:
+        """The current server's socket when it is this process's and still running."""
+        if self._sock is None or self._pid != os.getpid() or self._proc is None or self._proc.poll() is not None:
+            return None
+        return self._sock
+
+    def _retire(self) -> None:
+        """Stop using the current server: killed if it still runs (it did not answer), reaped, its socket closed."""
+        if self._proc is not None and self._pid == os.getpid() and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = None
+
+    @property
+    def pid(self) -> int | None:
+        """The running server's process id, None before the first request or after a death not yet noticed."""
+        with self._lock:
+            return self._proc.pid if self._usable() is not None and self._proc is not None else None
 
     def close(self) -> None:
         """Stop the server (it ends when its socket closes); at exit, so that nothing is left behind."""
@@ -212,30 +250,40 @@ class _Server:
                     self._proc.wait()
             self._proc = None
 
-    def reset(self) -> None:
-        """Give up on the current server (it did not answer); the next request starts a fresh one."""
+    def reset(self, generation: int) -> None:
+        """Give up on the server of ``generation`` (it died or did not answer): the next request starts a fresh
+        one. Nothing happens when that server was replaced already, by another thread that noticed first."""
         with self._lock:
-            if self._proc is not None and self._proc.poll() is None:
-                self._proc.kill()
-                self._proc.wait()
-            if self._sock is not None:
-                self._sock.close()
-            self._sock = None
+            if generation == self.generation:
+                self._retire()
 
-    def send(self, request: bytes, fds: list[int]) -> None:
-        """Hand one request to the server, starting (or restarting) it as needed."""
+    def acknowledged(self, generation: int) -> None:
+        """The server of ``generation`` started a child for a request: it works."""
+        with self._lock:
+            self._acknowledged = max(self._acknowledged, generation)
+
+    def crash_loop(self, generation: int) -> bool:
+        """Whether ``generation`` and the servers just before it all died without acknowledging anything."""
+        with self._lock:
+            return generation - self._acknowledged >= _CRASH_LOOP
+
+    def send(self, request: bytes, fds: list[int]) -> int:
+        """Hand one request to the server, starting (or restarting) it as needed; returns the generation of
+        the server that took it."""
         with self._lock:
             for attempt in range(2):
-                sock = self._sock
-                if sock is None or self._pid != os.getpid() or (self._proc and self._proc.poll() is not None):
+                sock = self._usable()
+                if sock is None:
+                    self._retire()
                     sock = self._start()
                 try:
                     socket.send_fds(sock, [request], fds)
-                    return
+                    return self.generation
                 except OSError:
-                    self._sock = None  # died under us: once more with a fresh server
+                    self._retire()  # died under us: once more with a fresh server
                     if attempt:
                         raise
+        raise AssertionError("unreachable")
 
 
 _server = _Server()
@@ -312,18 +360,23 @@ def decode_sandboxed(
     (pass the settings' own: ``settings.load.constants``); a crash, a hang or an exhausted limit becomes a
     rejected ``Decoded`` with a plain reason. Never raises for anything the file does.
 
-    A server that never acknowledged the request (it died for reasons of its own) is not the file's fault:
-    the request is made once more to a fresh server before anything is concluded."""
-    for _attempt in range(2):
-        outcome = _decode_once(path, root, max_bytes, limits, constants)
+    A server that never acknowledged the request (it died for reasons of its own, or was killed) is not the
+    file's fault: the request is made again, each time to a server started after the one that failed it, before
+    anything is concluded. ``RuntimeError`` only when servers die as they start (a crash loop)."""
+    for _attempt in range(_MAX_TRIES):
+        outcome, generation = _decode_once(path, root, max_bytes, limits, constants)
         if outcome is not None:
             return outcome
-    raise RuntimeError("the decode server does not answer")
+        if _server.crash_loop(generation):
+            raise RuntimeError(f"the decode server died {_CRASH_LOOP} times in a row before it took any file")
+    raise RuntimeError(f"the decode server died {_MAX_TRIES} times before it took {path.name}")
 
 
 def _decode_once(
     path: Path, root: Path | None, max_bytes: int, limits: Limits, constants: LoadConstants
-) -> Decoded | None:
+) -> tuple[Decoded | None, int]:
+    """One try: the outcome (None when the server did not acknowledge the request) and the server generation
+    that was asked."""
     request = pickle.dumps(
         {
             "path": str(path),
@@ -337,15 +390,16 @@ def _decode_once(
     status_r, status_w = os.pipe()
     try:
         try:
-            _server.send(request, [result_w, status_w])
+            generation = _server.send(request, [result_w, status_w])
         finally:
             os.close(result_w)  # the child holds the only write end now: its death reads as end of file here
             os.close(status_w)
         deadline = time.monotonic() + limits.wall_s
         line, _ = _read_until(status_r, time.monotonic() + 30.0, stop_at_newline=True)
         if not line.startswith(b"pid "):
-            _server.reset()
-            return None  # not acknowledged: no child was started for this file
+            _server.reset(generation)
+            return None, generation  # not acknowledged: no child was started for this file
+        _server.acknowledged(generation)
         pid = int(line.split()[1])
         data, finished = _read_until(result_r, deadline, stop_at_newline=False)
         result = _unpickled(data) if finished else None
@@ -363,11 +417,11 @@ def _decode_once(
         os.close(status_r)
     if result is not None:
         if result.stat is None and not result.refused and result.error:
-            return _failed(path, root, max_bytes, result.error)  # the child ran out before it could hash
-        return result
+            return _failed(path, root, max_bytes, result.error), generation  # ran out before it could hash
+        return result, generation
     reason = _death_reason(exitcode, not finished, limits)
     log.warning("decoding %s: %s", path.name, reason)
-    return _failed(path, root, max_bytes, reason)
+    return _failed(path, root, max_bytes, reason), generation
 
 
 def decode_for(settings: Settings, path: Path, root: Path | None, max_bytes: int | None = None) -> Decoded:
