@@ -36,7 +36,7 @@ import struct
 import warnings
 from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,21 @@ from typing import Any
 import fitparse
 from fitparse.records import DevFieldDefinition
 
+from ingest import fit_fast
+from ingest.fit_common import (
+    FIT_EPOCH,
+    FIT_EPOCH_NAIVE,
+    RECORD_FIELDS,
+    RELATIVE_TS_LIMIT,
+    SESSION_FIELDS,
+    TIMER_STOPS,
+    Records,
+    Scan,
+    device_name,
+    enum_name,
+    is_foot,
+    num,
+)
 from ingest.fit_integrity import TooManyMessages, check_message_count, fit_file_complete
 from stridecare.domain.normalise import RunHeader, normalised_run
 from stridecare.domain.run import (
@@ -63,108 +78,8 @@ from stridecare.domain.steps import (
     timed_seconds,
 )
 
-FIT_EPOCH = datetime(1989, 12, 31, tzinfo=UTC)
-_FIT_EPOCH_NAIVE = FIT_EPOCH.replace(tzinfo=None)
-# FIT date_time values below this are seconds since the device powered on, not since the FIT epoch.
-_RELATIVE_TS_LIMIT = 0x10000000
-# Sub-sports that are foot sessions whatever sport the device filed them under (e.g.
-# fitness_equipment/treadmill).
-_FOOT_SUB_SPORTS = frozenset({"treadmill", "trail", "trail_running"})
-_TIMER_STOPS = frozenset({"stop", "stop_all", "stop_disable", "stop_disable_all"})
 # Slack when assigning records to a session end: devices round session lengths to whole seconds.
 _END_SLACK_S = 1.0
-_NAN = math.nan
-
-_RECORD_FIELDS = frozenset(
-    {
-        "timestamp",
-        "distance",
-        "speed",
-        "enhanced_speed",
-        "cadence",
-        "fractional_cadence",
-        "altitude",
-        "enhanced_altitude",
-    }
-)
-_SESSION_FIELDS = frozenset(
-    {
-        "timestamp",
-        "start_time",
-        "sport",
-        "sub_sport",
-        "total_elapsed_time",
-        "total_timer_time",
-        "total_distance",
-        "total_ascent",
-        "total_descent",
-        "total_strides",
-        "total_cycles",
-        "total_fractional_cycles",
-        "avg_running_cadence",
-        "avg_cadence",
-        "avg_fractional_cadence",
-        "avg_speed",
-        "enhanced_avg_speed",
-        "avg_heart_rate",
-        "max_heart_rate",
-    }
-)
-
-
-@dataclass(slots=True)
-class _Records:
-    """The record stream in compact columns; NaN stands for "not recorded"."""
-
-    t: array[float] = field(default_factory=lambda: array("d"))
-    distance: array[float] = field(default_factory=lambda: array("d"))
-    speed: array[float] = field(default_factory=lambda: array("d"))
-    cadence: array[float] = field(default_factory=lambda: array("d"))  # raw, strides/min incl. fractional
-    altitude: array[float] = field(default_factory=lambda: array("d"))
-
-    def append(self, t: float, values: dict[str, Any]) -> None:
-        self.t.append(t)
-        self.distance.append(_num(values.get("distance")))
-        speed = values.get("enhanced_speed")
-        self.speed.append(_num(speed if speed is not None else values.get("speed")))
-        cadence = _num(values.get("cadence"))
-        if not math.isnan(cadence):
-            frac = _num(values.get("fractional_cadence"))
-            cadence += 0.0 if math.isnan(frac) else frac
-        self.cadence.append(cadence)
-        alt = values.get("enhanced_altitude")
-        self.altitude.append(_num(alt if alt is not None else values.get("altitude")))
-
-    def sort_by_time(self) -> None:
-        """Chained files and summary-first files can go back in time; integration needs order."""
-        t = self.t
-        if all(t[i] <= t[i + 1] for i in range(len(t) - 1)):
-            return
-        order = sorted(range(len(t)), key=t.__getitem__)
-        for name in ("t", "distance", "speed", "cadence", "altitude"):
-            col: array[float] = getattr(self, name)
-            setattr(self, name, array("d", (col[i] for i in order)))
-
-
-@dataclass(slots=True)
-class _Scan:
-    """Everything one pass over the file keeps."""
-
-    file_type: str | None = None
-    device: str | None = None
-    activity_ts: float | None = None
-    activity_local: datetime | None = None
-    correlation_offset_s: float | None = None  # absolute − device-relative seconds
-    sport_msg: tuple[str, str | None] | None = None
-    sessions: list[dict[str, Any]] = field(default_factory=list)
-    timer_events: list[tuple[float, bool]] = field(default_factory=list)  # (t, running afterwards)
-    records: _Records = field(default_factory=_Records)
-
-
-def _num(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return _NAN
-    return float(value)
 
 
 def _opt(value: float) -> float | None:
@@ -175,17 +90,10 @@ def _fit_seconds(value: Any) -> float | None:
     """A FIT timestamp in seconds on the file's axis (since the FIT epoch, or device-relative if small)."""
     if isinstance(value, datetime):
         naive = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-        return (naive - _FIT_EPOCH_NAIVE).total_seconds()
+        return (naive - FIT_EPOCH_NAIVE).total_seconds()
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return None
-
-
-def _name(value: Any) -> str | None:
-    """fitparse gives enum names as str and unknown enum values as int; keep both readable."""
-    if value is None:
-        return None
-    return str(value)
 
 
 def _values(message: Any, wanted: frozenset[str]) -> dict[str, Any]:
@@ -201,15 +109,15 @@ def _values(message: Any, wanted: frozenset[str]) -> dict[str, Any]:
     return out
 
 
-def _scan(path: Path) -> _Scan:
-    scan = _Scan()
+def _scan(path: Path) -> Scan:
+    scan = Scan()
     records = scan.records
     fit = fitparse.UncachedFitFile(str(path), check_crc=True)
     try:
         for message in fit:
             name = message.name
             if name == "record":
-                values = _values(message, _RECORD_FIELDS)
+                values = _values(message, RECORD_FIELDS)
                 t = _fit_seconds(values.get("timestamp"))
                 if t is not None:
                     records.append(t, values)
@@ -220,16 +128,16 @@ def _scan(path: Path) -> _Scan:
                     event_type = values.get("event_type")
                     if event_type == "start":
                         scan.timer_events.append((t, True))
-                    elif event_type in _TIMER_STOPS:
+                    elif event_type in TIMER_STOPS:
                         scan.timer_events.append((t, False))
             elif name == "session":
-                scan.sessions.append(_values(message, _SESSION_FIELDS))
+                scan.sessions.append(_values(message, SESSION_FIELDS))
             elif name == "file_id":
                 values = message.get_values()
                 if scan.file_type is None:
-                    scan.file_type = _name(values.get("type"))
+                    scan.file_type = enum_name(values.get("type"))
                 if scan.device is None:
-                    scan.device = _device(values)
+                    scan.device = device_name(values)
             elif name == "activity":
                 values = message.get_values()
                 scan.activity_ts = _fit_seconds(values.get("timestamp"))
@@ -239,23 +147,16 @@ def _scan(path: Path) -> _Scan:
                 values = message.get_values()
                 absolute = _fit_seconds(values.get("timestamp"))
                 relative = _fit_seconds(values.get("system_timestamp"))
-                if absolute is not None and relative is not None and absolute >= _RELATIVE_TS_LIMIT:
+                if absolute is not None and relative is not None and absolute >= RELATIVE_TS_LIMIT:
                     scan.correlation_offset_s = absolute - relative
             elif name == "sport" and scan.sport_msg is None:
                 values = message.get_values()
-                sport = _name(values.get("sport"))
+                sport = enum_name(values.get("sport"))
                 if sport is not None:
-                    scan.sport_msg = (sport, _name(values.get("sub_sport")))
+                    scan.sport_msg = (sport, enum_name(values.get("sub_sport")))
     finally:
         fit.close()
     return scan
-
-
-def _device(file_id: dict[str, Any]) -> str | None:
-    manufacturer = _name(file_id.get("manufacturer"))
-    product = file_id.get("garmin_product") or file_id.get("product_name") or file_id.get("product")
-    parts = [p for p in (manufacturer, _name(product)) if p]
-    return " ".join(parts) or None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -276,10 +177,6 @@ def _one_line(exc: BaseException) -> str:
     if len(reason) > 200:
         reason = reason[:197] + "..."
     return f"damaged FIT file: {reason}"
-
-
-def _is_foot(sport: str | None, sub_sport: str | None) -> bool:
-    return sport in FOOT_SPORTS or sub_sport in _FOOT_SUB_SPORTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,10 +247,7 @@ class FitSource:
             raise DecodeError(f"unusable FIT file: {' '.join(str(exc).split())[:200]}") from exc
 
     @staticmethod
-    def _fast_scan(path: Path) -> _Scan | None:
-        # Imported here: the fast scan builds on this module's types.
-        from ingest import fit_fast
-
+    def _fast_scan(path: Path) -> Scan | None:
         return fit_fast.scan(path)
 
     def is_complete(self, path: Path) -> bool:
@@ -363,7 +257,7 @@ class FitSource:
 
     # -- building runs ------------------------------------------------------------------------------------
 
-    def _build(self, scan: _Scan, content_hash: str) -> DecodeResult:
+    def _build(self, scan: Scan, content_hash: str) -> DecodeResult:
         if scan.file_type is not None and scan.file_type != "activity":
             return DecodeResult(
                 runs=[],
@@ -381,9 +275,9 @@ class FitSource:
         skipped: list[SkippedSession] = []
         starts = [s.start for s in spans]
         for position, span in enumerate(spans):
-            sport = _name(span.values.get("sport")) or "generic"
-            sub_sport = _name(span.values.get("sub_sport"))
-            if not _is_foot(sport, sub_sport):
+            sport = enum_name(span.values.get("sport")) or "generic"
+            sub_sport = enum_name(span.values.get("sub_sport"))
+            if not is_foot(sport, sub_sport):
                 skipped.append(SkippedSession(sport, sub_sport, f"not a foot sport ({sport}/{sub_sport})"))
                 continue
             if sport not in FOOT_SPORTS:
@@ -394,36 +288,36 @@ class FitSource:
             runs.append(self._run(scan, span, sport, sub_sport, lo, hi, events, anchor, utc_offset, content_hash))
         return DecodeResult(runs=runs, skipped=skipped)
 
-    def _anchor(self, scan: _Scan) -> tuple[float, int | None]:
+    def _anchor(self, scan: Scan) -> tuple[float, int | None]:
         """Seconds to add to the file's time axis to get seconds since the FIT epoch, and the UTC offset."""
         utc_offset: int | None = None
         if scan.activity_local is not None and scan.activity_ts is not None:
             local_s = _fit_seconds(scan.activity_local)
-            if local_s is not None and scan.activity_ts >= _RELATIVE_TS_LIMIT:
+            if local_s is not None and scan.activity_ts >= RELATIVE_TS_LIMIT:
                 # Offsets are whole quarter hours; rounding absorbs a second of skew between the two fields.
                 offset = round((local_s - scan.activity_ts) / 900.0) * 900
                 if abs(offset) <= 14 * 3600:
                     utc_offset = offset
         first = self._first_time(scan)
-        if first is None or first >= _RELATIVE_TS_LIMIT:
+        if first is None or first >= RELATIVE_TS_LIMIT:
             return 0.0, utc_offset
         if scan.correlation_offset_s is not None:
             return scan.correlation_offset_s, utc_offset
-        if scan.activity_local is not None and scan.activity_ts is not None and scan.activity_ts < _RELATIVE_TS_LIMIT:
+        if scan.activity_local is not None and scan.activity_ts is not None and scan.activity_ts < RELATIVE_TS_LIMIT:
             local_s = _fit_seconds(scan.activity_local)
             if local_s is not None:
                 return local_s - scan.activity_ts, None
         return 0.0, utc_offset
 
     @staticmethod
-    def _first_time(scan: _Scan) -> float | None:
+    def _first_time(scan: Scan) -> float | None:
         for values in scan.sessions:
             t = _fit_seconds(values.get("start_time"))
             if t is not None:
                 return t
         return scan.records.t[0] if len(scan.records.t) else None
 
-    def _spans(self, scan: _Scan) -> list[_Span]:
+    def _spans(self, scan: Scan) -> list[_Span]:
         """Sessions with their time range, deduplicated (chained copies) and ordered by start."""
         spans: list[_Span] = []
         seen: set[tuple[Any, ...]] = set()
@@ -455,7 +349,7 @@ class FitSource:
         return [_Span(i, s.start, s.end, s.values) for i, s in enumerate(spans)]
 
     @staticmethod
-    def _no_session_skip(scan: _Scan) -> SkippedSession:
+    def _no_session_skip(scan: Scan) -> SkippedSession:
         if not scan.sessions and not len(scan.records.t):
             return SkippedSession("unknown", None, "activity file without sessions or records")
         return SkippedSession("unknown", None, "activity file without a session or sport: cannot tell the sport")
@@ -466,7 +360,7 @@ class FitSource:
 
     def _run(
         self,
-        scan: _Scan,
+        scan: Scan,
         span: _Span,
         sport: str,
         sub_sport: str | None,
@@ -481,14 +375,14 @@ class FitSource:
         rec = scan.records
         samples = self._samples(rec, lo, hi, span.start, events)
 
-        timer_s = _num(v.get("total_timer_time"))
-        elapsed_s = _num(v.get("total_elapsed_time"))
+        timer_s = num(v.get("total_timer_time"))
+        elapsed_s = num(v.get("total_elapsed_time"))
         if math.isnan(elapsed_s):
             elapsed_s = max(span.end - span.start, samples.t[-1] if len(samples) else 0.0)
         if math.isnan(timer_s):
             timer_s = timed_seconds(samples) if len(samples) else elapsed_s
 
-        distance = _num(v.get("total_distance"))
+        distance = num(v.get("total_distance"))
         if math.isnan(distance):
             distance = _records_distance(samples)
 
@@ -497,7 +391,7 @@ class FitSource:
         if strides is None:
             strides = v.get("total_cycles")
         if isinstance(strides, int | float) and strides > 0:
-            frac = _num(v.get("total_fractional_cycles"))
+            frac = num(v.get("total_fractional_cycles"))
             device_steps = 2.0 * (float(strides) + (0.0 if math.isnan(frac) else frac))
 
         # Only cadence that counts towards steps decides for the stream (``steps.count_steps``); without it the
@@ -507,7 +401,7 @@ class FitSource:
         if avg is None:
             avg = v.get("avg_cadence")
         if session_steps is None and isinstance(avg, int | float) and avg > 0 and timer_s > 0:
-            frac = _num(v.get("avg_fractional_cadence"))
+            frac = num(v.get("avg_fractional_cadence"))
             session_steps = steps_from_summary(float(avg) + (0.0 if math.isnan(frac) else frac), timer_s)
         return normalised_run(
             samples,
@@ -524,8 +418,8 @@ class FitSource:
                 distance_m=distance,
             ),
             session_steps=session_steps,
-            source_ascent_m=_opt(_num(v.get("total_ascent"))),
-            source_descent_m=_opt(_num(v.get("total_descent"))),
+            source_ascent_m=_opt(num(v.get("total_ascent"))),
+            source_descent_m=_opt(num(v.get("total_descent"))),
             device=scan.device,
             device_total_strides=device_steps,
             avg_heart_rate_bpm=heart_rate_bpm(v.get("avg_heart_rate")),
@@ -533,7 +427,7 @@ class FitSource:
         )
 
     @staticmethod
-    def _samples(rec: _Records, lo: int, hi: int, start: float, events: list[tuple[float, bool]]) -> Samples:
+    def _samples(rec: Records, lo: int, hi: int, start: float, events: list[tuple[float, bool]]) -> Samples:
         running_flags: list[bool] = []
         # Each session starts with its timer running, and only events after its start apply: devices close a
         # leg with stop_all and often write no start for the next one.

@@ -1,4 +1,4 @@
-"""The fast FIT scan: the same ``_Scan`` as ``ingest.fit``'s fitparse pass, from the native ``fitfast`` decoder.
+"""The fast FIT scan: the same ``Scan`` as ``ingest.fit``'s fitparse pass, from the native ``fitfast`` decoder.
 
 ``fitfast`` (BSD-3-Clause, a binding of the Rust ``rustyfit`` crate, abi3 wheels) decodes a whole file in
 memory and returns one message kind at a time as NumPy columns, with CRCs checked. Each kind is one native
@@ -40,15 +40,16 @@ import numpy as np
 import numpy.typing as npt
 from fitparse.profile import FIELD_TYPES
 
-from ingest.fit import (
-    _FIT_EPOCH_NAIVE,
-    _RECORD_FIELDS,
-    _RELATIVE_TS_LIMIT,
-    _SESSION_FIELDS,
-    _TIMER_STOPS,
-    _device,
-    _name,
-    _Scan,
+from ingest.fit_common import (
+    FIT_EPOCH_NAIVE,
+    RECORD_FIELDS,
+    RELATIVE_TS_LIMIT,
+    SESSION_FIELDS,
+    TIMER_STOPS,
+    Scan,
+    device_name,
+    enum_name,
+    is_foot,
 )
 from ingest.fit_integrity import fit_crc
 
@@ -71,7 +72,7 @@ _ENUMS = {"sport": "sport", "sub_sport": "sub_sport", "event": "event", "event_t
 _MOTION_FIELDS = frozenset({"speed", "enhanced_speed", "distance"})
 _SESSION_TIMES = frozenset({"timestamp", "start_time"})
 # Names a developer field must not have for the name-keyed columns to mean what fitparse's native fields mean.
-_SHADOWABLE = _RECORD_FIELDS | _SESSION_FIELDS | _EVENT_FIELDS | {"system_timestamp", "local_timestamp"}
+_SHADOWABLE = RECORD_FIELDS | SESSION_FIELDS | _EVENT_FIELDS | {"system_timestamp", "local_timestamp"}
 
 Columns = dict[str, npt.NDArray[np.float64]]
 
@@ -81,8 +82,8 @@ def available() -> bool:
     return fitfast is not None
 
 
-def scan(path: Path, *, max_bytes: int = MAX_BYTES, max_records: int = MAX_RECORDS) -> _Scan | None:
-    """The fitparse pass's ``_Scan`` of ``path``, or None when fitparse must decode it (see the module note).
+def scan(path: Path, *, max_bytes: int = MAX_BYTES, max_records: int = MAX_RECORDS) -> Scan | None:
+    """The fitparse pass's ``Scan`` of ``path``, or None when fitparse must decode it (see the module note).
 
     A file over ``max_bytes`` bytes or ``max_records`` records is left to fitparse's streaming pass: these bound
     the native decoder's memory (a process with less room to spare may pass lower ones). Raises OSError when
@@ -102,7 +103,7 @@ def scan(path: Path, *, max_bytes: int = MAX_BYTES, max_records: int = MAX_RECOR
         return None
 
 
-def _scan_bytes(path: Path, data: bytes, counts: dict[str, int]) -> _Scan | None:
+def _scan_bytes(path: Path, data: bytes, counts: dict[str, int]) -> Scan | None:
     result = _file_id(path)
     if result is None:
         return None
@@ -133,9 +134,9 @@ def _scan_bytes(path: Path, data: bytes, counts: dict[str, int]) -> _Scan | None
     return result
 
 
-def _file_id(path: Path) -> _Scan | None:
+def _file_id(path: Path) -> Scan | None:
     """The file type and device from the first ``file_id`` message, read by fitparse (which stops there)."""
-    result = _Scan()
+    result = Scan()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = fitparse.UncachedFitFile(str(path), check_crc=False)
@@ -143,8 +144,8 @@ def _file_id(path: Path) -> _Scan | None:
             for message in fit:
                 if message.name == "file_id":
                     values = message.get_values()
-                    result.file_type = _name(values.get("type"))
-                    result.device = _device(values)
+                    result.file_type = enum_name(values.get("type"))
+                    result.device = device_name(values)
                     break
         except (fitparse.FitParseError, ValueError, KeyError, TypeError, struct.error, EOFError):
             return None
@@ -215,13 +216,13 @@ def _fit_seconds(unix: float) -> float:
 def _as_datetime(unix: float) -> datetime | float:
     """A date_time value as fitparse gives it: a naive UTC datetime, or seconds when device-relative."""
     seconds = _fit_seconds(unix)
-    if seconds < _RELATIVE_TS_LIMIT:
+    if seconds < RELATIVE_TS_LIMIT:
         return seconds
-    return _FIT_EPOCH_NAIVE + timedelta(seconds=seconds)
+    return FIT_EPOCH_NAIVE + timedelta(seconds=seconds)
 
 
 def _sessions(columns: Columns) -> list[dict[str, Any]]:
-    wanted = [name for name in columns if name in _SESSION_FIELDS]
+    wanted = [name for name in columns if name in SESSION_FIELDS]
     sessions: list[dict[str, Any]] = []
     n = _length(columns)
     for i in range(n):
@@ -236,14 +237,12 @@ def _sessions(columns: Columns) -> list[dict[str, Any]]:
 
 
 def _all_non_foot(sessions: list[dict[str, Any]]) -> bool:
-    from ingest.fit import _is_foot
-
     if not sessions:
         return False
     for values in sessions:
         if values.get("start_time") is None:
             return False  # its span would start at the first record: the records decide
-        if _is_foot(_name(values.get("sport")) or "generic", _name(values.get("sub_sport"))):
+        if is_foot(enum_name(values.get("sport")) or "generic", enum_name(values.get("sub_sport"))):
             return False
     return True
 
@@ -256,7 +255,7 @@ def _nan_column(n: int) -> npt.NDArray[np.float64]:
     return np.full(n, np.nan)
 
 
-def _fill_records(result: _Scan, columns: Columns) -> None:
+def _fill_records(result: Scan, columns: Columns) -> None:
     n = _length(columns)
     t = columns.get("timestamp")
     if t is None or n == 0:
@@ -301,7 +300,7 @@ def _timer_events(columns: Columns) -> list[tuple[float, bool]]:
         name = _value("event_type", event_type)
         if name == "start":
             events.append((_fit_seconds(stamp), True))
-        elif name in _TIMER_STOPS:
+        elif name in TIMER_STOPS:
             events.append((_fit_seconds(stamp), False))
     return events
 
@@ -314,23 +313,23 @@ def _last(columns: Columns, name: str) -> float | None:
     return None if math.isnan(raw) else raw
 
 
-def _fill_activity(result: _Scan, columns: Columns) -> None:
+def _fill_activity(result: Scan, columns: Columns) -> None:
     # The fitparse pass keeps the last activity message's values.
     stamp = _last(columns, "timestamp")
     result.activity_ts = _fit_seconds(stamp) if stamp is not None else None
     local = _last(columns, "local_timestamp")
     # fitparse gives local_date_time as a naive datetime whatever its size.
-    result.activity_local = _FIT_EPOCH_NAIVE + timedelta(seconds=_fit_seconds(local)) if local is not None else None
+    result.activity_local = FIT_EPOCH_NAIVE + timedelta(seconds=_fit_seconds(local)) if local is not None else None
 
 
-def _fill_correlation(result: _Scan, columns: Columns) -> None:
+def _fill_correlation(result: Scan, columns: Columns) -> None:
     absolute, relative = columns.get("timestamp"), columns.get("system_timestamp")
     if absolute is None or relative is None:
         return
     for a, r in zip(absolute.tolist(), relative.tolist(), strict=True):
         if math.isnan(a) or math.isnan(r):
             continue
-        if _fit_seconds(a) >= _RELATIVE_TS_LIMIT:
+        if _fit_seconds(a) >= RELATIVE_TS_LIMIT:
             result.correlation_offset_s = _fit_seconds(a) - _fit_seconds(r)
 
 
@@ -339,9 +338,9 @@ def _first_sport(columns: Columns) -> tuple[str, str | None] | None:
     if sports is None:
         return None
     for i, raw in enumerate(sports.tolist()):
-        sport = _name(_value("sport", raw))
+        sport = enum_name(_value("sport", raw))
         if sport is not None:
-            sub = _name(_value("sub_sport", float(subs[i]))) if subs is not None else None
+            sub = enum_name(_value("sub_sport", float(subs[i]))) if subs is not None else None
             return sport, sub
     return None
 
