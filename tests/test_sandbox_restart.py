@@ -13,6 +13,7 @@ import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from conftest import make_settings
@@ -26,7 +27,9 @@ from stridecare.domain.load import DEFAULT_CONSTANTS
 from stridecare.runtime import Runtime
 
 KILLS = 20
-GPX_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n<gpx version="1.1" creator="t" xmlns="http://www.topografix.com/GPX/1/1">'
+GPX_HEAD = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<gpx version="1.1" creator="t" xmlns="http://www.topografix.com/GPX/1/1">'
+)
 
 
 def _gpx(path: Path, start: datetime, points: int = 400) -> Path:
@@ -73,6 +76,10 @@ def _server_of(pid: int) -> int | None:
     return next((c for c in _children(pid) if _is_server(c)), None)
 
 
+def _replaced(parent: int, server: int) -> bool:
+    return _server_of(parent) not in (None, server)
+
+
 def test_the_server_is_started_again_once_per_death_and_no_thread_sees_a_failure(rt: Runtime, tmp_path: Path) -> None:
     """Eight threads decode while the server is killed 20 times: each death costs exactly one new server
     (``generation`` counts them) and every file decodes."""
@@ -96,11 +103,12 @@ def test_the_server_is_started_again_once_per_death_and_no_thread_sees_a_failure
         try:
             for kill in range(KILLS):
                 server = wait_for(lambda: _server_of(os.getpid()), timeout=30, interval=0.01, what="a decode server")
+                assert server is not None
                 if kill % 2:  # every other kill while the server's children decode, else while it starts up
-                    wait_for(lambda s=server: _children(s), timeout=30, interval=0.002, what="a decoding child")  # type: ignore[misc]
+                    wait_for(partial(_children, server), timeout=30, interval=0.002, what="a decoding child")
                 os.kill(server, signal.SIGKILL)
                 killed += 1
-                wait_for(lambda s=server: _server_of(os.getpid()) not in (None, s), timeout=30, interval=0.01, what="a new server")  # type: ignore[misc]
+                wait_for(partial(_replaced, os.getpid(), server), timeout=30, interval=0.01, what="a new server")
         finally:
             stop.set()
         for future in futures:
@@ -135,7 +143,7 @@ def test_stridecare_import_stores_every_file_while_its_decode_server_is_killed_2
                         )
                     continue
                 if killed % 2:
-                    wait_for(lambda s=server: not proc.alive() or _children(s), timeout=30, interval=0.002)  # type: ignore[misc]
+                    wait_for(lambda: not proc.alive() or _children(server), timeout=30, interval=0.002)
                 try:
                     os.kill(server, signal.SIGKILL)
                 except ProcessLookupError:
@@ -154,7 +162,9 @@ def test_stridecare_import_stores_every_file_while_its_decode_server_is_killed_2
     rt = Runtime.open(settings)
     try:
         with rt.db.read() as session:
-            stored = session.scalar(select(func.count()).select_from(ImportedFile).where(ImportedFile.status == "ingested"))
+            stored = session.scalar(
+                select(func.count()).select_from(ImportedFile).where(ImportedFile.status == "ingested")
+            )
     finally:
         rt.close()
     assert stored == stored_expected
