@@ -30,6 +30,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from recommender.figures import WEEKLY_AVERAGE_28, figure_text, figure_values, with_unit
+from recommender.quiet_hours import first_free_instant
 from recommender.routines import (
     BALANCE,
     MAX_BALANCE_LEVEL,
@@ -463,27 +464,18 @@ def defer_for_quiet_hours(
     quiet_start: str | None = "22:00",
     quiet_end: str | None = "07:00",
 ) -> datetime:
-    """``due_utc`` moved to the end of the athlete's quiet hours when it falls inside them; never earlier.
+    """``due_utc`` moved to the first instant after it outside the athlete's quiet hours when it falls inside
+    them; never earlier.
 
-    The window is in local wall time and may cross midnight; DST days are handled by converting the local end
-    time of the right calendar day (an end time inside a spring-forward gap maps just past the gap). A
+    The window is in local wall time and may cross midnight; across DST changes it is exact (a repeated hour
+    is quiet twice, a window ending in a skipped hour ends at the jump): see ``recommender.quiet_hours``. A
     prompt is never dropped, only deferred. No window (either bound None or both equal) returns ``due_utc``
     unchanged.
     """
     _aware(due_utc, "due_utc")
     if quiet_start is None or quiet_end is None:
         return due_utc.astimezone(UTC)
-    zone = _zone(tz)
-    start, end = _parse_hhmm(quiet_start), _parse_hhmm(quiet_end)
-    local = due_utc.astimezone(zone)
-    if not in_quiet_hours(local.time().replace(tzinfo=None), start, end):
-        return due_utc.astimezone(UTC)
-    end_day = local.date()
-    # In a window crossing midnight, a time after the start belongs to a night that ends tomorrow.
-    if start > end and local.time().replace(tzinfo=None) >= start:
-        end_day += timedelta(days=1)
-    candidate = _local_to_utc(end_day, end, zone)
-    return max(candidate, due_utc.astimezone(UTC))
+    return first_free_instant(due_utc, _zone(tz), _parse_hhmm(quiet_start), _parse_hhmm(quiet_end))
 
 
 def is_fresh(run_end_utc: datetime, now_utc: datetime, window_hours: float = 24.0) -> bool:
