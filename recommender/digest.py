@@ -90,9 +90,10 @@ def _digest_one(rt: Runtime, session: Session, athlete: Athlete, now: datetime) 
     due = rules.weekly_balance_due(now, athlete.timezone, athlete.digest_weekday, athlete.digest_time, last)
     if due is None:
         return None
-    # The week is anchored on the scheduled day, not today: a beat that was down sends the same digest late.
+    # Only on its day, and only for the week just ended: a beat that was down all that day, or an email
+    # address set later in the week, gets no digest of a week that is long past.
     send_day = due.astimezone(ZoneInfo(athlete.timezone)).date()
-    if not has_a_week(session, athlete, send_day):
+    if send_day != now.astimezone(ZoneInfo(athlete.timezone)).date() or not has_a_week(session, athlete, send_day):
         return None
     prompt = Prompt(
         athlete_id=athlete.id,

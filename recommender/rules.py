@@ -408,6 +408,16 @@ def weekly_balance_due(
     return due if now_utc >= due else None
 
 
+def weekly_prompts_begun(today: date, first_run_day: date | None) -> bool:
+    """True once the athlete has a run in the ISO week of ``today`` or an earlier one.
+
+    Weekly prompts (balance, digest) begin with the athlete's first week with a run: an athlete named in the
+    settings, or added a minute ago, is not told about a week in which they never ran."""
+    if first_run_day is None:
+        return False
+    return first_run_day - timedelta(days=first_run_day.weekday()) <= today - timedelta(days=today.weekday())
+
+
 def weekly_balance_decision(
     current_level: int,
     completed_at_level: int,

@@ -147,6 +147,14 @@ class Settings(BaseSettings):
     strava_streams_days: int = 42
     strava_refresh_margin_s: int = 300
 
+    # Connectors (accounts runs are pulled from: docs/connectors.md)
+    intervals_base_url: str = "https://intervals.icu"
+    # The beat asks every connected account this often, give or take a fifth (jitter).
+    connector_poll_interval_s: float = 900.0
+    connector_timeout_s: float = 30.0
+    # Garmin blocks accounts that download fast: at most this many originals an hour per account.
+    garmin_downloads_per_hour: int = 25
+
     # Simulation clock: when set, "now" is read from this file (an ISO 8601 timestamp). For demos that replay
     # weeks of runs in minutes and for end-to-end tests; leave unset in real use.
     clock_file: Path | None = None

@@ -9,12 +9,16 @@ import warnings
 from typing import Any
 
 from celery import Celery
+from sqlalchemy import select
 
 from ingest.watch import Candidate, FolderScanner, FolderWatcher
 from stridecare.db.athletes import ensure_athlete
+from stridecare.db.models import Athlete
+from stridecare.logging import event
 from stridecare.runtime import Runtime
 
 log = logging.getLogger(__name__)
+console = logging.getLogger("stridecare.console")
 
 # kombu's SQL transport uses a loader option SQLAlchemy 2.1 deprecates; it works, and a runner's console is for
 # what happens to their runs, not for a library's upgrade notes.
@@ -32,8 +36,20 @@ def make_watcher(
     inboxes = rt.settings.inbox_map()
     with rt.db.transaction() as session:
         # The athletes the folders name exist from the start, so `stridecare athlete set` works at once.
+        known = set(session.scalars(select(Athlete.name)))
         for athlete, _root in inboxes:
             ensure_athlete(session, athlete, rt.settings)
+    for athlete in dict.fromkeys(name for name, _root in inboxes if name not in known):
+        # Created without a command of theirs: say so, with how to make them theirs.
+        event(
+            console,
+            "athlete_created",
+            f"{athlete}: new athlete, named in the inbox settings: time zone {rt.settings.default_timezone}, "
+            f"prompts on the console, weekly balance from the first week with a run; change with "
+            f"`stridecare athlete set {athlete} --timezone … --email …`",
+            athlete=athlete,
+            timezone=rt.settings.default_timezone,
+        )
     scanner = FolderScanner(
         rt.db,
         inboxes,

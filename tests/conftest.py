@@ -8,7 +8,10 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Connection
@@ -25,6 +28,106 @@ REDIS_URL = os.environ.get("STRIDECARE_TEST_REDIS", "redis://127.0.0.1:6379")
 # No test may read the developer's own configuration.
 for _key in [k for k in os.environ if k.startswith("STRIDECARE_") and not k.startswith("STRIDECARE_TEST_")]:
     del os.environ[_key]
+
+
+# -- the calendar an end-to-end test runs on ----------------------------------------------------------------------
+#
+# `pytest --clock NAME` runs the end-to-end tests with the project's clock (STRIDECARE_CLOCK_FILE) frozen at one of
+# these instants, and their athletes created in its time zone: the moments the calendar rules turn on. `.ci/run`
+# runs the end-to-end modules once under each.
+CLOCKS: dict[str, tuple[datetime, str]] = {
+    # Sunday 18:30 UTC: half an hour after every athlete's default weekly balance prompt fell due.
+    "sunday-evening": (datetime(2026, 12, 6, 18, 30, tzinfo=UTC), "UTC"),
+    # Europe/Berlin's fall-back night: 02:30 local for the second time (01:30 UTC, CET), an hour after 02:30 CEST.
+    "dst-night": (datetime(2026, 10, 25, 1, 30, tzinfo=UTC), "Europe/Berlin"),
+}
+# With the system clock, a test this close to the end of the week runs on a clock frozen this much earlier, so
+# that no weekly schedule set to the week's last minute falls due while its processes run.
+_WEEK_END_MARGIN = timedelta(minutes=20)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--clock NAME`` (one of :data:`CLOCKS`) or ``--clock ISO-TIMESTAMP[@ZONE]``."""
+    parser.addoption(
+        "--clock",
+        default=None,
+        metavar="NAME|ISO[@ZONE]",
+        help=(
+            "Run end-to-end tests on the project's clock frozen at this instant: "
+            f"{', '.join(CLOCKS)}, or an ISO 8601 timestamp with offset, optionally @ an IANA zone for new athletes."
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class E2EClock:
+    """The "now" of an end-to-end test: the system clock, or an instant frozen in a clock file."""
+
+    at: datetime | None
+    timezone: str = "UTC"
+
+    def now(self) -> datetime:
+        """The test's current time, timezone-aware UTC."""
+        return self.at or datetime.now(UTC)
+
+    def overrides(self, folder: Path) -> dict[str, object]:
+        """Settings that put a process on this clock (for ``make_settings``): the clock file, written into
+        ``folder``, and the time zone new athletes get. Nothing for the system clock in UTC."""
+        values: dict[str, object] = {}
+        if self.timezone != "UTC":
+            values["default_timezone"] = self.timezone
+        if self.at is not None:
+            from stridecare.clock import write_clock_file
+
+            folder.mkdir(parents=True, exist_ok=True)
+            write_clock_file(folder / "clock", self.at)
+            values["clock_file"] = folder / "clock"
+        return values
+
+
+def parse_clock(value: str | None, system_now: datetime) -> E2EClock:
+    """The clock ``--clock`` names; without one, the system clock (frozen a little earlier at the week's end)."""
+    if value is None:
+        week_end = _week_end(system_now, "UTC")
+        return E2EClock(None) if system_now < week_end - _WEEK_END_MARGIN else E2EClock(week_end - 2 * _WEEK_END_MARGIN)
+    if value in CLOCKS:
+        at, zone = CLOCKS[value]
+        return E2EClock(at, zone)
+    text, _, zone = value.partition("@")
+    at = datetime.fromisoformat(text)
+    if at.tzinfo is None:
+        raise pytest.UsageError(f"--clock {value!r}: give the timestamp's offset, e.g. 2026-12-06T18:30:00+00:00")
+    return E2EClock(at.astimezone(UTC), zone or "UTC")
+
+
+def _week_end(now: datetime, zone: str) -> datetime:
+    """The last minute of ``now``'s ISO week in ``zone`` (Sunday 23:59 local), as UTC."""
+    local = now.astimezone(ZoneInfo(zone))
+    sunday = local.date() + timedelta(days=6 - local.weekday())
+    return datetime.combine(sunday, time(23, 59), tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+
+@pytest.fixture
+def e2e_clock(request: pytest.FixtureRequest) -> E2EClock:
+    """The clock this run's end-to-end tests use (``--clock``; the system clock by default)."""
+    return parse_clock(request.config.getoption("--clock"), datetime.now(UTC))
+
+
+def set_weekly_schedule(settings: Settings, athlete: str, weekday: int = 6, at: str = "23:59") -> None:
+    """Create ``athlete`` (as its inbox would) with the weekly balance and digest on ``weekday`` at ``at`` local.
+
+    For tests that expect an exact set of prompts: the default, the week's last minute, falls due in no test on
+    an :class:`E2EClock` (a frozen instant is never in it, and the system clock is frozen before it)."""
+    from stridecare.db.athletes import ensure_athlete
+
+    rt = Runtime.open(settings)
+    try:
+        with rt.db.transaction() as session:
+            row = ensure_athlete(session, athlete, settings)
+            row.balance_weekday, row.balance_time = weekday, at
+            row.digest_weekday, row.digest_time = weekday, at
+    finally:
+        rt.close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_settings
+from conftest import E2EClock, make_settings, set_weekly_schedule
 from fitgen import write_activity
 from harness import BIN, processes, settings_env, stridecare, wait_for
 from sqlalchemy import func, select, update
 
 from ingest.service import ingest_path
-from recommender.planner import REPLAN_STALL_S, ChunkDone, replan
+from recommender.planner import ChunkDone, replan
+from stridecare.db.marks import REPLAN_STALL_S
 from stridecare.db.models import Athlete, Prompt, Run, RunLoad
 from stridecare.runtime import Runtime
 from workers.periodic import Enqueue, finish_stale_marks, run_periodic
@@ -23,11 +24,12 @@ from workers.periodic import Enqueue, finish_stale_marks, run_periodic
 N = 30
 
 
-def burst_files(folder: Path, n: int) -> list[Path]:
-    """``n`` runs one a day back from an hour ago (the newest is fresh: it gets a prompt), newest first."""
+def burst_files(folder: Path, n: int, now: datetime | None = None) -> list[Path]:
+    """``n`` runs one a day back from an hour or two before ``now`` (the newest is fresh: it gets a prompt),
+    newest first."""
     folder.mkdir(parents=True, exist_ok=True)
     # Whole hours, so that the cached encodings stay valid for an hour.
-    newest = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    newest = (now or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
     paths = []
     for i in range(n):
         path = folder / f"run-{i:03d}.fit"
@@ -51,8 +53,10 @@ def figures(rt: Runtime) -> dict[str, Any]:
             for r in s.scalars(select(Run).join(RunLoad))
         }
         keys = {rid: key for rid, key in s.execute(select(Run.id, Run.source_key))}
+        # A prompt of no run (a weekly one) sorts first, by its kind and day.
         prompts = sorted(
-            (keys.get(p.run_id), p.kind, p.local_day.isoformat(), sorted(p.routines)) for p in s.scalars(select(Prompt))
+            (keys.get(p.run_id) or "", p.kind, p.local_day.isoformat(), sorted(p.routines))
+            for p in s.scalars(select(Prompt))
         )
         marks = s.scalar(select(func.count()).select_from(Athlete).where(Athlete.replan_from.is_not(None)))
         total = s.scalar(select(func.count()).select_from(Run))
@@ -60,11 +64,13 @@ def figures(rt: Runtime) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_a_burst_dropped_newest_first_gives_the_figures_of_an_import_and_plans_once(tmp_path: Path) -> None:
+def test_a_burst_dropped_newest_first_gives_the_figures_of_an_import_and_plans_once(
+    tmp_path: Path, e2e_clock: E2EClock
+) -> None:
     staging = tmp_path / "staging"
-    files = burst_files(staging, N)
+    files = burst_files(staging, N, e2e_clock.now())
 
-    imported = make_settings(tmp_path / "imported")
+    imported = make_settings(tmp_path / "imported", **e2e_clock.overrides(tmp_path / "imported"))
     archive = tmp_path / "archive"
     archive.mkdir()
     for path in files:
@@ -76,7 +82,9 @@ def test_a_burst_dropped_newest_first_gives_the_figures_of_an_import_and_plans_o
     expected = figures(Runtime.open(imported))
     assert len(expected["runs"]) == N and expected["prompts"], expected
 
-    settings = make_settings(tmp_path / "burst", default_athlete="me")
+    settings = make_settings(tmp_path / "burst", default_athlete="me", **e2e_clock.overrides(tmp_path / "burst"))
+    # The import writes no weekly prompt; the runner's tick would, once the week's schedule fell due.
+    set_weekly_schedule(settings, "me")
     rt = Runtime.open(settings)
     inbox = settings.inbox_map()[0][1]
     inbox.mkdir(parents=True)
@@ -101,13 +109,16 @@ def test_a_burst_dropped_newest_first_gives_the_figures_of_an_import_and_plans_o
     assert out.count("me: prompt ") + out.count("me: no prompt for run ") == N, out
 
 
-def test_the_periodic_pass_finishes_a_mark_left_by_a_crash_not_a_burst_or_a_replan_in_flight(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+def test_the_periodic_pass_finishes_a_mark_left_by_a_crash_not_a_burst_or_a_replan_in_flight(
+    tmp_path: Path, e2e_clock: E2EClock
+) -> None:
+    settings = make_settings(tmp_path, **e2e_clock.overrides(tmp_path))
+    set_weekly_schedule(settings, "me")  # the periodic pass below writes no weekly prompt
     rt = Runtime.open(settings)
     folder = tmp_path / "files"
-    for path in burst_files(folder, 4):
+    for path in burst_files(folder, 4, rt.now()):
         # Stored as the ingest task stores them; the process "dies" before its replan ran.
-        report = ingest_path(rt.db, settings, "me", path, rt.now(), defer_load=True)
+        report = ingest_path(rt.db, settings, "me", path, rt.now())
         assert report.status == "ingested" and report.runs[0]["load"] is None
     assert figures(rt)["marks"] == 1 and not figures(rt)["runs"]
 
@@ -128,18 +139,18 @@ def test_the_periodic_pass_finishes_a_mark_left_by_a_crash_not_a_burst_or_a_repl
     run_periodic(rt, Enqueue(delivery=lambda _id: None))
     after = figures(rt)
     assert after["marks"] == 0 and len(after["runs"]) == 4
-    assert after["prompts"], "the fresh run's prompt comes from the finished replan"
+    assert [p[1] for p in after["prompts"]] == ["post_run"], "the fresh run's prompt comes from the finished replan"
 
 
 def test_only_the_store_that_finds_the_mark_clear_owes_the_replan_unless_that_replan_was_lost(
-    tmp_path: Path,
+    tmp_path: Path, e2e_clock: E2EClock
 ) -> None:
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, **e2e_clock.overrides(tmp_path))
     rt = Runtime.open(settings)
-    first, second, third, fourth = burst_files(tmp_path / "files", 4)
+    first, second, third, fourth = burst_files(tmp_path / "files", 4, rt.now())
 
     def owed(path: Path) -> bool:
-        return ingest_path(rt.db, settings, "me", path, rt.now(), defer_load=True).replan_owed
+        return ingest_path(rt.db, settings, "me", path, rt.now()).replan_owed
 
     # The second store found the mark the first one set: the replan it would queue is already owed.
     assert [owed(first), owed(second)] == [True, False]
@@ -160,12 +171,12 @@ def test_only_the_store_that_finds_the_mark_clear_owes_the_replan_unless_that_re
     assert owed(fourth)  # the mark was clear again
 
 
-def test_a_full_inbox_at_start_crosses_the_queue_in_a_few_messages(tmp_path: Path) -> None:
+def test_a_full_inbox_at_start_crosses_the_queue_in_a_few_messages(tmp_path: Path, e2e_clock: E2EClock) -> None:
     """20 files waiting when ``stridecare run`` starts: grouped into messages of at most 16 files, and planned by
     one or two replans, not one ingest message and one replan per file."""
-    settings = make_settings(tmp_path / "home", default_athlete="me")
+    settings = make_settings(tmp_path / "home", default_athlete="me", **e2e_clock.overrides(tmp_path / "home"))
     inbox = settings.inbox_map()[0][1]
-    files = burst_files(inbox, 20)
+    files = burst_files(inbox, 20, e2e_clock.now())
     rt = Runtime.open(settings)
     run = stridecare("run", ["--verbose", "run", "--no-web"], settings_env(settings), tmp_path / "logs")
     with processes(run):

@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import make_settings
+from conftest import E2EClock, make_settings, set_weekly_schedule
 from fitgen import write_activity, write_bad_crc
 from harness import Proc, processes, settings_env, stridecare, wait_for
 
 pytestmark = pytest.mark.slow
 
 
-def _drop_three(inbox: Path) -> None:
+def _drop_three(inbox: Path, now: datetime) -> None:
     """A fresh run, a run from three weeks ago and a ride, written aside and moved in whole."""
-    now = datetime.now(UTC)
     staging = inbox.parent / "staging"
     staging.mkdir(exist_ok=True)
     write_activity(staging / "fresh.fit", start=now - timedelta(hours=2), duration_s=1800)
@@ -31,19 +30,21 @@ def _drop_three(inbox: Path) -> None:
         (staging / name).rename(inbox / name)
 
 
-def _start(tmp_path: Path, *args: str) -> tuple[Proc, Path]:
+def _start(tmp_path: Path, clock: E2EClock, *args: str) -> tuple[Proc, Path]:
     # A damaged file is re-read until it has held still this long (its writer may not be done).
-    settings = make_settings(tmp_path, hold_still_seconds=1.0)
+    settings = make_settings(tmp_path, hold_still_seconds=1.0, **clock.overrides(tmp_path))
+    # The prompts these tests expect are the runs' own: no weekly prompt falls due while they run.
+    set_weekly_schedule(settings, "me")
     inbox = settings.inbox_map()[0][1]
     inbox.mkdir(parents=True)
     return stridecare("run", ["run", "--no-web", *args], settings_env(settings), tmp_path / "logs"), inbox
 
 
-def test_run_prints_a_line_per_file_and_the_prompt_or_why_none(tmp_path: Path) -> None:
-    proc, inbox = _start(tmp_path)
+def test_run_prints_a_line_per_file_and_the_prompt_or_why_none(tmp_path: Path, e2e_clock: E2EClock) -> None:
+    proc, inbox = _start(tmp_path, e2e_clock)
     with processes(proc):
         wait_for(lambda: "inbox for me" in proc.output(), timeout=60, what="the banner")
-        _drop_three(inbox)
+        _drop_three(inbox, e2e_clock.now())
         write_bad_crc(inbox / "fresh.fit", inbox.parent / "staging" / "broken.fit")
         (inbox.parent / "staging" / "broken.fit").rename(inbox / "broken.fit")
         out = wait_for(
@@ -70,13 +71,13 @@ def test_run_prints_a_line_per_file_and_the_prompt_or_why_none(tmp_path: Path) -
     assert "[tasks]" not in out
 
 
-def test_run_json_prints_one_object_per_event_and_quiet_prints_none(tmp_path: Path) -> None:
-    proc, inbox = _start(tmp_path / "json", "--json")
-    quiet, quiet_inbox = _start(tmp_path / "quiet", "--quiet")
+def test_run_json_prints_one_object_per_event_and_quiet_prints_none(tmp_path: Path, e2e_clock: E2EClock) -> None:
+    proc, inbox = _start(tmp_path / "json", e2e_clock, "--json")
+    quiet, quiet_inbox = _start(tmp_path / "quiet", e2e_clock, "--quiet")
     with processes(proc, quiet):
         wait_for(lambda: "inbox for me" in proc.output() and "inbox for me" in quiet.output(), timeout=60)
-        _drop_three(inbox)
-        _drop_three(quiet_inbox)
+        _drop_three(inbox, e2e_clock.now())
+        _drop_three(quiet_inbox, e2e_clock.now())
         out = wait_for(
             lambda: (o := proc.output()).count('"event": "file"') >= 3 and '"event": "delivered"' in o and o,
             timeout=90,

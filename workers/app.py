@@ -31,6 +31,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": False,
         "beat_schedule": {
             "tick": {"task": "stridecare.tick", "schedule": settings.relay_interval_s},
+            # Connector accounts whose pull is due (each account's own time, jittered, is in SQL).
+            "connectors": {
+                "task": "stridecare.connectors_due",
+                "schedule": min(60.0, settings.connector_poll_interval_s),
+            },
         },
         "beat_scheduler": "workers.beat:LeaderScheduler",
         "timezone": "UTC",
@@ -57,6 +62,7 @@ def make_app(settings: Settings, runtime: Runtime | None = None) -> Celery:
     celery.stridecare_runtime = runtime
     celery.conf.beat_schedule_filename = str(settings.data_home / "celerybeat-schedule")
     celery.autodiscover_tasks(["workers"], related_name="tasks", force=True)
+    import workers.connector_tasks
     import workers.strava_tasks  # registers the Strava tasks on this app
     import workers.tasks  # noqa: F401  (registers the tasks on this app)
 

@@ -385,6 +385,49 @@ class StravaEvent(Base):
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class ConnectorAccount(Base):
+    """An account at a pull source (intervals.icu, Garmin Connect, a plugin's): its encrypted credentials, its
+    cursor and when it may be asked again (``ingest/connectors``)."""
+
+    __tablename__ = "connector_accounts"
+    __table_args__ = (UniqueConstraint("athlete_id", "provider", "account_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    athlete_id: Mapped[int] = mapped_column(ForeignKey("athletes.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(32))
+    account_key: Mapped[str] = mapped_column(String(200))
+    # An API key or a token bundle, Fernet-encrypted; None once disconnected.
+    credentials_enc: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="connected")  # connected | refused | blocked | disconnected
+    cursor: Mapped[datetime | None] = mapped_column(UTCDateTime)  # newest activity start seen
+    next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cooldown_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cooldown_s: Mapped[int] = mapped_column(Integer, default=0)  # the last cooldown, doubled by the next
+    last_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    connected_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ConnectorItem(Base):
+    """The ledger: one row per activity an account listed, with its outcome, so nothing is downloaded twice."""
+
+    __tablename__ = "connector_items"
+    __table_args__ = (UniqueConstraint("account_id", "activity_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("connector_accounts.id", ondelete="CASCADE"))
+    activity_id: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sport: Mapped[str | None] = mapped_column(String(64))
+    # pending | downloaded | ingested | duplicate | skipped | rejected | failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    downloaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class ApiBudget(Base):
     """Rate-limit state of an external API as read from its response headers, and when work may resume."""
 

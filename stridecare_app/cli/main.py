@@ -154,6 +154,7 @@ def _register() -> None:
     # Command groups live in their own modules; importing them attaches them to ``app``.
     from stridecare_app.cli import (  # noqa: F401
         athletes,
+        connector_cmds,
         data_cmds,
         digest_cmds,
         health_cmd,
