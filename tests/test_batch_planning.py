@@ -12,6 +12,7 @@ import pytest
 from conftest import make_settings
 from factories import history, parsed_run, store_runs
 from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
 
 from ingest.strava.sync import remove_runs
 from recommender.planner import ChunkDone, replan
@@ -93,13 +94,16 @@ def test_a_single_live_run_reads_only_its_window(tmp_path: Path) -> None:
     store_runs(rt.db, rt.settings, "me", runs, last, batch=True)
     loaded: list[int] = []
 
-    @event.listens_for(rt.db.sessions, "loaded_as_persistent")
     def on_load(session: Any, instance: Any) -> None:
         if isinstance(instance, Run):
             loaded.append(instance.id)
 
     live = parsed_run(last + timedelta(days=1), minutes=50)
-    (live_id,) = store_runs(rt.db, rt.settings, "me", [live], last + timedelta(days=1, hours=1))
+    event.listen(Session, "loaded_as_persistent", on_load)
+    try:
+        (live_id,) = store_runs(rt.db, rt.settings, "me", [live], last + timedelta(days=1, hours=1))
+    finally:
+        event.remove(Session, "loaded_as_persistent", on_load)
     # The live run's rules look back at most 12 weeks and a few days: never at the whole history.
     assert 0 < len(set(loaded)) < 120
     with rt.db.transaction() as s:

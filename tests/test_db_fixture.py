@@ -37,10 +37,9 @@ def test_committed_writes_are_seen_within_the_test_by_transaction_and_read(any_t
     with db.transaction() as session:
         session.add(Athlete(name=PROBE, timezone="UTC"))
     assert seen(db) == ([PROBE], [PROBE])
-    # The other way code commits: a plain session and its own commit().
-    with db.sessions() as session:
+    # A second unit of work commits on top of the first.
+    with db.transaction() as session:
         session.add(Athlete(name="second", timezone="UTC"))
-        session.commit()
     assert seen(db) == (["second", PROBE], ["second", PROBE])
 
 

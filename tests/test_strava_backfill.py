@@ -83,7 +83,7 @@ def connect(fake: FakeStrava, settings: Settings, db: Database) -> int:
 
 
 def account(db: Database, account_id: int) -> StravaAccount:
-    with db.sessions() as s:
+    with db.read() as s:
         row = s.get(StravaAccount, account_id)
         assert row is not None
         return row
@@ -237,7 +237,7 @@ def test_forced_429_defers_to_next_window_and_loses_nothing(fake: FakeStrava, se
     assert blocked.state == "deferred"
     assert blocked.reason == "Strava answered 429"
     assert blocked.resume_at == datetime(2026, 3, 2, 8, 15, tzinfo=UTC)
-    with db.sessions() as s:
+    with db.read() as s:
         assert ratelimit.load_budget(s).blocked_until == blocked.resume_at
     assert len(sink.runs) == 4
 

@@ -69,7 +69,7 @@ def db(tmp_path: Path) -> Iterator[Database]:
 
 
 def account_row(db: Database, account_id: int) -> StravaAccount:
-    with db.sessions() as s:
+    with db.read() as s:
         account = s.get(StravaAccount, account_id)
         assert account is not None
         return account
@@ -126,7 +126,7 @@ def test_reconnect_updates_the_same_account(fake: FakeStrava, settings: Settings
     second = connect_account(db, settings, fake, athlete_id)
     assert second.account_id == first.account_id
     assert not second.created
-    with db.sessions() as s:
+    with db.read() as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(StravaAccount)) == 1
     assert Vault.from_settings(settings).decrypt(account_row(db, first.account_id).refresh_token_enc) == (
         fake.last_refresh_token
@@ -163,7 +163,7 @@ def test_scope_without_activity_access_is_a_clear_error(
     with pytest.raises(StravaScopeError, match="activities"):
         connect_account(db, settings, fake, athlete_id)
     assert fake.count("POST /oauth/token") == 0
-    with db.sessions() as s:
+    with db.read() as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(StravaAccount)) == 0
 
 

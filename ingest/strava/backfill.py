@@ -82,7 +82,7 @@ def start_backfill(db: Database, account_id: int, now: datetime) -> None:
 
 def due_backfills(db: Database, now: datetime) -> list[int]:
     """Account ids whose backfill is pending or deferred and due at ``now`` (for the periodic job)."""
-    with db.sessions() as s:
+    with db.read() as s:
         rows = s.execute(
             select(StravaAccount.id, StravaAccount.backfill_resume_at).where(
                 StravaAccount.backfill_state.in_(("pending", "running", "deferred"))

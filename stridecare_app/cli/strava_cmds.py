@@ -52,7 +52,7 @@ def _athlete_id(rt: Runtime, name: str | None) -> tuple[int, str]:
 
 
 def _account_of(rt: Runtime, athlete_id: int) -> StravaAccount | None:
-    with rt.db.sessions() as session:
+    with rt.db.read() as session:
         return session.scalar(select(StravaAccount).where(StravaAccount.athlete_id == athlete_id))
 
 
