@@ -45,7 +45,8 @@ def pipeline_interleaved(files: list[Path], home: Path) -> tuple[float, float]:
 
     sys.path.insert(0, str(ROOT))
     from ingest.decode import decode_path
-    from ingest.store import complete_pending_loads, store_decoded
+    from ingest.store import store_decoded
+    from recommender.planner import replan
     from stridecare.runtime import Runtime
     from stridecare.settings import Settings
 
@@ -57,11 +58,12 @@ def pipeline_interleaved(files: list[Path], home: Path) -> tuple[float, float]:
         bare_fitparse(path)
         t1 = time.perf_counter()
         decoded = decode_path(path, None, rt.settings.max_file_bytes, rt.settings.load.constants)
-        store_decoded(rt.db, rt.settings, "me", decoded, now, defer_load=True)
+        report = store_decoded(rt.db, rt.settings, "me", decoded, now)
         t2 = time.perf_counter()
         bare, pipeline = bare + (t1 - t0), pipeline + (t2 - t1)
     t0 = time.perf_counter()
-    complete_pending_loads(rt.db, rt.settings, "me", now)
+    if report.athlete_id is not None:
+        replan(rt.db, rt.settings, report.athlete_id, now)
     pipeline += time.perf_counter() - t0
     rt.close()
     return bare, pipeline

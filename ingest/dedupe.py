@@ -1,4 +1,5 @@
-"""Session identity: one session of one athlete is one run, whatever carried it.
+"""Session identity: one session of one athlete is one run, whatever carried it. The rule lives here; the links
+are written by the one writer of runs (``ingest.runs``).
 
 A watch file, its re-export (with or without the paused records), a re-save, a gzipped copy, a GPX or TCX
 written by another app and the Strava activity can all describe the same session. They are linked: the richest
@@ -29,13 +30,13 @@ primary, so a prompt already made keeps pointing at the primary.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from stridecare.db.models import Prompt, Run
+from stridecare.db.models import Run
 from stridecare.domain.run import CadenceSource
 
 MIN_OVERLAP = 0.5
@@ -93,8 +94,9 @@ def richness(run: Run) -> tuple[int, int, int, int]:
     return level, int(measured), int(from_file), samples.count if samples is not None else 0
 
 
-def _rank(run: Run) -> tuple[tuple[int, int, int, int], int]:
-    # Equal richness: the older row wins (a lower id), so the primary does not change hands for nothing.
+def rank(run: Run) -> tuple[tuple[int, int, int, int], int]:
+    """The order in which records of one session compete for primary: the richer wins; between equals the older
+    row (a lower id), so the primary does not change hands for nothing."""
     return richness(run), -(run.id or 0)
 
 
@@ -118,70 +120,6 @@ def find_candidate(session: Session, athlete_id: int, run: Run) -> Run | None:
     return matches[0] if matches else None
 
 
-def _demote(session: Session, run: Run, primary: Run) -> None:
-    """Make ``run`` (and its copies) point at ``primary``; a copy keeps no load of its own, so nothing that
-    reads loads can count the session twice."""
-    session.execute(
-        update(Run)
-        .where(Run.duplicate_of_id == run.id)
-        .values(duplicate_of_id=primary.id)
-        .execution_options(synchronize_session="fetch")
-    )
-    run.duplicate_of_id = primary.id
-    if run.load is not None:
-        run.load = None  # delete-orphan: the row goes with the flush
-
-
-def link_duplicate(session: Session, athlete_id: int, run: Run) -> Run:
-    """Link a newly inserted (and flushed) ``run`` with the stored runs of the same session; returns the primary.
-
-    Call it right after the insert and before :func:`recommender.planner.runs_changed` (give it the run; it
-    also recomputes from the start of every copy that was demoted). When the new run is the richest, the old
-    primary and every run that pointed at it now point at the new one, and the planner finds the prompt
-    already made for the old copy and sends none again. A run overlapping two primaries joins them into one
-    session.
-    """
-    # The caller took the athlete's row lock before inserting (stridecare.db.athletes.lock_athlete), so on
-    # PostgreSQL two transactions inserting two copies at once cannot each miss the other (read committed)
-    # and both stay primary.
-    if run.duplicate_of_id is not None:
-        return run
-    matches = find_matches(session, athlete_id, run)
-    if not matches:
-        return run
-    primary = max([run, *matches], key=_rank)
-    for other in [run, *matches]:
-        if other is not primary:
-            _demote(session, other, primary)
-    session.flush()
-    return primary
-
-
-def elect_heir(session: Session, primary: Run, leaving: Collection[int] = ()) -> Run | None:
-    """Before ``primary`` is deleted: promote the richest of its copies (ignoring ids in ``leaving``, which go
-    too), point the other copies and the session's prompts at it, and return it (None: no copy left).
-
-    Give the heir to :func:`recommender.planner.runs_changed` after the delete: it has no load yet.
-    """
-    copies = [c for c in session.scalars(select(Run).where(Run.duplicate_of_id == primary.id)) if c.id not in leaving]
-    if not copies:
-        return None
-    heir = max(copies, key=_rank)
-    heir.duplicate_of_id = None
-    for other in copies:
-        if other is not heir:
-            other.duplicate_of_id = heir.id
-    # The session was prompted once, under the old primary; the heir inherits that prompt, so none goes again.
-    session.execute(
-        update(Prompt)
-        .where(Prompt.run_id == primary.id)
-        .values(run_id=heir.id)
-        .execution_options(synchronize_session="fetch")
-    )
-    session.flush()
-    return heir
-
-
 def primaries_only(runs: Sequence[Run]) -> list[Run]:
     """The runs among ``runs`` that count (no ``duplicate_of_id``)."""
     return [r for r in runs if r.duplicate_of_id is None]
@@ -189,12 +127,11 @@ def primaries_only(runs: Sequence[Run]) -> list[Run]:
 
 __all__ = [
     "MIN_OVERLAP",
-    "elect_heir",
     "find_candidate",
     "find_matches",
-    "link_duplicate",
     "overlap_fraction",
     "primaries_only",
+    "rank",
     "richness",
     "same_session",
     "span",

@@ -1,5 +1,5 @@
-"""Ingesting one file end to end: check, hash, skip what is known, decode, store. The plain function that the
-Celery task, the command line and the archive import all call.
+"""Ingesting one file end to end: checked and hashed once, known content skipped, decoded, stored. The plain
+functions that the Celery task, the command line, the archive import and the connectors all call.
 
 Decoding happens in a sandboxed child (``ingest.sandbox``), and is bracketed by a durable *decode attempt* row:
 written before the child starts, deleted once the outcome is stored. A row still there on the next attempt
@@ -14,6 +14,8 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from ingest.decode import Decoded, registered_sources
-from ingest.files import RefusedFile, check_file, content_hash
+from ingest.files import FileStat, RefusedFile, check_file, content_hash
 from ingest.origin import INBOX, Origin
 from ingest.sandbox import decode_for
 from ingest.store import FileReport, existing_report, remember_file, store_decoded
@@ -97,19 +99,35 @@ def end_attempt(db: Database, digest: str) -> None:
         session.execute(delete(DecodeAttempt).where(DecodeAttempt.content_hash == digest))
 
 
-def known_report(
-    db: Database, settings: Settings, athlete_name: str, path: Path, root: Path | None
-) -> FileReport | None:
-    """A duplicate report when this content was imported before (checked before the costly decode)."""
+@dataclass(frozen=True, slots=True)
+class CheckedFile:
+    """A file checked once (regular, inside its root, under the size cap) and hashed once: its stat and digest
+    travel with it to the decoder and the store."""
+
+    path: Path
+    root: Path | None
+    stat: FileStat
+    digest: str
+
+
+def check(settings: Settings, path: Path, root: Path | None) -> CheckedFile | FileReport:
+    """The file checked and hashed, or the report of why it is refused."""
     try:
         stat = check_file(path, root=root, max_bytes=settings.max_file_bytes)
         digest = content_hash(path)
-    except OSError:  # RefusedFile included: decoding reports why
-        return None
+    except RefusedFile as exc:
+        return FileReport(str(path), "rejected", str(exc))
+    except OSError as exc:
+        return FileReport(str(path), "rejected", f"unreadable: {exc.strerror or exc}")
+    return CheckedFile(path, root, stat, digest)
+
+
+def known_report(db: Database, settings: Settings, athlete_name: str, checked: CheckedFile) -> FileReport | None:
+    """A duplicate report when this content was imported before (checked before the costly decode)."""
     known = (
         select(ImportedFile.id)
         .join(Athlete, Athlete.id == ImportedFile.athlete_id)
-        .where(Athlete.name == athlete_name, ImportedFile.content_hash == digest)
+        .where(Athlete.name == athlete_name, ImportedFile.content_hash == checked.digest)
     )
     with db.read() as session:
         # Most files are new: looked up without SQLite's write lock, which the worker storing the last file
@@ -119,12 +137,18 @@ def known_report(
     with db.transaction() as session:
         athlete = ensure_athlete(session, athlete_name, settings)
         imported = session.scalar(
-            select(ImportedFile).where(ImportedFile.athlete_id == athlete.id, ImportedFile.content_hash == digest)
+            select(ImportedFile).where(
+                ImportedFile.athlete_id == athlete.id, ImportedFile.content_hash == checked.digest
+            )
         )
         if imported is None:
             return None
-        remember_file(session, athlete.id, Decoded(path, stat, digest, imported.source, None, None))
-        return existing_report(session, str(path), imported)
+        remember_file(
+            session, athlete.id, Decoded(checked.path, checked.stat, checked.digest, imported.source, None, None)
+        )
+        report = existing_report(session, str(checked.path), imported)
+        report.athlete_id = athlete.id
+        return report
 
 
 def may_still_be_written(decoded: Decoded, hold_still_s: float) -> bool:
@@ -141,6 +165,61 @@ def may_still_be_written(decoded: Decoded, hold_still_s: float) -> bool:
     return time.time() - st.st_mtime_ns / 1e9 < hold_still_s
 
 
+Decoder = Callable[[CheckedFile], Decoded]
+
+
+def sandboxed(settings: Settings) -> Decoder:
+    """The decoder every way in uses: a sandboxed child under the settings' limits and model constants."""
+
+    def decode(checked: CheckedFile) -> Decoded:
+        return decode_for(settings, checked.path, checked.root)
+
+    return decode
+
+
+def read_guarded(db: Database, settings: Settings, checked: CheckedFile, now: datetime, decode: Decoder) -> Decoded:
+    """Decode ``checked`` bracketed by its decode-attempt row: a file that was being read at two deaths of its
+    reader is not read again but rejected (``INTERRUPTED``)."""
+    stale_after_s = settings.decode_timeout_s + 60.0
+    if not begin_attempt(db, checked.digest, checked.path, now, stale_after_s):
+        source = source_for(checked.path, registered_sources())
+        return Decoded(checked.path, checked.stat, checked.digest, source.name if source else None, None, INTERRUPTED)
+    try:
+        return decode(checked)
+    finally:
+        # Whatever happened in the child, this process lived to record it: the attempt is over.
+        end_attempt(db, checked.digest)
+
+
+def ingest_checked(
+    db: Database,
+    settings: Settings,
+    athlete_name: str,
+    checked: CheckedFile,
+    now: datetime,
+    *,
+    decode: Decoder,
+    quarantine_damaged: bool = False,
+    origin: Origin = INBOX,
+) -> FileReport:
+    """Ingest a checked file: a known content is a duplicate without decoding; else read (guarded), store."""
+    known = known_report(db, settings, athlete_name, checked)
+    if known is not None:
+        return known
+    decoded = read_guarded(db, settings, checked, now, decode)
+    if (
+        quarantine_damaged
+        and decoded.result is None
+        and not decoded.refused
+        and decoded.error != INTERRUPTED
+        and may_still_be_written(decoded, settings.hold_still_seconds)
+    ):
+        reason = f"{decoded.error or 'damaged'}; it may still be being written, so it is read again later"
+        return FileReport(str(checked.path), "pending", reason)
+    qdir = settings.effective_quarantine_dir if quarantine_damaged else None
+    return store_decoded(db, settings, athlete_name, decoded, now, quarantine_dir=qdir, origin=origin)
+
+
 def ingest_path(
     db: Database,
     settings: Settings,
@@ -150,49 +229,27 @@ def ingest_path(
     *,
     root: Path | None = None,
     quarantine_damaged: bool = False,
-    defer_load: bool = False,
     origin: Origin = INBOX,
 ) -> FileReport:
-    """Ingest one file for ``athlete_name``; damaged files are quarantined when ``quarantine_damaged``.
+    """Ingest one file for ``athlete_name``: check and hash it once, skip known content, decode it in the
+    sandbox under the decode-attempt guard, and store it through the one writer. The report says whether the
+    athlete's replan is owed: the caller then runs or queues it (``recommender.planner.replan``).
 
     ``origin`` says where the file came from (an inbox, an export, a connector's activity): it is kept with the
-    runs stored from it.
-
-    ``defer_load`` stores the runs and marks the athlete for :func:`recommender.planner.replan` (in the same
-    transaction) instead of recomputing at once: the caller, or whoever it hands the athlete's id to, replans.
-
-    With ``quarantine_damaged`` (files from a watched folder), a file that fails to decode while it may still
-    be written (changed within ``STRIDECARE_HOLD_STILL_SECONDS``) is reported ``pending`` and left alone: the
-    watcher offers it again once it has changed or held still."""
-    known = known_report(db, settings, athlete_name, path, root)
-    if known is not None:
-        return known
-    qdir = settings.effective_quarantine_dir if quarantine_damaged else None
-    try:
-        stat = check_file(path, root=root, max_bytes=settings.max_file_bytes)
-        digest = content_hash(path)
-    except RefusedFile as exc:
-        return FileReport(str(path), "rejected", str(exc))
-    except OSError as exc:
-        return FileReport(str(path), "rejected", f"unreadable: {exc.strerror or exc}")
-    stale_after_s = settings.decode_timeout_s + 60.0
-    if not begin_attempt(db, digest, path, now, stale_after_s):
-        source = source_for(path, registered_sources())
-        decoded = Decoded(path, stat, digest, source.name if source else None, None, INTERRUPTED)
-        report = store_decoded(db, settings, athlete_name, decoded, now, quarantine_dir=qdir)
-        end_attempt(db, digest)
-        return report
-    try:
-        decoded = decode_for(settings, path, root)
-        if (
-            quarantine_damaged
-            and decoded.result is None
-            and not decoded.refused
-            and may_still_be_written(decoded, settings.hold_still_seconds)
-        ):
-            reason = f"{decoded.error or 'damaged'}; it may still be being written, so it is read again later"
-            return FileReport(str(path), "pending", reason)
-        return store_decoded(db, settings, athlete_name, decoded, now, quarantine_dir=qdir, defer_load=defer_load)
-    finally:
-        # Whatever happened in the child, this process lived to record it: the attempt is over.
-        end_attempt(db, digest)
+    runs stored from it. With ``quarantine_damaged`` (files from a watched folder), a damaged file is moved to
+    the quarantine, and a file that fails to decode while it may still be written (changed within
+    ``STRIDECARE_HOLD_STILL_SECONDS``) is reported ``pending`` and left alone: the watcher offers it again once it
+    has changed or held still."""
+    checked = check(settings, path, root)
+    if isinstance(checked, FileReport):
+        return checked
+    return ingest_checked(
+        db,
+        settings,
+        athlete_name,
+        checked,
+        now,
+        decode=sandboxed(settings),
+        quarantine_damaged=quarantine_damaged,
+        origin=origin,
+    )

@@ -1,4 +1,6 @@
-"""Storing decoded files: the import log, runs and samples, and the load/prompt update, in one transaction."""
+"""Storing decoded files: the import log row, the kept original and the file's runs (through the one writer,
+``ingest.runs``), in one transaction. Planning follows the commit: a report whose ``replan_owed`` is set is
+planned by its caller (``recommender.planner.replan``)."""
 
 from __future__ import annotations
 
@@ -14,17 +16,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ingest.decode import Decoded
-from ingest.dedupe import link_duplicate
 from ingest.files import quarantine
-from recommender.planner import complete_pending, mark_deferred, runs_changed
-from recommender.run_json import run_json
-from recommender.shoes import shoe_for_new_run
+from ingest.origin import INBOX, Origin
+from ingest.originals import keep
+from ingest.runs import store_parsed
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.engine import Database
-from stridecare.db.models import ImportedFile, Run, RunSamples, SeenFile
-from stridecare.db.samples import ENCODING, pack_samples
+from stridecare.db.models import ImportedFile, Run, SeenFile
+from stridecare.db.run_json import run_json
 from stridecare.domain.plausibility import first_implausibility
-from stridecare.domain.run import ParsedRun
 from stridecare.settings import Settings
 
 
@@ -36,45 +36,14 @@ class FileReport:
     status: str  # ingested | duplicate | skipped | rejected
     reason: str | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
-    # A deferred store that owes the athlete's replan (``planner.mark_deferred``): the caller queues it. Else a
-    # replan is queued or running and plans these runs too (``planner.replan``).
+    # This store owes the athlete's replan (``stridecare.db.marks.mark_stale``): the caller runs or queues it.
+    # Else a replan is queued or running and plans these runs too.
     replan_owed: bool = False
+    athlete_id: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The documented JSON shape."""
         return {"path": self.path, "status": self.status, "reason": self.reason, "runs": self.runs}
-
-
-def add_run(session: Session, athlete_id: int, parsed: ParsedRun, file_id: int | None) -> Run:
-    """Insert one parsed run with its packed samples (caller handles uniqueness)."""
-    run = Run(
-        athlete_id=athlete_id,
-        source=parsed.source,
-        source_key=parsed.source_key,
-        file_id=file_id,
-        name=parsed.name,
-        sport=parsed.sport,
-        sub_sport=parsed.sub_sport,
-        start_time=parsed.start_time,
-        utc_offset_s=parsed.utc_offset_s,
-        elapsed_s=parsed.elapsed_s,
-        timer_s=parsed.timer_s,
-        distance_m=parsed.distance_m,
-        ascent_m=parsed.ascent_m,
-        descent_m=parsed.descent_m,
-        steps=parsed.steps,
-        avg_cadence_spm=parsed.avg_cadence_spm,
-        avg_heart_rate_bpm=parsed.avg_heart_rate_bpm,
-        max_heart_rate_bpm=parsed.max_heart_rate_bpm,
-        cadence_source=str(parsed.cadence_source),
-        device=parsed.device,
-        device_total_strides=parsed.device_total_strides,
-        shoe_id=shoe_for_new_run(session, athlete_id, parsed.gear_id),
-    )
-    if len(parsed.samples):
-        run.samples = RunSamples(count=len(parsed.samples), encoding=ENCODING, data=pack_samples(parsed.samples))
-    session.add(run)
-    return run
 
 
 def remember_file(session: Session, athlete_id: int, decoded: Decoded) -> None:
@@ -116,14 +85,13 @@ def store_decoded(
     now: datetime,
     *,
     quarantine_dir: Path | None = None,
-    defer_load: bool = False,
+    origin: Origin = INBOX,
 ) -> FileReport:
     """Record one decoded file exactly once: a second call with the same content reports a duplicate.
 
-    Runs, samples, load, prompts and their outbox rows are written in one transaction, so a crash leaves either
-    all of them or none (and the file is then picked up again by the next scan). ``defer_load`` stores the runs
-    only; the caller then runs :func:`complete_pending_loads` once, in time order (bulk imports).
-    """
+    The import log row, the kept original, the runs and samples, their session identity and the athlete's
+    replan mark are written in one transaction, so a crash leaves either all of them or none (and the file is
+    then picked up again by the next scan). The report says whether the athlete's replan is owed."""
     path = str(decoded.path)
     if decoded.refused or decoded.content_hash is None:
         return FileReport(path, "rejected", decoded.error)
@@ -131,9 +99,10 @@ def store_decoded(
         # Physically impossible content is rejected like a damaged file: logged, quarantined, never stored.
         decoded = replace(decoded, result=None, error=implausible)
     report, move = FileReport(path, "duplicate", "stored at the same time by a concurrent import"), False
+    original = keep(settings.data_home, decoded.path, decoded.content_hash) if decoded.result else None
     for _attempt in range(2):
         try:
-            report, move = _store_once(db, settings, athlete_name, decoded, now, defer_load)
+            report, move = _store_once(db, settings, athlete_name, decoded, origin, original)
             break
         except IntegrityError:
             # A concurrent import stored the same content (or the same run) first: the second pass reports it
@@ -145,7 +114,7 @@ def store_decoded(
 
 
 def _store_once(
-    db: Database, settings: Settings, athlete_name: str, decoded: Decoded, now: datetime, defer_load: bool
+    db: Database, settings: Settings, athlete_name: str, decoded: Decoded, origin: Origin, original: str | None
 ) -> tuple[FileReport, bool]:
     path = str(decoded.path)
     assert decoded.content_hash is not None and decoded.stat is not None
@@ -159,27 +128,14 @@ def _store_once(
         if imported is not None:
             remember_file(session, athlete.id, decoded)
             return existing_report(session, path, imported), False
-        if decoded.result is None:
-            session.add(
-                ImportedFile(
-                    athlete_id=athlete.id,
-                    content_hash=decoded.content_hash,
-                    path=path,
-                    size=decoded.stat.size,
-                    status="rejected",
-                    reason=decoded.error,
-                    source=decoded.source or "unknown",
-                )
-            )
-            remember_file(session, athlete.id, decoded)
-            return FileReport(path, "rejected", decoded.error), True
         result = decoded.result
-        status = "ingested" if result.runs else "skipped"
-        reason = None
-        if not result.runs:
-            reason = "; ".join(s.reason for s in result.skipped) or "no foot sessions in file"
-        elif result.skipped:
-            reason = "also skipped: " + "; ".join(s.reason for s in result.skipped)
+        if result is None:
+            status, reason = "rejected", decoded.error
+        elif result.runs:
+            status = "ingested"
+            reason = ("also skipped: " + "; ".join(s.reason for s in result.skipped)) if result.skipped else None
+        else:
+            status, reason = "skipped", "; ".join(s.reason for s in result.skipped) or "no foot sessions in file"
         imported = ImportedFile(
             athlete_id=athlete.id,
             content_hash=decoded.content_hash,
@@ -188,31 +144,17 @@ def _store_once(
             status=status,
             reason=reason,
             source=decoded.source or "unknown",
+            origin=origin.kind,
+            origin_account=origin.account,
+            origin_item=origin.item_id,
+            original=original,
         )
         session.add(imported)
         session.flush()
-        runs = [add_run(session, athlete.id, parsed, imported.id) for parsed in result.runs]
-        session.flush()
-        for run in runs:
-            link_duplicate(session, athlete.id, run)  # the same run from Strava: one primary, one prompt
-        owed = False
-        if runs and not defer_load:
-            runs_changed(session, settings, athlete, runs, now)
-        elif runs:
-            # The batch's replan recomputes from the earliest of them; under the athlete's lock, like the replan.
-            owed = mark_deferred(session, athlete, runs)
         remember_file(session, athlete.id, decoded)
-        return FileReport(path, status, reason, [run_json(r) for r in runs], replan_owed=owed), False
-
-
-def complete_pending_loads(db: Database, settings: Settings, athlete_name: str, now: datetime) -> int:
-    """Compute load, flags and (fresh) prompts for the athlete's runs stored without them, oldest first.
-
-    Bulk imports store runs first and finish them here in one pass, so each run's figures are the same as if
-    the runs had arrived one by one in time order; an import interrupted before this pass is finished by the
-    next one.
-    """
-    with db.transaction() as session:
-        athlete_id = ensure_athlete(session, athlete_name, settings).id
-    # One recompute from the earliest stored run, in short transactions (recommender.planner.replan).
-    return complete_pending(db, settings, athlete_id, now)
+        if result is None:
+            return FileReport(path, "rejected", decoded.error, athlete_id=athlete.id), True
+        stored = store_parsed(session, athlete, result.runs, file_id=imported.id, checked=True)
+        runs = sorted(stored.runs, key=lambda r: (r.start_time, r.id))
+        report = FileReport(path, status, reason, [run_json(r) for r in runs], stored.replan_owed, athlete.id)
+        return report, False

@@ -34,9 +34,12 @@ from __future__ import annotations
 
 import csv
 import io
+import lzma
 import stat
+import struct
 import zipfile
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -45,22 +48,40 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from ingest.compressed import MAX_DECOMPRESSED_BYTES, MAX_RATIO, copy_capped, gunzip_capped
 from ingest.decode import supported_suffixes
 from ingest.files import content_hash, kind_of
+from ingest.origin import Origin
 from ingest.sandbox import Limits, decode_sandboxed
-from ingest.store import FileReport, complete_pending_loads, existing_report, store_decoded
+from ingest.store import FileReport, existing_report, store_decoded
 from ingest.strava.convert import convert_activity, sport_of
-from ingest.strava.sync import find_run, store_parsed
-from recommender.run_json import run_json
+from ingest.strava.sync import SOURCE as STRAVA_SOURCE
+from ingest.strava.sync import store_parsed
 from stridecare.db.athletes import ensure_athlete
-from stridecare.db.models import ImportedFile
+from stridecare.db.models import ImportedFile, Run
+from stridecare.db.run_json import run_json
 from stridecare.domain.run import DecodeError, ParsedRun
 from stridecare.runtime import Runtime
 
 # activities.csv is a few hundred bytes a row; 64 MB is ~100,000 activities.
 MAX_CSV_BYTES = 64 * 1024 * 1024
+# Set by ``STRIDECARE_EXPORT_MAX_ROWS``; an archive whose activities.csv holds more rows is refused before any
+# is read, with the count and the setting named, so that nothing is half imported.
+# A physical CSV line (a row, or part of a multi-line description) longer than this is not an export's.
+MAX_LINE_CHARS = 1024 * 1024
+MAX_COLUMNS = 1000  # Strava's own header has ~90
+# Entries in the zip, counted from its end record before the central directory is read: a zip of a million
+# tiny entries costs hundreds of megabytes as ``ZipInfo`` objects alone. A real export holds one file per
+# activity plus media.
+MAX_MEMBERS = 250_000
+MAX_CENTRAL_DIRECTORY_BYTES = 128 * 1024 * 1024
+# Summary rows (manual entries) are stored this many to a transaction: one lock, one mark per batch.
+_BATCH = 200
+_READABLE = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
+# What reading one member can raise besides a decoder's reasons: damage, an unknown method, a truncated stream.
+_MEMBER_ERRORS = (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, EOFError, zlib.error, lzma.LZMAError)
 _DATE_FORMATS = ("%b %d, %Y, %I:%M:%S %p", "%b %d, %Y %I:%M:%S %p", "%d %b %Y, %H:%M:%S", "%Y-%m-%d %H:%M:%S")
 
 Report = Callable[[FileReport], None]
@@ -178,8 +199,47 @@ def _member_kind(info: zipfile.ZipInfo) -> str | None:
     return kind_of(mode)
 
 
-def _open_csv(archive: zipfile.ZipFile) -> tuple[str, list[_Row]]:
-    """The folder prefix of ``activities.csv`` inside the archive and its rows."""
+def _unreadable(info: zipfile.ZipInfo) -> str | None:
+    """Why a member cannot be read without trying (a password, a compression method zipfile lacks), or None."""
+    if info.flag_bits & 0x1:
+        return f"{info.filename} is encrypted (the archive has a password)"
+    if info.compress_type not in _READABLE:
+        return f"{info.filename} uses a compression method that cannot be read here (method {info.compress_type})"
+    return None
+
+
+def check_member_count(path: Path) -> None:
+    """Refuse a zip whose end record announces more than :data:`MAX_MEMBERS` entries or a central directory
+    over :data:`MAX_CENTRAL_DIRECTORY_BYTES`, before ``zipfile`` builds an object per entry. A file without an
+    end record passes: ``zipfile`` then says it is not a zip."""
+    with path.open("rb") as fh:
+        size = fh.seek(0, 2)
+        tail_len = min(size, 22 + 0xFFFF)  # the end record, then a comment of at most 64 KB
+        fh.seek(size - tail_len)
+        tail = fh.read(tail_len)
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < 22:
+            return
+        entries, directory = struct.unpack("<HI", tail[at + 10 : at + 16])
+        locator = at - 20
+        if (
+            (entries == 0xFFFF or directory == 0xFFFFFFFF)
+            and locator >= 0
+            and tail[locator : locator + 4] == b"PK\x06\x07"
+        ):
+            (offset,) = struct.unpack("<Q", tail[locator + 8 : locator + 16])
+            fh.seek(offset)
+            record = fh.read(56)
+            if record[:4] == b"PK\x06\x06" and len(record) == 56:
+                entries, directory = struct.unpack("<QQ", record[32:48])
+    if entries > MAX_MEMBERS:
+        raise StravaExportError(f"the archive holds {entries:,} entries, over the cap of {MAX_MEMBERS:,}")
+    if directory > MAX_CENTRAL_DIRECTORY_BYTES:
+        raise StravaExportError(f"the archive's directory is {directory / 1e6:.0f} MB, over the cap")
+
+
+def _find_csv(archive: zipfile.ZipFile) -> tuple[str, zipfile.ZipInfo]:
+    """The folder prefix of ``activities.csv`` inside the archive and its member."""
     candidates = [
         info
         for info in archive.infolist()
@@ -191,27 +251,113 @@ def _open_csv(archive: zipfile.ZipFile) -> tuple[str, list[_Row]]:
     info = min(candidates, key=lambda i: (i.filename.count("/"), i.filename))
     if info.file_size > MAX_CSV_BYTES:
         raise StravaExportError(f"activities.csv is {info.file_size / 1e6:.0f} MB, over the 64 MB cap")
-    with archive.open(info) as fh:
-        raw = fh.read(MAX_CSV_BYTES + 1)
-    if len(raw) > MAX_CSV_BYTES:
-        raise StravaExportError("activities.csv is over the 64 MB cap")
-    text = raw.decode("utf-8-sig", errors="replace")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except StopIteration as exc:
-        raise StravaExportError("activities.csv is empty") from exc
-    names = [h.strip().lower() for h in header]
-    rows: list[_Row] = []
-    for record in reader:
-        if not any(cell.strip() for cell in record):
-            continue
-        values: dict[str, list[str]] = {}
-        for name, cell in zip(names, record, strict=False):
-            values.setdefault(name, []).append(cell)
-        rows.append(_Row(values))
+    why = _unreadable(info)
+    if why is not None:
+        raise StravaExportError(f"cannot read {why}: download the export again from Strava")
     prefix = info.filename[: -len(PurePosixPath(info.filename).name)]
-    return prefix, rows
+    return prefix, info
+
+
+class _TooWide(Exception):
+    """A CSV line longer than :data:`MAX_LINE_CHARS`."""
+
+
+def _lines(text: io.TextIOWrapper) -> Iterator[str]:
+    """The CSV's physical lines, none longer than :data:`MAX_LINE_CHARS` (csv alone would build a row of any
+    width: a line of 64 MB of commas is 64 million cells)."""
+    while True:
+        line = text.readline(MAX_LINE_CHARS + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE_CHARS:
+            raise _TooWide(f"a line of activities.csv is longer than {MAX_LINE_CHARS // 1024} KB")
+        yield line
+
+
+class _Csv:
+    """activities.csv read as a stream, never whole: its rows one at a time, each with its spreadsheet number."""
+
+    def __init__(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+        self.archive, self.info = archive, info
+
+    def _records(self) -> Iterator[tuple[int, list[str] | csv.Error]]:
+        """(line number, cells or the csv error of that record) for every record, the header first."""
+        with self.archive.open(self.info) as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+            reader = csv.reader(_lines(text))
+            while True:
+                try:
+                    record = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    yield reader.line_num, exc
+                    continue
+                yield reader.line_num, record
+
+    def check(self, max_rows: int) -> int:
+        """Read through once (cheap: no row is kept) and refuse what the import would choke on: no header,
+        too many columns or rows, a line too long. Returns the number of rows."""
+        rows = -1
+        try:
+            for _line, record in self._records():
+                if rows < 0:
+                    if isinstance(record, csv.Error) or not record:
+                        raise StravaExportError("activities.csv has no header row")
+                    if len(record) > MAX_COLUMNS:
+                        raise StravaExportError(
+                            f"activities.csv has {len(record):,} columns, over the cap of {MAX_COLUMNS:,}"
+                        )
+                rows += 1
+                if rows > max_rows:
+                    raise StravaExportError(
+                        f"activities.csv has more than {max_rows:,} rows: refused before importing any "
+                        "(raise STRIDECARE_EXPORT_MAX_ROWS to import it; it bounds an import's time)"
+                    )
+        except _TooWide as exc:
+            raise StravaExportError(str(exc)) from exc
+        if rows < 0:
+            raise StravaExportError("activities.csv is empty")
+        return rows
+
+    def rows(self) -> Iterator[tuple[int, _Row | str]]:
+        """(spreadsheet row number, the row or why it cannot be read), blank rows left out."""
+        names: list[str] | None = None
+        number = 0
+        for _line, record in self._records():
+            if names is None:
+                names = [] if isinstance(record, csv.Error) else [h.strip().lower() for h in record]
+                number = 1
+                continue
+            number += 1  # row 1 is the header, as a spreadsheet numbers it
+            if isinstance(record, csv.Error):
+                yield number, f"unreadable CSV row: {' '.join(str(record).split())[:160]}"
+                continue
+            if not any(cell.strip() for cell in record):
+                continue
+            values: dict[str, list[str]] = {}
+            for name, cell in zip(names, record, strict=False):
+                values.setdefault(name, []).append(cell)
+            yield number, _Row(values)
+
+
+@dataclass(frozen=True, slots=True)
+class _Summary:
+    """A summary-only run (a manual entry, or a row whose file is missing) waiting for its batch."""
+
+    label: str
+    parsed: ParsedRun
+    activity: dict[str, Any]
+    note: str | None
+
+
+def stored_runs(session: Session, athlete_id: int, keys: list[str]) -> list[Run]:
+    """The athlete's stored Strava runs among the Activity IDs ``keys`` (the key the API import uses too)."""
+    return list(
+        session.scalars(
+            select(Run).where(Run.athlete_id == athlete_id, Run.source == STRAVA_SOURCE, Run.source_key.in_(keys))
+        )
+    )
 
 
 class _Importer:
@@ -222,6 +368,7 @@ class _Importer:
         self.now = now
         self.report = report
         self.summary: dict[str, int] = {}
+        self.pending: list[_Summary] = []
 
     def count(self, report: FileReport) -> None:
         self.summary[report.status] = self.summary.get(report.status, 0) + 1
@@ -261,6 +408,9 @@ class _Importer:
         display = Path(f"{self.zip_path}/{info.filename}")
         name = info.filename.lower()
         suffixes = supported_suffixes()
+        unreadable = _unreadable(info)
+        if unreadable is not None:
+            return FileReport(str(display), "skipped", f"{unreadable}: not read")
         if not name.endswith(suffixes):
             reason = f"refused: {info.filename} is not a supported file ({', '.join(suffixes)})"
             return FileReport(str(display), "rejected", reason)
@@ -293,8 +443,8 @@ class _Importer:
                         max_bytes=settings.max_file_bytes,
                         max_ratio=MAX_RATIO,
                     )
-            except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, EOFError) as exc:
-                # Damaged member, unsupported compression, or encrypted: one line, the rest goes on.
+            except _MEMBER_ERRORS as exc:
+                # A damaged member: one line, the rest goes on.
                 detail = " ".join(str(exc).split())[:160] or type(exc).__name__
                 return FileReport(str(display), "rejected", f"damaged archive member: {detail}")
             if is_gz:
@@ -314,7 +464,7 @@ class _Importer:
                 decode_sandboxed(target, tmp, max_bytes, Limits.from_settings(settings), settings.load.constants),
                 path=display,
             )
-            return store_decoded(self.rt.db, settings, self.athlete, decoded, self.now, defer_load=True)
+            return store_decoded(self.rt.db, settings, self.athlete, decoded, self.now, origin=Origin("export"))
         finally:
             target.unlink(missing_ok=True)
 
@@ -363,29 +513,71 @@ class _Importer:
         if not isinstance(parsed, ParsedRun):
             self.count(FileReport(label, "skipped", parsed.reason))
             return
-        report = self.store_run(parsed, label)
-        if missing_file and report.status == "ingested":
-            report.reason = f"{missing_file} is missing from the archive: stored from the CSV summary"
-        self.count(report)
+        if any(p.parsed.source_key == parsed.source_key for p in self.pending):
+            self.count(
+                FileReport(label, "duplicate", f"Strava activity {activity_id} is listed twice in activities.csv")
+            )
+            return
+        note = f"{missing_file} is missing from the archive: stored from the CSV summary" if missing_file else None
+        self.pending.append(_Summary(label, parsed, activity, note))
+        if len(self.pending) >= _BATCH:
+            self.flush()
 
-    def store_run(self, parsed: ParsedRun, label: str) -> FileReport:
-        """Store a summary-only Strava run once, through the Strava API import's own insert path
-        (``ingest.strava.sync.store_parsed``: unique ``(athlete, "strava", Activity ID)``, linked to a file
-        copy of the same session). A row already stored — by an earlier import or by the API, whose record is
-        at least as rich — is reported as a duplicate and left as it is."""
+    def flush(self) -> None:
+        """Store the summary runs waiting for their batch and report each."""
+        batch, self.pending = self.pending, []
+        if batch:
+            for report in self.store_runs(batch):
+                self.count(report)
+
+    def store_runs(self, batch: list[_Summary]) -> list[FileReport]:
+        """Store summary-only Strava runs once, in one transaction, through the Strava API import's own insert
+        path (``ingest.strava.sync.store_parsed``: unique ``(athlete, "strava", Activity ID)``, linked to a
+        file copy of the same session); a report per run, in order. A row already stored — by an earlier import
+        or by the API, whose record is at least as rich — is reported as a duplicate and left as it is."""
         settings = self.rt.settings
         for attempt in range(2):
             try:
                 with self.rt.db.transaction() as session:
                     athlete = ensure_athlete(session, self.athlete, settings)
-                    existing = find_run(session, athlete.id, parsed.source_key)
-                    if existing is not None:
-                        reason = f"Strava activity {parsed.source_key} already stored"
-                        return FileReport(label, "duplicate", reason, [run_json(existing)])
-                    stored = store_parsed(session, settings, athlete, [parsed], self.now, defer=True)
-                    return FileReport(label, "ingested", None, [run_json(r) for r in stored])
+                    reports: dict[int, FileReport] = {}
+                    new: list[tuple[int, _Summary]] = []
+                    # One query for the batch, before anything is added (a query per row would flush per row).
+                    known = {
+                        run.source_key: run
+                        for run in stored_runs(session, athlete.id, [b.parsed.source_key for b in batch])
+                    }
+                    for i, item in enumerate(batch):
+                        existing = known.get(item.parsed.source_key)
+                        if existing is not None:
+                            reason = f"Strava activity {item.parsed.source_key} already stored"
+                            reports[i] = FileReport(item.label, "duplicate", reason, [run_json(existing)])
+                        else:
+                            new.append((i, item))
+                    records = {
+                        item.parsed.source_key: {"activity": item.activity, "streams": None, "from": "export"}
+                        for _, item in new
+                    }
+                    stored = store_parsed(
+                        session,
+                        settings,
+                        athlete,
+                        [item.parsed for _, item in new],
+                        self.now,
+                        defer=True,
+                        records=records,
+                    )
+                    by_key = {run.source_key: run for run in stored}
+                    for i, item in new:
+                        run = by_key.get(item.parsed.source_key)
+                        reports[i] = (
+                            FileReport(item.label, "ingested", item.note, [run_json(run)])
+                            if run is not None
+                            else FileReport(item.label, "rejected", "not stored: outside physical bounds")
+                        )
+                    return [reports[i] for i in range(len(batch))]
             except IntegrityError:
-                # The Strava API import stored the same activity meanwhile; the second pass reports it.
+                # The Strava API import stored one of them meanwhile; the second pass reports it as a duplicate.
                 if attempt:
                     raise
         raise AssertionError("unreachable")
@@ -403,27 +595,35 @@ def import_strava_export(
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     try:
+        check_member_count(zip_path)
         archive = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         detail = getattr(exc, "strerror", None) or " ".join(str(exc).split())[:160]
         raise StravaExportError(f"cannot read {zip_path.name} as a zip archive: {detail}") from exc
     importer = _Importer(rt, zip_path, athlete, now, report)
     with archive, TemporaryDirectory(prefix="stridecare-strava-") as tmp_name:
         try:
-            prefix, rows = _open_csv(archive)
-        except (zipfile.BadZipFile, OSError, EOFError, csv.Error) as exc:
-            detail = " ".join(str(exc).split())[:160]
+            prefix, info = _find_csv(archive)
+            table = _Csv(archive, info)
+            table.check(rt.settings.export_max_rows)  # refused whole, before a row is stored
+            tmp = Path(tmp_name)
+            for number, row in table.rows():
+                try:
+                    if isinstance(row, str):
+                        importer.count(FileReport(f"{zip_path}:activities.csv#{number}", "rejected", row))
+                    else:
+                        importer.row(archive, prefix, row, tmp, number)
+                except (*_MEMBER_ERRORS, csv.Error, DecodeError) as exc:
+                    # Disk trouble or an unexpected file problem on one row: report it, go on with the rest.
+                    detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+                    importer.count(FileReport(f"{zip_path}:activities.csv#{number}", "rejected", detail))
+            importer.flush()
+        except (*_MEMBER_ERRORS, csv.Error, _TooWide) as exc:
+            # activities.csv itself became unreadable part way (it passed the first read: a disk error).
+            importer.flush()
+            detail = " ".join(str(exc).split())[:160] or type(exc).__name__
             raise StravaExportError(f"cannot read activities.csv: {detail}") from exc
-        tmp = Path(tmp_name)
-        for number, row in enumerate(rows, start=2):  # row 1 is the header, as a spreadsheet numbers it
-            try:
-                importer.row(archive, prefix, row, tmp, number)
-            except (OSError, csv.Error, DecodeError) as exc:
-                # Disk trouble or an unexpected file problem on one row: report it, go on with the rest.
-                detail = " ".join(str(exc).split())[:160] or type(exc).__name__
-                importer.count(FileReport(f"{zip_path}:activities.csv#{number}", "rejected", detail))
-    # The rows were stored with their runs only marked: load, flags and prompts once, oldest run first.
-    complete_pending_loads(rt.db, rt.settings, athlete, now)
+    # The rows were stored with their runs only marked: the caller replans the athlete once.
     return importer.summary
 
 

@@ -1,13 +1,11 @@
-"""After runs change: load per run, the daily series, flags, long runs, and the post-run prompt with its outbox.
+"""Planning: load per run, the daily series, flags, long runs, and the post-run prompt with its outbox rows.
 
-Called inside the ingest transaction, so a run, its load, its prompt and the prompt's deliveries are written
-together or not at all. The decisions themselves are the pure functions of ``stridecare.domain`` and
-``recommender.rules``; this module reads their inputs from SQL and writes their results back.
-
-One path for every change: :func:`runs_changed` (insert, update, delete, link, unlink) recomputes from the
-earliest affected local day in the caller's transaction. Batches store first and :func:`mark_changed` the
-athlete (``Athlete.replan_from``, written with the runs); :func:`replan` then recomputes once, oldest run
-first, in transactions of at most :data:`CHUNK_RUNS` runs, moving the mark as it goes. Each run's figures are
+Storing runs (``ingest.runs``) only writes the athlete's stale mark (``stridecare.db.marks``, in the same
+transaction as the runs). :func:`replan`, the one entry point, then recomputes from the mark, oldest run
+first, in transactions of at most :data:`CHUNK_RUNS` runs, moving the mark as it goes; a prompt and its
+deliveries are written in the same transaction as the load that decided them. The decisions themselves are the
+pure functions of ``stridecare.domain`` and ``recommender.rules``; this module reads their inputs from SQL and
+writes their results back. Each run's figures are
 those known when it ended (only earlier runs, its own day so far), every query is bounded on both sides by
 the window its rule needs, and a run whose inputs did not change keeps its load, so the result is the same
 whatever the order or batching of the arrivals.
@@ -17,14 +15,13 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from delivery.outbox import create_deliveries
@@ -33,6 +30,7 @@ from recommender.routines import TOE_ISOLATION
 from recommender.shoes import shoe_reminders
 from stridecare.db.athletes import lock_athlete
 from stridecare.db.engine import Database
+from stridecare.db.marks import mark_changed, session_starts
 from stridecare.db.models import Athlete, DailyLoad, Prompt, Run, RunLoad, utcnow
 from stridecare.db.samples import unpack_samples
 from stridecare.domain.flags import SPIKE_FLAGS, Flag, evaluate_flags
@@ -62,10 +60,6 @@ HISTORY_DAYS = 90
 # Runs per write transaction of :func:`replan`: a batch never holds the athlete's (or SQLite's) write lock
 # for long, and a crash loses at most one chunk of work, which the next replan redoes.
 CHUNK_RUNS = 200
-# A replan that committed no chunk for this long is taken for lost (its message gone with the broker, its task
-# failed): the next deferred store queues another (:func:`mark_deferred`), and the beat's tick finishes a mark
-# that neither a store nor a chunk touched for as long (``workers.periodic.finish_stale_marks``).
-REPLAN_STALL_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,66 +328,13 @@ def runs_changed(
     marks = [r.start_time for r in runs]
     if since is not None:
         marks.append(since)
-    if not marks:
+    if not marks and athlete.replan_from is None:
         return None
-    marks.extend(_session_starts(session, runs))
-    mark_changed(session, athlete, since=min(marks))
+    marks.extend(session_starts(session, runs))
+    mark_changed(session, athlete, since=min(marks) if marks else None)
     done = _replan_chunk(session, settings, athlete, now, changed={r.id for r in runs}, limit=None)
     shoe_reminders(session, settings, athlete, now)  # a pair past its remind-at distance: once
     return done
-
-
-def run_removed(session: Session, settings: Settings, athlete: Athlete, start_time: datetime) -> None:
-    """A run was deleted: recompute the runs that compared against it and the daily series from its day."""
-    runs_changed(session, settings, athlete, [], start_time.astimezone(UTC), since=start_time)
-
-
-def mark_changed(
-    session: Session, athlete: Athlete, runs: Sequence[Run] = (), *, since: datetime | None = None
-) -> None:
-    """Record that the athlete's figures are stale from the earliest of ``runs``' starts and ``since``,
-    without recomputing: a batch stores its runs, marks them, and :func:`replan` finishes once. The mark is
-    written with the runs, so a crash before :func:`replan` leaves it for the next one."""
-    marks = [r.start_time for r in runs]
-    if since is not None:
-        marks.append(since)
-    if athlete.replan_from is not None:
-        marks.append(athlete.replan_from)
-    if runs:
-        marks.extend(_session_starts(session, runs))  # as in runs_changed: a demoted copy's earlier day too
-    if marks:
-        athlete.replan_from = min(marks)
-    # A changed record whose load exists must be recomputed even though its history is the same.
-    ids = [r.id for r in runs if r.id is not None]
-    if ids:
-        for stored in session.scalars(select(RunLoad).where(RunLoad.run_id.in_(ids))):
-            if stored.facts.get("inputs_key") is not None:
-                stored.facts = {**stored.facts, "inputs_key": None}
-
-
-def mark_deferred(session: Session, athlete: Athlete, runs: Sequence[Run]) -> bool:
-    """:func:`mark_changed` for a store whose caller queues the replan itself (an inbox file). True when this
-    store owes that replan: the mark was clear, or the replan it was owed to has shown no progress for
-    ``REPLAN_STALL_S``. Otherwise a replan is queued or running, and it plans these runs too (:func:`replan`
-    reads the mark again before each chunk). Call with the athlete's lock held."""
-    wall = utcnow()
-    last = athlete.replan_progress_at
-    owed = athlete.replan_from is None or last is None or (wall - last).total_seconds() > REPLAN_STALL_S
-    mark_changed(session, athlete, runs)
-    if owed:
-        athlete.replan_progress_at = wall
-    return owed
-
-
-def _session_starts(session: Session, runs: Sequence[Run]) -> list[datetime]:
-    """Starts of every record of the sessions ``runs`` belong to: a copy a richer record demoted no longer
-    counts, and it may have started on an earlier local day."""
-    primaries = {r.duplicate_of_id for r in runs if r.duplicate_of_id is not None}
-    members = {r.id for r in runs} | primaries
-    if not members:
-        return []
-    query = select(Run.start_time).where(or_(Run.id.in_(primaries), Run.duplicate_of_id.in_(members)))
-    return list(session.scalars(query))
 
 
 def replan(
@@ -426,35 +367,6 @@ def replan(
         total += done.runs
         if on_chunk is not None:
             on_chunk(done)
-
-
-def complete_pending(db: Database, settings: Settings, athlete_id: int, now: datetime) -> int:
-    """Mark the athlete's primary runs stored without load (a bulk store, or an older release's deferred
-    import) and :func:`replan`; returns how many runs had no load."""
-    with db.transaction() as session:
-        lock_athlete(session, athlete_id)
-        athlete = session.get(Athlete, athlete_id)
-        if athlete is None:
-            return 0
-        pending = list(
-            session.scalars(
-                select(Run.start_time)
-                .outerjoin(RunLoad)
-                .where(Run.athlete_id == athlete_id, Run.duplicate_of_id.is_(None), RunLoad.run_id.is_(None))
-            )
-        )
-        if pending:
-            mark_changed(session, athlete, since=min(pending))
-    replan(db, settings, athlete_id, now)
-    return len(pending)
-
-
-@contextmanager
-def planning_batch(db: Database, settings: Settings, athlete_id: int, now: datetime) -> Iterator[None]:
-    """A block in which stores only mark the athlete's runs as changed (:func:`mark_changed`, or the ingest
-    functions' ``defer_load``); leaving it recomputes once, from the earliest day any of them touched."""
-    yield
-    replan(db, settings, athlete_id, now)
 
 
 def _lookback(settings: Settings) -> timedelta:
@@ -526,7 +438,7 @@ def _replan_chunk(
         if rules.is_fresh(end, now, settings.fresh_window_hours):
             post_run_prompt(session, settings, athlete, run, now)
     athlete.replan_from = boundary
-    athlete.replan_progress_at = None if boundary is None else utcnow()  # alive, for mark_deferred
+    athlete.replan_progress_at = None if boundary is None else utcnow()  # alive, for marks.mark_stale
     session.flush()
     return ChunkDone(len(chunk), tuple(computed), tuple(r.id for r in chunk if r.id in new_ids))
 

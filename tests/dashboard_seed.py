@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from channel_settings import channel_settings
 from conftest import make_settings
+from factories import ingest_planned
 from fitgen import write_activity
 from sqlalchemy import select
 
-from ingest.service import ingest_path
 from recommender.feedback import record_done
 from stridecare.clock import write_clock_file
 from stridecare.db.models import Athlete, Prompt, Run, Shoe
@@ -36,7 +37,7 @@ class Seeded:
 def _ingest(rt: Runtime, tmp_path: Path, name: str, i: int, start: datetime, duration: int, when: datetime) -> None:
     path = tmp_path / f"{name}-{i}.fit"
     write_activity(path, start=start, duration_s=duration, speed_mps=3.0, cadence_rpm=85, sample_interval_s=5)
-    report = ingest_path(rt.db, rt.settings, name, path, when)
+    report = ingest_planned(rt.db, rt.settings, name, path, when)
     assert report.status == "ingested", report
 
 
@@ -47,7 +48,9 @@ def seed(tmp_path: Path, name: str = "anna", *, archive: bool = False, **setting
     write_clock_file(clock, NOW)
     rt = Runtime.open(make_settings(tmp_path, clock_file=clock, **settings))
     with rt.db.transaction() as s:
-        athlete = Athlete(name=name, display_name=name.capitalize(), timezone=TZ, console=False)
+        athlete = Athlete(
+            name=name, display_name=name.capitalize(), timezone=TZ, channel_settings=channel_settings(console=False)
+        )
         s.add(athlete)
         s.flush()
         shoe = Shoe(athlete_id=athlete.id, name="Trail Pegasus 41", remind_at_km=800)
@@ -62,7 +65,7 @@ def seed(tmp_path: Path, name: str = "anna", *, archive: bool = False, **setting
     archive_ids: list[int] = []
     if archive:
         with rt.db.transaction() as s:
-            s.add(Athlete(name="archie", timezone=TZ, console=False))
+            s.add(Athlete(name="archie", timezone=TZ, channel_settings=channel_settings(console=False)))
         for i in range(5):
             start = ARCHIVE_START + timedelta(days=2 * i)
             _ingest(rt, tmp_path, "archie", i, start, 2400, NOW - timedelta(hours=1))

@@ -1,20 +1,27 @@
 """Runs for tests, stored straight into the database with their samples: no FIT file is encoded or decoded.
 
 ``parsed_run`` builds a steady run (constant speed and cadence, timer running) as a source would hand it over;
-``store_runs`` inserts runs through the ingest insert (``ingest.store.add_run`` and the duplicate link) and
-then the planner, either one transaction per run (as live arrivals) or as one batch.
+``store_runs`` stores runs through the one writer (``ingest.runs.store_parsed``: insert, session identity and
+the replan mark) and then the planner's replan, either one run at a time (as live arrivals) or as one batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-from ingest.dedupe import link_duplicate
-from ingest.store import add_run
-from recommender.planner import ChunkDone, mark_changed, replan, runs_changed
+from sqlalchemy import select
+
+from ingest.runs import store_parsed
+from ingest.service import ingest_path
+from ingest.store import FileReport
+from recommender.planner import ChunkDone, replan
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.engine import Database
+from stridecare.db.models import Run
+from stridecare.db.run_json import run_json
 from stridecare.domain.run import CadenceSource, ParsedRun, Samples
 from stridecare.settings import Settings
 
@@ -87,37 +94,23 @@ def store_runs(
 ) -> list[int]:
     """Insert ``runs`` for the athlete with handle ``athlete`` in the given order; returns their ids.
 
-    ``batch=False``: one transaction per run, planner included, as runs arrive live. ``batch=True``: every run
-    in one transaction that only marks them changed, then one :func:`recommender.planner.replan` in chunks of
-    ``chunk_runs`` runs (the planner's default when None). ``on_chunk`` hears what each planning transaction
-    did (``planner.ChunkDone``), in both modes.
+    ``batch=False``: each run stored in its own transaction and planned, as runs arrive live. ``batch=True``:
+    every run in one transaction, then one :func:`recommender.planner.replan` in chunks of ``chunk_runs`` runs
+    (the planner's default when None). ``on_chunk`` hears what each planning transaction did
+    (``planner.ChunkDone``), in both modes.
     """
     ids: list[int] = []
-    if not batch:
-        for parsed in runs:
-            with db.transaction() as session:
-                owner = ensure_athlete(session, athlete, settings, lock=True)
-                run = add_run(session, owner.id, parsed, None)
-                session.flush()
-                link_duplicate(session, owner.id, run)
-                done = runs_changed(session, settings, owner, [run], now)
-                ids.append(run.id)
-            if on_chunk is not None and done is not None:
-                on_chunk(done)
-        return ids
-    with db.transaction() as session:
-        owner = ensure_athlete(session, athlete, settings, lock=True)
-        stored = [add_run(session, owner.id, parsed, None) for parsed in runs]
-        session.flush()
-        for run in stored:
-            link_duplicate(session, owner.id, run)
-        mark_changed(session, owner, stored)
-        ids = [r.id for r in stored]
-        athlete_id = owner.id
-    if chunk_runs is None:
-        replan(db, settings, athlete_id, now, on_chunk=on_chunk)
-    else:
-        replan(db, settings, athlete_id, now, chunk_runs=chunk_runs, on_chunk=on_chunk)
+    groups = [[parsed] for parsed in runs] if not batch else [list(runs)]
+    for group in groups:
+        with db.transaction() as session:
+            owner = ensure_athlete(session, athlete, settings, lock=True)
+            stored = store_parsed(session, owner, group)
+            ids.extend(r.id for r in stored.runs)
+            athlete_id = owner.id
+        if chunk_runs is None:
+            replan(db, settings, athlete_id, now, on_chunk=on_chunk)
+        else:
+            replan(db, settings, athlete_id, now, chunk_runs=chunk_runs, on_chunk=on_chunk)
     return ids
 
 
@@ -141,3 +134,18 @@ def history(first: datetime, count: int, *, seed: int = 11) -> list[ParsedRun]:
             later = start + timedelta(hours=5)
             out.append(parsed_run(later, minutes=25, speed_mps=2.8, cadence_spm=cadence, interval_s=15))
     return out
+
+
+def ingest_planned(
+    db: Database, settings: Settings, athlete: str, path: Path, now: datetime, **kwargs: Any
+) -> FileReport:
+    """``ingest.service.ingest_path`` followed, as every entry point ends, by the replan it owes; the report's
+    runs carry their planned figures."""
+    report = ingest_path(db, settings, athlete, path, now, **kwargs)
+    if report.replan_owed and report.athlete_id is not None:
+        replan(db, settings, report.athlete_id, now)
+        ids = [int(r["id"]) for r in report.runs]
+        with db.read() as session:
+            stored = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(ids)))}
+            report.runs = [run_json(stored[i]) for i in ids]
+    return report

@@ -32,7 +32,9 @@ from typing import Any
 
 import httpx
 import pytest
+from channel_settings import channel_settings
 from conftest import make_settings
+from factories import ingest_planned
 from fitgen import write_activity
 from harness import (
     Proc,
@@ -47,7 +49,6 @@ from harness import (
 )
 from sqlalchemy import func, select
 
-from ingest.service import ingest_path
 from stridecare.clock import write_clock_file
 from stridecare.crypto import new_webhook_secret
 from stridecare.db.models import Athlete, Delivery, ImportedFile, Prompt, Run
@@ -272,7 +273,8 @@ def seed_athletes(rt: Runtime, names: list[str], url: str, secret: str) -> None:
     """Athletes with a webhook (and no console), no quiet hours, UTC."""
     with rt.db.transaction() as s:
         for name in names:
-            s.add(Athlete(name=name, webhook_url=url, webhook_secret_enc=rt.vault.encrypt(secret), console=False))
+            settings = channel_settings(rt.vault, webhook=url, webhook_secret=secret, console=False)
+            s.add(Athlete(name=name, channel_settings=settings))
 
 
 def _write_run(path: Path, start_at: datetime, minutes: int, speed: float) -> None:
@@ -497,7 +499,7 @@ def test_flushed_broker_loses_no_delivery(tmp_path: Path, private_redis: Private
     seed_athletes(rt, names, hook.url, secret)
     # Prompts and their outbox rows, written as a worker's ingest writes them.
     for path, athlete in stage_batch(tmp_path / "staging", names, minutes=20):
-        assert ingest_path(rt.db, settings, athlete, path, rt.now()).status == "ingested"
+        assert ingest_planned(rt.db, settings, athlete, path, rt.now()).status == "ingested"
     prompt_ids = stored(rt).post_run_ids
     assert len(prompt_ids) == 4
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from factories import ingest_planned
 from fake_strava import make_activity
 from fitgen import write_activity
 from sqlalchemy import select
-from starlette.testclient import TestClient
 from test_more_sources import tcx_xml
+from webclient import admin
 
 from ingest.fit import FitSource
-from ingest.service import ingest_path
 from ingest.strava.convert import convert_activity
 from ingest.tcx import TcxSource
 from stridecare.db.models import Run
@@ -70,12 +70,12 @@ def test_strava_summary_heart_rate_and_nonsense_values() -> None:
 def test_heart_rate_is_stored_and_shown_on_the_run_page(rt: Runtime, tmp_path: Path) -> None:
     path = tmp_path / "hr.fit"
     write_activity(path, start=rt.now() - timedelta(hours=2), duration_s=1800, heart_rate_bpm=(152, 176))
-    assert ingest_path(rt.db, rt.settings, "me", path, rt.now()).status == "ingested"
+    assert ingest_planned(rt.db, rt.settings, "me", path, rt.now()).status == "ingested"
     with rt.db.transaction() as session:
         run = session.scalars(select(Run)).one()
         assert (run.avg_heart_rate_bpm, run.max_heart_rate_bpm) == (152.0, 176.0)
         run_id = run.id
-    page = TestClient(create_app(rt), client=("127.0.0.1", 50000)).get(f"/dashboard/me/runs/{run_id}")
+    page = admin(create_app(rt), rt).get(f"/dashboard/me/runs/{run_id}")
     assert page.status_code == 200
     assert "152 bpm" in page.text and "max 176 bpm" in page.text
     assert "not recorded by this source" not in page.text

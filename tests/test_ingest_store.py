@@ -6,10 +6,10 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from factories import ingest_planned
 from fitgen import Segment, write_activity, write_truncated
 from sqlalchemy import func, select
 
-from ingest.service import ingest_path
 from stridecare.db.models import ImportedFile, Run, RunSamples
 from stridecare.db.samples import pack_samples, unpack_samples
 from stridecare.domain.run import Samples
@@ -32,9 +32,9 @@ def test_same_content_renamed_or_in_two_folders_is_one_run(any_tx_rt: Runtime, t
     renamed.parent.mkdir()
     shutil.copy(first, renamed)
 
-    r1 = ingest_path(any_tx_rt.db, any_tx_rt.settings, "me", first, NOW)
-    r2 = ingest_path(any_tx_rt.db, any_tx_rt.settings, "me", renamed, NOW)
-    r3 = ingest_path(any_tx_rt.db, any_tx_rt.settings, "me", first, NOW)
+    r1 = ingest_planned(any_tx_rt.db, any_tx_rt.settings, "me", first, NOW)
+    r2 = ingest_planned(any_tx_rt.db, any_tx_rt.settings, "me", renamed, NOW)
+    r3 = ingest_planned(any_tx_rt.db, any_tx_rt.settings, "me", first, NOW)
 
     assert r1.status == "ingested"
     assert [r2.status, r3.status] == ["duplicate", "duplicate"]
@@ -61,7 +61,7 @@ def test_multisport_file_gives_one_run_per_foot_session_and_names_the_skipped_sp
             Segment("running", duration_s=900, speed_mps=3.0, cadence_rpm=84),
         ],
     )
-    report = ingest_path(any_tx_rt.db, any_tx_rt.settings, "me", path, NOW)
+    report = ingest_planned(any_tx_rt.db, any_tx_rt.settings, "me", path, NOW)
     assert report.status == "ingested"
     assert [r["sport"] for r in report.runs] == ["running", "running"]
     assert "cycling" in (report.reason or "")
@@ -71,7 +71,7 @@ def test_multisport_file_gives_one_run_per_foot_session_and_names_the_skipped_sp
 def test_a_ride_alone_is_skipped_with_its_sport_named(any_tx_rt: Runtime, tmp_path: Path) -> None:
     path = tmp_path / "ride.fit"
     write_activity(path, start=START, sport="cycling", duration_s=900, speed_mps=8.0, cadence_rpm=90)
-    report = ingest_path(any_tx_rt.db, any_tx_rt.settings, "me", path, NOW)
+    report = ingest_planned(any_tx_rt.db, any_tx_rt.settings, "me", path, NOW)
     assert report.status == "skipped"
     assert "cycling" in (report.reason or "")
     assert count(any_tx_rt, Run) == 0
@@ -83,8 +83,8 @@ def test_damaged_file_is_rejected_with_one_line_and_the_next_file_still_ingests(
     good = tmp_path / "good.fit"
     write_activity(good, start=START, duration_s=900)
     bad = write_truncated(good, tmp_path / "bad.fit")
-    r_bad = ingest_path(any_tx_rt.db, any_tx_rt.settings, "me", bad, NOW)
-    r_good = ingest_path(any_tx_rt.db, any_tx_rt.settings, "me", good, NOW)
+    r_bad = ingest_planned(any_tx_rt.db, any_tx_rt.settings, "me", bad, NOW)
+    r_good = ingest_planned(any_tx_rt.db, any_tx_rt.settings, "me", good, NOW)
     assert r_bad.status == "rejected"
     assert r_bad.reason and "\n" not in r_bad.reason and "Traceback" not in r_bad.reason
     assert r_good.status == "ingested"
@@ -93,7 +93,7 @@ def test_damaged_file_is_rejected_with_one_line_and_the_next_file_still_ingests(
 def test_samples_are_stored_compactly_and_round_trip(any_tx_rt: Runtime, tmp_path: Path) -> None:
     path = tmp_path / "long.fit"
     write_activity(path, start=START, duration_s=3600, speed_mps=3.0, cadence_rpm=85)
-    ingest_path(any_tx_rt.db, any_tx_rt.settings, "me", path, NOW)
+    ingest_planned(any_tx_rt.db, any_tx_rt.settings, "me", path, NOW)
     with any_tx_rt.db.transaction() as s:
         row = s.scalars(select(RunSamples)).one()
         samples = unpack_samples(row.data)

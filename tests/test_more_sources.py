@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from factories import ingest_planned
 from fitgen import write_activity
 from gpxpy.geo import EARTH_RADIUS
 
@@ -17,7 +18,6 @@ from ingest.compressed import FitGzSource, GzipSource
 from ingest.decode import decode_path, registered_sources
 from ingest.fit import FitSource
 from ingest.gpx import GpxSource
-from ingest.service import ingest_path
 from ingest.tcx import TcxSource
 from stridecare.domain.load import DEFAULT_CONSTANTS
 from stridecare.domain.run import CadenceSource, DecodeError, DecodeResult, ParsedRun
@@ -462,16 +462,16 @@ def test_entry_points_register_every_format() -> None:
 
 def test_gpx_and_gzip_store_once(rt: Runtime, tmp_path: Path) -> None:
     gpx = write(tmp_path / "run.gpx", gpx_xml([("running", track_points(), 85.0)]))
-    first = ingest_path(rt.db, rt.settings, "me", gpx, START + timedelta(days=1))
+    first = ingest_planned(rt.db, rt.settings, "me", gpx, START + timedelta(days=1))
     assert first.status == "ingested"
     assert first.runs[0]["source"] == "gpx"
     assert first.runs[0]["cadence_source"] == "stream"
     assert first.runs[0]["load"] is not None
     copy = tmp_path / "copy.gpx"
     copy.write_bytes(gpx.read_bytes())
-    assert ingest_path(rt.db, rt.settings, "me", copy, START + timedelta(days=1)).status == "duplicate"
+    assert ingest_planned(rt.db, rt.settings, "me", copy, START + timedelta(days=1)).status == "duplicate"
     packed = gz(gpx)
-    assert ingest_path(rt.db, rt.settings, "me", packed, START + timedelta(days=1)).status == "ingested"
+    assert ingest_planned(rt.db, rt.settings, "me", packed, START + timedelta(days=1)).status == "ingested"
     again = tmp_path / "again.gpx.gz"
     again.write_bytes(packed.read_bytes())
-    assert ingest_path(rt.db, rt.settings, "me", again, START + timedelta(days=1)).status == "duplicate"
+    assert ingest_planned(rt.db, rt.settings, "me", again, START + timedelta(days=1)).status == "duplicate"

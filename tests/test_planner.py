@@ -11,11 +11,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from factories import ingest_planned
 from fitgen import write_activity
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
-from ingest.service import ingest_path
-from recommender.planner import run_removed
+from ingest.runs import remove_runs
+from recommender.planner import replan
 from stridecare.db.athletes import get_athlete
 from stridecare.db.models import Athlete, DailyLoad, Run
 from stridecare.runtime import Runtime
@@ -61,7 +62,7 @@ def snapshot(
 
 def ingest_all(rt: Runtime, athlete: str, paths: list[Path]) -> None:
     for p in paths:
-        ingest_path(rt.db, rt.settings, athlete, p, NOW)
+        ingest_planned(rt.db, rt.settings, athlete, p, NOW)
 
 
 def remove_run(rt: Runtime, athlete: str, index: int) -> None:
@@ -71,9 +72,9 @@ def remove_run(rt: Runtime, athlete: str, index: int) -> None:
         victim = s.scalars(
             select(Run).where(Run.athlete_id == owner.id).order_by(Run.start_time).offset(index).limit(1)
         ).one()
-        start = victim.start_time
-        s.execute(delete(Run).where(Run.id == victim.id))
-        run_removed(s, rt.settings, owner, start)
+        remove_runs(s, owner, [victim])
+        owner_id = owner.id
+    replan(rt.db, rt.settings, owner_id, NOW)
 
 
 def test_late_arrivals_give_the_same_figures_as_arrival_in_order(tx_rt: Runtime, tmp_path: Path) -> None:
@@ -106,7 +107,7 @@ def test_body_mass_changes_no_load(tx_rt: Runtime, tmp_path: Path, mass: float) 
         s.add(Athlete(name="heavy", timezone="UTC", body_mass_kg=mass))
     loads = []
     for athlete in ("light", "heavy"):
-        report = ingest_path(tx_rt.db, tx_rt.settings, athlete, path, NOW)
+        report = ingest_planned(tx_rt.db, tx_rt.settings, athlete, path, NOW)
         loads.append(report.runs[0]["load"])
     assert loads[0] == loads[1] == pytest.approx(9124, rel=0.005)  # the design's worked example
     with tx_rt.db.transaction() as s:

@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from factories import ingest_planned
 from fitgen import write_activity
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from ingest.fit import FitSource
-from ingest.service import ingest_path
 from ingest.strava.sync import store_parsed
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.models import ImportedFile, Run, RunLoad
@@ -181,7 +181,7 @@ def test_a_crafted_48_day_fit_file_is_rejected_with_a_reason_and_nothing_stored(
     (decoded,) = FitSource().decode(path, "h").runs
     assert decoded.steps == pytest.approx(11_750_400, rel=0.01)
 
-    report = ingest_path(tx_rt.db, tx_rt.settings, "me", path, NOW)
+    report = ingest_planned(tx_rt.db, tx_rt.settings, "me", path, NOW)
 
     assert report.status == "rejected"
     assert report.reason is not None and "implausible session: timer time 1152.0 h" in report.reason
@@ -190,7 +190,7 @@ def test_a_crafted_48_day_fit_file_is_rejected_with_a_reason_and_nothing_stored(
         imported = s.scalar(select(ImportedFile))
         assert imported is not None and imported.status == "rejected" and imported.reason == report.reason
     # Seen once, rejected once: importing it again does not store it either.
-    assert ingest_path(tx_rt.db, tx_rt.settings, "me", path, NOW).status == "duplicate"
+    assert ingest_planned(tx_rt.db, tx_rt.settings, "me", path, NOW).status == "duplicate"
     assert count(tx_rt, Run) == 0
 
 
@@ -200,7 +200,7 @@ def test_a_fit_file_that_would_load_1e21_is_rejected_and_nothing_stored(tx_rt: R
     (decoded,) = FitSource().decode(path, "h").runs
     assert unclamped_load(decoded.steps, decoded.distance_m / decoded.timer_s) > 1e20
 
-    report = ingest_path(tx_rt.db, tx_rt.settings, "me", path, NOW)
+    report = ingest_planned(tx_rt.db, tx_rt.settings, "me", path, NOW)
 
     assert report.status == "rejected"
     assert report.reason is not None and "over 12 m/s" in report.reason

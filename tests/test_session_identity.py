@@ -14,13 +14,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from factories import ingest_planned
 from fake_strava import make_activity
 from fitgen import write_activity
 from sqlalchemy import select
 from test_more_sources import gpx_xml, track_points
 
 from ingest.dedupe import overlap_fraction, same_session
-from ingest.service import ingest_path
 from ingest.strava.convert import convert_activity
 from ingest.strava.sync import remove_runs, store_parsed
 from recommender.data_rights import forget_athlete
@@ -39,7 +39,7 @@ NOW = START + timedelta(days=1)
 
 
 def runs_of(rt: Runtime, athlete: str = "me") -> list[Run]:
-    with rt.db.sessions() as s:
+    with rt.db.read() as s:
         who = get_athlete(s, athlete)
         rows = list(s.scalars(select(Run).where(Run.athlete_id == who.id).order_by(Run.id)))
         for r in rows:
@@ -49,7 +49,7 @@ def runs_of(rt: Runtime, athlete: str = "me") -> list[Run]:
 
 def primary_and_daily(rt: Runtime, athlete: str = "me") -> tuple[list[Run], float, float]:
     """(primary runs, Σ of their loads, Σ of the daily series' loads)."""
-    with rt.db.sessions() as s:
+    with rt.db.read() as s:
         who = get_athlete(s, athlete)
         primaries = list(s.scalars(select(Run).where(Run.athlete_id == who.id, Run.duplicate_of_id.is_(None))))
         run_load = sum(r.load.load for r in primaries if r.load is not None)
@@ -69,7 +69,7 @@ def assert_one_session(rt: Runtime, copies: int = 2, athlete: str = "me") -> Run
     assert all(r.duplicate_of_id == primary.id for r in every if r.id != primary.id)
     assert run_load > 0
     assert daily == pytest.approx(run_load)
-    with rt.db.sessions() as s:
+    with rt.db.read() as s:
         # A copy keeps no load of its own: nothing that reads loads can count the session twice.
         loads = list(s.scalars(select(RunLoad.run_id)))
     assert loads == [primary.id]
@@ -100,7 +100,7 @@ def strava_run(start: datetime, moving_time: int, elapsed_time: int, activity_id
 
 
 def ingest(rt: Runtime, path: Path, athlete: str = "me", now: datetime = NOW) -> str:
-    return ingest_path(rt.db, rt.settings, athlete, path, now).status
+    return ingest_planned(rt.db, rt.settings, athlete, path, now).status
 
 
 def store_strava(rt: Runtime, parsed: ParsedRun, now: datetime = NOW) -> None:
@@ -183,7 +183,7 @@ def test_a_second_run_the_same_day_stays_a_second_run(any_rt: Runtime, tmp_path:
     primaries, run_load, daily = primary_and_daily(any_rt)
     assert len(primaries) == 2
     assert daily == pytest.approx(run_load)
-    with any_rt.db.sessions() as s:
+    with any_rt.db.read() as s:
         assert len(list(s.scalars(select(DailyLoad)))) == 1  # both on one local day
 
 
@@ -206,7 +206,7 @@ def test_fit_and_strava_with_15_percent_less_moving_time_are_one_run(
         assert ingest(any_rt, watch, now=fresh) == "ingested"
     primary = assert_one_session(any_rt)
     assert primary.source == "fit"  # per-sample cadence beats Strava's summary
-    with any_rt.db.sessions() as s:
+    with any_rt.db.read() as s:
         assert len(list(s.scalars(select(Prompt).where(Prompt.kind == "post_run")))) == 1
 
 

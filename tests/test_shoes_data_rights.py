@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from factories import ingest_planned
 from fake_strava import make_activity
 from fitgen import write_activity
 from sqlalchemy import Table, select
 from typer.testing import CliRunner
 
-from ingest.service import ingest_path
-from ingest.store import add_run
+from ingest.runs import store_parsed
 from ingest.strava.convert import convert_activity
 from recommender.data_rights import EXPORT_TABLES
 from recommender.feedback import record_done
@@ -40,9 +40,8 @@ START = datetime(2026, 4, 6, 6, 0, tzinfo=UTC)
 
 
 def cli(rt: Runtime, *args: str) -> Any:
-    from stridecare_app.cli.main import _register, app
+    from stridecare_app.cli.main import app
 
-    _register()
     env = {
         "STRIDECARE_DATA_HOME": str(rt.settings.data_home),
         "STRIDECARE_ENCRYPTION_KEYS": rt.settings.encryption_keys[0].get_secret_value(),
@@ -57,13 +56,13 @@ def drop(rt: Runtime, tmp_path: Path, athlete: str, day: int, minutes: int = 30)
     start = START + timedelta(days=day)
     path = tmp_path / f"{athlete}-{day}.fit"
     write_activity(path, start=start, duration_s=minutes * 60, speed_mps=3.0, cadence_rpm=85, sample_interval_s=5)
-    report = ingest_path(rt.db, rt.settings, athlete, path, start + timedelta(minutes=minutes + 20))
+    report = ingest_planned(rt.db, rt.settings, athlete, path, start + timedelta(minutes=minutes + 20))
     assert report.status == "ingested"
 
 
 def add_athlete(rt: Runtime, name: str) -> None:
     with rt.db.transaction() as s:
-        s.add(Athlete(name=name, timezone="UTC", console=True))
+        s.add(Athlete(name=name, timezone="UTC"))
 
 
 # -- shoes ----------------------------------------------------------------------------------------------------
@@ -125,9 +124,7 @@ def test_strava_gear_id_maps_runs_to_their_pair(rt: Runtime) -> None:
     assert parsed_trail.gear_id == "g777"
     with rt.db.transaction() as s:
         anna = s.scalars(select(Athlete).where(Athlete.name == "anna")).one()
-        trail_run = add_run(s, anna.id, parsed_trail, None)
-        other_run = add_run(s, anna.id, parsed_other, None)
-        s.flush()
+        trail_run, other_run = store_parsed(s, anna, [parsed_trail, parsed_other]).runs
         shoes = {sh.name: sh.id for sh in s.scalars(select(Shoe))}
         assert trail_run.shoe_id == shoes["trail"]
         assert other_run.shoe_id == shoes["road"]  # an unknown gear id falls back to the default pair

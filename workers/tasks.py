@@ -2,7 +2,7 @@
 
 Redelivery is safe: every function below is idempotent by a unique key in SQL.
 
-Inbox files are planned per burst, not per file. ``ingest_file`` stores its runs with ``defer_load``: the
+Inbox files are planned per burst, not per file. ``ingest_file`` stores its runs through the one writer: the
 athlete's stale mark (``Athlete.replan_from``) is written in the same transaction as the runs. Only the store
 that finds the mark clear (or its replan lost, below) queues ``replan(athlete_id)``; the stores that follow
 while the mark is set queue nothing, because that replan reads the mark again, under the athlete's lock, before
@@ -16,8 +16,8 @@ out of order, a watcher restart splits a burst), and a replan skipped by mistake
 figures. A crash between the store and the enqueue leaves the mark set with no replan queued: the ingest
 message, not yet acknowledged, is delivered again and finds its file a duplicate whose runs still have no load,
 and queues the replan. A replan message lost with the broker, or a replan task that failed, shows no progress
-(``Athlete.replan_progress_at``, renewed by every chunk): the next store after ``planner.REPLAN_STALL_S`` queues
-another (:func:`recommender.planner.mark_deferred`), and the beat's periodic pass (``workers.periodic``)
+(``Athlete.replan_progress_at``, renewed by every chunk): the next store after ``marks.REPLAN_STALL_S`` queues
+another (:func:`stridecare.db.marks.mark_stale`), and the beat's periodic pass (``workers.periodic``)
 finishes any mark left once no run has arrived for its grace. A single live file costs one more queue crossing
 (the SQL broker polls five times a second), well inside its second.
 """
@@ -43,39 +43,28 @@ def ingest_file(self: Task, athlete: str, path: str, root: str | None = None, mo
     The runs are stored with the athlete marked stale, and their figures and prompt are left to one ``replan``
     task, queued here when this store found the mark clear."""
     rt = runtime_of(self.app)
-    owed = False
+    owed: int | None = None
     for one in [path, *(more or ())]:
         owed = _ingest_one(rt, athlete, Path(one), Path(root) if root else None) or owed
-    if owed and (athlete_id := _athlete_id(rt, athlete)) is not None:
-        replan.delay(athlete_id)
+    if owed is not None:
+        replan.delay(owed)
 
 
-def _ingest_one(rt: Any, athlete: str, path: Path, root: Path | None) -> bool:
-    """Store one file's runs, deferred; print its line now if none of them will get a load. True when the
-    athlete's replan is owed by this call."""
+def _ingest_one(rt: Any, athlete: str, path: Path, root: Path | None) -> int | None:
+    """Store one file's runs; print its line now if none of them will get a load. The athlete's id when this
+    call owes the athlete's replan."""
     from ingest.announce import announce
     from ingest.service import ingest_path
 
-    report = ingest_path(
-        rt.db, rt.settings, athlete, path, rt.now(), root=root, quarantine_damaged=root is not None, defer_load=True
-    )
+    report = ingest_path(rt.db, rt.settings, athlete, path, rt.now(), root=root, quarantine_damaged=root is not None)
     if not (report.status == "ingested" and any(r["duplicate_of"] is None for r in report.runs)):
         announce(rt.db, rt.settings, athlete, report)  # nothing of it will get a load: its line is due now
     # A duplicate whose runs still have no load is a redelivery after a crash between the store and the
     # enqueue: its replan is still owed.
-    return report.replan_owed or (
+    owed = report.replan_owed or (
         report.status == "duplicate" and any(r["load"] is None and r["duplicate_of"] is None for r in report.runs)
     )
-
-
-def _athlete_id(rt: Any, name: str) -> int | None:
-    from sqlalchemy import select
-
-    from stridecare.db.models import Athlete
-
-    with rt.db.read() as session:
-        found: int | None = session.scalar(select(Athlete.id).where(Athlete.name == name))
-        return found
+    return report.athlete_id if owed else None
 
 
 @shared_task(bind=True, name="stridecare.replan")  # type: ignore[untyped-decorator]

@@ -1,35 +1,32 @@
-"""Strava runs in SQL: store parsed activities idempotently, update and remove them, forget an athlete.
+"""Strava runs in SQL: store parsed activities idempotently through the one writer (``ingest.runs``), keep
+what Strava said of each (``SourceRecord``), update and remove them, forget an athlete, and the backfill loop.
 
-Every function here that changes runs also brings load, the daily series, flags and prompts up to date in the
-caller's transaction (``recommender.planner``), so a run and its prompt are written together or not at all.
 A Strava activity is stored once per athlete: ``(athlete_id, "strava", activity id)`` is unique.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ingest.dedupe import elect_heir, link_duplicate
-from ingest.store import add_run
+from ingest import runs
 from ingest.strava.backfill import BackfillProgress, backfill_step, start_backfill
 from ingest.strava.convert import SOURCE
-from recommender.planner import mark_changed, replan, runs_changed
 from stridecare.db import leases
-from stridecare.db.athletes import lock_athlete
 from stridecare.db.engine import Database
-from stridecare.db.models import Athlete, Run, RunSamples, StravaAccount, StravaEvent
-from stridecare.db.samples import ENCODING, pack_samples
-from stridecare.domain.plausibility import implausibility
-from stridecare.domain.run import CadenceSource, ParsedRun
+from stridecare.db.models import Athlete, Run, SourceRecord, StravaAccount, StravaEvent
+from stridecare.domain.run import ParsedRun
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
 
@@ -46,51 +43,35 @@ BACKFILL_LEASE_S = 15 * 60.0
 
 def find_run(session: Session, athlete_id: int, activity_id: int | str) -> Run | None:
     """The stored run of Strava activity ``activity_id`` for the athlete, if any."""
-    return session.scalar(
-        select(Run).where(Run.athlete_id == athlete_id, Run.source == SOURCE, Run.source_key == str(activity_id))
+    return runs.find_run(session, athlete_id, SOURCE, str(activity_id))
+
+
+def keep_record(session: Session, athlete_id: int, activity_id: str, record: Mapping[str, Any]) -> None:
+    """Keep what Strava said of the activity (its JSON, and its streams when fetched) as it came, so that
+    ``stridecare recompute`` rebuilds the run without fetching it again. A summary never replaces a record
+    that holds streams: an update event re-fetches only the summary."""
+    row = session.scalar(
+        select(SourceRecord).where(
+            SourceRecord.athlete_id == athlete_id,
+            SourceRecord.source == SOURCE,
+            SourceRecord.source_key == activity_id,
+        )
     )
+    if row is not None and record.get("streams") is None:
+        kept = json.loads(zlib.decompress(row.payload))
+        if kept.get("streams") is not None:
+            record = {**record, "streams": kept["streams"]}
+    payload = zlib.compress(json.dumps(record, separators=(",", ":"), default=str).encode())
+    if row is None:
+        session.add(SourceRecord(athlete_id=athlete_id, source=SOURCE, source_key=activity_id, payload=payload))
+    elif row.payload != payload:
+        row.payload = payload
 
 
-def _apply(run: Run, parsed: ParsedRun) -> bool:
-    """Copy ``parsed`` onto ``run``; returns True when anything changed.
-
-    A summary (no samples) never replaces per-sample cadence already stored: an update event re-fetches only
-    the summary, and the streams' step count is the better one.
-    """
-    keep_streams = not len(parsed.samples) and run.samples is not None
-    values: dict[str, object] = {
-        "name": parsed.name,
-        "sport": parsed.sport,
-        "sub_sport": parsed.sub_sport,
-        "start_time": parsed.start_time,
-        "utc_offset_s": parsed.utc_offset_s,
-        "elapsed_s": parsed.elapsed_s,
-        "timer_s": parsed.timer_s,
-        "distance_m": parsed.distance_m,
-        "ascent_m": parsed.ascent_m,
-        "device": parsed.device if parsed.device is not None else run.device,
-    }
-    if not keep_streams:
-        values |= {
-            "descent_m": parsed.descent_m,
-            "steps": parsed.steps,
-            "avg_cadence_spm": parsed.avg_cadence_spm,
-            "cadence_source": str(parsed.cadence_source),
-        }
-    changed = False
-    for key, value in values.items():
-        if getattr(run, key) != value:
-            setattr(run, key, value)
-            changed = True
-    if len(parsed.samples):
-        data = pack_samples(parsed.samples)
-        if run.samples is None:
-            run.samples = RunSamples(count=len(parsed.samples), encoding=ENCODING, data=data)
-            changed = True
-        elif run.samples.data != data:
-            run.samples.count, run.samples.encoding, run.samples.data = len(parsed.samples), ENCODING, data
-            changed = True
-    return changed
+def kept_record(row: SourceRecord) -> dict[str, Any]:
+    """A kept Strava record: ``{"activity": …, "streams": … or None}``."""
+    record: dict[str, Any] = json.loads(zlib.decompress(row.payload))
+    return record
 
 
 def store_parsed(
@@ -101,39 +82,25 @@ def store_parsed(
     now: datetime,
     *,
     defer: bool = False,
+    records: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Run]:
-    """Insert new Strava runs (linking a FIT copy of the same session) or update stored ones, then update load
-    and prompts for what changed, in the caller's transaction. Storing the same activity again changes
-    nothing. Returns the runs inserted or changed. ``defer`` only marks them changed: the caller finishes
-    the batch with ``recommender.planner.replan``."""
-    lock_athlete(session, athlete.id)
-    changed: list[Run] = []
-    moved: list[datetime] = []
-    for parsed in parsed_runs:
-        implausible = implausibility(parsed)
-        if implausible is not None:
-            log.warning("Strava activity %s not stored: %s", parsed.source_key, implausible)
-            continue
-        run = find_run(session, athlete.id, parsed.source_key)
-        if run is None:
-            run = add_run(session, athlete.id, parsed, None)
-            session.flush()
-            link_duplicate(session, athlete.id, run)
-            changed.append(run)
-        else:
-            was = run.start_time
-            if _apply(run, parsed):
-                changed.append(run)
-                moved.append(was)  # an edited start time: the old day changes too
-    if changed:
-        session.flush()
-        since = min(moved) if moved else None
-        # Only primaries count: a Strava copy of a richer FIT run gets neither load nor a prompt.
-        if defer:
-            mark_changed(session, athlete, changed, since=since)
-        else:
-            runs_changed(session, settings, athlete, changed, now, since=since)
-    return changed
+    """Insert new Strava runs (linking a file copy of the same session) or update stored ones through the one
+    writer (``ingest.runs``), keeping each activity's record (``records``: activity id → what Strava said);
+    returns the runs inserted or changed. Storing the same activity again changes nothing. ``defer`` leaves
+    the planning to the caller's replan."""
+    for key, record in (records or {}).items():
+        keep_record(session, athlete.id, key, record)
+    stored = runs.store_parsed(session, athlete, parsed_runs)
+    if stored.runs and not defer:
+        _plan_now(session, settings, athlete, stored.runs, now)
+    return stored.runs
+
+
+def _plan_now(session: Session, settings: Settings, athlete: Athlete, changed: Sequence[Run], now: datetime) -> None:
+    # deferred: transitional, until every Strava entry point replans after its commit
+    from recommender.planner import runs_changed
+
+    runs_changed(session, settings, athlete, changed, now)
 
 
 def store_runs(
@@ -144,6 +111,7 @@ def store_runs(
     now: datetime,
     *,
     defer: bool = False,
+    records: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> int:
     """Store ``parsed_runs`` for the athlete in one transaction (the backfill's ``store``); returns how many
     runs were inserted or changed. Idempotent, and safe against an event storing the same activity at once.
@@ -154,7 +122,7 @@ def store_runs(
                 athlete = session.get(Athlete, athlete_id)
                 if athlete is None:
                     return 0
-                return len(store_parsed(session, settings, athlete, parsed_runs, now, defer=defer))
+                return len(store_parsed(session, settings, athlete, parsed_runs, now, defer=defer, records=records))
         except IntegrityError:
             # A concurrent event stored one of these activities first: the second pass updates it instead.
             if attempt:
@@ -162,42 +130,28 @@ def store_runs(
     return 0  # pragma: no cover - the loop returns or raises
 
 
-def remove_runs(session: Session, settings: Settings, athlete: Athlete, runs: Sequence[Run], now: datetime) -> int:
-    """Delete ``runs`` and recompute the athlete's load from the earliest affected day.
-
-    When a deleted run was primary for copies from other sources, the richest copy becomes primary and
-    inherits the prompt already sent for the session, so no second prompt goes out. Returns how many runs were
-    deleted.
-    """
-    if not runs:
+def remove_runs(session: Session, settings: Settings, athlete: Athlete, doomed: Sequence[Run], now: datetime) -> int:
+    """Delete ``doomed`` through the one writer and recompute the athlete's load from the earliest affected
+    day. Returns how many runs were deleted."""
+    if not doomed:
         return 0
-    lock_athlete(session, athlete.id)
-    doomed = {r.id for r in runs}
-    promoted: list[Run] = []
-    affected: list[datetime] = []
-    for run in runs:
-        if run.duplicate_of_id is None:
-            affected.append(run.start_time)
-            heir = elect_heir(session, run, doomed)
-            if heir is not None:
-                promoted.append(heir)
-    for run in runs:
-        session.delete(run)
-    session.flush()
-    # One planner path: loads, daily series and the flags of later runs, from the earliest deleted day.
-    runs_changed(session, settings, athlete, promoted, now, since=min(affected) if affected else None)
-    return len(runs)
+    if runs.remove_runs(session, athlete, doomed):
+        _plan_now(session, settings, athlete, [], now)
+    return len(doomed)
 
 
 def forget_account(session: Session, settings: Settings, account: StravaAccount, now: datetime) -> int:
-    """Delete everything we hold from Strava for this account: its runs (with samples and load), its push
-    events and the account with its tokens, as Strava's API agreement requires after a deauthorization.
-    Load is recomputed without those runs. Returns the number of runs deleted."""
+    """Delete everything we hold from Strava for this account: its runs (with samples and load), its records,
+    its push events and the account with its tokens, as Strava's API agreement requires after a
+    deauthorization. Load is recomputed without those runs. Returns the number of runs deleted."""
     athlete = session.get(Athlete, account.athlete_id)
     deleted = 0
     if athlete is not None:
-        runs = list(session.scalars(select(Run).where(Run.athlete_id == athlete.id, Run.source == SOURCE)))
-        deleted = remove_runs(session, settings, athlete, runs, now)
+        doomed = list(session.scalars(select(Run).where(Run.athlete_id == athlete.id, Run.source == SOURCE)))
+        deleted = remove_runs(session, settings, athlete, doomed, now)
+        session.execute(
+            delete(SourceRecord).where(SourceRecord.athlete_id == athlete.id, SourceRecord.source == SOURCE)
+        )
     session.execute(
         delete(StravaEvent)
         .where(StravaEvent.payload["owner_id"].as_integer() == account.strava_athlete_id)
@@ -206,11 +160,6 @@ def forget_account(session: Session, settings: Settings, account: StravaAccount,
     session.delete(account)
     session.flush()
     return deleted
-
-
-def is_stream_run(run: Run) -> bool:
-    """True when the stored run's steps come from per-sample cadence."""
-    return run.cadence_source == CadenceSource.STREAM and run.samples is not None
 
 
 # -- backfill ------------------------------------------------------------------------------------------------
@@ -265,7 +214,7 @@ def backfill_account(
     if not leases.acquire(rt.db, name, owner, datetime.now(UTC), BACKFILL_LEASE_S):
         return None
     try:
-        with rt.db.sessions() as session:
+        with rt.db.read() as session:
             account = session.get(StravaAccount, account_id)
             if account is None:
                 return None
@@ -291,7 +240,7 @@ def backfill_account(
             )
             steps += 1
             # The step's pages were stored with their runs only marked: one recompute, in short transactions.
-            replan(rt.db, rt.settings, athlete_id, rt.now())
+            _replan(rt, athlete_id)
             leases.acquire(rt.db, name, owner, datetime.now(UTC), BACKFILL_LEASE_S)  # renew
             totals["requests"] += step.requests
             totals["skipped"] += step.skipped
@@ -327,6 +276,13 @@ def backfill_account(
     return progress
 
 
+def _replan(rt: Runtime, athlete_id: int) -> None:
+    # deferred: transitional, until the backfill's callers replan after each step
+    from recommender.planner import replan
+
+    replan(rt.db, rt.settings, athlete_id, rt.now())
+
+
 # -- keys ----------------------------------------------------------------------------------------------------
 
 
@@ -340,14 +296,8 @@ def rotate_keys(rt: Runtime) -> tuple[int, int]:
             account.access_token_enc = vault.rotate(account.access_token_enc)
             account.refresh_token_enc = vault.rotate(account.refresh_token_enc)
             accounts += 1
-        for athlete in session.scalars(
-            select(Athlete).where(Athlete.webhook_secret_enc.is_not(None)).with_for_update()
-        ):
-            assert athlete.webhook_secret_enc is not None
-            athlete.webhook_secret_enc = vault.rotate(athlete.webhook_secret_enc)
-            secrets_ += 1
         from stridecare.plugins import rotate_channel_secrets
 
         for athlete in session.scalars(select(Athlete).with_for_update()):
-            secrets_ += rotate_channel_secrets(athlete, vault)  # push URLs and plugin channels' secrets
+            secrets_ += rotate_channel_secrets(athlete, vault)  # webhook secrets, push URLs, plugin channels' secrets
     return accounts, secrets_

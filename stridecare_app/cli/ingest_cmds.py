@@ -14,15 +14,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import select
 
 from ingest.decode import Decoded, supported_suffixes
-from ingest.files import content_hash, iter_files
-from ingest.sandbox import Limits, decode_sandboxed
-from ingest.service import ingest_path, known_report
-from ingest.store import FileReport, complete_pending_loads, store_decoded
-from recommender.run_json import run_json
+from ingest.files import iter_files
+from ingest.service import CheckedFile, check, ingest_checked, ingest_path, read_guarded, sandboxed
+from ingest.store import FileReport, store_decoded
+from recommender.planner import replan
 from stridecare.db.athletes import UnknownAthlete, ensure_athlete, get_athlete
 from stridecare.db.models import ImportedFile, Run, SeenFile
+from stridecare.db.run_json import run_json
 from stridecare.runtime import Runtime
-from stridecare_app.cli.main import app, emit_json, fail, runtime
+from stridecare_app.cli.app import app, emit_json, fail, runtime
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -44,7 +44,7 @@ def ingest(
     summary: dict[str, int] = {}
     reasons: Reasons = {}
     for path in paths:
-        report = ingest_path(rt.db, rt.settings, name, path, rt.now())
+        report = planned(rt, ingest_path(rt.db, rt.settings, name, path, rt.now()))
         rejected |= report.status == "rejected"
         summary[report.status] = summary.get(report.status, 0) + 1
         _count_reason(reasons, report)
@@ -55,6 +55,18 @@ def ingest(
         _print_summary(f"{len(paths)} files", summary, reasons, "no files")
     if rejected:
         raise typer.Exit(2)
+
+
+def planned(rt: Runtime, report: FileReport) -> FileReport:
+    """The report after the replan it owes (run here, in this process), with its runs' figures as planned."""
+    if not report.replan_owed or report.athlete_id is None:
+        return report
+    replan(rt.db, rt.settings, report.athlete_id, rt.now())
+    ids = [int(r["id"]) for r in report.runs]
+    with rt.db.read() as session:
+        stored = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(ids)))}
+        report.runs = [run_json(stored[i]) if i in stored else r for i, r in zip(ids, report.runs, strict=True)]
+    return report
 
 
 def _print_prompts(rt: Runtime, report: FileReport) -> None:
@@ -148,6 +160,10 @@ def _import_strava_zip(rt: object, archive: Path, athlete: str, *, as_json: bool
         summary = import_strava_export(rt, archive, athlete, rt.now(), report=report_one)
     except StravaExportError as exc:
         fail(str(exc))
+    with rt.db.transaction() as session:
+        athlete_id = ensure_athlete(session, athlete, rt.settings).id
+    # The rows were stored with their runs only marked: load, flags and prompts once, oldest run first.
+    replan(rt.db, rt.settings, athlete_id, rt.now())
     _print_summary(archive, summary, reasons, "no activities")
     if summary.get("rejected"):
         raise typer.Exit(2)
@@ -173,37 +189,36 @@ def import_folder(
             group[key] = group.get(key, 0) + 1
     with rt.db.transaction() as session:
         owner = ensure_athlete(session, athlete, rt.settings)
+        athlete_id = owner.id
         seen = {
             row.path: (row.size, row.mtime_ns)
             for row in session.scalars(select(SeenFile).where(SeenFile.athlete_id == owner.id))
         }
         first_of = set(session.scalars(select(ImportedFile.content_hash).where(ImportedFile.athlete_id == owner.id)))
     summary: dict[str, int] = {}
-    todo: list[Path] = []
+    todo: list[CheckedFile] = []
     # Content imported before, or met earlier in this archive: reported as a duplicate once the first copy is
     # stored, never decoded again.
-    copies: list[Path] = []
+    copies: list[CheckedFile] = []
+    refused: list[FileReport] = []
     for path in files:
         st = path.stat()
         if seen.get(str(path.resolve())) == (st.st_size, st.st_mtime_ns):
             summary["duplicate"] = summary.get("duplicate", 0) + 1
             _count_unread(reasons, _UNREAD_SEEN)
             continue
-        # Hashing is a thousand times faster than parsing: an archive holding copies (a watch folder backed up
-        # twice, a re-export) decodes each content once.
-        try:
-            digest = content_hash(path)
-        except OSError:
-            todo.append(path)  # decode_path reports why it cannot be read
-            continue
-        if digest in first_of:
-            copies.append(path)
-            continue
-        first_of.add(digest)
-        todo.append(path)
+        # Checked and hashed once here; the stat and digest travel with the file to the store. Hashing is a
+        # thousand times faster than parsing: an archive holding copies decodes each content once.
+        checked = check(rt.settings, path, None)
+        if isinstance(checked, FileReport):
+            refused.append(checked)
+        elif checked.digest in first_of:
+            copies.append(checked)
+        else:
+            first_of.add(checked.digest)
+            todo.append(checked)
     now = rt.now()
-    max_bytes = rt.settings.max_file_bytes
-    limits = Limits.from_settings(rt.settings)
+    decode = sandboxed(rt.settings)
 
     def record(report: FileReport) -> None:
         summary[report.status] = summary.get(report.status, 0) + 1
@@ -213,28 +228,27 @@ def import_folder(
         elif report.status == "rejected":
             err.print(f"[red]rejected[/red] {report.path}: {report.reason}", highlight=False)
 
+    for report in refused:
+        record(report)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=False, disable=not todo) as progress:
         task = progress.add_task(f"importing {len(todo) + len(copies)} files", total=len(todo) + len(copies))
-        # Sandboxed, with the model constants of the settings: they decide the steps of runs without cadence.
-        constants = rt.settings.load.constants
 
-        def decode(path: Path) -> Decoded:
-            return decode_sandboxed(path, None, max_bytes, limits, constants)
+        def read(checked: CheckedFile) -> Decoded:
+            # The same decode-attempt guard as the worker: a file that killed its reader twice is not read again.
+            return read_guarded(rt.db, rt.settings, checked, now, decode)
 
-        for decoded in _decode_all(todo, workers, decode):
-            record(store_decoded(rt.db, rt.settings, athlete, decoded, now, defer_load=True))
+        for decoded in _decode_all(todo, workers, read):
+            record(store_decoded(rt.db, rt.settings, athlete, decoded, now))
             progress.advance(task)
-        for path in copies:
-            report = known_report(rt.db, rt.settings, athlete, path, None)
-            if report is not None:
+        for checked in copies:
+            report = ingest_checked(rt.db, rt.settings, athlete, checked, now, decode=decode)
+            if report.status == "duplicate":
                 _count_unread(reasons, _UNREAD_COPY)
-            else:  # the copy changed or vanished meanwhile: read like any other file
-                report = store_decoded(rt.db, rt.settings, athlete, decode(path), now, defer_load=True)
             record(report)
             progress.advance(task)
     # Load, flags and prompts in one pass, oldest run first, whatever order the files finished decoding in.
-    complete_pending_loads(rt.db, rt.settings, athlete, now)
+    replan(rt.db, rt.settings, athlete_id, rt.now())
     return summary
 
 
@@ -250,7 +264,9 @@ def _count_unread(reasons: Reasons | None, why: str) -> None:
         group[why] = group.get(why, 0) + 1
 
 
-def _decode_all(todo: list[Path], workers: int, decode: Callable[[Path], Decoded]) -> Iterator[Decoded]:
+def _decode_all(
+    todo: list[CheckedFile], workers: int, decode: Callable[[CheckedFile], Decoded]
+) -> Iterator[Decoded]:
     """Decoded files in completion order, ``workers`` at a time, each in its own sandboxed child process (the
     threads here only wait for them: a file that crashes or exhausts its child is one rejected file, never the
     import); bounded so memory stays flat."""
@@ -261,8 +277,8 @@ def _decode_all(todo: list[Path], workers: int, decode: Callable[[Path], Decoded
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stridecare-decode") as pool:
         queue = iter(todo)
         running: set[Future[Decoded]] = set()
-        for path in queue:
-            running.add(pool.submit(decode, path))
+        for checked in queue:
+            running.add(pool.submit(decode, checked))
             if len(running) >= workers * 4:
                 break
         while running:
