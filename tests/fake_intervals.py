@@ -82,7 +82,10 @@ class FakeIntervals:
         self.faults: dict[str, list[tuple[int, dict[str, str]]]] = {}
         self.lock = threading.Lock()
         self.url = ""
-        self.on_download: Callable[[str], None] | None = None
+        # Called before a file is served; answering False drops the connection unanswered (a client killed
+        # while waiting never received it, so it does not count as downloaded).
+        self.on_download: Callable[[str], bool] | None = None
+        self.dropped = 0
 
     def add_account(self, athlete_id: str, api_key: str, name: str = "Runner") -> FakeAccount:
         account = FakeAccount(athlete_id, api_key, name)
@@ -159,8 +162,10 @@ class FakeIntervals:
                 return (403 if owner else 404), {}, b'{"status": 404, "error": "Not found"}'
             if activity.strava_stub:
                 return 422, {}, b'{"status": 422, "error": "STRAVA activities are not available via the API"}'
-            if self.on_download is not None:
-                self.on_download(activity.activity_id)
+            if self.on_download is not None and not self.on_download(activity.activity_id):
+                with self.lock:
+                    self.dropped += 1
+                return 0, {}, b""
             data = activity.original()
             with self.lock:
                 self.downloads[activity.activity_id] += 1
@@ -174,6 +179,9 @@ def _handler_for(fake: FakeIntervals) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             status, headers, body = fake.handle(self.path, self.headers.get("Authorization"))
+            if status == 0:
+                self.close_connection = True
+                return
             self.send_response(status)
             for key, value in headers.items():
                 self.send_header(key, value)

@@ -14,7 +14,6 @@ again whenever the library refreshed them during a pull.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -90,6 +89,11 @@ class GarminAdapter:
     def tokens(self) -> str:
         """The current tokens as the library dumps them (a JSON string)."""
         return str(self._api.client.dumps())
+
+    def display_name(self) -> str | None:
+        """Garmin's name for the logged-in user, once logged in."""
+        name = getattr(self._api, "display_name", None)
+        return str(name) if name else None
 
     def list_activities(self, oldest: date, newest: date) -> list[dict[str, Any]]:
         """Activities between the two days, oldest first."""
@@ -191,14 +195,7 @@ def login_tokens(
     email: str, password: str, prompt_mfa: Callable[[], str], factory: AdapterFactory | None = None
 ) -> tuple[str, str]:
     """Log in once (MFA asked through ``prompt_mfa``) and return ``(account key, tokens)``; the account key is
-    what Garmin calls the user (from the token bundle where it says, else the email)."""
+    Garmin's display name for the user (the email when it has none)."""
     adapter = (factory or GarminConnector.adapter_factory)()
     tokens = adapter.login(email, password, prompt_mfa)
-    key = email.strip().lower()
-    try:
-        parsed = json.loads(tokens)
-        if isinstance(parsed, dict) and isinstance(parsed.get("display_name"), str):
-            key = parsed["display_name"]
-    except ValueError:
-        pass
-    return key, tokens
+    return adapter.display_name() or email.strip().lower(), tokens

@@ -21,7 +21,7 @@ from ingest.connectors.poller import ItemResult, PullResult, sync_account
 from stridecare.db.models import Athlete, ConnectorAccount, Run
 from stridecare.db.run_json import run_json
 from stridecare.runtime import Runtime
-from stridecare_app.cli.main import app, emit_json, fail, runtime
+from stridecare_app.cli.app import app, emit_json, fail, runtime
 
 intervals_app = typer.Typer(
     help="Pull runs from intervals.icu (it already receives them from Garmin, Coros, Polar, Suunto, Wahoo, Zwift).",
@@ -217,7 +217,9 @@ def sync(
     troubled = False
     for account_id in ids:
         result: PullResult = sync_account(rt.db, rt.settings, account_id, rt.now, since=oldest)
-        if result.replan_owed:
+        if result.replan_owed or result.items:
+            # In this process, not queued: the figures are printed below. Also when no store owed it: a sync
+            # killed before its replan left the mark set, and no worker may be running to finish it.
             replan(rt.db, rt.settings, result.athlete_id, rt.now())
         for item in result.items:
             out = _with_loads(rt, item)
