@@ -7,9 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from stridecare_app.cli.main import _register, app
-
-_register()
+from stridecare_app.cli.main import app
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://2130706433/hook", "http://[::ffff:127.0.0.1]/"])

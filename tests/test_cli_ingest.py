@@ -10,9 +10,8 @@ import pytest
 from fitgen import write_activity, write_bad_crc
 from typer.testing import CliRunner
 
-from stridecare_app.cli.main import _register, app
+from stridecare_app.cli.main import app
 
-_register()
 START = datetime(2026, 3, 2, 6, 30, tzinfo=UTC)
 
 

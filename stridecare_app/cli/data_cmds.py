@@ -9,7 +9,7 @@ import typer
 
 from recommender.data_rights import export_athlete, forget_athlete
 from stridecare.handles import check_handle
-from stridecare_app.cli.main import app, athlete_or_fail, emit_json, fail, runtime
+from stridecare_app.cli.app import app, athlete_or_fail, emit_json, fail, runtime
 
 AthleteArg = Annotated[str, typer.Argument(help="Athlete handle.")]
 

@@ -9,7 +9,7 @@ import typer
 
 from recommender.digest import preview_digest
 from stridecare.links import athlete_key, dashboard_url, unsubscribe_url
-from stridecare_app.cli.main import app, athlete_or_fail, fail, runtime
+from stridecare_app.cli.app import app, athlete_or_fail, fail, runtime
 
 
 @app.command("digest")

@@ -1,174 +1,34 @@
 """The ``stridecare`` command line: one entry point for runners and operators.
 
 Every command takes its settings from ``STRIDECARE_*`` variables, or from the file named by ``--config``.
+The application object and what commands share live in ``stridecare_app.cli.app``; each command group lives in a
+module of its own, and importing it here attaches its commands to ``app``.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from stridecare_app.cli.app import app
 
-import typer
-from pydantic import ValidationError
-from sqlalchemy.orm import Session
-from typer.core import TyperGroup
-
-from stridecare.db.athletes import UnknownAthlete, get_athlete
-from stridecare.db.models import Athlete
-from stridecare.logging import setup_logging
-from stridecare.runtime import Runtime
-from stridecare.settings import Settings, load_settings
-
-
-class _PlainErrors(TyperGroup):
-    """Turns errors a user can cause into one plain line instead of a traceback: a name that is no athlete
-    handle, and the database refusing a change or being unreachable."""
-
-    def invoke(self, ctx: Any) -> Any:  # typer's own click Context; Any keeps the override compatible
-        """Run the command; known failures become ``stridecare: <sentence>`` and exit code 2 (1 for the
-        database)."""
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from stridecare.handles import InvalidHandle
-
-        try:
-            return super().invoke(ctx)
-        except InvalidHandle as exc:
-            fail(str(exc))
-        except SQLAlchemyError as exc:
-            if state.verbose:
-                raise  # the operator asked for the details
-            fail(_database_message(exc), 1)
-
-
-def _database_message(exc: Exception) -> str:
-    from sqlalchemy.exc import IntegrityError, OperationalError
-
-    if isinstance(exc, IntegrityError):
-        return (
-            "the database refused the change: it conflicts with data already stored (perhaps written by another "
-            "command at the same moment); run the command again"
-        )
-    if isinstance(exc, OperationalError):
-        return "the database is unreachable or busy; check it is running and try again"
-    return f"the database refused the command ({type(exc).__name__}); --verbose shows the details"
-
-
-app = typer.Typer(
-    name="stridecare",
-    cls=_PlainErrors,
-    help=(
-        "Foot care for runners: runs in from FIT folders and Strava, foot load out, and the routine that fits "
-        "after every run.\n\n"
-        "Start with `stridecare run` (everything in one process, SQLite, no server), drop FIT files into the "
-        "inbox it prints, and watch prompts arrive. Settings come from STRIDECARE_* environment variables or "
-        "--config FILE; `stridecare settings` lists them."
-    ),
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
+# Bound first, so that a command module importing ``app`` from here by mistake fails the import test, not the CLI.
+# isort: split
+from stridecare_app.cli import (  # noqa: F401  (imported for their commands)
+    admin_cmds,
+    athletes,
+    config_cmds,
+    connector_cmds,
+    data_cmds,
+    digest_cmds,
+    health_cmd,
+    ingest_cmds,
+    operate,
+    prompts_cmds,
+    shoe_cmds,
+    strava_cmds,
 )
-
-
-class _State:
-    config: Path | None = None
-    verbose: bool = False
-
-
-state = _State()
-
-
-@app.callback()
-def _global(
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Env-style settings file (STRIDECARE_*=… lines).")
-    ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at DEBUG.")] = False,
-) -> None:
-    state.config = config
-    state.verbose = verbose
-
-
-def settings() -> Settings:
-    """The settings for this invocation; a clear message and exit 2 when they cannot be read."""
-    try:
-        s = load_settings(state.config)
-    except ValidationError as exc:
-        fail("invalid settings: " + "; ".join(_setting_error(e) for e in exc.errors()))
-    except (FileNotFoundError, ValueError) as exc:
-        fail(f"cannot read settings: {exc}")
-    if state.verbose:
-        s = s.model_copy(update={"log_level": "DEBUG"})
-    setup_logging(s)
-    return s
-
-
-def runtime() -> Runtime:
-    """Open the database for this invocation (migrating it on first use)."""
-    s = settings()
-    try:
-        return Runtime.open(s)
-    except Exception as exc:  # a wrong URL or a server that is down: say so in one line
-        fail(
-            f"cannot open the database at {_redact(s.effective_database_url)}: {exc.__class__.__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}"
-        )
-
-
-def _setting_error(error: Any) -> str:
-    """One setting's problem as ``STRIDECARE_NAME: message (got 'value')``."""
-    name = "STRIDECARE_" + "_".join(str(part).upper() for part in error["loc"])
-    message = str(error["msg"]).removeprefix("Value error, ")
-    given = error.get("input")
-    return f"{name}: {message}" + (f" (got {given!r})" if isinstance(given, str | int | float) else "")
-
-
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``message`` to stderr and exit with ``code``."""
-    typer.echo(f"stridecare: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def athlete_or_fail(session: Session, handle: str) -> Athlete:
-    """The athlete named ``handle``; an unknown one ends the command with its message, like :func:`fail`."""
-    try:
-        return get_athlete(session, handle)
-    except UnknownAthlete as exc:
-        fail(str(exc))
-
-
-def emit_json(value: object) -> None:
-    """Print one JSON document on stdout."""
-    sys.stdout.write(json.dumps(value, default=str) + "\n")
-
-
-def _register() -> None:
-    # Command groups live in their own modules; importing them attaches them to ``app``.
-    from stridecare_app.cli import (  # noqa: F401
-        athletes,
-        connector_cmds,
-        data_cmds,
-        digest_cmds,
-        health_cmd,
-        ingest_cmds,
-        operate,
-        prompts_cmds,
-        shoe_cmds,
-        strava_cmds,
-    )
 
 
 def main() -> None:
     """Console-script entry point."""
-    _register()
     app()
 
 

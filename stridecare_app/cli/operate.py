@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 
+from stridecare.logging import setup_console
 from stridecare.settings import Settings
-from stridecare_app.cli.main import app, emit_json, runtime, settings
+from stridecare_app.cli.app import app, emit_json, runtime, settings, state
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -27,8 +29,7 @@ def run(
     printed below; prompts go to the channels each athlete has (the console log by default). The console
     prints a line per file, per prompt (or why a run got none) and every warning and error.
     """
-    from stridecare.logging import setup_console
-    from stridecare_app.cli.main import state
+    # deferred: start-up time of the command line (the runner brings Celery, the web server and the watcher)
     from stridecare_app.runner import run_all
 
     rt = runtime()
@@ -56,7 +57,7 @@ def web(
     port: Annotated[int | None, typer.Option(help="Port (default STRIDECARE_WEB_PORT).")] = None,
 ) -> None:
     """Serve the web app: done links, unsubscribe, Strava connect and webhooks, health and metrics."""
-    from stridecare_app.web.server import serve
+    from stridecare_app.web.server import serve  # deferred: start-up time of the command line (uvicorn)
 
     rt = runtime()
     serve(rt, host=host, port=port)
@@ -84,8 +85,6 @@ def show_settings(
 
 
 def _show(value: object) -> str:
-    from pydantic import SecretStr
-
     if isinstance(value, SecretStr):
         return "*** (set)"
     if isinstance(value, list):

@@ -13,7 +13,7 @@ from recommender.silence import prompt_outcome
 from recommender.status import athlete_status, prompts_for
 from stridecare.db.models import Run
 from stridecare.settings import Settings
-from stridecare_app.cli.main import app, athlete_or_fail, emit_json, fail, runtime
+from stridecare_app.cli.app import app, athlete_or_fail, emit_json, fail, runtime
 
 AthleteOpt = Annotated[str | None, typer.Option(help="Athlete handle (default: STRIDECARE_DEFAULT_ATHLETE).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON on stdout.")]

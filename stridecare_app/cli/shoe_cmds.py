@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from recommender.shoes import shoe_usage
 from stridecare.db.models import Athlete, Shoe
-from stridecare_app.cli.main import app, athlete_or_fail, emit_json, fail, runtime
+from stridecare_app.cli.app import app, athlete_or_fail, emit_json, fail, runtime
 
 shoe_app = typer.Typer(help="Track shoes: distance and steps per pair, and a reminder when a pair is worn.")
 app.add_typer(shoe_app, name="shoe", no_args_is_help=True)

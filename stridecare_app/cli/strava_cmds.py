@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from stridecare.db.athletes import UnknownAthlete, ensure_athlete, get_athlete
 from stridecare.db.models import Athlete, StravaAccount, StravaEvent
 from stridecare.runtime import Runtime
-from stridecare_app.cli.main import app, emit_json, fail, runtime
+from stridecare_app.cli.app import app, emit_json, fail, runtime
 
 strava_app = typer.Typer(help="Connect Strava, receive its push events and import your history.", no_args_is_help=True)
 app.add_typer(strava_app, name="strava")
@@ -75,12 +75,15 @@ def _probe_activity_scope(rt: Runtime, account_id: int) -> bool:
     from stravalib import exc as strava_exc
 
     from ingest.strava.client import athlete_client
+    from ingest.strava.ratelimit import record_inactive
 
     client = athlete_client(rt.db, rt.settings, account_id, now=rt.now())
     try:
         client.protocol.get("/athlete/activities", per_page=1)
     except strava_exc.AccessUnauthorized:
         return False
+    except strava_exc.ApplicationInactive:
+        record_inactive(rt.db, rt.now())  # the scope cannot be told now; the first import will
     return True
 
 
@@ -352,6 +355,8 @@ def rotate_keys_cmd() -> None:
 @strava_app.command()
 def status(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Connected accounts, their history import, and push events by status."""
+    from ingest.strava.ratelimit import app_status
+
     rt = runtime()
     with rt.db.read() as session:
         rows = session.execute(
@@ -374,9 +379,11 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")]
             str(row[0]): int(row[1])
             for row in session.execute(select(StravaEvent.status, func.count()).group_by(StravaEvent.status))
         }
+        app_state = app_status(session)
     data = {
         "configured": bool(rt.settings.strava_client_id),
         "subscription_id": rt.settings.strava_subscription_id,
+        "app": app_state or {"state": "active"},
         "accounts": accounts,
         "events": events,
     }
@@ -384,6 +391,13 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")]
         emit_json(data)
         return
     typer.echo(f"Strava client configured: {'yes' if data['configured'] else 'no'}")
+    if app_state is not None:
+        # First: it explains every "deferred" below, and nothing else tells the operator what to do.
+        typer.echo(
+            f"Strava app: INACTIVE since {app_state['since']} - {app_state['message']}. Nothing is deleted and no "
+            "athlete needs to reconnect: once the app's owner subscribes and reactivates it at "
+            f"https://www.strava.com/settings/api, imports resume by themselves (next check {app_state['next_check']})."
+        )
     typer.echo(f"Push subscription: {data['subscription_id'] or 'not set (events are ignored)'}")
     for a in accounts:
         back_to = str(a["backfill_back_to"] or "")[:10]
@@ -392,6 +406,7 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")]
             f"{a['backfill']}"
             + (f" (back to {back_to})" if back_to else "")
             + (f", resumes {a['backfill_resume_at']}" if a["backfill"] == "deferred" else "")
+            + (" (paused while the app is inactive)" if app_state is not None and a["backfill"] != "done" else "")
         )
     if not accounts:
         typer.echo("  no accounts connected")
