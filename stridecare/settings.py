@@ -131,8 +131,11 @@ class Settings(BaseSettings):
     web_port: int = 8080
     # The address people's browsers reach the web app at (links in prompts); default: http://WEB_HOST:WEB_PORT.
     public_url: str | None = None
-    # When set, /metrics answers other hosts that send it as a bearer token; unset, only this machine.
+    # When set, /metrics also answers a scraper that sends it as a bearer token (an admin session always may).
     metrics_token: SecretStr | None = None
+    # Reverse proxies whose X-Forwarded-For/-Proto/-Host are believed (IPs or CIDRs, comma-separated); from
+    # anyone else those headers are ignored. Empty: no proxy is trusted.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Signs "done" links and unsubscribe links; generated into the data home when unset.
     secret_key: SecretStr | None = None
     # Fernet keys for tokens at rest, newest first; generated into the data home when unset.
@@ -164,7 +167,7 @@ class Settings(BaseSettings):
 
     load: LoadModelSettings = Field(default_factory=LoadModelSettings)
 
-    @field_validator("inboxes", "webhook_allowed_networks", mode="before")
+    @field_validator("inboxes", "webhook_allowed_networks", "trusted_proxies", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
@@ -202,6 +205,18 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'Europe/Berlin'") from None
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is no IP address or network; use e.g. 127.0.0.1 or 10.0.0.0/8") from None
         return value
 
     @field_validator("encryption_keys", mode="before")

@@ -121,9 +121,11 @@ def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True, verbose: boo
     watcher = make_watcher(rt, use_broker=True, celery=celery, group_files=True)
     watcher.start_thread()
     if web:
-        from stridecare_app.web.server import serve_in_thread
+        from stridecare_app.web.server import announce_login, serve_in_thread
 
         serve_in_thread(rt)
+        # The home page and the dashboards need the admin session: the link that opens one.
+        announce_login(rt)
     # The beat runs as a thread: Celery's own embedded beat forks, and SQLite must never cross a fork.
     from celery.beat import EmbeddedService
 

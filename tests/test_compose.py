@@ -287,7 +287,7 @@ def test_web_healthcheck_path_is_served(tmp_path: Path) -> None:
 
     rt = Runtime.open(make_settings(tmp_path))
     try:
-        assert TestClient(create_app(rt)).get("/healthz").status_code == 200
+        assert TestClient(create_app(rt), base_url="http://127.0.0.1:8080").get("/healthz").status_code == 200
     finally:
         rt.close()
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import make_settings
 from dashboard_seed import NOW, TZ, Seeded, seed
 from sqlalchemy import select
-from starlette.testclient import TestClient
+from webclient import admin, browser
 
 from recommender.dashboard_data import dashboard_data
 from recommender.run_detail import run_detail
@@ -24,6 +24,8 @@ from stridecare.domain.flags import SPIKE_FLAGS
 from stridecare.runtime import Runtime
 from stridecare_app.web.app import create_app
 from stridecare_app.web.charts import nice_ticks
+
+REMOTE = ("203.0.113.9", 40000)
 
 
 @pytest.fixture
@@ -120,7 +122,7 @@ def test_window_length_is_a_parameter(seeded: Seeded) -> None:
 
 
 def test_remote_requests_need_the_secret_token(seeded: Seeded) -> None:
-    client = TestClient(create_app(seeded.rt))  # the test client's peer is "testclient": not loopback
+    client = browser(create_app(seeded.rt), peer=REMOTE)
     assert client.get("/dashboard/anna").status_code == 403
     assert client.get("/dashboard/anna?t=wrong").status_code == 403
     assert client.get(f"/dashboard/anna?t={seeded.token[:-1]}").status_code == 403
@@ -138,23 +140,27 @@ def test_remote_requests_need_the_secret_token(seeded: Seeded) -> None:
     assert "<script" not in ok.text
 
 
-def test_loopback_is_allowed_without_token_unless_proxied(seeded: Seeded) -> None:
-    local = TestClient(create_app(seeded.rt), client=("127.0.0.1", 50000))
-    assert local.get("/dashboard/anna").status_code == 200
-    # A reverse proxy on this machine connects from loopback on behalf of someone else.
-    assert local.get("/dashboard/anna", headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 403
-    assert local.get("/dashboard/anna", headers={"Forwarded": "for=203.0.113.9"}).status_code == 403
-    v6 = TestClient(create_app(seeded.rt), client=("::1", 50000))
-    assert v6.get("/dashboard/anna").status_code == 200
+def test_loopback_opens_nothing_the_admin_session_opens_every_athlete(seeded: Seeded) -> None:
+    app = create_app(seeded.rt)
+    # This machine's address is no authority: a reverse proxy or a tunnel on it connects for anyone.
+    for peer in (("127.0.0.1", 50000), ("::1", 50000)):
+        assert browser(app, peer=peer).get("/dashboard/anna").status_code == 403
+    session = admin(app, seeded.rt, peer=("203.0.113.9", 40000))  # from anywhere, once logged in
+    page = session.get("/dashboard/anna")
+    assert page.status_code == 200 and '<a href="/">' in page.text  # the way back to all athletes
+    assert "t=" not in " ".join(re.findall(r'href="(/dashboard/[^"]*)"', page.text))  # no token to copy along
 
 
-def test_unknown_athlete_is_404_and_names_are_not_echoed(seeded: Seeded) -> None:
-    local = TestClient(create_app(seeded.rt), client=("127.0.0.1", 50000))
-    assert local.get("/dashboard/nobody").status_code == 404
-    remote = TestClient(create_app(seeded.rt))
-    response = remote.get(f"/dashboard/%3Cscript%3E?t={seeded.token}")
-    assert response.status_code == 404
-    assert "<script>" not in response.text
+def test_unknown_and_forbidden_athletes_answer_alike_and_names_are_not_echoed(seeded: Seeded) -> None:
+    app = create_app(seeded.rt)
+    stranger = browser(app, peer=REMOTE)
+    unknown = stranger.get(f"/dashboard/nobody?t={seeded.token}")
+    forbidden = stranger.get("/dashboard/anna?t=wrong")
+    assert unknown.status_code == forbidden.status_code == 403 and unknown.text == forbidden.text
+    response = stranger.get(f"/dashboard/%3Cscript%3E?t={seeded.token}")
+    assert response.status_code == 403 and "<script>" not in response.text
+    # The admin, who may see everyone, is told the truth.
+    assert admin(app, seeded.rt).get("/dashboard/nobody").status_code == 404
 
 
 def test_token_is_compared_in_constant_time(seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -167,7 +173,7 @@ def test_token_is_compared_in_constant_time(seeded: Seeded, monkeypatch: pytest.
 
     # The stdlib function itself: the dashboard looks it up on ``hmac`` at each request.
     monkeypatch.setattr(hmac, "compare_digest", spy)
-    client = TestClient(create_app(seeded.rt))
+    client = browser(create_app(seeded.rt), peer=REMOTE)
     assert client.get("/dashboard/anna?t=guess").status_code == 403
     assert client.get(f"/dashboard/anna?t={seeded.token}").status_code == 200
     assert calls == [(b"guess", seeded.token.encode()), (seeded.token.encode(), seeded.token.encode())]
@@ -178,7 +184,7 @@ def test_athlete_names_are_escaped_in_the_page(tmp_path: Path) -> None:
     try:
         with rt.db.transaction() as s:
             s.add(Athlete(name="eve", display_name="<b>Eve</b>", timezone="UTC"))
-        page = TestClient(create_app(rt), client=("127.0.0.1", 1)).get("/dashboard/eve")
+        page = admin(create_app(rt), rt).get("/dashboard/eve")
         assert page.status_code == 200
         assert "&lt;b&gt;Eve&lt;/b&gt;" in page.text and "<b>Eve</b>" not in page.text
         assert _bars(page.text, "load-chart") == 42  # no runs: every day drawn, at zero
@@ -229,7 +235,7 @@ def test_an_imported_archive_opens_on_its_runs_with_a_readable_axis(archived: Se
     assert data["range"] == "all" and data["bin"] == "month"
     assert data["first_day"] == "2024-05-06" and data["totals"]["runs"] == 5
     assert len(data["recent_runs"]) == 5 and data["flags"] == []
-    client = TestClient(create_app(archived.rt), client=("127.0.0.1", 5))
+    client = admin(create_app(archived.rt), archived.rt)
     page = client.get("/dashboard/archie").text
     assert 'aria-current="page" data-range="all"' in page
     # The six-week view of the same athlete is empty, and says so; its axis is whole, distinct, rising numbers.
@@ -258,12 +264,12 @@ def test_shoes_are_listed_with_their_distance(seeded: Seeded) -> None:
     [shoe] = data["shoes"]
     assert shoe["name"] == "Trail Pegasus 41" and shoe["runs"] == 12 and shoe["default"]
     assert shoe["distance_km"] == pytest.approx(km, abs=0.01)
-    page = TestClient(create_app(seeded.rt), client=("127.0.0.1", 5)).get("/dashboard/anna").text
+    page = admin(create_app(seeded.rt), seeded.rt).get("/dashboard/anna").text
     assert f"{km:.1f} km" in page.split('id="shoes"', 1)[1]
 
 
 def test_flag_reasons_are_on_the_page_not_only_in_tooltips(seeded: Seeded) -> None:
-    page = TestClient(create_app(seeded.rt), client=("127.0.0.1", 5)).get("/dashboard/anna").text
+    page = admin(create_app(seeded.rt), seeded.rt).get("/dashboard/anna").text
     flags = _data(seeded)["flags"]
     spike = next(f for f in flags if f["run_id"] == seeded.spike_run_id)
     reason = spike["flags"][0]["reason"]
@@ -321,15 +327,13 @@ def test_a_run_without_a_prompt_says_why(archived: Seeded) -> None:
     detail = _detail(archived, archived.archive_run_ids[0], name="archie")
     assert detail["prompts"] == []
     assert "freshness window" in detail["no_prompt_reason"]
-    page = TestClient(create_app(archived.rt), client=("127.0.0.1", 5)).get(
-        f"/dashboard/archie/runs/{archived.archive_run_ids[0]}"
-    )
+    page = admin(create_app(archived.rt), archived.rt).get(f"/dashboard/archie/runs/{archived.archive_run_ids[0]}")
     assert page.status_code == 200
     assert "freshness window" in page.text.split('id="no-prompt"', 1)[1]
 
 
 def test_run_page_access_follows_the_dashboard(archived: Seeded) -> None:
-    remote = TestClient(create_app(archived.rt))
+    remote = browser(create_app(archived.rt), peer=REMOTE)
     url = f"/dashboard/anna/runs/{archived.spike_run_id}"
     assert remote.get(url).status_code == 403
     ok = remote.get(f"{url}?t={archived.token}")
@@ -346,5 +350,5 @@ def test_the_runs_list_says_why_a_run_got_no_prompt(archived: Seeded) -> None:
     data = _data(archived, days=None, name="archie")
     assert all("freshness window" in (r["no_prompt_reason"] or "") for r in data["recent_runs"])
     assert all(r["no_prompt_reason"] is None for r in _data(archived)["recent_runs"])  # anna's all got one
-    page = TestClient(create_app(archived.rt), client=("127.0.0.1", 5)).get("/dashboard/archie").text
+    page = admin(create_app(archived.rt), archived.rt).get("/dashboard/archie").text
     assert page.count('<details class="flag-why no-prompt">') == 5

@@ -1,4 +1,4 @@
-"""The home page: loopback only, the athletes with their inbox folders, last runs and prompts, health, and a
+"""The home page: the admin's only, the athletes with their inbox folders, last runs and prompts, health, and a
 "Connect Strava" button that carries a signed, single-use connect link."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from conftest import make_settings
 from dashboard_seed import seed
-from starlette.testclient import TestClient
+from webclient import admin, browser
 
 from ingest.strava.oauth import check_connect_token
 from stridecare.db.models import Athlete
@@ -25,7 +25,7 @@ def test_home_lists_athletes_inboxes_runs_prompts_and_health(tmp_path: Path) -> 
     inbox.mkdir(parents=True)
     data = seed(tmp_path, strava_client_id="12345", inboxes=[f"anna={inbox}", f"bert={tmp_path / 'missing'}"])
     try:
-        client = TestClient(create_app(data.rt), client=LOCAL, base_url="http://127.0.0.1:8080")
+        client = admin(create_app(data.rt), data.rt)
         page = client.get("/")
         assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
         section = page.text.split('data-athlete="anna"', 1)[1].split("</section>", 1)[0]
@@ -50,20 +50,23 @@ def test_home_lists_athletes_inboxes_runs_prompts_and_health(tmp_path: Path) -> 
         data.rt.close()
 
 
-def test_home_is_for_this_machine_only(tmp_path: Path) -> None:
-    rt = Runtime.open(make_settings(tmp_path))
+def test_home_is_for_the_admin_only_whoever_connects(tmp_path: Path) -> None:
+    rt = Runtime.open(make_settings(tmp_path, strava_client_id="12345"))
     try:
         with rt.db.transaction() as s:
             s.add(Athlete(name="anna", timezone="UTC"))
         app = create_app(rt)
-        assert TestClient(app, client=LOCAL, base_url="http://localhost:8080").get("/").status_code == 200
-        assert TestClient(app, client=("::1", 1), base_url="http://[::1]:8080").get("/").status_code == 200
-        # Another machine, a reverse proxy on this one, and a foreign name rebound to 127.0.0.1: not found.
-        assert TestClient(app, base_url="http://127.0.0.1:8080").get("/").status_code == 404
-        local = TestClient(app, client=LOCAL, base_url="http://127.0.0.1:8080")
-        assert local.get("/", headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 404
-        rebound = TestClient(app, client=LOCAL, base_url="http://attacker.example:8080")
-        assert rebound.get("/").status_code == 404
+        # This machine's address opens nothing (a proxy or a tunnel on it connects for anyone): to the login.
+        for peer, base in ((LOCAL, "http://localhost:8080"), (("::1", 1), "http://[::1]:8080")):
+            answer = browser(app, peer=peer, base_url=base, follow_redirects=False).get("/")
+            assert answer.status_code == 303 and answer.headers["location"] == "/login"
+            assert "connect-strava" not in answer.text
+        # Logged in, from another machine too.
+        assert "connect-strava" in admin(app, rt, peer=("203.0.113.9", 1)).get("/").text
+        # A foreign name rebound to 127.0.0.1 gets nothing at all, session or not.
+        rebound = admin(app, rt)
+        rebound.base_url = rebound.base_url.copy_with(host="attacker.example")
+        assert rebound.get("/").status_code == 421
     finally:
         rt.close()
 
@@ -71,7 +74,7 @@ def test_home_is_for_this_machine_only(tmp_path: Path) -> None:
 def test_no_connect_button_without_strava_and_a_hint_without_athletes(tmp_path: Path) -> None:
     rt = Runtime.open(make_settings(tmp_path))
     try:
-        client = TestClient(create_app(rt), client=LOCAL, base_url="http://127.0.0.1:8080")
+        client = admin(create_app(rt), rt)
         assert "stridecare athlete add" in client.get("/").text.split('id="no-athletes"', 1)[1]
         with rt.db.transaction() as s:
             s.add(Athlete(name="anna", timezone="UTC"))

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from channel_settings import channel_settings
 from conftest import make_settings
 from fake_strava import FakeClock, FakeStrava, connect_account, follow_authorize, make_activity, running
 from kombu import Connection
@@ -29,6 +30,7 @@ from sqlalchemy import select as sql_select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
+from webclient import admin, browser
 
 from ingest.strava.events import process_event
 from ingest.strava.oauth import make_connect_token
@@ -36,8 +38,9 @@ from recommender.data_rights import export_athlete, forget_athlete
 from stridecare.clock import write_clock_file
 from stridecare.db.models import Athlete, Prompt, Run, StravaAccount, StravaEvent
 from stridecare.links import athlete_key, done_url, unsubscribe_url
+from stridecare.plugins import channel_options
 from stridecare.runtime import Runtime
-from stridecare_app.cli.main import _register, app
+from stridecare_app.cli.main import app
 from stridecare_app.web import strava as web_strava
 from stridecare_app.web.app import create_app
 from stridecare_app.web.limits import MAX_EVENT_BYTES
@@ -165,11 +168,11 @@ def strava_event(aspect: str, activity_id: int) -> dict[str, Any]:
 
 def remote(web_app: Starlette) -> TestClient:
     """A client whose address is not this machine's."""
-    return TestClient(web_app, client=("203.0.113.9", 40000), follow_redirects=False)
+    return browser(web_app, peer=("203.0.113.9", 40000), follow_redirects=False)
 
 
 def local(web_app: Starlette) -> TestClient:
-    return TestClient(web_app, client=("127.0.0.1", 40000), follow_redirects=False)
+    return browser(web_app, peer=("127.0.0.1", 40000), follow_redirects=False)
 
 
 # -- bodies --------------------------------------------------------------------------------------------------
@@ -191,7 +194,7 @@ def test_a_gigabyte_chunked_event_body_is_refused_at_the_cap_without_growing_mem
     assert grown < 48 * 1024 * 1024, grown
     assert elapsed < 10
     assert recorded == []
-    with rt.db.sessions() as s:
+    with rt.db.read() as s:
         assert s.scalars(sql_select(StravaEvent)).all() == []
 
 
@@ -199,7 +202,7 @@ def test_a_declared_oversize_body_is_refused_before_it_is_read(rt: Runtime) -> N
     with serving(create_app(rt, enqueue=lambda _id: None)) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             # Claims a gigabyte and sends nothing: the answer must not wait for the body.
-            sock.sendall(f"POST /strava/webhook HTTP/1.1\r\nHost: x\r\nContent-Length: {GIB}\r\n\r\n".encode())
+            sock.sendall(f"POST /strava/webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {GIB}\r\n\r\n".encode())
             answer = sock.recv(4096)
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
         # Forms are bounded too: a one-megabyte form POST to a done link is refused at the app's cap.
@@ -246,7 +249,7 @@ def test_connect_needs_the_athletes_own_link_and_tells_nothing_about_names(srt: 
     params = follow_authorize(go.headers["location"])
     done = browser.get("/strava/callback", params=params)
     assert done.status_code == 200 and "Strava connected" in done.text
-    with srt.db.sessions() as s:
+    with srt.db.read() as s:
         account = s.scalars(sql_select(StravaAccount)).one()
         assert (account.athlete_id, account.strava_athlete_id) == (athlete_id, STRAVA_ID)
 
@@ -259,7 +262,6 @@ def test_connect_needs_the_athletes_own_link_and_tells_nothing_about_names(srt: 
 def test_the_command_line_prints_a_connect_link_that_a_forgotten_athlete_takes_away(
     srt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _register()
     env = {
         "STRIDECARE_DATA_HOME": str(srt.settings.data_home),
         "STRIDECARE_ENCRYPTION_KEYS": FERNET_KEY,
@@ -291,22 +293,22 @@ def test_a_forged_delete_for_an_activity_that_still_exists_deletes_nothing(srt: 
     connect_account(srt.db, srt.settings, fake, athlete_id, srt.now())
     activity_id = 4242001
     fake.add_activity(STRAVA_ID, make_activity(activity_id, srt.now() - timedelta(hours=2), athlete_id=STRAVA_ID))
-    client = TestClient(create_app(srt, enqueue=lambda _id: None))
+    client = browser(create_app(srt, enqueue=lambda _id: None))
 
     def deliver(aspect: str) -> str:
         assert client.post("/strava/webhook", json=strava_event(aspect, activity_id)).status_code == 200
-        with srt.db.sessions() as s:
+        with srt.db.read() as s:
             event_id = s.scalars(sql_select(StravaEvent.id).order_by(StravaEvent.id.desc())).first()
         assert event_id is not None
         return process_event(srt, event_id).detail
 
     assert deliver("create") == "stored"
-    with srt.db.sessions() as s:
+    with srt.db.read() as s:
         assert [r.source_key for r in s.scalars(sql_select(Run))] == [str(activity_id)]
     # Anyone who knows the three (public) ids can send this. Strava still has the activity: nothing goes.
     detail = deliver("delete")
     assert "not confirmed" in detail
-    with srt.db.sessions() as s:
+    with srt.db.read() as s:
         assert [r.source_key for r in s.scalars(sql_select(Run))] == [str(activity_id)]
         assert s.scalars(sql_select(Prompt)).all() != []
     assert fake.count("GET /api/v3/activities/{id}", 200) == 2  # the create's fetch and the delete's check
@@ -316,7 +318,7 @@ def test_a_forged_delete_for_an_activity_that_still_exists_deletes_nothing(srt: 
         for row in s.scalars(sql_select(StravaEvent)):
             s.delete(row)  # Strava's retry of the same event would be a duplicate of the ignored one
     assert deliver("delete") == "run removed"
-    with srt.db.sessions() as s:
+    with srt.db.read() as s:
         assert s.scalars(sql_select(Run)).all() == []
 
 
@@ -360,7 +362,7 @@ def test_validation_answers_fast_while_another_process_holds_the_write_lock(srt:
             holder.close()
         waiting.join(timeout=60)
     assert stored["e"].status_code == 200  # the event that waited is stored, not lost
-    with srt.db.sessions() as s:
+    with srt.db.read() as s:
         assert len(s.scalars(sql_select(StravaEvent)).all()) == 1
 
 
@@ -368,30 +370,32 @@ def test_validation_answers_fast_while_another_process_holds_the_write_lock(srt:
 
 
 def test_done_and_unsubscribe_links_die_with_a_forgotten_athlete(rt: Runtime) -> None:
-    athlete_id = add_athlete(rt, "cleo", email="cleo@example.org")
+    athlete_id = add_athlete(rt, "cleo", channel_settings=channel_settings(email="cleo@example.org"))
     with rt.db.transaction() as s:
         athlete = s.get(Athlete, athlete_id)
         assert athlete is not None
         key = athlete_key(rt.link_key, athlete.link_secret)
     base = rt.settings.effective_public_url
     unsubscribe = unsubscribe_url(base, key, athlete_id).removeprefix(base)
-    client = TestClient(create_app(rt, enqueue=lambda _id: None))
+    client = browser(create_app(rt, enqueue=lambda _id: None))
     assert client.get(unsubscribe).status_code == 200
     with rt.db.transaction() as s:
         forget_athlete(s, s.get(Athlete, athlete_id))  # type: ignore[arg-type]
-    assert add_athlete(rt, "dana", email="dana@example.org") == athlete_id  # the id is reused
+    assert add_athlete(rt, "dana", channel_settings=channel_settings(email="dana@example.org")) == athlete_id
     assert client.post(unsubscribe).status_code == 403
-    with rt.db.sessions() as s:
-        assert s.get(Athlete, athlete_id).email_unsubscribed_at is None  # type: ignore[union-attr]
+    with rt.db.read() as s:
+        assert not channel_options(s.get(Athlete, athlete_id), "email").get("unsubscribed_at")  # type: ignore[arg-type]
     # A done link signed with the service key alone (no athlete secret) is not valid either.
     assert client.get(done_url(base, rt.link_key, "p1").removeprefix(base)).status_code == 403
 
 
-def test_metrics_answer_this_machine_and_a_bearer_token_only(tmp_path: Path) -> None:
+def test_metrics_answer_the_admin_session_and_a_bearer_token_only(tmp_path: Path) -> None:
     runtime = Runtime.open(make_settings(tmp_path, metrics_token="scrape-me-3f9a"))
     try:
         web_app = create_app(runtime, enqueue=lambda _id: None)
-        assert local(web_app).get("/metrics").status_code == 200
+        # This machine's address is no authority; the admin's session is, from anywhere.
+        assert local(web_app).get("/metrics").status_code == 403
+        assert admin(web_app, runtime, peer=("203.0.113.9", 1)).get("/metrics").status_code == 200
         assert remote(web_app).get("/metrics").status_code == 403
         proxied = local(web_app).get("/metrics", headers={"X-Forwarded-For": "198.51.100.7"})
         assert proxied.status_code == 403
@@ -414,7 +418,6 @@ def test_metrics_answer_this_machine_and_a_bearer_token_only(tmp_path: Path) -> 
 
 
 def test_every_way_a_name_enters_is_checked_with_a_plain_message(cli_env: Path, tmp_path: Path) -> None:
-    _register()
     runner = CliRunner()
     gpx = tmp_path / "run.gpx"
     gpx.write_text("<gpx/>")
@@ -453,7 +456,7 @@ def test_export_neutralises_spreadsheet_formulas(rt: Runtime, tmp_path: Path) ->
                 facts={},
             )
         )
-    with rt.db.sessions() as s:
+    with rt.db.read() as s:
         files = export_athlete(s, s.get(Athlete, athlete_id), tmp_path / "out")  # type: ignore[arg-type]
     assert all(f.resolve().is_relative_to((tmp_path / "out").resolve()) for f in files)
     with (tmp_path / "out" / "prompts.csv").open(newline="") as fh:

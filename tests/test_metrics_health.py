@@ -14,6 +14,7 @@ import redis
 from conftest import make_settings
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
@@ -32,9 +33,19 @@ FERNET_KEY = "6vYg1GDm8N3gTk6u0p5mYw4QG1vXh2Jq9v6Tq3l0W0c="
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
+SCRAPE_TOKEN = "scrape-token-7d1e"
+
+
+def scraping(rt: Runtime) -> Runtime:
+    """``rt`` with a metrics token, as a Prometheus scraper is configured (the database is shared)."""
+    return Runtime(rt.settings.model_copy(update={"metrics_token": SecretStr(SCRAPE_TOKEN)}), rt.db)
+
+
 def scrape(app: Starlette) -> Samples:
-    """GET /metrics from this machine and parse it as Prometheus does; samples keyed by name and sorted labels."""
-    response = TestClient(app, client=("127.0.0.1", 50000)).get("/metrics")
+    """GET /metrics with the scraper's token and parse it as Prometheus does; samples keyed by name and sorted
+    labels."""
+    client = TestClient(app, base_url="http://127.0.0.1:8080")
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     samples: Samples = {}
@@ -46,7 +57,7 @@ def scrape(app: Starlette) -> Samples:
 
 def metrics_app(rt: Runtime) -> Starlette:
     """Only the metrics route, for tests about the numbers rather than the wiring."""
-    return Starlette(routes=metrics.routes(rt))
+    return Starlette(routes=metrics.routes(scraping(rt)))
 
 
 def closed_port() -> int:
@@ -114,7 +125,7 @@ def seed(rt: Runtime) -> None:
 
 def test_metrics_report_the_rows(any_rt: Runtime) -> None:
     seed(any_rt)
-    samples = scrape(create_app(any_rt))  # through the app: metrics is wired in by _page_routes
+    samples = scrape(create_app(scraping(any_rt)))  # through the app: metrics is wired in by _page_routes
 
     assert samples[("stridecare_runs_ingested_total", ())] == 3
     assert samples[("stridecare_files_total", (("status", "ingested"),))] == 2

@@ -187,7 +187,7 @@ def test_done_link_records_completion_and_balance_progresses(tmp_path: Path) -> 
         athlete_id = athlete.id
     with rt.db.transaction() as s:
         prompt_ids = [p.id for p in s.scalars(select(Prompt).order_by(Prompt.dedupe_key))]
-    client = TestClient(create_app(rt))
+    client = TestClient(create_app(rt), base_url="http://127.0.0.1:8080")
     with rt.db.sessions() as s:
         key = athlete_key(rt.link_key, s.get(Athlete, athlete_id).link_secret)  # type: ignore[union-attr]
     base = rt.settings.effective_public_url
@@ -224,7 +224,7 @@ def test_one_click_unsubscribe(tx_rt: Runtime) -> None:
         s.add(athlete)
         s.flush()
         athlete_id = athlete.id
-    client = TestClient(create_app(rt), follow_redirects=False)
+    client = TestClient(create_app(rt), follow_redirects=False, base_url="http://127.0.0.1:8080")
     with rt.db.sessions() as s:
         key = athlete_key(rt.link_key, s.get(Athlete, athlete_id).link_secret)  # type: ignore[union-attr]
     url = unsubscribe_url(rt.settings.effective_public_url, key, athlete_id)

@@ -96,7 +96,7 @@ def test_write_transaction_still_waits_for_the_lock(rt: Runtime, locked: subproc
 def test_web_reads_answer_while_the_worker_holds_the_write_lock(rt: Runtime, locked: subprocess.Popen[str]) -> None:
     with rt.db.read() as session:
         token = session.scalars(select(Athlete.dashboard_token)).one()
-    with TestClient(create_app(rt, enqueue=lambda _event_id: None)) as client:
+    with TestClient(create_app(rt, enqueue=lambda _event_id: None), base_url="http://127.0.0.1:8080") as client:
         start = time.perf_counter()
         health = client.get("/healthz")
         board = client.get("/dashboard/anna", params={"t": token})

@@ -111,7 +111,7 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 def web(srt: Runtime, recorder: Recorder) -> Iterator[TestClient]:
-    with TestClient(create_app(srt, enqueue=recorder)) as client:
+    with TestClient(create_app(srt, enqueue=recorder), base_url="http://127.0.0.1:8080") as client:
         yield client
 
 
@@ -197,7 +197,7 @@ def test_connect_through_web_endpoints_checks_state_and_scope(srt: Runtime, fake
     assert "activity:read_all" in params["scope"]
 
     # The state cookie ties the callback to the browser that started it.
-    with TestClient(create_app(srt)) as stranger:
+    with TestClient(create_app(srt), base_url="http://127.0.0.1:8080") as stranger:
         assert stranger.get("/strava/callback", params=params).status_code == 400
     assert count(srt, StravaAccount) == 0
 
@@ -733,7 +733,8 @@ def test_real_celery_worker_processes_a_webhook_event(tmp_path: Path, fake: Fake
                 stderr=subprocess.STDOUT,
             )
         try:
-            with TestClient(create_app(rt)) as web:  # the real enqueue: Celery on Redis
+            # The real enqueue: Celery on Redis.
+            with TestClient(create_app(rt), base_url="http://127.0.0.1:8080") as web:
                 post(web, event("create", 900011))
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -765,7 +766,7 @@ def test_periodic_tick_enqueues_events_whose_enqueue_was_lost(srt: Runtime, fake
 
     connected(srt, fake)
     add_run(fake, 900012, fake.clock.now() - timedelta(hours=1))
-    with TestClient(create_app(srt, enqueue=broker_down)) as web:
+    with TestClient(create_app(srt, enqueue=broker_down), base_url="http://127.0.0.1:8080") as web:
         post(web, event("create", 900012))  # still 200: the event is stored
     events_sent: list[int] = []
     backfills_sent: list[int] = []

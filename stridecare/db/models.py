@@ -127,6 +127,17 @@ class UsedToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
+class AdminLogin(Base):
+    """The installation's admin login (one row, id 1): an optional password hash, and the moment before which
+    every admin session is void (set when the password changes or every session is ended)."""
+
+    __tablename__ = "admin_login"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    sessions_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class ImportedFile(Base):
     """The import log: one row per distinct file content per athlete, whatever its name or folder."""
 

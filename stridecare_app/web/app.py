@@ -5,11 +5,13 @@ from __future__ import annotations
 import html
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select, text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -17,7 +19,18 @@ from starlette.routing import BaseRoute, Route
 from recommender.feedback import UnknownPrompt, record_done
 from stridecare.db.models import Athlete, Prompt, utcnow
 from stridecare.links import athlete_key, check_done, check_unsubscribe
+from stridecare.plugins import channel_options, patch_channel_options
 from stridecare.runtime import Runtime
+from stridecare_app.web.auth import (
+    SESSION_COOKIE,
+    SESSION_MAX_AGE_S,
+    HostGuard,
+    TrustedProxies,
+    db_id,
+    host_name,
+    plain,
+    session_secret,
+)
 from stridecare_app.web.limits import DEFAULT_MAX_BODY_BYTES, MAX_EVENT_BYTES, BodyLimit
 
 # Hands a stored Strava event's id to the workers (the Celery task by default).
@@ -37,7 +50,8 @@ def page(body: str, status: int = 200) -> HTMLResponse:
 def create_app(rt: Runtime, enqueue: Enqueue | None = None) -> Starlette:
     """Build the web app around ``rt``; Strava events go to ``enqueue`` (default: the Celery task).
 
-    Tests pass their own ``enqueue`` (a recorder, a broker that is down) instead of patching the module.
+    Tests pass their own ``enqueue`` (a recorder, a broker that is down) instead of patching the module. Who may
+    see what is :mod:`stridecare_app.web.auth`'s: its middleware wraps every route.
     """
 
     def ping() -> None:
@@ -70,13 +84,13 @@ def create_app(rt: Runtime, enqueue: Enqueue | None = None) -> Starlette:
     def unsubscribe_now(athlete_id: int) -> None:
         with rt.db.transaction() as session:
             athlete = session.get(Athlete, athlete_id)
-            if athlete is not None and athlete.email_unsubscribed_at is None:
-                athlete.email_unsubscribed_at = utcnow()
+            if athlete is not None and not channel_options(athlete, "email").get("unsubscribed_at"):
+                patch_channel_options(athlete, "email", unsubscribed_at=utcnow())
 
     async def done(request: Request) -> Response:
-        prompt_id = request.path_params["prompt_id"]
-        sig = request.query_params.get("sig", "")
-        key = await run_in_threadpool(link_key_of, None, prompt_id)
+        prompt_id = plain(request.path_params["prompt_id"], 64)
+        sig = plain(request.query_params.get("sig", ""))
+        key = await run_in_threadpool(link_key_of, None, prompt_id) if prompt_id and sig else None
         # An unknown prompt answers like a forged link: the answer tells nothing about what exists.
         if key is None or not check_done(key, prompt_id, sig):
             return page("<p>This link is not valid.</p>", 403)
@@ -94,14 +108,12 @@ def create_app(rt: Runtime, enqueue: Enqueue | None = None) -> Starlette:
         return page("<h1>Recorded</h1><p>Thanks — your feet will thank you too.</p>")
 
     async def unsubscribe(request: Request) -> Response:
-        try:
-            athlete_id = int(request.path_params["athlete_id"])
-        except ValueError:
-            return PlainTextResponse("bad link", status_code=400)
-        list_name = request.path_params["list_name"]
-        sig = request.query_params.get("sig", "")
-        key = await run_in_threadpool(link_key_of, athlete_id)
-        if key is None or not check_unsubscribe(key, athlete_id, list_name, sig):
+        athlete_id = db_id(request.path_params["athlete_id"])
+        list_name = plain(request.path_params["list_name"], 64)
+        sig = plain(request.query_params.get("sig", ""))
+        # Every refusal alike, a malformed or unknown id included: the answer tells nothing about who exists.
+        key = await run_in_threadpool(link_key_of, athlete_id) if athlete_id and list_name and sig else None
+        if athlete_id is None or key is None or not check_unsubscribe(key, athlete_id, list_name, sig):
             return PlainTextResponse("invalid link", status_code=403)
         if request.method == "GET":
             return page(
@@ -118,16 +130,45 @@ def create_app(rt: Runtime, enqueue: Enqueue | None = None) -> Starlette:
         Route("/unsubscribe/{athlete_id}/{list_name}", unsubscribe, methods=["GET", "POST"]),
     ]
     routes += _page_routes(rt, enqueue)
-    # Every body is bounded while it is read; Strava's events are a few hundred bytes.
-    limits = Middleware(BodyLimit, default=DEFAULT_MAX_BODY_BYTES, limits={"/strava/webhook": MAX_EVENT_BYTES})
-    app = Starlette(routes=routes, middleware=[limits])
+    app = Starlette(routes=routes, middleware=middleware(rt))
     app.state.runtime = rt
     return app
+
+
+def middleware(rt: Runtime) -> list[Middleware]:
+    """Outermost first: the Host check, the trusted proxies' headers, body caps, the signed session cookie."""
+    settings = rt.settings
+    proxies = TrustedProxies(settings.trusted_proxies)
+    public_host = host_name(urlsplit(settings.effective_public_url).netloc) or "localhost"
+    stack = [Middleware(HostGuard, public_host=public_host, proxies=proxies)]
+    if proxies:
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        stack.append(Middleware(ProxyHeadersMiddleware, trusted_hosts=proxies.uvicorn_list()))
+    # Every body is bounded while it is read; Strava's events are a few hundred bytes.
+    stack.append(Middleware(BodyLimit, default=DEFAULT_MAX_BODY_BYTES, limits={"/strava/webhook": MAX_EVENT_BYTES}))
+    stack.append(
+        Middleware(
+            SessionMiddleware,
+            secret_key=session_secret(settings),
+            session_cookie=SESSION_COOKIE,
+            max_age=SESSION_MAX_AGE_S,
+            same_site="strict",
+            https_only=settings.effective_public_url.startswith("https://"),
+        )
+    )
+    return stack
 
 
 def _page_routes(rt: Runtime, enqueue: Enqueue | None) -> list[BaseRoute]:
     """The routes of the page modules (Strava, metrics, dashboard, home page)."""
     # Imported here: those modules use this one's ``page`` and ``Enqueue``.
-    from stridecare_app.web import dashboard, home, metrics, strava
+    from stridecare_app.web import auth, dashboard, home, metrics, strava
 
-    return [*strava.routes(rt, enqueue), *metrics.routes(rt), *dashboard.routes(rt), *home.routes(rt)]
+    return [
+        *strava.routes(rt, enqueue),
+        *metrics.routes(rt),
+        *dashboard.routes(rt),
+        *home.routes(rt),
+        *auth.routes(rt),
+    ]

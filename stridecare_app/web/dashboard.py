@@ -6,18 +6,17 @@ for a desk and for a phone (``charts``), and the page shows one by CSS, so label
 390 px. Flag reasons are text on the page (the chart's numbered markers link to them), never hover-only. A reader
 who came with the secret link finds it carried on every link of the page.
 
-Access. The web app listens on 127.0.0.1 by default, and a request from this machine is allowed as is. Any
-other request needs the athlete's secret link token (``?t=<dashboard_token>``), compared in constant time.
-A request that carries proxy headers (``Forwarded``, ``X-Forwarded-For``, ``X-Real-IP``) is treated as remote
-even when its TCP peer is loopback, because a reverse proxy on this machine would otherwise make every visitor
-look local. Unknown athletes answer 404, a missing or wrong token 403. The page is sent with ``no-store`` and
-``no-referrer`` so that the token in its address is neither cached nor passed on to other sites.
+Access (see :mod:`stridecare_app.web.auth`): the admin session opens every athlete's pages; anyone else needs
+the athlete's secret link token (``?t=<dashboard_token>``), compared in constant time. Where the request comes
+from counts for nothing. Without the session an unknown athlete and a missing or wrong token get the same
+answer (403, same body), so the page tells nobody which names exist; the admin gets 404 for an unknown name.
+The page is sent with ``no-store`` and ``no-referrer`` so that the token in its address is neither cached nor
+passed on to other sites.
 """
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -35,11 +34,11 @@ from recommender.dashboard_data import RANGES, dashboard_data
 from recommender.figures import number_text, spec
 from recommender.run_detail import flag_title, pace_text, routine_title
 from stridecare.db.models import Athlete
+from stridecare.handles import is_handle
 from stridecare.runtime import Runtime
 from stridecare_app.web.charts import DESK, PHONE, load_chart
 
 _TEMPLATES = Path(__file__).with_name("templates")
-_PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
@@ -63,17 +62,6 @@ def environment() -> Environment:
         flag_title=flag_title, clock=clock, pace=pace, number_text=number_text, figure_label=lambda key: spec(key).label
     )
     return env
-
-
-def is_loopback_request(request: Request) -> bool:
-    """True when the TCP peer is loopback and no proxy says it forwarded the request for someone else."""
-    if any(name in request.headers for name in _PROXY_HEADERS):
-        return False
-    host = request.client.host if request.client else ""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def token_matches(given: str, expected: str) -> bool:
@@ -123,17 +111,29 @@ def render_dashboard(data: dict[str, Any], token: str = "", home: bool = False) 
     )
 
 
-def authorized_athlete(session: Session, name: str, token: str, loopback: bool) -> tuple[int, Athlete | None]:
-    """The athlete ``name`` if this reader may see them: ``(200, athlete)``, else ``(404 or 403, None)``."""
-    athlete = session.scalar(select(Athlete).where(Athlete.name == name))
-    if athlete is None:
-        return 404, None
-    if not loopback and not (token and token_matches(token, athlete.dashboard_token)):
+# Longer than any dashboard token: a longer one is no token.
+MAX_TOKEN_CHARS = 128
+
+
+def authorized_athlete(session: Session, name: str, token: str, admin: bool) -> tuple[int, Athlete | None]:
+    """The athlete ``name`` if this reader may see them: ``(200, athlete)``, else ``(403 or 404, None)``.
+
+    Without the admin session an unknown name answers exactly as a wrong token does (403)."""
+    athlete = None
+    if is_handle(name):  # anything else names nobody (and a NUL byte would upset PostgreSQL)
+        athlete = session.scalar(select(Athlete).where(Athlete.name == name))
+    if admin:
+        return (200, athlete) if athlete is not None else (404, None)
+    if athlete is None or not token or len(token) > MAX_TOKEN_CHARS:
+        return 403, None
+    if not token_matches(token, athlete.dashboard_token):
         return 403, None
     return 200, athlete
 
 
-_ERRORS = {404: "<p>No such athlete.</p>", 403: "<p>This dashboard needs its secret link.</p>"}
+# One answer for "no such athlete" and "not yours to see" (see authorized_athlete).
+FORBIDDEN = '<p>This page needs its secret link, or the admin\'s login (<a href="/login">log in</a>).</p>'
+_ERRORS = {404: "<p>No such athlete.</p>", 403: FORBIDDEN}
 
 
 def html_response(status: int, body: str) -> HTMLResponse:
@@ -146,13 +146,14 @@ def html_response(status: int, body: str) -> HTMLResponse:
 def routes(rt: Runtime) -> list[Route]:
     """The dashboard route for the web app (picked up by ``stridecare_app.web.app._page_routes``)."""
 
-    def _load(name: str, token: str, loopback: bool, range_key: str | None) -> tuple[int, str]:
+    def _load(name: str, token: str, admin: bool, range_key: str | None) -> tuple[int, str]:
         with rt.db.read() as session:
-            status, athlete = authorized_athlete(session, name, token, loopback)
+            status, athlete = authorized_athlete(session, name, token, admin)
             if athlete is None:
                 return status, _ERRORS[status]
             data = dashboard_data(session, rt.settings, athlete, rt.now(), range_key=range_key)
-        return 200, render_dashboard(data, token, home=loopback)
+        # The admin's links need no token: one in the address would only be copied along.
+        return 200, render_dashboard(data, "" if admin else token, home=admin)
 
     async def dashboard(request: Request) -> Response:
         name = request.path_params["athlete_name"]
@@ -160,9 +161,11 @@ def routes(rt: Runtime) -> list[Route]:
         range_key = request.query_params.get("range") or None
         if range_key is not None and range_key not in RANGES:
             return html_response(400, "<p>Unknown range: use 6w, 6m, 1y or all.</p>")
-        status, body = await run_in_threadpool(_load, name, token, is_loopback_request(request), range_key)
+        admin = await is_admin(request, rt)
+        status, body = await run_in_threadpool(_load, name, token, admin, range_key)
         return html_response(status, body)
 
+    from stridecare_app.web.auth import is_admin
     from stridecare_app.web.run_page import run_route
 
     return [Route("/dashboard/{athlete_name}", dashboard, methods=["GET"]), run_route(rt)]

@@ -1,38 +1,29 @@
 """``GET /``: the installation at a glance — athletes, their inbox folders, last runs and prompts, health, and a
 "Connect Strava" button per athlete.
 
-Loopback only, like the operator's command line: a request from another machine (or through a proxy, see
-:func:`~stridecare_app.web.dashboard.is_loopback_request`) gets 404, so the page does not even say it exists.
-The ``Host`` header must name this machine too: a web page elsewhere that rebinds its own name to 127.0.0.1
-would otherwise read the page (and the connect links on it) from the runner's own browser.
+The admin's page: it needs the admin session (:mod:`stridecare_app.web.auth`), whoever connects and from
+wherever; without one it sends the browser to ``/login``. The connect links on it are each athlete's authority
+to link a Strava account, so nobody else ever sees them. (The ``Host`` check for every route is auth's
+``HostGuard``.)
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from ingest.strava.ratelimit import app_status
 from recommender.overview import overview
 from stridecare.runtime import Runtime
-from stridecare_app.web.dashboard import environment, html_response, is_loopback_request
+from stridecare_app.web.auth import csrf_token, is_admin
+from stridecare_app.web.dashboard import environment, html_response
 
 log = logging.getLogger(__name__)
-
-_LOCAL_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
-
-
-def host_is_local(request: Request, rt: Runtime) -> bool:
-    """True when the ``Host`` header names this machine: a loopback name, the web host, or the public URL's."""
-    host = request.headers.get("host", "")
-    name = urlsplit(f"//{host}").hostname or ""
-    allowed = _LOCAL_NAMES | {rt.settings.web_host, urlsplit(rt.settings.effective_public_url).hostname or ""}
-    return name in allowed or f"[{name}]" in allowed
 
 
 def _connect_links(rt: Runtime, athletes: list[dict[str, Any]]) -> dict[int, str]:
@@ -52,22 +43,23 @@ def _connect_links(rt: Runtime, athletes: list[dict[str, Any]]) -> dict[int, str
     return links
 
 
-def render_home(data: dict[str, Any], connect: dict[int, str]) -> str:
-    """The home page for :func:`recommender.overview.overview`'s result."""
-    return environment().get_template("home.html.j2").render(data=data, connect=connect)
+def render_home(data: dict[str, Any], connect: dict[int, str], csrf: str = "") -> str:
+    """The home page for :func:`recommender.overview.overview`'s result (``csrf``: the log-out form's token)."""
+    return environment().get_template("home.html.j2").render(data=data, connect=connect, csrf=csrf)
 
 
 def routes(rt: Runtime) -> list[Route]:
     """The home route (picked up by ``stridecare_app.web.app._page_routes``)."""
 
-    def _load() -> str:
+    def _load(csrf: str) -> str:
         with rt.db.read() as session:  # a page view takes no write lock
             data = overview(session, rt.settings, rt.now())
-        return render_home(data, _connect_links(rt, data["athletes"]))
+            data["strava_app"] = app_status(session) if rt.settings.strava_client_id else None
+        return render_home(data, _connect_links(rt, data["athletes"]), csrf)
 
     async def home(request: Request) -> Response:
-        if not (is_loopback_request(request) and host_is_local(request, rt)):
-            return html_response(404, "<p>Not found.</p>")
-        return html_response(200, await run_in_threadpool(_load))
+        if not await is_admin(request, rt):
+            return RedirectResponse("/login", status_code=303)
+        return html_response(200, await run_in_threadpool(_load, csrf_token(request)))
 
     return [Route("/", home, methods=["GET"])]

@@ -1,7 +1,7 @@
 """``GET /metrics``: Prometheus metrics of the pipeline, read from SQL and the broker at every scrape.
 
-Only this machine may scrape, unless ``STRIDECARE_METRICS_TOKEN`` is set: then other hosts may, with that
-token as a bearer token. A request carrying proxy headers counts as another host.
+The counts tell an outsider who trains how much, so a scrape needs the admin session or, for Prometheus,
+``STRIDECARE_METRICS_TOKEN`` sent as a bearer token. Where the request comes from counts for nothing.
 
 The web app, the workers, the beat and the watcher are separate processes (in the distributed deployment
 separate containers, several workers), so a counter kept in one process's memory would only ever count that
@@ -28,14 +28,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from ingest.strava.ratelimit import BUDGET_NAME, day_start, quarter_start
+from ingest.strava.ratelimit import BUDGET_NAME, app_status, day_start, quarter_start
 from stridecare.db.models import ApiBudget, Delivery, ImportedFile, Prompt, Run
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
-from stridecare_app.web.dashboard import is_loopback_request
+from stridecare_app.web.auth import is_admin
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +54,30 @@ def routes(rt: Runtime) -> list[Route]:
     token = rt.settings.metrics_token.get_secret_value() if rt.settings.metrics_token is not None else None
 
     async def metrics(request: Request) -> Response:
-        if not allowed(request, token):
+        if not (bearer_matches(request, token) or await is_admin(request, rt)):
             return PlainTextResponse("forbidden", status_code=403)
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         # The collector blocks on SQL and the broker: keep that off the event loop.
         body = await run_in_threadpool(encoder, scrape_registry(rt))
         return Response(body, headers={"Content-Type": content_type})
 
-    return [Route("/metrics", metrics, methods=["GET"])]
+    def detail() -> dict[str, Any]:
+        with rt.db.read() as session:
+            strava = app_status(session) if rt.settings.strava_client_id else None
+        checks = [{"name": "strava app", "ok": strava is None, "detail": strava["message"] if strava else "active"}]
+        return {"status": "ok" if strava is None else "degraded", "checks": checks, "strava_app": strava}
+
+    async def healthz_detail(request: Request) -> Response:
+        # /healthz stays a bare liveness answer for container checks; the parts' state is for the operator.
+        if not (bearer_matches(request, token) or await is_admin(request, rt)):
+            return PlainTextResponse("forbidden", status_code=403)
+        return JSONResponse(await run_in_threadpool(detail))
+
+    return [Route("/metrics", metrics, methods=["GET"]), Route("/healthz/detail", healthz_detail, methods=["GET"])]
 
 
-def allowed(request: Request, token: str | None) -> bool:
-    """This machine may always scrape; another host only with ``Authorization: Bearer <metrics token>``, and
-    only when one is configured (the counts tell an outsider who trains how much)."""
-    if is_loopback_request(request):
-        return True
+def bearer_matches(request: Request, token: str | None) -> bool:
+    """True when a metrics token is configured and the request sends it as ``Authorization: Bearer …``."""
     if token is None:
         return False
     scheme, _, given = request.headers.get("authorization", "").partition(" ")

@@ -1,7 +1,8 @@
 """``GET /dashboard/{athlete}/runs/{run_id}``: one run — pace, cadence, heart rate, steps by gait, its load and how
 it compares, its flags, and the prompt it got with its reasons, or why it got none.
 
-The same access rules as the dashboard (loopback, or the athlete's secret link token), the same headers.
+The same access rules as the dashboard (the admin session, or the athlete's secret link token), the same headers.
+A run id that is no database id (other scripts' digits, more than 64 bits) is an unknown run, never an error.
 """
 
 from __future__ import annotations
@@ -16,19 +17,12 @@ from starlette.routing import Route
 
 from recommender.run_detail import run_detail
 from stridecare.runtime import Runtime
+from stridecare_app.web.auth import db_id, is_admin
 from stridecare_app.web.charts import DESK_SMALL, PHONE_SMALL, line_chart
-from stridecare_app.web.dashboard import (
-    authorized_athlete,
-    environment,
-    html_response,
-    is_loopback_request,
-    with_token,
-)
+from stridecare_app.web.dashboard import FORBIDDEN, authorized_athlete, environment, html_response, with_token
 
-_ERRORS = {
-    404: "<p>No such run.</p>",
-    403: "<p>This page needs the dashboard's secret link.</p>",
-}
+# An athlete this reader may not see answers as on the dashboard, whatever the run id.
+_ERRORS = {404: "<p>No such run.</p>", 403: FORBIDDEN}
 
 
 def _pace_tick(seconds: float) -> str:
@@ -58,25 +52,21 @@ def render_run(detail: dict[str, Any], token: str = "") -> str:
 def run_route(rt: Runtime) -> Route:
     """The route of the run page."""
 
-    def _load(name: str, run_id: int, token: str, loopback: bool) -> tuple[int, str]:
+    def _load(name: str, run_id: int | None, token: str, admin: bool) -> tuple[int, str]:
         with rt.db.read() as session:
-            status, athlete = authorized_athlete(session, name, token, loopback)
+            status, athlete = authorized_athlete(session, name, token, admin)
             if athlete is None:
                 return status, _ERRORS[status]
-            detail = run_detail(session, rt.settings, athlete, run_id)
+            detail = run_detail(session, rt.settings, athlete, run_id) if run_id is not None else None
         if detail is None:
             return 404, _ERRORS[404]
-        return 200, render_run(detail, token)
+        return 200, render_run(detail, "" if admin else token)
 
     async def run_page(request: Request) -> Response:
-        try:
-            run_id = int(request.path_params["run_id"])
-        except ValueError:
-            return html_response(404, _ERRORS[404])
+        run_id = db_id(request.path_params["run_id"])
         token = request.query_params.get("t", "")
-        status, body = await run_in_threadpool(
-            _load, request.path_params["athlete_name"], run_id, token, is_loopback_request(request)
-        )
+        admin = await is_admin(request, rt)
+        status, body = await run_in_threadpool(_load, request.path_params["athlete_name"], run_id, token, admin)
         return html_response(status, body)
 
     return Route("/dashboard/{athlete_name}/runs/{run_id}", run_page, methods=["GET"])

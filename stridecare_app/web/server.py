@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import uvicorn
@@ -19,13 +20,31 @@ def _server(rt: Runtime, host: str | None, port: int | None) -> uvicorn.Server:
         log_level=rt.settings.log_level.lower(),
         access_log=False,
         lifespan="off",
+        # uvicorn would believe X-Forwarded-* from 127.0.0.1 by default; the app believes them only from
+        # STRIDECARE_TRUSTED_PROXIES (web.auth).
+        proxy_headers=False,
+        server_header=False,
     )
     return uvicorn.Server(config)
 
 
+def announce_login(rt: Runtime) -> None:
+    """Print a one-time admin login link on stderr (the console of whoever started the server)."""
+    from stridecare_app.web.auth import LOGIN_LINK_TTL, login_url
+
+    minutes = int(LOGIN_LINK_TTL.total_seconds() // 60)
+    sys.stderr.write(
+        f"stridecare: log in at {login_url(rt.settings, rt.now())}\n"
+        f"stridecare: (one-time link, valid {minutes} minutes; `stridecare admin link` prints a new one)\n"
+    )
+    sys.stderr.flush()
+
+
 def serve(rt: Runtime, host: str | None = None, port: int | None = None) -> None:
-    """Serve until interrupted."""
-    _server(rt, host, port).run()
+    """Print a login link, then serve until interrupted."""
+    server = _server(rt, host, port)
+    announce_login(rt)
+    server.run()
 
 
 def serve_in_thread(rt: Runtime, host: str | None = None, port: int | None = None) -> uvicorn.Server:

@@ -17,6 +17,7 @@ import hmac
 import html
 import json
 import logging
+import re
 import threading
 from typing import Any
 from urllib.parse import quote
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 STATE_COOKIE = "stridecare_strava_state"
 MAX_CHALLENGE_CHARS = 256
 MAX_TOKEN_CHARS = 200
+# The shape of a connect link's token and of an OAuth state (ingest.strava.oauth: id.issued.nonce.signature),
+# with an id and a time that fit the database and a clock: anything else is refused before it is looked at.
+_SIGNED_TOKEN = re.compile(r"[1-9][0-9]{0,17}\.[0-9]{1,11}\.[A-Za-z0-9_-]{1,40}\.[A-Za-z0-9_-]{1,64}")
 _REFUSED = (
     "<h1>Link not valid</h1><p>This connect link is not valid, has expired or was already used. "
     "Ask for a new one (<code>stridecare strava connect --link NAME</code>).</p>"
@@ -80,7 +84,7 @@ class CeleryEnqueue:
 
 def connect_link(rt: Runtime, athlete_id: int) -> str:
     """A signed, expiring, single-use link with which the athlete connects their own Strava account."""
-    with rt.db.sessions() as session:
+    with rt.db.read() as session:
         athlete = session.get(Athlete, athlete_id)
         if athlete is None:
             raise StravaStateError(f"no athlete {athlete_id}")
@@ -110,7 +114,7 @@ def routes(rt: Runtime, enqueue: Enqueue | None = None) -> list[BaseRoute]:
 
     async def connect(request: Request) -> Response:
         token = request.query_params.get("t", "")
-        if not token or len(token) > MAX_TOKEN_CHARS:
+        if not _SIGNED_TOKEN.fullmatch(token):  # never a 500 from odd digits, a huge id or a non-ASCII signature
             return page(_REFUSED, 403)
         try:
             state = await run_in_threadpool(check_link, token, request.method == "POST")
@@ -146,7 +150,7 @@ def routes(rt: Runtime, enqueue: Enqueue | None = None) -> list[BaseRoute]:
         if params.get("error"):
             return page("<h1>Not connected</h1><p>Strava access was not granted.</p>", 400)
         code, state = params.get("code"), params.get("state")
-        if not code or not state:
+        if not code or not state or len(code) > MAX_TOKEN_CHARS or not _SIGNED_TOKEN.fullmatch(state):
             return page("<p>Strava did not send a code; start again.</p>", 400)
         cookie = request.cookies.get(STATE_COOKIE, "")
         if not cookie or not hmac.compare_digest(cookie.encode(), state.encode()):
@@ -214,9 +218,10 @@ def routes(rt: Runtime, enqueue: Enqueue | None = None) -> list[BaseRoute]:
         except (ValueError, RecursionError, InvalidEvent) as err:
             return JSONResponse({"error": str(err) if isinstance(err, InvalidEvent) else "bad json"}, 400)
         if not subscription_matches(rt.settings, event):
-            # Unsigned events: one for another subscription is not ours to act on. 200, so nobody retries.
+            # Unsigned events: one for another subscription is not ours to act on. 200, so nobody retries,
+            # and the same answer as for the right id, so the answer does not tell an outsider which id is ours.
             log.info("Strava event for unknown subscription %s ignored", event["subscription_id"])
-            return JSONResponse({"status": "ignored"})
+            return JSONResponse({"status": "ok"})
         await run_in_threadpool(store_and_enqueue, event)
         return JSONResponse({"status": "ok"})
 
