@@ -8,13 +8,25 @@ works with no server installed: SQLite in the data home and an in-process worker
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import json
 import os
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationInfo, create_model, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from stridecare.domain.load import LoadConstants, load_constants_from_settings
 from stridecare.handles import check_handle
@@ -31,8 +43,6 @@ def _split_list(value: Any) -> Any:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            import json
-
             return json.loads(text)
         return [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
     return value
@@ -69,8 +79,59 @@ class LoadModelSettings(_LoadConstantFields):
         return load_constants_from_settings(self)
 
 
+SETTINGS_FILE = "stridecare.toml"  # in the data home; written by `stridecare config set`
+
+
+def settings_file(data_home: Path) -> Path:
+    """The settings file of the data home ``data_home``."""
+    return data_home / SETTINGS_FILE
+
+
+class DataHomeFileSource(PydanticBaseSettingsSource):
+    """The data home's settings file (TOML, one ``name = value`` per setting, ``[load]`` for the model's
+    constants), read by every process below the environment.
+
+    The data home is the one setting the file cannot hold: it is found first, from the sources above this one
+    (explicit values, the environment, the ``--config`` file) or the default."""
+
+    def __init__(self, settings_cls: type[BaseSettings], above: tuple[PydanticBaseSettingsSource, ...]) -> None:
+        super().__init__(settings_cls)
+        self._above = above
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: :meth:`__call__` reads the whole file at once."""
+        return None, field_name, False
+
+    def data_home(self) -> Path:
+        """The data home the sources above this one name, or the default."""
+        for source in self._above:
+            value = source().get("data_home")
+            if value:
+                return Path(value).expanduser()
+        return _default_data_home()
+
+    def __call__(self) -> dict[str, Any]:
+        path = settings_file(self.data_home())
+        if not path.is_file():
+            return {}
+        try:
+            values = TomlConfigSettingsSource(self.settings_cls, toml_file=path)()
+        except ValueError as exc:  # tomllib.TOMLDecodeError: say which file, and where
+            raise ValueError(f"settings file {path}: {exc}") from None
+        values.pop("data_home", None)
+        if isinstance(values.get("load"), dict):
+            # A [load] table is one value for the nested settings: its STRIDECARE_LOAD_* variables, read by the
+            # nested object itself, must still win over it.
+            from_env = LoadModelSettings()
+            values["load"] = {**values["load"], **{k: getattr(from_env, k) for k in from_env.model_fields_set}}
+        return values
+
+
 class Settings(BaseSettings):
-    """Everything configurable. Pass this object explicitly; nothing reads the environment behind your back."""
+    """Everything configurable. Pass this object explicitly; nothing reads the environment behind your back.
+
+    Precedence: explicit values, ``STRIDECARE_*`` environment variables, the ``--config`` env-style file, the
+    data home's settings file (:data:`SETTINGS_FILE`), the defaults."""
 
     model_config = SettingsConfigDict(
         env_prefix="STRIDECARE_", env_file_encoding="utf-8", extra="ignore", env_nested_delimiter="__"
@@ -89,6 +150,9 @@ class Settings(BaseSettings):
     quarantine_dir: Path | None = None
     default_athlete: str = "me"
     max_file_mb: float = 64.0
+    # A Strava export whose activities.csv has more rows is refused whole, before any is stored: it bounds an
+    # import's time (a manual entry costs a few milliseconds to store; bench/bench_strava_export.py).
+    export_max_rows: int = Field(default=50_000, ge=1)
     # A file whose content does not prove it whole (a FIT file's sizes and CRCs do) is read only after its
     # size and modification time held still this long.
     settle_seconds: float = 2.0
@@ -199,8 +263,6 @@ class Settings(BaseSettings):
     @field_validator("default_timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
@@ -210,8 +272,6 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies(cls, value: list[str]) -> list[str]:
-        import ipaddress
-
         for item in value:
             try:
                 ipaddress.ip_network(item, strict=False)
@@ -223,6 +283,19 @@ class Settings(BaseSettings):
     @classmethod
     def _keys(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The data home's settings file below the environment and the ``--config`` file."""
+        above = (init_settings, env_settings, dotenv_settings)
+        return (*above, DataHomeFileSource(settings_cls, above), file_secret_settings)
 
     # -- derived values -------------------------------------------------------------------------------------
 
@@ -276,6 +349,32 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             raise FileNotFoundError(f"settings file not found: {path}")
         return Settings(_env_file=path, **overrides)
     return Settings(**overrides)
+
+
+def _sources_above_the_file(config_file: str | Path | None) -> tuple[PydanticBaseSettingsSource, ...]:
+    config = config_file or os.environ.get("STRIDECARE_CONFIG")
+    env = EnvSettingsSource(Settings)
+    return (env, DotEnvSettingsSource(Settings, env_file=Path(config))) if config else (env,)
+
+
+def settings_file_location(config_file: str | Path | None = None) -> Path:
+    """Where the data home's settings file is for this environment, found without reading it (so that a file
+    that does not parse can still be repaired with ``stridecare config``)."""
+    return settings_file(DataHomeFileSource(Settings, _sources_above_the_file(config_file)).data_home())
+
+
+def set_above_the_file(config_file: str | Path | None = None) -> dict[str, str]:
+    """The settings the environment (or the ``--config`` file) sets, which win over the data home's file:
+    ``{"smtp_port": "STRIDECARE_SMTP_PORT", "load.default_mass_kg": "STRIDECARE_LOAD_DEFAULT_MASS_KG"}``."""
+    found: dict[str, str] = {}
+    for source in _sources_above_the_file(config_file):
+        for name, value in source().items():
+            if name == "load" and isinstance(value, dict):
+                found |= {f"load.{k}": f"STRIDECARE_LOAD__{k.upper()}" for k in value}
+            else:
+                found[name] = f"STRIDECARE_{name.upper()}"
+    found |= {f"load.{k}": f"STRIDECARE_LOAD_{k.upper()}" for k in LoadModelSettings().model_fields_set}
+    return found
 
 
 def known_variables() -> set[str]:

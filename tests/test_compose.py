@@ -21,7 +21,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from jsonschema import Draft7Validator  # type: ignore[import-untyped]
 
-from stridecare.settings import Settings, known_variables
+from stridecare.settings import SETTINGS_FILE, Settings, known_variables
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -117,7 +117,6 @@ def test_stridecare_commands_are_registered_commands(compose: dict[str, Any]) ->
 
     from stridecare_app.cli import main
 
-    main._register()
     group = typer.main.get_command(main.app)
     registered = set(group.commands)  # type: ignore[attr-defined]
     used = {
@@ -221,6 +220,27 @@ def test_container_environment_makes_valid_settings(compose: dict[str, Any]) -> 
     # Every app service shares one environment (the anchor), so they all reach the same database and broker.
     for name in APP_SERVICES:
         assert _environment(compose["services"][name]) == env, name
+
+
+def test_every_app_service_reads_the_settings_file_on_the_data_volume(
+    compose: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`docker compose exec web stridecare config set …` writes DATA_HOME/stridecare.toml: every app service has
+    that data home on the shared volume, reads the file, and its compose environment still wins over it."""
+    for name in APP_SERVICES:
+        service = compose["services"][name]
+        assert _environment(service)["STRIDECARE_DATA_HOME"] == "/data", name
+        assert ("data", "/data") in _mounts(service), name
+    # A container's settings: its environment, with the data home at a copy of the volume.
+    volume = tmp_path / "data"
+    volume.mkdir()
+    (volume / SETTINGS_FILE).write_text('strava_client_id = "4711"\nsmtp_host = "smtp.example.org"\n')
+    for key, value in _environment(compose["services"]["worker"]).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("STRIDECARE_DATA_HOME", str(volume))
+    settings = Settings()
+    assert settings.strava_client_id == "4711"
+    assert settings.smtp_host == "mailpit"  # set by the compose environment, which wins
 
 
 # -- topology -----------------------------------------------------------------------------------------

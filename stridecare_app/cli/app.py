@@ -61,8 +61,9 @@ app = typer.Typer(
         "Foot care for runners: runs in from FIT folders and Strava, foot load out, and the routine that fits "
         "after every run.\n\n"
         "Start with `stridecare run` (everything in one process, SQLite, no server), drop FIT files into the "
-        "inbox it prints, and watch prompts arrive. Settings come from STRIDECARE_* environment variables or "
-        "--config FILE; `stridecare settings` lists them."
+        "inbox it prints, and watch prompts arrive. Settings come from STRIDECARE_* environment variables, "
+        "--config FILE, or the data home's settings file that `stridecare config set` writes; `stridecare "
+        "settings` lists them."
     ),
     no_args_is_help=True,
     rich_markup_mode=None,
