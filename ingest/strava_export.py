@@ -26,8 +26,14 @@ Policies:
   are estimated from its average speed (``cadence_source = "estimated"``). A row whose file is missing from
   the archive is stored the same way.
 * "Activity Date" is UTC (Strava writes e.g. ``Mar 2, 2026, 6:30:00 AM``; ISO dates are accepted too).
+* Bounded: the zip's entry count is read from its end record before ``zipfile`` builds an object per entry
+  (:data:`MAX_MEMBERS`); activities.csv is streamed, never held whole, and read through once first, so that a
+  CSV over ``STRIDECARE_EXPORT_MAX_ROWS`` rows, with a line over :data:`MAX_LINE_CHARS` or a header over
+  :data:`MAX_COLUMNS` columns is refused before anything is stored. Manual entries are stored
+  :data:`_BATCH` to a transaction (the time per row is in ``bench/bench_strava_export.py``).
+* Encrypted members and compression methods that cannot be read are skipped with that reason, unread.
 * Bad rows and bad files get a one-line reason and never stop the rest. Only an archive that cannot be read
-  at all (not a zip, no ``activities.csv``) raises ``StravaExportError``.
+  at all (not a zip, no ``activities.csv``, an encrypted one, over a cap) raises ``StravaExportError``.
 """
 
 from __future__ import annotations
@@ -57,7 +63,6 @@ from ingest.origin import Origin
 from ingest.sandbox import Limits, decode_sandboxed
 from ingest.store import FileReport, existing_report, store_decoded
 from ingest.strava.convert import convert_activity, sport_of
-from ingest.strava.sync import SOURCE as STRAVA_SOURCE
 from ingest.strava.sync import store_parsed
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.models import ImportedFile, Run
@@ -67,8 +72,6 @@ from stridecare.runtime import Runtime
 
 # activities.csv is a few hundred bytes a row; 64 MB is ~100,000 activities.
 MAX_CSV_BYTES = 64 * 1024 * 1024
-# Set by ``STRIDECARE_EXPORT_MAX_ROWS``; an archive whose activities.csv holds more rows is refused before any
-# is read, with the count and the setting named, so that nothing is half imported.
 # A physical CSV line (a row, or part of a multi-line description) longer than this is not an export's.
 MAX_LINE_CHARS = 1024 * 1024
 MAX_COLUMNS = 1000  # Strava's own header has ~90
@@ -355,7 +358,7 @@ def stored_runs(session: Session, athlete_id: int, keys: list[str]) -> list[Run]
     """The athlete's stored Strava runs among the Activity IDs ``keys`` (the key the API import uses too)."""
     return list(
         session.scalars(
-            select(Run).where(Run.athlete_id == athlete_id, Run.source == STRAVA_SOURCE, Run.source_key.in_(keys))
+            select(Run).where(Run.athlete_id == athlete_id, Run.source == "strava", Run.source_key.in_(keys))
         )
     )
 

@@ -11,18 +11,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from factories import ingest_planned
 from fitgen import write_activity
 from sqlalchemy import func, select
 from test_more_sources import gpx_xml, tcx_xml, track_points
 from typer.testing import CliRunner
 
-from ingest.service import ingest_path
 from ingest.strava_export import StravaExportError, import_strava_export, parse_activity_date
 from stridecare.db.models import Run
 from stridecare.runtime import Runtime
-from stridecare_app.cli.main import _register, app
+from stridecare_app.cli.main import app
 
-_register()
 START = datetime(2026, 3, 2, 6, 30, tzinfo=UTC)
 NOW = START + timedelta(days=30)  # history: no post-run prompts needed
 
@@ -155,7 +154,7 @@ def test_export_imports_every_foot_activity_once(rt: Runtime, tmp_path: Path) ->
     for key in ("101", "102"):
         dropped = inbox / f"{key}-from-watch.fit"
         dropped.write_bytes(plain[key].read_bytes())
-        report = ingest_path(rt.db, rt.settings, "me", dropped, NOW)
+        report = ingest_planned(rt.db, rt.settings, "me", dropped, NOW)
         assert report.status == "duplicate", report
     with rt.db.transaction() as session:
         assert session.scalar(select(func.count()).select_from(Run)) == 5
@@ -171,7 +170,7 @@ def test_manual_entry_is_the_same_run_as_the_strava_api_would_store(rt: Runtime,
     # The watch file of that session arriving later is the richer record: the CSV summary becomes its copy.
     watch_file = tmp_path / "watch.fit"
     write_activity(watch_file, start=START + timedelta(days=4), duration_s=1800, speed_mps=2.78, cadence_rpm=84)
-    report = ingest_path(rt.db, rt.settings, "me", watch_file, NOW)
+    report = ingest_planned(rt.db, rt.settings, "me", watch_file, NOW)
     assert report.status == "ingested"
     runs = {(r.source, r.source_key): r for r in _runs(rt)}
     assert runs[("strava", "105")].duplicate_of_id == report.runs[0]["id"]
@@ -249,3 +248,151 @@ def test_cli_import_of_an_export_zip(cli_env: Path) -> None:
     folder = cli_env / "folder"
     folder.mkdir()
     assert runner.invoke(app, ["import", str(folder)]).exit_code == 0
+
+
+# --- bounded archives: rows, lines, members, encryption ---------------------------------------------------------
+
+
+def _csv_zip(path: Path, rows: list[list[str]], header: list[str] = HEADER, name: str = "activities.csv") -> Path:
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(name, text.getvalue())
+    return path
+
+
+def _manual_rows(count: int, kind: str = "Run") -> list[list[str]]:
+    return [_row(1000 + i, START - timedelta(hours=7 * i), kind, "", 1800, 5400) for i in range(count)]
+
+
+def _set_flag(path: Path, member: str, flag: int = 0, method: int | None = None) -> None:
+    """Patch ``member``'s general-purpose flags (bit 0: encrypted) or compression method in both its local
+    header and its central directory entry, as an encrypting or exotic zip tool would have written them."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member)
+    local = info.header_offset
+    central = data.find(b"PK\x01\x02")
+    while data[central + 46 : central + 46 + len(member)] != member.encode():
+        central = data.find(b"PK\x01\x02", central + 4)
+    for at, flags_at, method_at in ((local, 6, 8), (central, 8, 10)):
+        if flag:
+            data[at + flags_at] |= flag
+        if method is not None:
+            data[at + method_at : at + method_at + 2] = method.to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+
+
+def test_a_100000_row_csv_is_refused_at_the_row_cap_before_anything_is_stored(rt: Runtime, tmp_path: Path) -> None:
+    """The zip that drove `import` to 506 MB and 75 minutes: refused at once, with the count and the setting."""
+    archive = _csv_zip(tmp_path / "export_big.zip", _manual_rows(100_000))
+    assert archive.stat().st_size < 3_000_000
+    assert rt.settings.export_max_rows < 100_000
+    with pytest.raises(StravaExportError) as info:
+        import_strava_export(rt, archive, "me", NOW)
+    message = str(info.value)
+    assert f"more than {rt.settings.export_max_rows:,} rows" in message
+    assert "STRIDECARE_EXPORT_MAX_ROWS" in message and "\n" not in message
+    with rt.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(Run)) == 0
+
+
+def test_rows_up_to_the_cap_are_imported_and_one_more_is_refused(tmp_path: Path) -> None:
+    from conftest import make_settings
+
+    rt = Runtime.open(make_settings(tmp_path, export_max_rows=450))
+    try:
+        rows = _manual_rows(440) + [_row(5000 + i, START, "Ride", "", 1800, 9000) for i in range(10)]
+        archive = _csv_zip(tmp_path / "export_450.zip", rows)
+        summary = import_strava_export(rt, archive, "me", NOW)
+        assert summary == {"ingested": 440, "skipped": 10}
+        again = import_strava_export(rt, archive, "me", NOW)  # batches see what earlier batches stored
+        assert again == {"duplicate": 440, "skipped": 10}
+        over = _csv_zip(tmp_path / "export_451.zip", [*rows, _row(9999, START, "Run", "", 1800, 5400)])
+        with pytest.raises(StravaExportError, match="more than 450 rows"):
+            import_strava_export(rt, over, "me", NOW)
+    finally:
+        rt.close()
+
+
+def test_a_row_listed_twice_is_stored_once(rt: Runtime, tmp_path: Path) -> None:
+    row = _row(77, START, "Run", "", 1800, 5400)
+    reports: list[dict[str, object]] = []
+    summary = import_strava_export(
+        rt, _csv_zip(tmp_path / "e.zip", [row, row]), "me", NOW, report=lambda r: reports.append(r.as_json())
+    )
+    assert summary == {"ingested": 1, "duplicate": 1}
+    assert any("listed twice" in str(r["reason"]) for r in reports)
+
+
+def test_overlong_lines_wide_headers_and_odd_cells_end_in_a_reason(rt: Runtime, tmp_path: Path) -> None:
+    # 2 MB of commas on one line: refused before a cell is built, not 2 million cells.
+    wide = tmp_path / "wide.zip"
+    with zipfile.ZipFile(wide, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("activities.csv", ",".join(HEADER) + "\n" + "," * (2 << 20) + "\n")
+    with pytest.raises(StravaExportError, match="longer than"):
+        import_strava_export(rt, wide, "me", NOW)
+    header = tmp_path / "header.zip"
+    _csv_zip(header, [], header=[f"c{i}" for i in range(5000)])
+    with pytest.raises(StravaExportError, match="columns"):
+        import_strava_export(rt, header, "me", NOW)
+    # A cell over csv's field limit (128 KB) spoils its own row only.
+    rows: list[list[str]] = [
+        _row(1, START, "Run", "", 1800, 5400),
+        _row(2, START + timedelta(days=1), "Run", "", 1800, 5400),
+    ]
+    rows[0][4] = "x" * 200_000
+    reports: list[dict[str, object]] = []
+    summary = import_strava_export(
+        rt, _csv_zip(tmp_path / "cell.zip", rows), "me", NOW, report=lambda r: reports.append(r.as_json())
+    )
+    assert summary == {"rejected": 1, "ingested": 1}, reports
+    assert "unreadable CSV row" in str(next(r for r in reports if r["status"] == "rejected")["reason"])
+
+
+def test_encrypted_and_unreadable_members_are_skipped_with_a_reason(rt: Runtime, tmp_path: Path) -> None:
+    fit = tmp_path / "1.fit"
+    write_activity(fit, start=START, duration_s=900, cadence_rpm=85)
+    rows = [
+        _row(1, START, "Run", "activities/1.fit", 900, 2700),
+        _row(2, START + timedelta(days=1), "Run", "activities/2.fit", 900, 2700),
+        _row(3, START + timedelta(days=2), "Run", "activities/3.fit", 900, 2700),
+    ]
+    archive = _csv_zip(tmp_path / "export_enc.zip", rows)
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.write(fit, "activities/1.fit")
+        zf.write(fit, "activities/2.fit")  # encrypted below
+        zf.write(fit, "activities/3.fit")  # an unknown compression method below
+    _set_flag(archive, "activities/2.fit", flag=0x1)
+    _set_flag(archive, "activities/3.fit", method=99)
+    reports: list[dict[str, object]] = []
+    summary = import_strava_export(rt, archive, "me", NOW, report=lambda r: reports.append(r.as_json()))
+    assert summary == {"ingested": 1, "skipped": 2}, reports
+    reasons = {Path(str(r["path"])).name: str(r["reason"]) for r in reports if r["status"] == "skipped"}
+    assert "encrypted" in reasons["2.fit"]
+    assert "compression method" in reasons["3.fit"]
+
+
+def test_an_encrypted_activities_csv_is_one_clear_line_on_the_command_line(cli_env: Path, tmp_path: Path) -> None:
+    archive = _csv_zip(tmp_path / "export_locked.zip", _manual_rows(3))
+    _set_flag(archive, "activities.csv", flag=0x1)
+    result = CliRunner().invoke(app, ["import", str(archive)])
+    assert result.exit_code == 2, result.output  # `fail`: a message, not a RuntimeError's traceback
+    assert isinstance(result.exception, SystemExit)
+    assert "activities.csv is encrypted" in result.output and "Traceback" not in result.output
+
+
+def test_a_zip_announcing_more_members_than_the_cap_is_refused_before_it_is_read(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ingest.strava_export as export
+
+    archive = _csv_zip(tmp_path / "export_many.zip", _manual_rows(1))
+    with zipfile.ZipFile(archive, "a") as zf:
+        for i in range(30):
+            zf.writestr(f"media/{i}.jpg", b"")
+    monkeypatch.setattr(export, "MAX_MEMBERS", 20)
+    with pytest.raises(StravaExportError, match="31 entries, over the cap of 20"):
+        import_strava_export(rt, archive, "me", NOW)
