@@ -44,7 +44,6 @@ from typing import Any
 import fitparse
 from fitparse.records import DevFieldDefinition
 
-from ingest import fit_fast
 from ingest.fit_common import (
     FIT_EPOCH,
     FIT_EPOCH_NAIVE,
@@ -248,6 +247,10 @@ class FitSource:
 
     @staticmethod
     def _fast_scan(path: Path) -> Scan | None:
+        # deferred: start-up time: every process loads every source to learn its suffixes, and the fast scan
+        # brings NumPy and the native decoder, which only a process that decodes needs (the sandbox preloads it).
+        from ingest import fit_fast
+
         return fit_fast.scan(path)
 
     def is_complete(self, path: Path) -> bool:

@@ -195,7 +195,7 @@ def sport_from_median_speed(median: float) -> tuple[str, str | None] | str:
 def build_samples(points: Sequence[TrackPoint], start: datetime) -> Samples:
     """Samples of a track: ``t`` since ``start``, cumulative distance, speed, cadence in steps/min, altitude,
     and the timer state inferred from gaps (see the module docstring). ``points`` must be sorted by time."""
-    from gpxpy.geo import haversine_distance
+    from gpxpy.geo import haversine_distance  # deferred: start-up time (gpxpy, as in GpxSource.decode)
 
     t: list[float] = []
     distance: list[float | None] = []
@@ -370,8 +370,8 @@ class GpxSource:
 
     def decode(self, path: Path, content_hash: str) -> DecodeResult:
         """Decode ``path``; raise ``DecodeError`` with a one-line reason when it is not readable GPX."""
-        # Imported here, not at the top: every process loads every registered source to learn its suffixes,
-        # and one that never reads GPX need not load gpxpy.
+        # deferred: start-up time: every process loads every registered source to learn its suffixes, and one
+        # that never reads GPX need not load gpxpy.
         import gpxpy
         import gpxpy.gpx
 

@@ -30,6 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
+from watchdog.events import (
+    FileClosedEvent,
+    FileClosedNoWriteEvent,
+    FileModifiedEvent,
+    FileOpenedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
 
 from ingest.decode import known_complete, supported_suffixes
 from ingest.files import REASON_SUFFIX, iter_files, kind_of, take_back
@@ -372,19 +381,6 @@ class FolderWatcher:
         self._observer: object | None = None
 
     def _start_events(self) -> None:
-        try:
-            from watchdog.events import (
-                FileClosedEvent,
-                FileClosedNoWriteEvent,
-                FileModifiedEvent,
-                FileOpenedEvent,
-                FileSystemEvent,
-                FileSystemEventHandler,
-            )
-            from watchdog.observers import Observer
-        except ImportError:  # pragma: no cover - watchdog is a dependency; rescans still work without it
-            log.warning("watchdog unavailable: relying on periodic rescans")
-            return
         watcher = self
 
         class Handler(FileSystemEventHandler):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from html import escape
 from typing import Any
 
 from sqlalchemy import func, select
@@ -145,8 +146,6 @@ def render_shoe_reminder(
     *, prompt_id: str, athlete_name: str, facts: dict[str, Any], unsubscribe_url: str | None, created_at: datetime
 ) -> tuple[str, str, str, dict[str, Any]]:
     """Subject, text, HTML and webhook payload of a shoe reminder (no raw source data: our figures only)."""
-    from html import escape
-
     shoe = facts.get("shoe", {})
     name = " ".join(str(shoe.get("name", "your shoes")).split())[:100]
     km = float(shoe.get("distance_km") or 0.0)

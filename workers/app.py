@@ -12,8 +12,11 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_init
 
-from stridecare.runtime import Runtime
+from stridecare.runtime import Runtime, reset_after_fork
 from stridecare.settings import Settings, load_settings
+
+# The task modules define shared tasks: importing them registers their tasks on every app made here.
+from workers import connector_tasks, strava_tasks, tasks  # noqa: F401
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -62,17 +65,11 @@ def make_app(settings: Settings, runtime: Runtime | None = None) -> Celery:
     celery.stridecare_runtime = runtime
     celery.conf.beat_schedule_filename = str(settings.data_home / "celerybeat-schedule")
     celery.autodiscover_tasks(["workers"], related_name="tasks", force=True)
-    import workers.connector_tasks
-    import workers.strava_tasks  # registers the Strava tasks on this app
-    import workers.tasks  # noqa: F401  (registers the tasks on this app)
-
     return celery
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _after_fork(**_: Any) -> None:
-    from stridecare.runtime import reset_after_fork
-
     reset_after_fork()
 
 

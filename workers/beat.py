@@ -13,6 +13,7 @@ from typing import Any
 from celery.beat import PersistentScheduler
 
 from stridecare.db import leases
+from workers.context import runtime_of
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,6 @@ class LeaderScheduler(PersistentScheduler):  # type: ignore[misc]
         return max(3 * float(self.max_interval), 15.0)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        from workers.context import runtime_of
-
         rt = runtime_of(self.app)
         # Wall time here, not the simulation clock: the lease guards real processes in real time.
         try:
@@ -51,7 +50,5 @@ class LeaderScheduler(PersistentScheduler):  # type: ignore[misc]
 
     def close(self) -> None:
         if self._leader:
-            from workers.context import runtime_of
-
             leases.release(runtime_of(self.app).db, LEASE, self._owner)
         super().close()

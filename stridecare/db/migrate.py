@@ -29,7 +29,7 @@ _DOWN_REVISION = re.compile(
 
 def alembic_config(url: str) -> Config:
     """An Alembic configuration pointing at our migration scripts and ``url``."""
-    from alembic.config import Config
+    from alembic.config import Config  # deferred: start-up time (a database at head never loads Alembic)
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -81,7 +81,7 @@ def upgrade(engine: Engine) -> None:
     """Bring the database to the newest schema; a no-op when it is already there."""
     if at_head(engine):
         return
-    from alembic import command
+    from alembic import command  # deferred: start-up time (only a database behind head loads Alembic)
 
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:

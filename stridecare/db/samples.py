@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 import zlib
 from array import array
 
@@ -69,6 +70,4 @@ def unpack_samples(data: bytes) -> Samples:
 
 
 def _big_endian() -> bool:
-    import sys
-
     return sys.byteorder == "big"
