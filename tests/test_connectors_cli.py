@@ -156,3 +156,26 @@ def test_a_sync_killed_in_the_middle_and_run_again_downloads_nothing_twice_and_l
         assert s.scalar(select(func.count()).select_from(Prompt)) == 1  # the fresh run's, once
     lines = [json.loads(line) for line in second.output().splitlines() if line.startswith("{")]
     assert {line["activity_id"] for line in lines} >= set(ids[5:])
+
+
+def test_export_lists_the_accounts_without_secrets_and_forget_removes_them(env: Path, fake: FakeIntervals) -> None:
+    src = env / "src"
+    src.mkdir()
+    fake.add("i1001", fit_maker(src, "one", NOW - timedelta(days=1)))
+    runner = CliRunner()
+    assert runner.invoke(app, ["intervals", "connect", "--athlete", "anna"], input="the-secret-key\n").exit_code == 0
+    assert runner.invoke(app, ["sync"]).exit_code == 0
+
+    out = env / "export"
+    result = runner.invoke(app, ["export", "anna", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    [account] = json.loads((out / "accounts.json").read_text())
+    assert account["provider"] == "intervals" and account["account"] == "i1001" and account["activities"] == 1
+    assert account["credentials"] == "(secret, not exported)"
+    assert not [p for p in out.iterdir() if "the-secret-key" in p.read_text()]
+
+    assert runner.invoke(app, ["forget", "anna", "--yes"]).exit_code == 0
+    rt = Runtime.open(make_settings(env))
+    with rt.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(ConnectorAccount)) == 0
+        assert s.scalar(select(func.count()).select_from(ConnectorItem)) == 0

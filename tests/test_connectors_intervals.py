@@ -280,7 +280,7 @@ def test_a_file_already_whole_on_disk_is_not_downloaded_again(tmp_path: Path, fa
     activity = fake.add("i1001", fit_maker(src, "a1", NOW - timedelta(days=1)))
     rt = open_rt(tmp_path, fake)
     account = connect_one(rt)
-    folder = rt.settings.data_home / "connectors" / "intervals" / str(account)
+    folder = rt.settings.data_home / "connectors" / "intervals" / "i1001"
     folder.mkdir(parents=True)
     (folder / "a1.fit").write_bytes(activity.original())
     (folder / "a2.fit.part").write_bytes(b"half a file")  # a kill mid-write leaves only this

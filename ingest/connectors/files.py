@@ -25,13 +25,14 @@ class OriginalRefused(Exception):
     """The downloaded bytes are not a file we can read (a zip with no FIT in it, a bomb)."""
 
 
-def account_folder(settings: Settings, provider: str, account_id: int) -> Path:
-    """``<data_home>/connectors/<provider>/<account row id>``: the root the files are checked against."""
-    return settings.data_home / "connectors" / provider / str(account_id)
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.@-]", "_", text).lstrip(".")[:100] or "_"
 
 
-def _safe_name(activity_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", activity_id)[:100] or "activity"
+def account_folder(settings: Settings, provider: str, account_key: str) -> Path:
+    """``<data_home>/connectors/<provider>/<account>``: the root the files are checked against. Keyed by the
+    provider's account, so an account connected again finds the originals it already has."""
+    return settings.data_home / "connectors" / _safe_name(provider) / _safe_name(account_key)
 
 
 def suffix_for(data: bytes) -> str:

@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -249,7 +248,7 @@ def _pull(
     for item in _record_listing(db, account.id, listed, started):
         _emit(result, on_item, ItemResult(account.provider, item[0], "skipped", None, item[1], []))
 
-    folder = account_folder(settings, account.provider, account.id)
+    folder = account_folder(settings, account.provider, account.account_key)
     origin_kind = account.provider
     limit = getattr(connector, "downloads_per_hour", None)
     pause = float(getattr(connector, "pause_s", 0.0) or 0.0)
@@ -423,7 +422,3 @@ def _record_listing(db: Database, account_id: int, listed: list[RemoteActivity],
             account.cursor = newest
     return skipped
 
-
-def folder_of(settings: Settings, provider: str, account_id: int) -> Path:
-    """Where an account's originals are kept (for export and forget)."""
-    return account_folder(settings, provider, account_id)
