@@ -7,7 +7,8 @@ original files are the athlete's own), and so are secrets (webhook secret, Strav
 
 ``forget_athlete`` deletes, in one transaction, every row that belongs to the athlete: delivery attempts,
 deliveries, completions, prompts, run samples and loads, runs, daily loads, imported-file records, shoes, the
-Strava account and the Strava push events whose ``owner_id`` is that Strava athlete, then the athlete itself.
+connector accounts with their ledgers and credentials, the Strava account and the Strava push events whose
+``owner_id`` is that Strava athlete, then the athlete itself.
 Deletes are explicit rather than left to ``ON DELETE CASCADE``, because SQLite enforces foreign keys only when
 asked to.
 
@@ -35,6 +36,8 @@ from stridecare.db.models import (
     Athlete,
     Base,
     Completion,
+    ConnectorAccount,
+    ConnectorItem,
     DailyLoad,
     Delivery,
     DeliveryAttempt,
@@ -60,6 +63,7 @@ EXPORT_TABLES: tuple[str, ...] = (
     "completions",
     "deliveries",
     "shoes",
+    "accounts",
 )
 # Measured values carry no more digits than they mean: 7392.000000000324 m is 7392.0 m.
 _DECIMALS = 3
@@ -146,6 +150,30 @@ def daily_figures(session: Session, athlete: Athlete) -> tuple[list[str], list[d
     return names, out
 
 
+def _accounts(session: Session, athlete: Athlete) -> tuple[list[str], list[dict[str, Any]]]:
+    """The athlete's connector accounts (intervals.icu, Garmin …) with their state and what their ledger holds;
+    the credentials are withheld."""
+    names = ["provider", "account", "state", "connected_at", "last_pull", "last_error", "credentials", "activities"]
+    rows = []
+    for account in session.scalars(
+        select(ConnectorAccount).where(ConnectorAccount.athlete_id == athlete.id).order_by(ConnectorAccount.id)
+    ):
+        seen = session.scalars(select(ConnectorItem.status).where(ConnectorItem.account_id == account.id)).all()
+        rows.append(
+            {
+                "provider": account.provider,
+                "account": account.account_key,
+                "state": account.state,
+                "connected_at": _plain(account.connected_at),
+                "last_pull": _plain(account.last_poll_at),
+                "last_error": account.last_error,
+                "credentials": WITHHELD if account.credentials_enc else None,
+                "activities": len(seen),
+            }
+        )
+    return names, rows
+
+
 def export_tables(session: Session, athlete: Athlete) -> dict[str, tuple[list[str], list[dict[str, Any]]]]:
     """Column names and rows per exported table, the athlete's rows only, as plain JSON-able values."""
     run_ids = select(Run.id).where(Run.athlete_id == athlete.id)
@@ -160,6 +188,7 @@ def export_tables(session: Session, athlete: Athlete) -> dict[str, tuple[list[st
         "completions": _rows(session, Completion, Completion.athlete_id == athlete.id, Completion.done_at),
         "deliveries": _rows(session, Delivery, Delivery.athlete_id == athlete.id, Delivery.id),
         "shoes": _rows(session, Shoe, Shoe.athlete_id == athlete.id, Shoe.name),
+        "accounts": _accounts(session, athlete),
     }
 
 
@@ -254,6 +283,9 @@ def forget_athlete(session: Session, athlete: Athlete) -> Forgotten:
         ]
         for start in range(0, len(event_ids), 500):
             run("strava_events", delete(StravaEvent).where(StravaEvent.id.in_(event_ids[start : start + 500])))
+    account_ids = select(ConnectorAccount.id).where(ConnectorAccount.athlete_id == aid).scalar_subquery()
+    run("connector_items", delete(ConnectorItem).where(ConnectorItem.account_id.in_(account_ids)))
+    run("connector_accounts", delete(ConnectorAccount).where(ConnectorAccount.athlete_id == aid))
     run("strava_accounts", delete(StravaAccount).where(StravaAccount.athlete_id == aid))
     run("athletes", delete(Athlete).where(Athlete.id == aid))
     session.expunge_all()
