@@ -77,7 +77,7 @@ def make_watcher(
             scanner, submit, rt.settings.rescan_interval_s, submit_group=submit_group if group_files else None
         )
     else:
-        from ingest.announce import announce
+        from workers.announce import announce
         from ingest.service import ingest_path
 
         def submit(c: Candidate) -> None:

@@ -21,8 +21,10 @@ from urllib.parse import urlencode
 
 import pytest
 import uvicorn
+from channel_settings import channel_settings
 from conftest import make_settings
 from cryptography.fernet import Fernet
+from factories import ingest_planned
 from fake_strava import (
     FERNET_KEY,
     FakeClock,
@@ -39,7 +41,6 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 import stridecare_app.web.strava as web_strava
-from ingest.service import ingest_path
 from ingest.strava.events import process_event, sweep
 from ingest.strava.oauth import deauthorize
 from ingest.strava.sync import backfill_account
@@ -150,7 +151,7 @@ def post(web: TestClient, body: dict[str, Any]) -> None:
 
 def process_all(rt: Runtime) -> list[str]:
     """What the worker does: process every stored event (the task calls process_event with the id)."""
-    with rt.db.sessions() as s:
+    with rt.db.read() as s:
         ids = list(s.scalars(select(StravaEvent.id).order_by(StravaEvent.id)))
     return [process_event(rt, i).status for i in ids]
 
@@ -162,17 +163,17 @@ def add_run(fake: FakeStrava, aid: int, start: datetime, **kwargs: Any) -> dict[
 
 
 def runs(rt: Runtime) -> list[Run]:
-    with rt.db.sessions() as s:
+    with rt.db.read() as s:
         return list(s.scalars(select(Run).order_by(Run.id)))
 
 
 def prompts(rt: Runtime) -> list[Prompt]:
-    with rt.db.sessions() as s:
+    with rt.db.read() as s:
         return list(s.scalars(select(Prompt).where(Prompt.kind == "post_run")))
 
 
 def count(rt: Runtime, model: Any) -> int:
-    with rt.db.sessions() as s:
+    with rt.db.read() as s:
         return int(s.scalar(select(func.count()).select_from(model)) or 0)
 
 
@@ -181,7 +182,7 @@ def count(rt: Runtime, model: Any) -> int:
 
 def start_connect(srt: Runtime, web: TestClient, name: str) -> Any:
     """Open the athlete's signed connect link as their browser would: the GET asks, the POST goes to Strava."""
-    with srt.db.sessions() as s:
+    with srt.db.read() as s:
         athlete_id = s.scalars(select(Athlete.id).where(Athlete.name == name)).one()
     path = web_strava.connect_link(srt, athlete_id).removeprefix(srt.settings.effective_public_url)
     assert "Continue to Strava" in web.get(path).text
@@ -209,7 +210,7 @@ def test_connect_through_web_endpoints_checks_state_and_scope(srt: Runtime, fake
     replay = web.get("/strava/callback", params=params)
     assert replay.status_code == 400 and "already used" in replay.text
     web.cookies.clear()
-    with srt.db.sessions() as s:
+    with srt.db.read() as s:
         account = s.scalars(select(StravaAccount)).one()
         assert account.strava_athlete_id == STRAVA_ID
         assert account.backfill_state == "pending"
@@ -258,9 +259,8 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, settings: Settings, **extra: str) -
 
 
 def cli(*args: str) -> Any:
-    from stridecare_app.cli.main import _register, app
+    from stridecare_app.cli.main import app
 
-    _register()
     root = logging.getLogger()
     handlers, level, marked = list(root.handlers), root.level, getattr(root, "_stridecare", None)
     try:
@@ -285,7 +285,7 @@ def test_connect_from_the_command_line_with_a_pasted_code(
     pasted = "http://localhost/exchange_token?" + urlencode(params)
     done = cli("strava", "connect", "--athlete", "me", "--code", pasted)
     assert done.exit_code == 0, done.output
-    with srt.db.sessions() as s:
+    with srt.db.read() as s:
         account = s.scalars(select(StravaAccount)).one()
         assert account.strava_athlete_id == STRAVA_ID
         assert fake.grants[-1].access_token not in done.output
@@ -321,7 +321,7 @@ def test_create_event_stores_run_with_stream_steps_and_one_prompt(
     post(web, event("create", 900001))
     # Answered at once with no API call; the event is stored and its id enqueued.
     assert fake.count() == 0
-    with srt.db.sessions() as s:
+    with srt.db.read() as s:
         stored = s.scalars(select(StravaEvent)).one()
     assert recorder.ids == [stored.id]
 
@@ -335,7 +335,7 @@ def test_create_event_stores_run_with_stream_steps_and_one_prompt(
     assert run.avg_cadence_spm == pytest.approx(170, rel=0.01)
     (prompt,) = prompts(srt)
     assert prompt.run_id == run.id
-    with srt.db.sessions() as s:
+    with srt.db.read() as s:
         deliveries = list(s.scalars(select(Delivery).where(Delivery.prompt_id == prompt.id)))
         assert [d.channel for d in deliveries] == ["console"]
         assert s.get(StravaEvent, stored.id).status == "done"  # type: ignore[union-attr]
@@ -362,7 +362,9 @@ def test_strava_retry_of_the_same_event_is_processed_once(
         process_event(srt, event_id)
     assert len(runs(srt)) == 1
     assert len(prompts(srt)) == 1
-    assert fake.count("GET /api/v3/activities/{id}") == 1
+    # One list read answers the event; its summary needs no fetch of the activity itself.
+    assert fake.count("GET /api/v3/athlete/activities") == 1
+    assert fake.count("GET /api/v3/activities/{id}") == 0
 
 
 @pytest.mark.parametrize("srt", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
@@ -399,7 +401,7 @@ def test_update_and_delete_events(srt: Runtime, fake: FakeStrava, web: TestClien
     process_all(srt)
     assert runs(srt) == []
     assert fake.count() == 1 and fake.count("GET /api/v3/activities/{id}", 404) == 1
-    with srt.db.sessions() as s:
+    with srt.db.read() as s:
         assert sum(d.load for d in s.scalars(select(DailyLoad))) == 0
 
 
@@ -413,7 +415,7 @@ def test_deauthorization_deletes_the_athletes_strava_data(
     post(web, event("create", 900005))
     fit = tmp_path / "other.fit"
     write_activity(fit, start=start - timedelta(days=2), duration_s=1800, speed_mps=3.0, cadence_rpm=84)
-    ingest_path(srt.db, srt.settings, "me", fit, srt.now())
+    ingest_planned(srt.db, srt.settings, "me", fit, srt.now())
     process_all(srt)
     assert {r.source for r in runs(srt)} == {"strava", "fit"}
 
@@ -478,7 +480,7 @@ def test_same_run_from_fit_and_strava_is_one_run_with_one_prompt(
     write_activity(fit, start=start, duration_s=3000, speed_mps=3.333, cadence_rpm=85)
 
     def from_fit() -> None:
-        assert ingest_path(srt.db, srt.settings, "me", fit, srt.now()).status == "ingested"
+        assert ingest_planned(srt.db, srt.settings, "me", fit, srt.now()).status == "ingested"
 
     def from_strava() -> None:
         post(web, event("create", 900007))
@@ -496,7 +498,7 @@ def test_same_run_from_fit_and_strava_is_one_run_with_one_prompt(
     assert strava.duplicate_of_id == primary[0].id
     assert len(prompts(srt)) == 1
     assert count(srt, Delivery) == 1
-    with srt.db.sessions() as s:
+    with srt.db.read() as s:
         day_load = sum(d.load for d in s.scalars(select(DailyLoad)))
         fit_load = s.get(Run, primary[0].id).load.load  # type: ignore[union-attr]
     assert day_load == pytest.approx(fit_load)  # counted once
@@ -521,7 +523,7 @@ def test_summary_only_strava_copy_gives_way_to_a_fit_file(
     assert runs(srt)[0].cadence_source == "session"
     fit = tmp_path / "watch.fit"
     write_activity(fit, start=start + timedelta(seconds=45), duration_s=2800, speed_mps=3.333, cadence_rpm=85)
-    ingest_path(srt.db, srt.settings, "me", fit, srt.now())
+    ingest_planned(srt.db, srt.settings, "me", fit, srt.now())
     strava, fitrun = sorted(runs(srt), key=lambda r: r.source != "strava")
     assert fitrun.duplicate_of_id is None
     assert strava.duplicate_of_id == fitrun.id
@@ -538,7 +540,7 @@ def test_no_secret_reaches_the_logs(
     add_stridecare_athlete(srt.db, "me")
     resp = start_connect(srt, web, "me")
     assert web.get("/strava/callback", params=follow_authorize(resp.headers["location"])).status_code == 200
-    with srt.db.sessions() as s:
+    with srt.db.read() as s:
         account_id = s.scalars(select(StravaAccount.id)).one()
     web.get("/strava/webhook", params={"hub.mode": "subscribe", "hub.challenge": "x", "hub.verify_token": "nope"})
     activity = add_run(fake, 900009, fake.clock.now() - timedelta(hours=1))
@@ -636,7 +638,7 @@ def test_backfill_command_defers_on_rate_limit_and_the_periodic_sweep_continues(
     paused = cli("strava", "backfill", "--since", (now - timedelta(days=100)).date().isoformat())
     assert paused.exit_code == 0, paused.output
     assert "resumes at" in paused.stderr
-    with srt.db.sessions() as s:
+    with srt.db.read() as s:
         account = s.get(StravaAccount, account_id)
         assert account is not None
         assert account.backfill_state == "deferred"
@@ -668,17 +670,20 @@ def test_rotate_keys_reencrypts_tokens_and_webhook_secrets(
     connected(srt, fake)
     with srt.db.transaction() as s:
         athlete = s.scalars(select(Athlete)).one()
-        athlete.webhook_secret_enc = srt.vault.encrypt("whsec_dGVzdHNlY3JldA==")
+        athlete.channel_settings = channel_settings(
+            srt.vault, webhook="https://hook.example/", webhook_secret="whsec_dGVzdHNlY3JldA=="
+        )
     new_key = Fernet.generate_key().decode()
     cli_env(monkeypatch, srt.settings, STRIDECARE_ENCRYPTION_KEYS=f"{new_key},{FERNET_KEY}")
     result = cli("strava", "rotate-keys")
     assert result.exit_code == 0, result.output
     only_new = Vault([new_key])
-    with srt.db.sessions() as s:
+    with srt.db.read() as s:
         account = s.scalars(select(StravaAccount)).one()
         assert only_new.decrypt(account.access_token_enc) == fake.grants[-1].access_token
         assert only_new.decrypt(account.refresh_token_enc) == fake.grants[-1].refresh_token
-        assert only_new.decrypt(s.scalars(select(Athlete.webhook_secret_enc)).one() or "") == "whsec_dGVzdHNlY3JldA=="
+        stored = s.scalars(select(Athlete.channel_settings)).one()["webhook"]["secret"]
+        assert only_new.decrypt(stored) == "whsec_dGVzdHNlY3JldA=="
 
 
 # -- a real worker -------------------------------------------------------------------------------------------
@@ -744,7 +749,7 @@ def test_real_celery_worker_processes_a_webhook_event(tmp_path: Path, fake: Fake
                 time.sleep(0.2)
             assert [r.source_key for r in runs(rt)] == ["900011"], log_path.read_text()
             assert len(prompts(rt)) == 1
-            with rt.db.sessions() as session:
+            with rt.db.read() as session:
                 assert session.scalars(select(StravaEvent.status)).one() == "done"
         finally:
             worker.send_signal(signal.SIGTERM)
@@ -806,7 +811,7 @@ def test_same_session_rule() -> None:
 def test_a_strava_run_gets_its_console_line_and_prompt_line(
     srt: Runtime, fake: FakeStrava, web: TestClient, recorder: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from ingest.announce import announce_strava_event
+    from workers.announce import announce_strava_event
 
     connected(srt, fake)
     add_run(fake, 900077, fake.clock.now() - timedelta(hours=1), moving_time=3000, distance=10000.0)

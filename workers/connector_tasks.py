@@ -33,7 +33,7 @@ def connectors_due(self: Task) -> None:
 @shared_task(bind=True, name=CONNECTOR_POLL_TASK)  # type: ignore[untyped-decorator]
 def connector_poll(self: Task, account_id: int) -> None:
     """Pull one account now; each new activity takes the path of a dropped file."""
-    from ingest.announce import announce
+    from workers.announce import announce
     from ingest.connectors.poller import sync_account
     from workers.tasks import replan
 

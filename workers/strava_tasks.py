@@ -21,14 +21,17 @@ STRAVA_BACKFILL_TASK = "stridecare.strava_backfill"
 @shared_task(bind=True, name=STRAVA_EVENT_TASK)  # type: ignore[untyped-decorator]
 def strava_event(self: Task, event_id: int) -> None:
     """Process one stored Strava push event; prompts it wrote are dispatched at once."""
-    from ingest.announce import announce_strava_event
+    from workers.announce import announce_strava_event
     from ingest.strava.events import process_event
     from workers.tasks import dispatch_due
 
     rt = runtime_of(self.app)
     outcome = process_event(rt, int(event_id))
     if outcome.runs_changed:
-        announce_strava_event(rt.db, rt.settings, int(event_id))  # the console's line, as for a dropped file
+        # The console's line, as for a dropped file: one per event whose run changed (one activity list can
+        # answer the events of a whole burst).
+        for changed in outcome.changed_events or (int(event_id),):
+            announce_strava_event(rt.db, rt.settings, changed)
         dispatch_due.delay()
 
 

@@ -53,7 +53,7 @@ def ingest_file(self: Task, athlete: str, path: str, root: str | None = None, mo
 def _ingest_one(rt: Any, athlete: str, path: Path, root: Path | None) -> int | None:
     """Store one file's runs; print its line now if none of them will get a load. The athlete's id when this
     call owes the athlete's replan."""
-    from ingest.announce import announce
+    from workers.announce import announce
     from ingest.service import ingest_path
 
     report = ingest_path(rt.db, rt.settings, athlete, path, rt.now(), root=root, quarantine_damaged=root is not None)
@@ -73,7 +73,7 @@ def replan(self: Task, athlete_id: int, run_ids: list[int] | None = None) -> Non
     lines of the files whose runs got their first load and of their prompts, and hand new deliveries to the
     workers. ``run_ids`` (messages queued by an earlier release) are announced as well."""
     from delivery.outbox import due_delivery_ids
-    from ingest.announce import announce_stored
+    from workers.announce import announce_stored
     from recommender.planner import ChunkDone
     from recommender.planner import replan as replan_athlete
 

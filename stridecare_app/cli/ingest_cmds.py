@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from ingest.decode import Decoded, supported_suffixes
 from ingest.files import iter_files
+from ingest.recompute import recompute_athlete
 from ingest.service import CheckedFile, check, ingest_checked, ingest_path, read_guarded, sandboxed
 from ingest.store import FileReport, store_decoded
 from recommender.planner import replan
@@ -71,7 +72,7 @@ def planned(rt: Runtime, report: FileReport) -> FileReport:
 
 def _print_prompts(rt: Runtime, report: FileReport) -> None:
     """Each new run's prompt, or why it got none (an old run, the day's second run …)."""
-    from ingest.announce import prompt_line
+    from workers.announce import prompt_line
     from recommender.silence import outcomes_for_runs
 
     with rt.db.read() as session:
@@ -288,6 +289,39 @@ def _decode_all(
                 nxt = next(queue, None)
                 if nxt is not None:
                     running.add(pool.submit(decode, nxt))
+
+
+@app.command()
+def recompute(
+    athlete: Annotated[str | None, typer.Option(help="Athlete handle (default: STRIDECARE_DEFAULT_ATHLETE).")] = None,
+) -> None:
+    """Rebuild an athlete's runs from their sources after an upgrade or a change of a model setting.
+
+    Every imported file is read again from the original kept in the data home, and every Strava activity
+    converted again from what Strava said of it when it was fetched: nothing is downloaded. Loads, flags and
+    the daily series are then recomputed; no prompt is sent again. The result is the same as importing
+    everything afresh with the settings in force now.
+    """
+    rt = runtime()
+    name = athlete or rt.settings.default_athlete
+    try:
+        with Progress(TextColumn("{task.description}"), console=err, transient=True) as progress:
+            task = progress.add_task("reading sources")
+            done = recompute_athlete(
+                rt.db,
+                rt.settings,
+                name,
+                on_source=lambda label: progress.update(task, description=f"read {Path(label).name}"),
+            )
+    except UnknownAthlete as exc:
+        fail(str(exc))
+    for why in done.missing or ():
+        err.print(f"[yellow]not read again[/yellow] {why}", highlight=False)
+    if done.replan_athlete is not None:
+        replan(rt.db, rt.settings, done.replan_athlete, rt.now())
+    typer.echo(f"recomputed {name}: {done.sources} sources read, {done.changed} runs changed, figures recomputed")
+    if done.missing:
+        raise typer.Exit(2)
 
 
 @app.command()

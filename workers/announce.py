@@ -15,7 +15,7 @@ from sqlalchemy import select
 from ingest.store import FileReport
 from recommender.figures import figure_text
 from recommender.routines import routine
-from recommender.run_json import run_json
+from stridecare.db.run_json import run_json
 from recommender.silence import PromptOutcome, outcomes_for_runs
 from stridecare.db.engine import Database
 from stridecare.db.models import Athlete, ImportedFile, Run
