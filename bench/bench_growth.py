@@ -119,7 +119,7 @@ def prepare_home(home: Path) -> None:
     rt = Runtime.open(Settings(data_home=home, encryption_keys=[FERNET_KEY], secret_key="bench-signing-key"))
     try:
         with rt.db.transaction() as session:
-            session.add(Athlete(name="me", timezone="UTC", console=False))
+            session.add(Athlete(name="me", timezone="UTC", channel_settings={"console": {"enabled": False}}))
     finally:
         rt.close()
 

@@ -118,11 +118,16 @@ def make_settings(home: Path, names: list[str], **values: Any) -> Settings:
     return Settings(**base)
 
 
+def _hook_only(rt: Runtime, url: str, secret: str) -> dict[str, Any]:
+    """Channel settings (stridecare.plugins' stored form): the webhook, and the console off."""
+    return {"webhook": {"url": url, "secret": rt.vault.encrypt(secret)}, "console": {"enabled": False}}
+
+
 def seed(rt: Runtime, names: list[str], hook: WebhookReceiver, secret: str) -> None:
     """One athlete per file: the planner gives one post-run prompt per athlete and day."""
     with rt.db.transaction() as s:
         for name in names:
-            s.add(Athlete(name=name, webhook_url=hook.url, webhook_secret_enc=rt.vault.encrypt(secret), console=False))
+            s.add(Athlete(name=name, channel_settings=_hook_only(rt, hook.url, secret)))
 
 
 def stage(folder: Path, count: int, minutes: int) -> list[Path]:
@@ -261,8 +266,7 @@ def strava_latency(count: int, settle: float, relay: float, work: Path) -> dict[
             with rt.db.transaction() as s:
                 athlete = s.get(Athlete, athlete_id)
                 assert athlete is not None
-                athlete.webhook_url, athlete.console = hook.url, False
-                athlete.webhook_secret_enc = rt.vault.encrypt(secret)
+                athlete.channel_settings = _hook_only(rt, hook.url, secret)
         env = settings_env(settings)
         logs = home / "logs"
         procs = [

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from stridecare.crypto import Vault
 from stridecare.db.models import Athlete
-from stridecare.plugins import DeliveryOutcome, OutgoingMessage, Target
+from stridecare.plugins import ChannelOptions, DeliveryOutcome, OutgoingMessage, SettingsChannel, Target
 from stridecare.settings import Settings
 
 LOG_NAME = "prompts.log"
@@ -74,20 +74,29 @@ def _already_logged(path: Path, message_id: str) -> bool:
     return False
 
 
-class ConsoleChannel:
+class ConsoleOptions(ChannelOptions):
+    """Whether an athlete's prompts go to the log; on unless turned off (no settings stored: on)."""
+
+    enabled: bool = True
+
+
+class ConsoleChannel(SettingsChannel):
     """Appends each prompt as one JSON line to ``prompts.log`` in the data home and echoes it to stderr."""
 
     name = "console"
+    address_key = ""  # no address: the log is the same for everyone
+    options_schema = ConsoleOptions
 
     def __init__(self, settings: Settings, *, echo: bool = True, stream: IO[str] | None = None) -> None:
         """Build the channel; ``echo=False`` keeps stderr quiet, ``stream`` redirects the echo (tests)."""
+        super().__init__(settings)
         self.path = settings.data_home / LOG_NAME
         self._echo = echo
         self._stream = stream
 
     def wants(self, athlete: Athlete) -> bool:
         """Every athlete, unless they turned the console off."""
-        return bool(athlete.console)
+        return bool(self.options(athlete).get("enabled", True))
 
     def target(self, athlete: Athlete, vault: Vault) -> Target:
         """The log file (the same for everyone)."""

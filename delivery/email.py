@@ -25,14 +25,16 @@ import logging
 import re
 import smtplib
 import ssl
-from datetime import UTC
+from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 
+from pydantic import field_validator
+
 from stridecare.crypto import Vault
 from stridecare.db.models import Athlete
-from stridecare.plugins import DeliveryOutcome, NoTarget, OutgoingMessage, Target
+from stridecare.plugins import ChannelOptions, DeliveryOutcome, NoTarget, OutgoingMessage, SettingsChannel, Target
 from stridecare.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,13 +82,35 @@ def _answered(exc: smtplib.SMTPResponseException, what: str, *, retry: bool = Tr
     )
 
 
-class EmailChannel:
+class EmailOptions(ChannelOptions):
+    """An athlete's email settings: the address, and when they unsubscribed through a message's link."""
+
+    address: str | None = None
+    unsubscribed_at: datetime | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _plain_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name, address = parseaddr(value)
+        if name or address != value.strip() or "@" not in address or _HEADER_UNSAFE.search(value):
+            raise ValueError(f"{value!r} is not an email address")
+        return address
+
+
+class EmailChannel(SettingsChannel):
     """Sends a prompt as a multipart/alternative (text + HTML) email through the configured SMTP server."""
 
     name = "email"
+    address_key = "address"
+    options_schema = EmailOptions
+    reset_on_change = ("unsubscribed_at",)
+    unsubscribe_link = True  # messages carry the one-click unsubscribe link (RFC 8058)
 
     def __init__(self, settings: Settings) -> None:
         """Build the channel; raises ``ValueError`` for an unknown ``smtp_security`` (fail at start-up)."""
+        super().__init__(settings)
         security = settings.smtp_security.strip().lower()
         if security not in SECURITY_MODES:
             raise ValueError(f"STRIDECARE_SMTP_SECURITY must be one of {SECURITY_MODES}, not {security!r}")
@@ -95,13 +119,16 @@ class EmailChannel:
 
     def wants(self, athlete: Athlete) -> bool:
         """An address, not unsubscribed, and a mail server configured."""
-        return bool(athlete.email and athlete.email_unsubscribed_at is None and self._settings.smtp_host)
+        return bool(
+            super().wants(athlete) and not self.options(athlete).get("unsubscribed_at") and self._settings.smtp_host
+        )
 
     def target(self, athlete: Athlete, vault: Vault) -> Target:
         """The athlete's address; :class:`NoTarget` once it is removed or the athlete unsubscribed."""
-        if not athlete.email or athlete.email_unsubscribed_at is not None:
+        options = self.options(athlete)
+        if not options.get("address") or options.get("unsubscribed_at"):
             raise NoTarget("no email address, or unsubscribed")
-        return Target(athlete.email)
+        return Target(str(options["address"]))
 
     # -- message ---------------------------------------------------------------------------------------------
 

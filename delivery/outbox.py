@@ -203,7 +203,9 @@ def _record(rt: Runtime, delivery_id: int, attempts_before: int, outcome: Delive
         channel = _channel(rt.settings, delivery.channel)
         disable = getattr(channel, "disable", None)
         if outcome.disable_target and callable(disable):
-            athlete = session.get(Athlete, delivery.athlete_id)
+            # Locked: the channel's mark is written into the athlete's one JSON value of channel settings, which
+            # a concurrent `athlete set` must neither lose nor overwrite with a stale copy.
+            athlete = session.get(Athlete, delivery.athlete_id, with_for_update=True)
             if athlete is not None:
                 disable(athlete, now)
             delivery.status = "failed"

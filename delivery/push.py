@@ -5,7 +5,14 @@ Apprise makes its own connections (``requests``, ``smtplib`` …), so the guard 
 where every one of them starts: name resolution. While a push is being sent, each address that
 ``socket.getaddrinfo`` returns on this thread is checked with :func:`delivery.ssrf.check_address`; a refused
 address ends the attempt before any connection is made, and because the checked answer is the one the library
-connects to, a second, rebinding lookup cannot slip in between.
+connects to, a second, rebinding lookup cannot slip in between. That holds only for services whose traffic
+goes through that resolver, so push URLs are accepted from an allowlist (:data:`GUARDED_SCHEMES`: HTTP-based
+services and email); syslog, UDP and local schemes are refused unless the operator lists them in
+``STRIDECARE_PUSH_UNGUARDED_SCHEMES``. A host the URL names is checked with the webhooks' guard
+(:func:`delivery.ssrf.check_host`) when the URL is set and again before each attempt.
+
+A push is a notification, not the email: the prompt's subject as title, one line (the routines and why) and
+the link to the run's page (:func:`notification_body`).
 
 Outcomes: Apprise reports success or failure only, so every failure (a 500, a timeout, a refused connection)
 is retried on the outbox's schedule; a URL Apprise cannot use and a refused address are failures that are not
@@ -30,9 +37,9 @@ from ipaddress import ip_address
 from typing import Any
 from urllib.parse import quote
 
-from delivery.ssrf import ForbiddenTarget, IPNetwork, check_address, parse_networks
+from delivery.ssrf import ForbiddenTarget, IPNetwork, TargetUnresolvable, check_address, check_host, parse_networks
 from stridecare.logging import scrub
-from stridecare.plugins import DeliveryOutcome, OutgoingMessage, SettingsChannel
+from stridecare.plugins import ChannelOptions, DeliveryOutcome, OutgoingMessage, SettingsChannel
 from stridecare.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +49,12 @@ _DETAIL_CHARS = 300
 # Apprise's generic HTTP services, whose URLs take extra headers as ``+Name=value`` query arguments.
 _HEADER_SCHEMES = frozenset({"json", "jsons", "xml", "xmls", "form", "forms"})
 MESSAGE_ID_HEADER = "X-Stridecare-Message-Id"
+
+
+class PushOptions(ChannelOptions):
+    """An athlete's push target: one Apprise URL, stored as the vault's ciphertext (it carries tokens)."""
+
+    url: str
 
 
 class _Refused(socket.gaierror):
@@ -123,21 +136,109 @@ def with_message_id(url: str, message_id: str) -> str:
     return f"{base}{joiner}{quote('+' + MESSAGE_ID_HEADER)}={quote(message_id)}{hash_sign}{fragment}"
 
 
-def check_push_url(url: str) -> str | None:
-    """None when Apprise can use ``url``, else why not (for the command line, before storing it)."""
+# Apprise services whose every connection is made by ``requests`` (HTTP) or ``smtplib`` (email): both resolve
+# through ``socket.getaddrinfo`` on the sending thread, where :func:`guarded` checks each address. Anything else
+# (rsyslog and syslog, MQTT, IRC/XMPP, growl, desktop and D-Bus notifiers …) sends through its own sockets or
+# stays on this machine, so the guard would not see it: refused unless STRIDECARE_PUSH_UNGUARDED_SCHEMES lists it.
+GUARDED_SCHEMES: frozenset[str] = frozenset(
+    {
+        # generic HTTP (Home Assistant automations, Node-RED, any receiver of JSON/XML/form posts)
+        *("json", "jsons", "xml", "xmls", "form", "forms"),
+        # self-hosted HTTP services
+        *("ntfy", "ntfys", "gotify", "gotifys", "hassio", "hassios", "apprise", "apprises", "matrix", "matrixs"),
+        *("mmost", "mmosts", "rocket", "rockets", "bark", "barks", "signal", "signals", "ncloud", "nclouds"),
+        *("nctalk", "nctalks", "mastodon", "mastodons", "toot", "toots", "pjet", "pjets", "notica", "noticas"),
+        # hosted HTTP services (their API host is fixed)
+        *("tgram", "pover", "pbul", "discord", "slack", "gchat", "ifttt", "join", "prowl", "pushed", "spush"),
+        *("simplepush", "psafer", "psafers", "zulip", "webex", "wxteams", "workflow", "workflows", "line"),
+        *("pagerduty", "opsgenie", "pushplus", "schan", "wecombot", "threema", "whatsapp"),
+        # email
+        *("mailto", "mailtos"),
+    }
+)
+# Services whose URL names the server that is contacted: that host is checked when the URL is set and again
+# before each attempt (the hosted ones above talk to their own public API, whatever the URL holds).
+_HOST_IN_URL = frozenset(
+    {
+        *("json", "jsons", "xml", "xmls", "form", "forms", "ntfy", "ntfys", "gotify", "gotifys", "hassio"),
+        *("hassios", "apprise", "apprises", "matrix", "matrixs", "mmost", "mmosts", "rocket", "rockets", "bark"),
+        *("barks", "signal", "signals", "ncloud", "nclouds", "nctalk", "nctalks", "mastodon", "mastodons"),
+        *("toot", "toots", "pjet", "pjets", "notica", "noticas", "rsyslog", "mqtt", "mqtts", "growl"),
+    }
+)
+_SUMMARY_CHARS = 240
+
+
+def _hosts(plugin: Any, scheme: str) -> list[tuple[str, int]]:
+    """The hosts (and ports) an Apprise plugin for ``scheme`` will connect to, as far as its URL names them."""
+    if scheme in ("mailto", "mailtos"):
+        # Apprise's email plugin knows the big providers' servers; ``?smtp=host:port`` names any other.
+        smtp = str(getattr(plugin, "smtp_host", "") or getattr(plugin, "host", "") or "")
+        host, sep, port = smtp.rpartition(":") if smtp.count(":") == 1 else ("", "", "")
+        host = host if sep else smtp
+        return [(host, int(port) if port.isdigit() else int(getattr(plugin, "port", 0) or 25))] if host else []
+    named = getattr(plugin, "host", None)
+    if scheme in _HOST_IN_URL and isinstance(named, str) and named:
+        return [(named, int(getattr(plugin, "port", 0) or 443))]
+    return []
+
+
+def _scheme_problem(scheme: str, settings: Settings) -> str | None:
+    allowed = {s.strip().lower() for s in settings.push_unguarded_schemes}
+    if scheme in GUARDED_SCHEMES or scheme in allowed:
+        return None
+    return (
+        f"{scheme}:// is not accepted for push: its traffic does not go through stridecare's guard against "
+        "request forgery (syslog, UDP, local and desktop services are refused); use an HTTP-based service "
+        f"(ntfy, Gotify, Telegram, json:// …) or mailto://. An operator who wants it anyway can set "
+        f"STRIDECARE_PUSH_UNGUARDED_SCHEMES={scheme}"
+    )
+
+
+def check_push_url(url: str, settings: Settings) -> tuple[str | None, str | None]:
+    """``(refusal, warning)`` for a push URL, before it is stored: the scheme must be on the allowlist (or
+    allowed by the operator), Apprise must understand it, and every host it names must pass the same guard as
+    webhooks. A host that does not resolve now is a warning, not a refusal (it may where the workers run)."""
     import apprise
 
-    if apprise.Apprise.instantiate(url, suppress_exceptions=True) is None:
-        return f"Apprise does not understand this {service_of(url)}:// URL (see the Apprise wiki for the format)"
-    return None
+    scheme = service_of(url)
+    problem = _scheme_problem(scheme, settings)
+    if problem:
+        return problem, None
+    plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
+    if plugin is None:
+        return f"Apprise does not understand this {scheme}:// URL (see the Apprise wiki for the format)", None
+    allowed = parse_networks(settings.webhook_allowed_networks)
+    warning: str | None = None
+    for host, port in _hosts(plugin, scheme):
+        try:
+            check_host(host, port, allowed)
+        except ForbiddenTarget as exc:
+            return f"pushes to this {scheme}:// URL would be refused: {exc.reason}", None
+        except TargetUnresolvable as exc:
+            warning = f"{exc}; pushes retry on the backoff schedule (about a day)"
+    return None, warning
+
+
+def notification_body(message: OutgoingMessage) -> str:
+    """What a push shows: one line (the routines and why) and the page with the rest; the full text is email's."""
+    line = _UNPRINTABLE.sub(" ", message.summary).strip()
+    if not line:
+        first = next((ln.strip() for ln in message.text.splitlines() if ln.strip()), "")
+        line = first
+    if len(line) > _SUMMARY_CHARS:
+        line = line[: _SUMMARY_CHARS - 1].rstrip() + "…"
+    return f"{line}\n{message.link_url}" if message.link_url else line
 
 
 class PushChannel(SettingsChannel):
-    """Sends the prompt's subject and text through the athlete's Apprise URL (``--push``)."""
+    """Sends the prompt as a notification (title, one line, the run page link) through the athlete's Apprise
+    URL (``--push``)."""
 
     name = "push"
     address_key = "url"
     secret_keys = ("url",)
+    options_schema = PushOptions
 
     def __init__(self, settings: Settings) -> None:
         """Build the channel; the networks webhooks may reach are the networks pushes may reach."""
@@ -149,15 +250,27 @@ class PushChannel(SettingsChannel):
         import apprise  # on first use: its plugin registry takes a quarter of a second to load
 
         service = service_of(target)
+        # Again at send time: the URL was stored before the operator's settings or this release changed.
+        problem = _scheme_problem(service, self.settings)
+        if problem:
+            return DeliveryOutcome(ok=False, retry=False, detail=f"target refused: {problem}")
         plugin = apprise.Apprise.instantiate(with_message_id(target, message.message_id), suppress_exceptions=True)
         if plugin is None:
             return DeliveryOutcome(ok=False, retry=False, detail=f"not a usable Apprise URL ({service}://…)")
+        for host, port in _hosts(plugin, service):
+            try:
+                check_host(host, port, self._allowed)
+            except ForbiddenTarget as exc:
+                log.warning("push %s refused: %s", message.message_id, exc.reason)
+                return DeliveryOutcome(ok=False, retry=False, detail=f"target refused: {exc.reason}")
+            except TargetUnresolvable as exc:
+                return DeliveryOutcome(ok=False, retry=True, detail=str(exc))
         capture = _ThreadLog()
         apprise_log = logging.getLogger(apprise.LOGGER_NAME)
         apprise_log.addHandler(capture)
         try:
             with guarded(self._allowed) as guard:
-                ok = bool(plugin.notify(body=message.text, title=message.subject))
+                ok = bool(plugin.notify(body=notification_body(message), title=message.subject))
         except Exception as exc:  # an Apprise plugin bug is a failed attempt, not a lost delivery
             ok = False
             capture.lines.append(f"{type(exc).__name__}: {exc}")

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
@@ -88,7 +89,24 @@ def _clock(seconds: int) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def _run_date(value: object) -> date | None:
+def _instant(value: object) -> datetime | None:
+    """``value`` as an aware datetime when it is one (or an ISO string with an offset); else None."""
+    if isinstance(value, str) and len(value) > 10:
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if isinstance(value, datetime) and value.tzinfo is not None and value.utcoffset() is not None:
+        return value
+    return None
+
+
+def _run_date(value: object, zone: ZoneInfo) -> date | None:
+    """The athlete's calendar day of ``value``: an instant is converted to ``zone`` first (a Tokyo run at
+    07:28 on Monday is Monday's, not Sunday's UTC day); a plain date is taken as it is."""
+    instant = _instant(value)
+    if instant is not None:
+        return instant.astimezone(zone).date()
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
@@ -99,6 +117,33 @@ def _run_date(value: object) -> date | None:
         except ValueError:
             return None
     return None
+
+
+def athlete_zone(name: str | None) -> ZoneInfo:
+    """The athlete's time zone (UTC when unset or unknown: a message is never lost for a bad zone name)."""
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def local_time_text(when: datetime, zone: ZoneInfo) -> str:
+    """``when`` as the athlete reads it: "Mon 7 Dec 22:00 JST" (the zone's abbreviation, or its offset)."""
+    local = when.astimezone(zone)
+    label = local.tzname() or local.strftime("%z")
+    return f"{local:%a} {local.day} {local:%b} {local:%H:%M} {label}"
+
+
+def local_iso(when: datetime | None, zone: ZoneInfo) -> str | None:
+    """``when`` as ISO 8601 with the athlete's UTC offset (``2026-12-07T07:28:00+09:00``)."""
+    return when.astimezone(zone).isoformat() if when is not None else None
+
+
+def notification_line(routines: Sequence[Mapping[str, Any]], reasons: Sequence[str], limit: int = 240) -> str:
+    """One line for a notification: the routines, then why ("Ball roll-out, toe spread — long run: 21.1 km …")."""
+    titles = ", ".join(_one_line(r.get("title", ""), 60) for r in routines if r.get("title"))
+    why = "; ".join(_one_line(reason, 160) for reason in reasons if str(reason).strip())
+    return _one_line(f"{titles} — {why}" if titles and why else titles or why, limit)
 
 
 def _number(value: object, digits: int) -> float | None:
@@ -125,10 +170,13 @@ def routable(payload: Mapping[str, Any], handle: str, display_name: str | None) 
     return {**payload, "schema_version": PAYLOAD_SCHEMA_VERSION, "data": data}
 
 
-def _run_view(run: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The run summary as display strings for the templates, and as numbers for the payload."""
-    # Accept the planner's stored facts ("start_time", "timer_s") as well as the plain names.
-    day = _run_date(run.get("date", run.get("start_time")))
+def _run_view(run: Mapping[str, Any], zone: ZoneInfo) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run summary as display strings for the templates, and as numbers for the payload; its day is the
+    athlete's local day."""
+    # Accept the planner's stored facts ("start_time", "timer_s") as well as the plain names; the start time
+    # wins over a stored "date", which may be a UTC day.
+    start_instant = _instant(run.get("start_time"))
+    day = _run_date(start_instant if start_instant is not None else run.get("date"), zone)
     distance = _number(run.get("distance_km"), 2)
     seconds = _seconds(run.get("duration", run.get("duration_s", run.get("timer_s"))))
     load = _number(run.get("load"), 1)
@@ -150,6 +198,7 @@ def _run_view(run: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         # Which run, for a receiver: our id, when it started (UTC), what kind of session it was.
         "id": run.get("id") if isinstance(run.get("id"), int) else None,
         "start_time": _iso_utc(start),
+        "start_time_local": local_iso(start_instant, zone),
         "sport": _one_line(run["sport"], 32) if isinstance(run.get("sport"), str) else None,
         "date": day.isoformat() if day else None,
         "distance_km": distance,
@@ -173,6 +222,8 @@ def render_prompt(
     created_at: datetime,
     disclaimer: str = DEFAULT_DISCLAIMER,
     figures: Mapping[str, float | int | None] | None = None,
+    timezone: str = "UTC",
+    held_until: datetime | None = None,
 ) -> RenderedPrompt:
     """Render one prompt for every channel.
 
@@ -181,7 +232,8 @@ def render_prompt(
     ``duration`` (timedelta or seconds; or ``duration_s`` / ``timer_s``) and ``load``, or is None for the
     weekly prompt; other keys are ignored. ``created_at`` must be timezone-aware. The disclaimer may be
     reworded by the caller but never left out. ``figures`` (the shared figures by their shared names, already
-    rounded) go into the payload as they are.
+    rounded) go into the payload as they are. Dates and times are shown in ``timezone`` (the athlete's IANA
+    zone); the payload carries both UTC and local forms. ``held_until``: when quiet hours hold the prompt back.
     """
     if kind not in PROMPT_KINDS:
         raise ValueError(f"unknown prompt kind {kind!r}; expected one of {PROMPT_KINDS}")
@@ -213,7 +265,8 @@ def render_prompt(
         raise ValueError(f"routine or flag is missing {exc.args[0]!r}") from None
     reason_lines = [_one_line(reason, 300) for reason in reasons]
     name = _one_line(athlete_name, _MAX_NAME) or "there"
-    run_view, run_numbers = _run_view(run) if run is not None else (None, None)
+    zone = athlete_zone(timezone)
+    run_view, run_numbers = _run_view(run, zone) if run is not None else (None, None)
 
     if kind == "weekly_balance":
         subject = f"{name}: your weekly balance check"
@@ -251,7 +304,12 @@ def render_prompt(
             "figures": dict(figures or {}),
             "done_url": done_url,
             "created_at": created_at.astimezone(UTC).isoformat(),
+            "created_at_local": local_iso(created_at, zone),
+            "timezone": zone.key,
             "disclaimer": context["disclaimer"],
         },
     }
+    if held_until is not None:
+        payload["data"]["held_until"] = held_until.astimezone(UTC).isoformat()
+        payload["data"]["held_until_local"] = local_iso(held_until, zone)
     return RenderedPrompt(subject, text, html, payload)

@@ -176,11 +176,27 @@ def check_target(url: str, allowed: Sequence[IPNetwork]) -> CheckedTarget:
         # "http://trusted@evil/" and friends exist to fool people and parsers; webhooks need no credentials.
         raise ForbiddenTarget("the URL may not contain a user name or password")
     host = parsed.raw_host.decode("ascii")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    addresses, sni = check_host(host, port, allowed)
+    return CheckedTarget(
+        url=parsed,
+        host=host,
+        port=port,
+        addresses=addresses,
+        host_header=parsed.netloc.decode("ascii"),
+        sni_hostname=sni,
+    )
+
+
+def check_host(host: str, port: int, allowed: Sequence[IPNetwork]) -> tuple[tuple[IPAddress, ...], str | None]:
+    """Resolve ``host`` once (an IP literal, in any encoding, as itself) and check every address; returns the
+    addresses and the name to verify TLS against (None for a literal). Raises ``ForbiddenTarget`` or
+    ``TargetUnresolvable``. Every channel that reaches a host an athlete typed in uses this one guard."""
+    host = host.strip("[]") if host.startswith("[") else host
     if not host:
         raise ForbiddenTarget("the URL has no host")
     if "%" in host:
         raise ForbiddenTarget("IPv6 zone identifiers are not allowed")
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
     if not 0 < port < 65536:
         raise ForbiddenTarget(f"port {port} is not allowed")
     literal: IPAddress | None
@@ -198,14 +214,7 @@ def check_target(url: str, allowed: Sequence[IPNetwork]) -> CheckedTarget:
         sni = host.rstrip(".")
     for address in addresses:
         check_address(address, allowed, host=sni)
-    return CheckedTarget(
-        url=parsed,
-        host=host,
-        port=port,
-        addresses=addresses,
-        host_header=parsed.netloc.decode("ascii"),
-        sni_hostname=sni,
-    )
+    return addresses, sni
 
 
 def _resolve(host: str, port: int) -> tuple[IPAddress, ...]:

@@ -28,12 +28,13 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import httpx
+from pydantic import field_validator
 from standardwebhooks.webhooks import Webhook
 
 from delivery.ssrf import CheckedTarget, ForbiddenTarget, TargetUnresolvable, check_target, parse_networks
 from stridecare.crypto import Vault
 from stridecare.db.models import Athlete
-from stridecare.plugins import DeliveryOutcome, NoTarget, OutgoingMessage, Target
+from stridecare.plugins import ChannelOptions, DeliveryOutcome, NoTarget, OutgoingMessage, SettingsChannel, Target
 from stridecare.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,32 +80,44 @@ def _snippet(data: bytes) -> str:
     return text[:_SNIPPET_CHARS]
 
 
-class WebhookChannel:
+class WebhookOptions(ChannelOptions):
+    """An athlete's webhook: the endpoint, its signing secret (the vault's ciphertext), and when the receiver
+    switched it off (410 Gone)."""
+
+    url: str
+    secret: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")) or _UNPRINTABLE.search(value) or " " in value:
+            raise ValueError("the webhook URL must start with https:// (or http:// on a trusted network)")
+        return value
+
+
+class WebhookChannel(SettingsChannel):
     """Posts ``message.payload`` as signed JSON (Standard Webhooks) to a checked public or allowed address."""
 
     name = "webhook"
+    address_key = "url"
+    secret_keys = ("secret",)
+    options_schema = WebhookOptions
 
     def __init__(self, settings: Settings, *, tls_context: ssl.SSLContext | None = None) -> None:
         """Build the channel; ``tls_context`` replaces the default certificate store (certifi) when given."""
+        super().__init__(settings)
         self._allowed = parse_networks(settings.webhook_allowed_networks)
         self._timeout_s = settings.webhook_timeout_s
         self._max_response_bytes = settings.webhook_max_response_bytes
         self._tls: ssl.SSLContext | bool = tls_context if tls_context is not None else True
 
-    def wants(self, athlete: Athlete) -> bool:
-        """An endpoint that the receiver has not switched off (410 Gone)."""
-        return bool(athlete.webhook_url and athlete.webhook_disabled_at is None)
-
     def target(self, athlete: Athlete, vault: Vault) -> Target:
         """The endpoint and its decrypted signing secret."""
-        if not athlete.webhook_url or athlete.webhook_disabled_at is not None:
+        options = self.options(athlete)
+        if not options.get("url") or options.get("disabled_at"):
             raise NoTarget("webhook endpoint removed or disabled")
-        secret = vault.decrypt(athlete.webhook_secret_enc) if athlete.webhook_secret_enc else None
-        return Target(athlete.webhook_url, secret)
-
-    def disable(self, athlete: Athlete, now: datetime) -> None:
-        """The receiver answered 410 Gone: no more deliveries until the athlete sets the webhook again."""
-        athlete.webhook_disabled_at = now
+        secret = vault.decrypt(str(options["secret"])) if options.get("secret") else None
+        return Target(str(options["url"]), secret)
 
     def send(self, message: OutgoingMessage, target: str, secret: str | None) -> DeliveryOutcome:
         """Attempt one delivery of ``message`` to the webhook URL ``target``, signed with ``secret`` (whsec_).

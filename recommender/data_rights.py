@@ -3,7 +3,9 @@
 ``export_athlete`` writes one JSON and one CSV file per table (runs, run loads, daily loads, the daily figures
 under their shared names, prompts, completions, shoes) and ``units.json``: loads are in reference steps,
 acute and chronic load in reference steps per day. Sample series are left out (they are bulky binary; the
-original files are the athlete's own), and so are secrets (webhook secret, Strava tokens, the dashboard token).
+original files are the athlete's own), and so are secrets (webhook secret, push URL, Strava tokens, the
+dashboard token). ``channels`` holds every channel's settings for the athlete (email address, webhook URL,
+console on or off …), secret keys named but not exported; forgetting deletes them with the athlete's row.
 
 ``forget_athlete`` deletes, in one transaction, every row that belongs to the athlete: delivery attempts,
 deliveries, completions, prompts, run samples and loads, runs, daily loads, imported-file records, shoes, the
@@ -51,6 +53,8 @@ from stridecare.db.models import (
     StravaAccount,
     StravaEvent,
 )
+from stridecare.db.samples import unpack_samples
+from stridecare.plugins import channel_classes, channel_options
 
 EXPORT_TABLES: tuple[str, ...] = (
     "profile",
@@ -64,13 +68,15 @@ EXPORT_TABLES: tuple[str, ...] = (
     "deliveries",
     "shoes",
     "accounts",
+    "channels",
 )
 # Measured values carry no more digits than they mean: 7392.000000000324 m is 7392.0 m.
 _DECIMALS = 3
 # Per sample series: metres to the decimetre, speed to the cm/s, cadence and altitude to a tenth.
 _SAMPLE_DECIMALS = {"t": 1, "distance_m": 1, "speed_mps": 2, "cadence_spm": 1, "altitude_m": 1}
 # Athlete columns that are secrets or tokens (a prompt's links, a webhook's key, channel URLs): never exported.
-_PROFILE_SECRET = {"webhook_secret_enc", "dashboard_token", "link_secret", "channel_settings"}
+_PROFILE_SECRET = {"dashboard_token", "link_secret", "channel_settings"}
+WITHHELD = "(secret, not exported)"
 
 
 def _plain(value: Any) -> Any:
@@ -88,14 +94,28 @@ def _plain(value: Any) -> Any:
 def _profile(athlete: Athlete) -> tuple[list[str], list[dict[str, Any]]]:
     names = [c.key for c in Athlete.__table__.columns if c.key not in _PROFILE_SECRET]
     row = {name: _plain(getattr(athlete, name)) for name in names}
-    row["channels"] = sorted((athlete.channel_settings or {}).keys())  # which, not their (secret) addresses
+    row["channels"] = sorted((athlete.channel_settings or {}).keys())  # which; their settings in channels.json
     return [*names, "channels"], [row]
+
+
+def _channels(athlete: Athlete) -> tuple[list[str], list[dict[str, Any]]]:
+    """One row per channel the athlete has, with its settings (channels.json): an email address, a webhook URL,
+    whether the console is on, when they unsubscribed; secret keys (a webhook's signing secret, a push URL,
+    which carries a token) are named but never exported."""
+    classes = channel_classes()
+    rows = []
+    for name in sorted(athlete.channel_settings or {}):
+        secret = set(getattr(classes.get(name), "secret_keys", ()))
+        options = channel_options(athlete, name)
+        settings = {k: WITHHELD if k in secret else v for k, v in sorted(options.items())}
+        if classes.get(name) is None:  # a plugin no longer installed: which keys are secret is not known
+            settings = dict.fromkeys(options, WITHHELD)
+        rows.append({"channel": name, "settings": settings})
+    return ["channel", "settings"], rows
 
 
 def _samples(session: Session, athlete: Athlete) -> tuple[list[str], list[dict[str, Any]]]:
     """One row per recorded sample of every run, rounded per series."""
-    from stridecare.db.samples import unpack_samples
-
     names = ["run_id", "t", "distance_m", "speed_mps", "cadence_spm", "altitude_m", "timer_running"]
     rows: list[dict[str, Any]] = []
     stored = session.execute(
@@ -189,6 +209,7 @@ def export_tables(session: Session, athlete: Athlete) -> dict[str, tuple[list[st
         "deliveries": _rows(session, Delivery, Delivery.athlete_id == athlete.id, Delivery.id),
         "shoes": _rows(session, Shoe, Shoe.athlete_id == athlete.id, Shoe.name),
         "accounts": _accounts(session, athlete),
+        "channels": _channels(athlete),
     }
 
 

@@ -1,11 +1,14 @@
-"""The weekly digest: the past week's figures and a load chart, by email, on the athlete's chosen weekday.
+"""The weekly digest: the past week's figures and a load chart, on the athlete's chosen weekday.
 
 :func:`weekly_digests` runs on the beat's tick beside the weekly balance prompt. On ``Athlete.digest_weekday`` at
 ``Athlete.digest_time`` local time it writes a prompt of kind ``digest`` (dedupe key: the ISO week of the send
 day, so a second beat or a re-run tick writes nothing) covering the seven local days before the send day, with
-its figures frozen in ``Prompt.facts``, and one outbox row for the ``email`` channel only: the chart is an image,
-which the webhook and console channels cannot carry. Athletes without a deliverable address get no digest, and
-nobody gets one for a week that ended before their first run (a new athlete's first email is not an empty week).
+its figures frozen in ``Prompt.facts``, and its outbox rows written by the same writer as every prompt's
+(``delivery.outbox.create_deliveries``): one per channel the athlete chose. Email shows the chart; the webhook
+gets the figures as JSON, the console the text, push one line and the dashboard link. Athletes with no channel
+get no digest, and nobody gets one for a week that ended before their first run (a new athlete's first message
+is not an empty week).
+A digest is written on its day only, never later, so it is always for the week just ended.
 
 :func:`render_digest` turns the stored facts into the email at send time: text and HTML bodies, the chart as a
 PNG (matplotlib, Agg backend) drawn at twice its display size, that the HTML shows inline through its Content-ID.
@@ -23,14 +26,14 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from delivery.outbox import channels_for
-from delivery.render import template_environment
+from delivery.outbox import channels_for, create_deliveries
+from delivery.render import athlete_zone, local_iso, template_environment
 from recommender import rules
 from recommender.dashboard_data import daily_series, first_run_day, flagged_runs, routine_prompts, week_totals
 from recommender.per_athlete import for_each_athlete
 from recommender.routines import WELLNESS_DISCLAIMER
 from recommender.status import figures_as_of
-from stridecare.db.models import Athlete, Delivery, Prompt
+from stridecare.db.models import Athlete, Prompt
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
 
@@ -79,7 +82,7 @@ def has_a_week(session: Session, athlete: Athlete, send_day: date) -> bool:
 
 
 def _digest_one(rt: Runtime, session: Session, athlete: Athlete, now: datetime) -> Prompt | None:
-    if "email" not in channels_for(rt.settings, athlete):
+    if not channels_for(rt.settings, athlete):
         return None
     last = session.scalar(
         select(Prompt.dedupe_key)
@@ -109,21 +112,13 @@ def _digest_one(rt: Runtime, session: Session, athlete: Athlete, now: datetime) 
     )
     session.add(prompt)
     session.flush()
-    session.add(
-        Delivery(
-            prompt_id=prompt.id,
-            athlete_id=athlete.id,
-            channel="email",
-            message_id=f"msg_{prompt.id}_email",
-            next_attempt_at=prompt.due_at,
-        )
-    )
-    session.flush()
+    # The one outbox writer, as for every prompt: one row per channel the athlete chose.
+    create_deliveries(session, rt.settings, athlete, prompt)
     return prompt
 
 
 def weekly_digests(rt: Runtime) -> int:
-    """Write this week's digest (with its email outbox row) for every athlete whose moment has come."""
+    """Write this week's digest (with its outbox rows) for every athlete whose moment has come."""
     return for_each_athlete(rt, lambda session, athlete, now: _digest_one(rt, session, athlete, now) is not None)
 
 
@@ -193,10 +188,14 @@ def render_digest(
     unsubscribe_url: str | None,
     dashboard_url: str | None,
     created_at: datetime,
+    timezone: str = "UTC",
+    chart: bool = True,
 ) -> RenderedDigest:
-    """Subject, text and HTML bodies, a webhook-shaped payload and the inline chart of one stored digest."""
+    """Subject, text and HTML bodies, a webhook-shaped payload and the inline chart (when ``chart``) of one
+    stored digest. Its days are the athlete's local days; times are given in ``timezone`` as well as UTC."""
     if created_at.tzinfo is None:
         raise ValueError("created_at must be timezone-aware")
+    zone = athlete_zone(timezone)
     totals = facts["totals"]
     name = " ".join(athlete_name.split())[:60] or "there"
     first, last = date.fromisoformat(totals["first_day"]), date.fromisoformat(totals["last_day"])
@@ -213,7 +212,9 @@ def render_digest(
         "acute": f"{facts['acute']:,.0f}",
         "chronic": f"{facts['chronic']:,.0f}",
     }
-    flags = [{"day": f["day"], "text": "; ".join(x["reason"] for x in f["flags"])} for f in facts.get("flags", [])]
+    flags = [
+        {"day": _day_text(f["day"]), "text": "; ".join(x["reason"] for x in f["flags"])} for f in facts.get("flags", [])
+    ]
     context = {
         "name": name,
         "period": period,
@@ -238,10 +239,38 @@ def render_digest(
             "week": facts.get("week"),
             "totals": totals,
             "figures": facts.get("figures", {}),
+            "created_at": created_at.isoformat(),
+            "created_at_local": local_iso(created_at, zone),
+            "timezone": zone.key,
         },
     }
+    if not chart:
+        return RenderedDigest(subject, text, html, payload, ())
     png = chart_png(facts["days"], highlight_from=totals["first_day"])
     return RenderedDigest(subject, text, html, payload, ((cid, png, "png"),))
+
+
+def _day_text(day: str) -> str:
+    """A local day as a reader says it: "Mon 7 Dec"."""
+    try:
+        value = date.fromisoformat(day)
+    except (TypeError, ValueError):
+        return str(day)
+    return f"{value:%a} {value.day} {value:%b}"
+
+
+def digest_summary(facts: dict[str, Any]) -> str:
+    """The digest in one line, for a notification: the week's runs, distance and load, and flags if any."""
+    totals = facts["totals"]
+    runs = int(totals["runs"])
+    line = (
+        f"{runs} run{'s' if runs != 1 else ''}, {totals['distance_m'] / 1000:.1f} km, "
+        f"load {totals['load']:,.0f} ref. steps"
+    )
+    flagged = len(facts.get("flags", []))
+    if flagged:
+        line += f"; {flagged} day{'s' if flagged != 1 else ''} flagged"
+    return line
 
 
 def digest_now(session: Session, settings: Settings, athlete: Athlete, now: datetime) -> tuple[date, dict[str, Any]]:
@@ -276,6 +305,7 @@ def preview_digest(
         unsubscribe_url=unsubscribe_url,
         dashboard_url=dashboard_url,
         created_at=now,
+        timezone=athlete.timezone,
     )
     html = rendered.html
     for cid, data, subtype in rendered.images:
@@ -284,6 +314,6 @@ def preview_digest(
     note: str | None = None
     if not has_a_week(session, athlete, send_day):
         note = f"not sent: the week before {send_day.isoformat()} ends before {athlete.name}'s first run"
-    elif "email" not in channels_for(settings, athlete):
-        note = f"not sent: {athlete.name} has no email address that can receive it (or SMTP is not configured)"
+    elif not channels_for(settings, athlete):
+        note = f"not sent: {athlete.name} has no channel that can receive it"
     return html, note

@@ -17,6 +17,8 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
 from stridecare.domain.run import DecodeResult
 
 if TYPE_CHECKING:
@@ -79,6 +81,10 @@ class OutgoingMessage:
     created_at: datetime
     # (content-id, data, image subtype) shown inline by the HTML body as ``<img src="cid:…">`` (email only).
     inline_images: tuple[tuple[str, bytes, str], ...] = ()
+    # The notification form (push): one line saying what to do and why, and the page that shows the rest.
+    # The full ``text`` stays for channels that carry a whole message (email, console).
+    summary: str = ""
+    link_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +125,11 @@ class Channel(Protocol):
     prompt is made (one outbox row per wanted channel), asks for the ``target`` on each attempt, and calls
     ``send`` outside any transaction. A channel may also define ``disable(athlete, now)``, called when an
     outcome says ``disable_target`` (the receiver asked us to stop).
+
+    Its per-athlete settings live in ``athlete.channel_settings[name]`` and nowhere else: read them with
+    :func:`channel_options`, write them with :func:`store_channel_settings`, which validates them against the
+    channel's ``options_schema`` (a :class:`ChannelOptions` subclass; :class:`FreeformOptions` when absent)
+    and encrypts its ``secret_keys``. :class:`SettingsChannel` implements all but ``send``.
     """
 
     name: str
@@ -136,17 +147,130 @@ class Channel(Protocol):
         ...
 
 
+class ChannelOptions(BaseModel):
+    """The schema of one channel's per-athlete settings as stored in ``athlete.channel_settings[name]``.
+
+    Every channel has one (built-ins and plugins alike): a write through :func:`store_channel_settings` is
+    validated against it, so what is stored is always what the channel reads. Secret keys hold the vault's
+    ciphertext, never plain text. ``disabled_at`` is set when a receiver asked us to stop (410 Gone) and cleared
+    by a fresh setting.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    disabled_at: datetime | None = None
+
+
+class FreeformOptions(ChannelOptions):
+    """The schema of a plugin channel that declares none: any keys, each a string."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _strings(self) -> FreeformOptions:
+        for key, value in (self.model_extra or {}).items():
+            if not isinstance(value, str):
+                raise ValueError(f"{key} must be text")
+        return self
+
+
+class InvalidChannelSettings(ValueError):
+    """Settings that the channel's schema refuses; the message says which and why, in one line."""
+
+
+def channel_options(athlete: Athlete, name: str) -> dict[str, Any]:
+    """The stored settings of channel ``name`` for ``athlete`` (secrets still encrypted); empty when not chosen.
+
+    The one reader of ``athlete.channel_settings``: every face and channel reads an athlete's channels here."""
+    value = (athlete.channel_settings or {}).get(name)
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def put_channel_options(athlete: Athlete, name: str, options: Mapping[str, Any] | None) -> None:
+    """Replace the stored settings of channel ``name`` (None or empty: the athlete no longer has the channel)."""
+    everything = {k: v for k, v in (athlete.channel_settings or {}).items() if k != name}
+    if options:
+        everything[name] = dict(options)
+    athlete.channel_settings = everything  # a new dict: SQLAlchemy sees the change
+
+
+def _schema_of(channel: Any) -> type[BaseModel]:
+    schema = getattr(channel, "options_schema", None)
+    return schema if isinstance(schema, type) and issubclass(schema, BaseModel) else FreeformOptions
+
+
+def _one_line_error(name: str, exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        problems.append(f"{name}.{where}: {error['msg']}")
+    return "; ".join(problems)
+
+
+def validate_channel_options(channel: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` checked against ``channel``'s schema and in their stored form (JSON values, no None);
+    raises :class:`InvalidChannelSettings`."""
+    try:
+        model = _schema_of(channel).model_validate(dict(options))
+    except ValidationError as exc:
+        raise InvalidChannelSettings(_one_line_error(str(channel.name), exc)) from None
+    return model.model_dump(mode="json", exclude_none=True)
+
+
+def store_channel_settings(athlete: Athlete, channel: Any, values: Mapping[str, Any], vault: Vault) -> None:
+    """Merge ``values`` into ``athlete``'s settings for ``channel`` (an instance or class with ``name`` and
+    optionally ``options_schema``, ``address_key``, ``secret_keys``, ``reset_on_change``), encrypting secret
+    keys, and validate the result against the channel's schema (:class:`InvalidChannelSettings`).
+
+    A None value removes a key; when the channel's address is gone (or no key is left) the channel is removed.
+    A fresh setting clears ``disabled_at`` and the channel's other ``reset_on_change`` marks.
+    """
+    secret_keys = tuple(getattr(channel, "secret_keys", ()))
+    address_key = getattr(channel, "address_key", "address")
+    current = channel_options(athlete, channel.name)
+    for key in ("disabled_at", *getattr(channel, "reset_on_change", ())):
+        current.pop(key, None)
+    for key, value in values.items():
+        if value is None:
+            current.pop(key, None)
+        else:
+            current[key] = vault.encrypt(str(value)) if key in secret_keys else value
+    if not current or (address_key and not current.get(address_key)):
+        put_channel_options(athlete, channel.name, None)
+        return
+    put_channel_options(athlete, channel.name, validate_channel_options(channel, current))
+
+
+def patch_channel_options(athlete: Athlete, name: str, **changes: Any) -> None:
+    """Set (or with None, remove) single keys of a chosen channel's settings without the reset a fresh setting
+    does: a receiver's ``disabled_at``, an email's ``unsubscribed_at``. Nothing happens for a channel the
+    athlete does not have."""
+    current = channel_options(athlete, name)
+    if not current:
+        return
+    for key, value in changes.items():
+        if value is None:
+            current.pop(key, None)
+        else:
+            current[key] = value.isoformat() if isinstance(value, datetime) else value
+    put_channel_options(athlete, name, current)
+
+
 class SettingsChannel:
     """A base for channels whose per-athlete settings live in ``athlete.channel_settings[name]``.
 
     The athlete chooses the channel by giving it settings (``stridecare athlete set NAME --channel
     CHANNEL.KEY=VALUE``); the keys in ``secret_keys`` are stored encrypted and decrypted for ``target``.
-    ``address_key`` names the setting that is the address. Subclasses implement ``send``.
+    ``address_key`` names the setting that is the address, ``options_schema`` the schema every stored value
+    is validated against (:class:`FreeformOptions` when a plugin declares none). Subclasses implement ``send``.
     """
 
     name: str = ""
     address_key: str = "address"
     secret_keys: tuple[str, ...] = ()
+    options_schema: type[ChannelOptions] = FreeformOptions
+    # Marks a fresh setting clears besides ``disabled_at`` (email: ``unsubscribed_at``).
+    reset_on_change: tuple[str, ...] = ()
 
     def __init__(self, settings: Settings) -> None:
         """Keep the settings; subclasses read what they need from them."""
@@ -154,8 +278,7 @@ class SettingsChannel:
 
     def options(self, athlete: Athlete) -> Mapping[str, Any]:
         """This channel's stored settings for ``athlete`` (secrets still encrypted); empty when not chosen."""
-        value = (athlete.channel_settings or {}).get(self.name)
-        return value if isinstance(value, Mapping) else {}
+        return channel_options(athlete, self.name)
 
     def wants(self, athlete: Athlete) -> bool:
         """Chosen (an address is set) and not disabled by a receiver."""
@@ -177,27 +300,7 @@ class SettingsChannel:
 
     def disable(self, athlete: Athlete, now: datetime) -> None:
         """Mark the target disabled (the receiver said it is gone); setting it again re-enables it."""
-        options = dict(self.options(athlete))
-        options["disabled_at"] = now.isoformat()
-        athlete.channel_settings = {**(athlete.channel_settings or {}), self.name: options}
-
-
-def store_channel_settings(athlete: Athlete, channel: Any, values: Mapping[str, str | None], vault: Vault) -> None:
-    """Merge ``values`` into ``athlete``'s settings for ``channel`` (an instance or class with ``name`` and
-    optionally ``secret_keys``), encrypting secret keys; a None value removes a key, no keys left removes the
-    channel. A fresh setting clears a ``disabled_at`` mark."""
-    secret_keys = tuple(getattr(channel, "secret_keys", ()))
-    current = dict((athlete.channel_settings or {}).get(channel.name) or {})
-    current.pop("disabled_at", None)
-    for key, value in values.items():
-        if value is None:
-            current.pop(key, None)
-        else:
-            current[key] = vault.encrypt(value) if key in secret_keys else value
-    everything = {k: v for k, v in (athlete.channel_settings or {}).items() if k != channel.name}
-    if current:
-        everything[channel.name] = current
-    athlete.channel_settings = everything  # a new dict: SQLAlchemy sees the change
+        patch_channel_options(athlete, self.name, disabled_at=now)
 
 
 def rotate_channel_secrets(athlete: Athlete, vault: Vault) -> int:

@@ -189,6 +189,9 @@ class Settings(BaseSettings):
     webhook_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_timeout_s: float = 10.0
     webhook_max_response_bytes: int = 65536
+    # Apprise schemes allowed for --push although their traffic does not go through the guarded resolver
+    # (rsyslog, syslog, mqtt, desktop notifiers …): refused unless listed here, e.g. "rsyslog,mqtt".
+    push_unguarded_schemes: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Web
     web_host: str = "127.0.0.1"
@@ -231,7 +234,7 @@ class Settings(BaseSettings):
 
     load: LoadModelSettings = Field(default_factory=LoadModelSettings)
 
-    @field_validator("inboxes", "webhook_allowed_networks", "trusted_proxies", mode="before")
+    @field_validator("inboxes", "webhook_allowed_networks", "push_unguarded_schemes", "trusted_proxies", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from channel_settings import channel_settings
 from conftest import REDIS_URL, make_settings, require_redis
 from harness import Proc, WebhookReceiver, celery_beat, celery_worker, processes, settings_env, wait_for
 from sqlalchemy import select
@@ -119,9 +120,7 @@ def test_two_beats_send_each_weekly_prompt_once(tmp_path: Path, pg_url: str) -> 
         s.add(
             Athlete(
                 name="me",
-                webhook_url=hook.url,
-                webhook_secret_enc=rt.vault.encrypt(secret),
-                console=False,
+                channel_settings=channel_settings(rt.vault, webhook=hook.url, webhook_secret=secret, console=False),
                 timezone="UTC",
                 balance_weekday=6,
                 balance_time="18:00",

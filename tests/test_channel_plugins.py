@@ -15,7 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from channel_settings import channel_settings
 from conftest import make_settings
+from factories import ingest_planned
 from fitgen import write_activity
 from harness import install_plugin
 from sqlalchemy import select
@@ -23,15 +25,12 @@ from typer.testing import CliRunner
 
 from delivery.email import EmailChannel
 from delivery.outbox import channels_for
-from ingest.service import ingest_path
 from recommender.messages import relay_pending
 from stridecare.clock import write_clock_file
 from stridecare.db.models import Athlete, Delivery
 from stridecare.plugins import channel_classes
 from stridecare.runtime import Runtime
-from stridecare_app.cli.main import _register, app
-
-_register()
+from stridecare_app.cli.main import app
 
 START = datetime(2026, 5, 6, 10, 0, tzinfo=UTC)
 
@@ -92,7 +91,7 @@ def test_an_out_of_tree_channel_receives_a_prompt_and_a_clashing_name_is_refused
     write_clock_file(clock, START + timedelta(minutes=45))
     rt = Runtime.open(make_settings(tmp_path, clock_file=clock))
     with rt.db.transaction() as s:
-        s.add(Athlete(name="me", timezone="UTC", console=False))
+        s.add(Athlete(name="me", timezone="UTC", channel_settings=channel_settings(console=False)))
     monkeypatch.setenv("STRIDECARE_DATA_HOME", str(rt.settings.data_home))
     monkeypatch.setenv("STRIDECARE_ENCRYPTION_KEYS", rt.settings.encryption_keys[0].get_secret_value())
     pages = tmp_path / "pages"
@@ -105,7 +104,7 @@ def test_an_out_of_tree_channel_receives_a_prompt_and_a_clashing_name_is_refused
         assert channels_for(rt.settings, athlete) == ["pager"]
     path = tmp_path / "run.fit"
     write_activity(path, start=START, duration_s=2400, speed_mps=3.0)
-    assert ingest_path(rt.db, rt.settings, "me", path, rt.now()).status == "ingested"
+    assert ingest_planned(rt.db, rt.settings, "me", path, rt.now()).status == "ingested"
     assert relay_pending(rt) == 1
 
     with rt.db.transaction() as s:
@@ -121,7 +120,7 @@ def test_removing_a_plugin_channel_setting_stops_its_deliveries(
 ) -> None:
     rt = Runtime.open(make_settings(tmp_path))
     with rt.db.transaction() as s:
-        s.add(Athlete(name="me", timezone="UTC", console=False))
+        s.add(Athlete(name="me", timezone="UTC", channel_settings=channel_settings(console=False)))
     monkeypatch.setenv("STRIDECARE_DATA_HOME", str(rt.settings.data_home))
     monkeypatch.setenv("STRIDECARE_ENCRYPTION_KEYS", rt.settings.encryption_keys[0].get_secret_value())
     runner = CliRunner()
@@ -129,7 +128,7 @@ def test_removing_a_plugin_channel_setting_stops_its_deliveries(
     assert runner.invoke(app, ["athlete", "set", "me", "--channel", "pager="]).exit_code == 0
     with rt.db.transaction() as s:
         athlete = s.scalars(select(Athlete)).one()
-        assert athlete.channel_settings == {}
+        assert "pager" not in athlete.channel_settings
         assert channels_for(rt.settings, athlete) == []
     unknown = runner.invoke(app, ["athlete", "set", "me", "--channel", "fax.number=1"])
     assert unknown.exit_code == 2

@@ -1,9 +1,11 @@
 """The weekly digest, end to end through a real SMTP server: once per ISO week on the athlete's weekday after
-08:00 local, email only, the chart as an inline PNG referenced by Content-ID, and figures that match the
-database."""
+08:00 local, through the same outbox writer and channels as every prompt (email with the chart as an inline PNG
+referenced by Content-ID, the console with the text), figures that match the database, dates in the athlete's
+time zone."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
@@ -11,17 +13,19 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from channel_settings import channel_settings
 from conftest import runtime_on
+from factories import ingest_planned
 from fitgen import write_activity
 from harness import SmtpSink
 from sqlalchemy import select
 
-from ingest.service import ingest_path
 from recommender.digest import DIGEST_KIND, weekly_digests
 from recommender.feedback import record_done
 from recommender.messages import relay_pending
 from stridecare.clock import write_clock_file
 from stridecare.db.models import Athlete, Delivery, Prompt, Run
+from stridecare.plugins import patch_channel_options
 from stridecare.runtime import Runtime
 from workers.periodic import Enqueue, run_periodic
 
@@ -44,8 +48,12 @@ def env(tmp_path: Path, sink: SmtpSink, tx_rt: Runtime) -> tuple[Runtime, Path]:
         tx_rt.db, tmp_path, clock_file=clock, smtp_host="127.0.0.1", smtp_port=sink.port, smtp_security="none"
     )
     with rt.db.transaction() as s:
-        # Console stays on: the digest must still go by email only.
-        s.add(Athlete(name="anna", email="anna@example.org", timezone=TZ, digest_weekday=0, console=True))
+        # Email and the console: the digest goes to both, as a prompt does.
+        s.add(
+            Athlete(
+                name="anna", channel_settings=channel_settings(email="anna@example.org"), timezone=TZ, digest_weekday=0
+            )
+        )
         s.add(Athlete(name="nomail", timezone=TZ, digest_weekday=0))
     return rt, clock
 
@@ -53,7 +61,9 @@ def env(tmp_path: Path, sink: SmtpSink, tx_rt: Runtime) -> tuple[Runtime, Path]:
 def _run(rt: Runtime, tmp_path: Path, start: datetime, minutes: int, name: str) -> None:
     path = tmp_path / name
     write_activity(path, start=start, duration_s=minutes * 60, speed_mps=3.1, cadence_rpm=84, sample_interval_s=5)
-    assert ingest_path(rt.db, rt.settings, "anna", path, start + timedelta(minutes=minutes + 30)).status == "ingested"
+    assert (
+        ingest_planned(rt.db, rt.settings, "anna", path, start + timedelta(minutes=minutes + 30)).status == "ingested"
+    )
 
 
 def _local(day: date, hh: int, mm: int = 0) -> datetime:
@@ -104,14 +114,25 @@ def test_digest_is_sent_once_per_week_by_email_with_an_inline_chart(
     write_clock_file(clock, _local(date(2026, 3, 9), 7, 59))  # Monday, one minute early
     assert weekly_digests(rt) == 0
     write_clock_file(clock, _local(date(2026, 3, 9), 8, 5))
-    assert weekly_digests(rt) == 1  # anna only: "nomail" has no address
+    assert weekly_digests(rt) == 1  # anna only: "nomail" has no run
     assert weekly_digests(rt) == 0  # a second tick the same week writes nothing
     with rt.db.transaction() as s:
         digest = s.scalars(select(Prompt).where(Prompt.kind == DIGEST_KIND)).one()
         assert digest.dedupe_key == "2026-W11"
-        assert [d.channel for d in s.scalars(select(Delivery).where(Delivery.prompt_id == digest.id))] == ["email"]
+        rows = s.scalars(select(Delivery).where(Delivery.prompt_id == digest.id).order_by(Delivery.channel))
+        assert [(d.channel, d.message_id) for d in rows] == [
+            ("console", f"msg_{digest.id}_console"),
+            ("email", f"msg_{digest.id}_email"),
+        ]
 
     relay_pending(rt)
+    logged = [
+        json.loads(line)
+        for line in (rt.settings.data_home / "prompts.log").read_text().splitlines()
+        if json.loads(line)["prompt_id"] == digest.id
+    ]
+    assert len(logged) == 1 and f"Runs: {truth['runs']}\n" in logged[0]["text"]
+    assert logged[0]["payload"]["type"] == "digest.created"
     digests = [m for m in sink.messages if "your week in running" in str(m["Subject"])]
     assert len(digests) == 1
     mail = digests[0]
@@ -165,16 +186,29 @@ def test_the_beat_tick_writes_the_digest(env: tuple[Runtime, Path], tmp_path: Pa
     with rt.db.transaction() as s:
         digests = list(s.scalars(select(Prompt).where(Prompt.kind == DIGEST_KIND)))
         assert len(digests) == 1
-        email_delivery = s.scalars(select(Delivery).where(Delivery.prompt_id == digests[0].id)).one()
-    assert email_delivery.id in enqueued
+        rows = list(s.scalars(select(Delivery).where(Delivery.prompt_id == digests[0].id)))
+    assert sorted(d.channel for d in rows) == ["console", "email"]
+    assert {d.id for d in rows} <= set(enqueued)
 
 
-def test_no_digest_without_a_deliverable_address(env: tuple[Runtime, Path]) -> None:
+def test_an_unsubscribed_email_gets_no_digest_and_no_channel_no_digest(
+    env: tuple[Runtime, Path], tmp_path: Path
+) -> None:
     rt, clock = env
+    _run(rt, tmp_path, _local(WEEK[2], 18), 35, "wed.fit")
     with rt.db.transaction() as s:
         anna = s.scalars(select(Athlete).where(Athlete.name == "anna")).one()
-        anna.email_unsubscribed_at = datetime(2026, 3, 1, tzinfo=UTC)
+        patch_channel_options(anna, "email", unsubscribed_at=datetime(2026, 3, 1, tzinfo=UTC))
     write_clock_file(clock, _local(date(2026, 3, 9), 9))
+    assert weekly_digests(rt) == 1
+    with rt.db.read() as s:
+        assert [d.channel for d in s.scalars(select(Delivery).join(Prompt).where(Prompt.kind == DIGEST_KIND))] == [
+            "console"
+        ]
+    with rt.db.transaction() as s:
+        anna = s.scalars(select(Athlete).where(Athlete.name == "anna")).one()
+        patch_channel_options(anna, "console", enabled=False)
+    write_clock_file(clock, _local(date(2026, 3, 16), 9))
     assert weekly_digests(rt) == 0
 
 
@@ -238,9 +272,8 @@ def test_chart_is_drawn_at_twice_its_display_size(env: tuple[Runtime, Path], tmp
 def test_digest_day_time_and_preview_from_the_command_line(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from stridecare_app.cli.main import _register, app
+    from stridecare_app.cli.main import app
 
-    _register()
     clock = cli_env / "clock.txt"
     write_clock_file(clock, _local(date(2026, 3, 11), 12))  # Wednesday
     monkeypatch.setenv("STRIDECARE_CLOCK_FILE", str(clock))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from channel_settings import channel_settings
 from conftest import make_settings
 from factories import parsed_run, store_runs
 from sqlalchemy import select
@@ -74,14 +75,13 @@ def history_rt(tmp_path: Path) -> Runtime:
     store_runs(rt.db, rt.settings, "anna", runs[-1:], NOW)
     with rt.db.transaction() as s:
         athlete = get_athlete(s, "anna")
-        athlete.email = "anna@example.test"
+        athlete.channel_settings = channel_settings(email="anna@example.test")
     return rt
 
 
 def _cli(rt: Runtime, *args: str) -> str:
-    from stridecare_app.cli.main import _register, app
+    from stridecare_app.cli.main import app
 
-    _register()
     env = {
         "STRIDECARE_DATA_HOME": str(rt.settings.data_home),
         "STRIDECARE_ENCRYPTION_KEYS": rt.settings.encryption_keys[0].get_secret_value(),
@@ -94,7 +94,7 @@ def _cli(rt: Runtime, *args: str) -> str:
 
 def _messages(rt: Runtime) -> tuple[str, dict[str, Any]]:
     """The last run's prompt as the email text and as the webhook payload."""
-    with rt.db.sessions() as s:
+    with rt.db.read() as s:
         athlete = get_athlete(s, "anna")
         prompt = s.scalars(select(Prompt).where(Prompt.kind == "post_run").order_by(Prompt.created_at.desc())).first()
         assert prompt is not None and prompt.local_day == LAST_DAY
@@ -117,7 +117,7 @@ def test_every_surface_shows_the_same_figure_under_the_same_name(history_rt: Run
     assert status["units"]["acute_load"] == "ref. steps/day" and status["units"]["load_last_7_days"] == "ref. steps"
     assert len(status["flag_details"]) == len(status["flags"])  # each flag once, however many runs raised it
 
-    with rt.db.sessions() as s:
+    with rt.db.read() as s:
         athlete = get_athlete(s, "anna")
         dash = dashboard_data(s, rt.settings, athlete, NOW, range_key=None)
         facts = digest_facts(s, rt.settings, athlete, LAST_DAY + timedelta(days=1))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from channel_settings import channel_settings
 from conftest import make_settings
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -87,7 +88,7 @@ def seed(rt: Runtime) -> None:
     """An athlete with 4 files, 3 runs, 3 prompts and 5 deliveries in known states."""
     start = datetime(2025, 5, 1, 7, 0, tzinfo=UTC)
     with rt.db.transaction() as session:
-        ann = Athlete(name="ann", email="ann@example.org")
+        ann = Athlete(name="ann", channel_settings=channel_settings(email="ann@example.org"))
         session.add(ann)
         session.flush()
         for i, status in enumerate(["ingested", "ingested", "rejected", "skipped"]):
@@ -285,7 +286,6 @@ def healthy(rt: Runtime) -> Runtime:
 
 def health(env: dict[str, str], *args: str) -> tuple[int, dict[str, str]]:
     """Run ``stridecare health``; the exit code and each check's line keyed by check name."""
-    main._register()
     result = CliRunner().invoke(main.app, ["health", *args], env=env)
     lines: dict[str, str] = {}
     for raw in result.stdout.splitlines():
@@ -359,7 +359,7 @@ def test_health_fails_on_a_missing_inbox(rt: Runtime) -> None:
 def test_health_smtp(healthy: Runtime) -> None:
     env = env_for(healthy.settings)
     with healthy.db.transaction() as session:
-        session.add(Athlete(name="bo", email="bo@example.org"))
+        session.add(Athlete(name="bo", channel_settings=channel_settings(email="bo@example.org")))
     code, lines = health(env)
     assert code == 1
     assert "1 athlete(s) have an email address" in lines["smtp"]
@@ -390,7 +390,6 @@ def test_health_rejects_weak_or_broken_keys(healthy: Runtime) -> None:
 def test_health_json(healthy: Runtime) -> None:
     import json
 
-    main._register()
     result = CliRunner().invoke(main.app, ["health", "--json"], env=env_for(healthy.settings))
     assert result.exit_code == 0
     report = json.loads(result.stdout)
@@ -399,7 +398,7 @@ def test_health_json(healthy: Runtime) -> None:
 
 
 def test_health_through_the_console_script(healthy: Runtime, tmp_path: Path) -> None:
-    # The installed `stridecare` registers the command (main._register imports health_cmd).
+    # The installed `stridecare` registers the command (main imports health_cmd).
     env = {"PATH": str(BIN), "HOME": str(tmp_path), **env_for(healthy.settings)}
     ok = subprocess.run([str(BIN / "stridecare"), "health"], env=env, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr

@@ -8,19 +8,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from channel_settings import channel_settings
 from conftest import make_settings, runtime_on
+from factories import ingest_planned
 from fitgen import write_activity
 from harness import WebhookReceiver
 from sqlalchemy import select
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from ingest.service import ingest_path
 from recommender.messages import relay_pending
 from stridecare.clock import write_clock_file
 from stridecare.crypto import new_webhook_secret
 from stridecare.db.models import Athlete, Completion, Delivery, DeliveryAttempt, Prompt
 from stridecare.links import athlete_key, done_url, unsubscribe_url
+from stridecare.plugins import channel_options
 from stridecare.runtime import Runtime
 from stridecare_app.web.app import create_app
 
@@ -49,10 +51,10 @@ def add_athlete(rt: Runtime, hook: WebhookReceiver, **extra: object) -> None:
         s.add(
             Athlete(
                 name="me",
-                webhook_url=hook.url,
-                webhook_secret_enc=rt.vault.encrypt(hook.secret or ""),
+                channel_settings=channel_settings(
+                    rt.vault, webhook=hook.url, webhook_secret=hook.secret or "", console=False
+                ),
                 timezone="Europe/Berlin",
-                console=False,
                 **extra,
             )
         )
@@ -61,7 +63,7 @@ def add_athlete(rt: Runtime, hook: WebhookReceiver, **extra: object) -> None:
 def drop_run(rt: Runtime, tmp_path: Path, start: datetime, minutes: int = 40, name: str = "run.fit") -> None:
     path = tmp_path / name
     write_activity(path, start=start, duration_s=minutes * 60, speed_mps=3.0, cadence_rpm=85, sample_interval_s=5)
-    report = ingest_path(rt.db, rt.settings, "me", path, rt.now())
+    report = ingest_planned(rt.db, rt.settings, "me", path, rt.now())
     assert report.status == "ingested"
 
 
@@ -122,7 +124,7 @@ def test_retry_after_is_honoured_and_410_disables_the_endpoint(
         assert relay_pending(rt) == 1  # answered 410
         with rt.db.transaction() as s:
             athlete = s.scalars(select(Athlete)).one()
-            assert athlete.webhook_disabled_at is not None
+            assert channel_options(athlete, "webhook").get("disabled_at")
         assert delivery(rt).status == "failed"
         # The next run makes no webhook delivery at all.
         write_clock_file(clock, START + timedelta(days=1, minutes=45))
@@ -188,7 +190,7 @@ def test_done_link_records_completion_and_balance_progresses(tmp_path: Path) -> 
     with rt.db.transaction() as s:
         prompt_ids = [p.id for p in s.scalars(select(Prompt).order_by(Prompt.dedupe_key))]
     client = TestClient(create_app(rt), base_url="http://127.0.0.1:8080")
-    with rt.db.sessions() as s:
+    with rt.db.read() as s:
         key = athlete_key(rt.link_key, s.get(Athlete, athlete_id).link_secret)  # type: ignore[union-attr]
     base = rt.settings.effective_public_url
     # A forged signature records nothing; a GET (what mail scanners do) only asks.
@@ -200,9 +202,8 @@ def test_done_link_records_completion_and_balance_progresses(tmp_path: Path) -> 
     assert client.post(first).status_code == 200
     assert client.post(first).status_code == 200  # twice is harmless
     runner = CliRunner()
-    from stridecare_app.cli.main import _register, app
+    from stridecare_app.cli.main import app
 
-    _register()
     env = {
         "STRIDECARE_DATA_HOME": str(rt.settings.data_home),
         "STRIDECARE_ENCRYPTION_KEYS": rt.settings.encryption_keys[0].get_secret_value(),
@@ -220,12 +221,12 @@ def test_done_link_records_completion_and_balance_progresses(tmp_path: Path) -> 
 def test_one_click_unsubscribe(tx_rt: Runtime) -> None:
     rt = tx_rt
     with rt.db.transaction() as s:
-        athlete = Athlete(name="me", email="me@example.org", timezone="UTC")
+        athlete = Athlete(name="me", channel_settings=channel_settings(email="me@example.org"), timezone="UTC")
         s.add(athlete)
         s.flush()
         athlete_id = athlete.id
     client = TestClient(create_app(rt), follow_redirects=False, base_url="http://127.0.0.1:8080")
-    with rt.db.sessions() as s:
+    with rt.db.read() as s:
         key = athlete_key(rt.link_key, s.get(Athlete, athlete_id).link_secret)  # type: ignore[union-attr]
     url = unsubscribe_url(rt.settings.effective_public_url, key, athlete_id)
     path = url.removeprefix(rt.settings.effective_public_url)
@@ -235,7 +236,7 @@ def test_one_click_unsubscribe(tx_rt: Runtime) -> None:
     )
     assert response.status_code == 200  # answered directly, no redirect (RFC 8058)
     with rt.db.transaction() as s:
-        assert s.get(Athlete, athlete_id).email_unsubscribed_at is not None  # type: ignore[union-attr]
+        assert channel_options(s.get(Athlete, athlete_id), "email").get("unsubscribed_at")  # type: ignore[arg-type]
 
 
 def test_status_and_prompts_json(clocked: tuple[Runtime, Path], tmp_path: Path) -> None:
@@ -249,9 +250,8 @@ def test_status_and_prompts_json(clocked: tuple[Runtime, Path], tmp_path: Path) 
             drop_run(rt, tmp_path, start, minutes=40, name=f"r{day}.fit")
     finally:
         hook.stop()
-    from stridecare_app.cli.main import _register, app
+    from stridecare_app.cli.main import app
 
-    _register()
     env = {
         "STRIDECARE_DATA_HOME": str(rt.settings.data_home),
         "STRIDECARE_CLOCK_FILE": str(clock),

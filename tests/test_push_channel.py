@@ -1,5 +1,6 @@
-"""The push channel (Apprise) against a loopback receiver: delivered, retried on 500, refused by the SSRF
-guard, the URL encrypted at rest, and sent once after ``stridecare run`` is killed mid-send and restarted.
+"""The push channel (Apprise) against a loopback receiver: delivered as a notification (title, one line, the run
+page link), retried on 500, refused by the SSRF guard when set and when sent, the URL encrypted at rest, and
+sent once after ``stridecare run`` is killed mid-send and restarted.
 
 The receiver is a plain HTTP server that Apprise's ``json://`` service posts to, as a Home Assistant or
 Node-RED endpoint would receive it; nothing of Apprise or of the project is mocked.
@@ -17,21 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from channel_settings import channel_settings
 from conftest import make_settings
+from factories import ingest_planned
 from fitgen import write_activity
 from harness import processes, settings_env, stridecare, wait_for
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from delivery.push import MESSAGE_ID_HEADER
-from ingest.service import ingest_path
 from recommender.messages import relay_pending
 from stridecare.clock import write_clock_file
-from stridecare.db.models import Athlete, Delivery, DeliveryAttempt
+from stridecare.db.models import Athlete, Delivery, DeliveryAttempt, Run
 from stridecare.runtime import Runtime
-from stridecare_app.cli.main import _register, app
-
-_register()
+from stridecare_app.cli.main import app
 
 START = datetime(2026, 5, 6, 10, 0, tzinfo=UTC)  # a Wednesday morning: no weekly prompt due
 
@@ -43,6 +43,7 @@ class PushReceiver:
     script: list[int] = field(default_factory=list)
     hold: threading.Event | None = None
     received: list[dict[str, Any]] = field(default_factory=list)
+    connections: int = 0
     port: int = 0
     _server: ThreadingHTTPServer | None = None
 
@@ -68,7 +69,12 @@ class PushReceiver:
             def log_message(self, *args: Any) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def verify_request(self, request: Any, client_address: Any) -> bool:
+                receiver.connections += 1
+                return True
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -102,20 +108,25 @@ def _runtime(tmp_path: Path, **overrides: object) -> tuple[Runtime, Path]:
 def _set_push(tmp_path: Path, rt: Runtime, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The way a runner does it: ``stridecare athlete set me --push URL``."""
     with rt.db.transaction() as s:
-        s.add(Athlete(name="me", timezone="UTC", console=False))
+        s.add(Athlete(name="me", timezone="UTC", channel_settings=channel_settings(console=False)))
+    result = _cli_set_push(rt, url, monkeypatch)
+    assert result.exit_code == 0, result.output
+
+
+def _cli_set_push(rt: Runtime, url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     for key, value in {
         "STRIDECARE_DATA_HOME": str(rt.settings.data_home),
         "STRIDECARE_ENCRYPTION_KEYS": rt.settings.encryption_keys[0].get_secret_value(),
+        "STRIDECARE_WEBHOOK_ALLOWED_NETWORKS": ",".join(rt.settings.webhook_allowed_networks),
     }.items():
         monkeypatch.setenv(key, value)
-    result = CliRunner().invoke(app, ["athlete", "set", "me", "--push", url])
-    assert result.exit_code == 0, result.output
+    return CliRunner().invoke(app, ["athlete", "set", "me", "--push", url])
 
 
 def _drop_run(rt: Runtime, tmp_path: Path) -> None:
     path = tmp_path / "run.fit"
     write_activity(path, start=START, duration_s=2400, speed_mps=3.0, cadence_rpm=85, sample_interval_s=5)
-    assert ingest_path(rt.db, rt.settings, "me", path, rt.now()).status == "ingested"
+    assert ingest_planned(rt.db, rt.settings, "me", path, rt.now()).status == "ingested"
 
 
 def test_push_url_is_encrypted_at_rest_and_the_prompt_arrives(
@@ -125,7 +136,7 @@ def test_push_url_is_encrypted_at_rest_and_the_prompt_arrives(
     _set_push(tmp_path, rt, receiver.url, monkeypatch)
     with rt.db.transaction() as s:
         stored = s.scalars(select(Athlete)).one().channel_settings
-    assert set(stored) == {"push"}
+    assert set(stored) == {"console", "push"}
     assert "127.0.0.1" not in json.dumps(stored)
     assert rt.vault.decrypt(stored["push"]["url"]) == receiver.url
 
@@ -138,8 +149,13 @@ def test_push_url_is_encrypted_at_rest_and_the_prompt_arrives(
     (got,) = receiver.received
     assert got["id"] == message_id
     assert got["body"]["title"] == "me: foot care after your 7.2 km run"
-    assert "toe spread" in got["body"]["message"].lower()
-    assert "not medical advice" in got["body"]["message"]
+    # A notification, not the email: one line (the routines and why), then the run's page; no hard wrapping.
+    line, link = got["body"]["message"].split("\n")
+    assert "toe spread" in line.lower() and " — " in line and len(line) <= 240
+    with rt.db.read() as s:
+        run_id, token = s.execute(select(Run.id, Athlete.dashboard_token).join(Athlete)).one()
+    assert link == f"{rt.settings.effective_public_url}/dashboard/me/runs/{run_id}?t={token}"
+    assert "not medical advice" not in got["body"]["message"]  # the full text stays in email
 
 
 def test_push_retried_on_500_with_the_same_message_id(
@@ -166,19 +182,37 @@ def test_push_retried_on_500_with_the_same_message_id(
     assert [r["id"] for r in receiver.received] == [row.message_id, row.message_id]
 
 
-def test_push_to_a_private_address_is_refused_without_connecting(
+def test_push_to_a_private_address_is_refused_when_set(
     tmp_path: Path, receiver: PushReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rt, _ = _runtime(tmp_path, webhook_allowed_networks=[])
+    with rt.db.transaction() as s:
+        s.add(Athlete(name="me", timezone="UTC"))
     # A name, not a literal: the guard checks what the name resolves to, where the connection would go.
-    _set_push(tmp_path, rt, f"json://localhost:{receiver.port}/notify", monkeypatch)
+    result = _cli_set_push(rt, f"json://localhost:{receiver.port}/notify", monkeypatch)
+    assert result.exit_code == 2
+    assert "pushes to this json:// URL would be refused" in result.output
+    assert "resolves to 127.0.0.1, which is not a public address" in result.output
+    with rt.db.read() as s:
+        assert "push" not in s.scalars(select(Athlete)).one().channel_settings
+    assert receiver.connections == 0
+
+
+def test_push_to_a_private_address_is_refused_when_sent_without_connecting(
+    tmp_path: Path, receiver: PushReceiver
+) -> None:
+    # Stored while the operator allowed loopback; the allowance is gone by the time the prompt is sent.
+    rt, _ = _runtime(tmp_path, webhook_allowed_networks=[])
+    url = f"json://localhost:{receiver.port}/notify"
+    with rt.db.transaction() as s:
+        s.add(Athlete(name="me", timezone="UTC", channel_settings=channel_settings(rt.vault, console=False, push=url)))
     _drop_run(rt, tmp_path)
     assert relay_pending(rt) == 1
     with rt.db.transaction() as s:
         row = s.scalars(select(Delivery)).one()
     assert row.status == "failed"
     assert "not a public address" in (row.last_error or "")
-    assert receiver.received == []
+    assert receiver.received == [] and receiver.connections == 0
 
 
 @pytest.mark.slow
@@ -190,7 +224,7 @@ def test_push_sent_once_after_the_runner_is_killed_mid_send(tmp_path: Path) -> N
     )
     rt = Runtime.open(settings)
     with rt.db.transaction() as s:
-        s.add(Athlete(name="me", timezone="UTC", console=False, channel_settings={}))
+        s.add(Athlete(name="me", timezone="UTC", channel_settings=channel_settings(console=False)))
     from stridecare.plugins import channel_classes, store_channel_settings
 
     with rt.db.transaction() as s:

@@ -121,6 +121,8 @@ def test_payload_carries_our_recommendation_only() -> None:
         "figures",
         "done_url",
         "created_at",
+        "created_at_local",
+        "timezone",
         "disclaimer",
     }
     assert data["prompt_id"] == "41"
@@ -134,6 +136,7 @@ def test_payload_carries_our_recommendation_only() -> None:
     assert data["run"] == {
         "id": None,
         "start_time": None,
+        "start_time_local": None,
         "sport": None,
         "date": "2026-05-03",
         "distance_km": 21.1,
@@ -168,6 +171,7 @@ def test_planner_fact_names_are_understood() -> None:
     assert payload["data"]["run"] == {
         "id": 9,
         "start_time": "2026-05-03T06:10:00Z",
+        "start_time_local": "2026-05-03T06:10:00+00:00",
         "sport": "running",
         "date": "2026-05-03",
         "distance_km": 10.0,

@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from channel_settings import channel_settings
 from conftest import make_settings, require_redis
 from fitgen import write_activity
 from harness import (
@@ -138,15 +139,14 @@ def test_six_weeks_of_runs_as_they_happen(mode: str, tmp_path: Path) -> None:
         s.add(
             Athlete(
                 name="me",
-                email="runner@example.org",
-                webhook_url=hook.url,
-                webhook_secret_enc=rt.vault.encrypt(secret),
+                channel_settings=channel_settings(
+                    rt.vault, email="runner@example.org", webhook=hook.url, webhook_secret=secret, console=False
+                ),
                 timezone="Europe/Berlin",
                 balance_weekday=6,
                 balance_time="18:00",
                 quiet_start="22:00",
                 quiet_end="06:00",
-                console=False,
             )
         )
     env = settings_env(settings)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from channel_settings import channel_settings
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from starlette.testclient import TestClient
@@ -42,7 +43,7 @@ PROMPT_S = 1.0  # "promptly": far below the 30 s busy timeout a locked reader wo
 def locked(rt: Runtime) -> Iterator[subprocess.Popen[str]]:
     """A second process holding the write lock of ``rt``'s database for the duration of the test."""
     with rt.db.transaction() as s:
-        s.add(Athlete(name="anna", timezone="UTC", console=False))
+        s.add(Athlete(name="anna", timezone="UTC", channel_settings=channel_settings(console=False)))
     path = rt.db.engine.url.database
     assert path
     holder = subprocess.Popen(
@@ -79,7 +80,7 @@ def test_write_transaction_still_waits_for_the_lock(rt: Runtime, locked: subproc
 
     def write() -> None:
         with rt.db.transaction() as session:
-            session.add(Athlete(name="ben", timezone="UTC", console=False))
+            session.add(Athlete(name="ben", timezone="UTC", channel_settings=channel_settings(console=False)))
         done.set()
 
     writer = threading.Thread(target=write)

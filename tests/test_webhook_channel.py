@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from channel_settings import channel_settings
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -605,11 +606,11 @@ def test_https_verifies_the_host_name_while_connecting_to_the_ip(
 def test_real_payloads_follow_the_published_schema_and_name_athlete_and_run(tmp_path: Path) -> None:
     import jsonschema
     from conftest import make_settings
+    from factories import ingest_planned
     from fitgen import write_activity
     from harness import WebhookReceiver
     from sqlalchemy import select
 
-    from ingest.service import ingest_path
     from recommender.messages import relay_pending
     from stridecare.clock import write_clock_file
     from stridecare.crypto import new_webhook_secret
@@ -631,15 +632,15 @@ def test_real_payloads_follow_the_published_schema_and_name_athlete_and_run(tmp_
                     Athlete(
                         name=handle,
                         display_name=handle.title(),
-                        console=False,
-                        webhook_url=hook.url,
-                        webhook_secret_enc=rt.vault.encrypt(hook.secret or ""),
+                        channel_settings=channel_settings(
+                            rt.vault, webhook=hook.url, webhook_secret=hook.secret or "", console=False
+                        ),
                     )
                 )
         for handle in ("anna", "ben"):
             path = tmp_path / f"{handle}.fit"
             write_activity(path, start=start, duration_s=2400, speed_mps=3.0 if handle == "anna" else 2.5)
-            assert ingest_path(rt.db, rt.settings, handle, path, rt.now()).status == "ingested"
+            assert ingest_planned(rt.db, rt.settings, handle, path, rt.now()).status == "ingested"
         assert relay_pending(rt) == 2
     finally:
         for hook in hooks:

@@ -81,14 +81,10 @@ class Athlete(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     display_name: Mapped[str | None] = mapped_column(String(200))
-    email: Mapped[str | None] = mapped_column(String(320))
-    webhook_url: Mapped[str | None] = mapped_column(Text)
-    webhook_secret_enc: Mapped[str | None] = mapped_column(Text)
-    webhook_disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    email_unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    console: Mapped[bool] = mapped_column(Boolean, default=True)
-    # Settings of the channels this athlete chose, by channel name ({"push": {"url": <encrypted>}}): plugin
-    # channels keep theirs here, so a new channel needs no column. Reassign the dict to change it.
+    # Every channel's settings for this athlete, by channel name, each in its channel's schema
+    # ({"email": {"address": …}, "webhook": {"url": …, "secret": <encrypted>}, "console": {"enabled": false},
+    # "push": {"url": <encrypted>}}): the one place, built-ins and plugins alike, so a channel needs no column.
+    # Read and write it through stridecare.plugins (channel_options, store_channel_settings).
     channel_settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     quiet_start: Mapped[str | None] = mapped_column(String(5))  # "22:00"

@@ -11,9 +11,17 @@ import typer
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from delivery.push import check_push_url
 from stridecare.crypto import Vault, new_webhook_secret
 from stridecare.db.models import Athlete
 from stridecare.handles import InvalidHandle, check_handle
+from stridecare.plugins import (
+    InvalidChannelSettings,
+    channel_classes,
+    channel_options,
+    put_channel_options,
+    store_channel_settings,
+)
 from stridecare.settings import Settings
 from stridecare_app.cli.main import app, athlete_or_fail, emit_json, fail, runtime
 
@@ -72,28 +80,37 @@ def _channel_values(specs: list[str]) -> dict[str, dict[str, str | None] | None]
     return out
 
 
-def _apply_channels(athlete: Athlete, push: str | None, specs: list[str] | None, vault: Vault) -> None:
-    """Store ``--push`` and ``--channel`` settings under the channel's name, secrets encrypted."""
-    from stridecare.plugins import channel_classes, store_channel_settings
+def _store(athlete: Athlete, name: str, values: dict[str, str | None] | None, vault: Vault) -> None:
+    """Write one channel's settings through its schema (None removes the channel); a refusal is a plain message."""
+    classes = channel_classes()
+    cls = classes.get(name)
+    if cls is None:
+        fail(f"no channel named {name!r} is installed (installed: {', '.join(sorted(classes))})")
+    try:
+        if values is None:
+            put_channel_options(athlete, name, None)
+        else:
+            store_channel_settings(athlete, cls, values, vault)
+    except InvalidChannelSettings as exc:
+        fail(str(exc))
 
+
+def _apply_channels(
+    athlete: Athlete, push: str | None, specs: list[str] | None, vault: Vault, settings: Settings
+) -> str | None:
+    """Store ``--push`` and ``--channel`` settings under the channel's name, secrets encrypted; returns a
+    warning to show (a push host that does not resolve from here)."""
     wanted: dict[str, dict[str, str | None] | None] = _channel_values(specs or [])
+    warning: str | None = None
     if push is not None:
         if push:
-            from delivery.push import check_push_url
-
-            problem = check_push_url(push)
+            problem, warning = check_push_url(push, settings)
             if problem:
                 fail(problem)
         wanted["push"] = {"url": push} if push else None
-    classes = channel_classes()
     for name, values in wanted.items():
-        cls = classes.get(name)
-        if cls is None:
-            fail(f"no channel named {name!r} is installed (installed: {', '.join(sorted(classes))})")
-        if values is None:
-            athlete.channel_settings = {k: v for k, v in (athlete.channel_settings or {}).items() if k != name}
-        else:
-            store_channel_settings(athlete, cls, values, vault)
+        _store(athlete, name, values, vault)
+    return warning
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +129,7 @@ class _Changes:
     digest_time: str | None = None
 
 
-def _apply(athlete: Athlete, changes: _Changes, vault_encrypt: object) -> str | None:
+def _apply(athlete: Athlete, changes: _Changes, vault: Vault) -> str | None:
     """Validate and apply options; returns a newly generated webhook secret to show once."""
     email, webhook, timezone, quiet, mass = (
         changes.email,
@@ -129,16 +146,16 @@ def _apply(athlete: Athlete, changes: _Changes, vault_encrypt: object) -> str | 
     if email is not None:
         if email and ("@" not in email or any(c.isspace() for c in email)):
             fail(f"{email!r} is not an email address")
-        athlete.email = email or None
-        athlete.email_unsubscribed_at = None
+        # A fresh address clears an earlier unsubscribe (the channel's reset_on_change).
+        _store(athlete, "email", {"address": email} if email else None, vault)
     if webhook is not None:
         if webhook and not webhook.startswith(("https://", "http://")):
             fail("the webhook URL must start with https:// (or http:// on a trusted network)")
-        athlete.webhook_url = webhook or None
-        athlete.webhook_disabled_at = None
-        if webhook and not athlete.webhook_secret_enc:
+        values: dict[str, str | None] | None = {"url": webhook} if webhook else None
+        if values is not None and not channel_options(athlete, "webhook").get("secret"):
             new_secret = new_webhook_secret()
-            athlete.webhook_secret_enc = vault_encrypt(new_secret)  # type: ignore[operator]
+            values["secret"] = new_secret
+        _store(athlete, "webhook", values, vault)
     if timezone is not None:
         try:
             ZoneInfo(timezone)
@@ -179,13 +196,14 @@ def _apply(athlete: Athlete, changes: _Changes, vault_encrypt: object) -> str | 
 
 
 def _describe(a: Athlete) -> dict[str, object]:
+    email, webhook = channel_options(a, "email"), channel_options(a, "webhook")
     return {
         "name": a.name,
         "display_name": a.display_name,
-        "email": a.email,
-        "email_unsubscribed": a.email_unsubscribed_at is not None,
-        "webhook_url": a.webhook_url,
-        "webhook_disabled": a.webhook_disabled_at is not None,
+        "email": email.get("address"),
+        "email_unsubscribed": bool(email.get("unsubscribed_at")),
+        "webhook_url": webhook.get("url"),
+        "webhook_disabled": bool(webhook.get("disabled_at")),
         "timezone": a.timezone,
         "quiet_hours": f"{a.quiet_start}-{a.quiet_end}" if a.quiet_start else None,
         "body_mass_kg": a.body_mass_kg,
@@ -195,7 +213,8 @@ def _describe(a: Athlete) -> dict[str, object]:
         "digest_day": WEEKDAYS[a.digest_weekday],
         "digest_time": a.digest_time,
         # Which channels have settings, never the settings themselves: they may hold tokens.
-        "channels": sorted((a.channel_settings or {}).keys()),
+        "channels": sorted(k for k in (a.channel_settings or {}) if k not in ("email", "webhook", "console")),
+        "console": bool(channel_options(a, "console").get("enabled", True)),
     }
 
 
@@ -222,7 +241,7 @@ def add(
             athlete = Athlete(name=name, timezone=timezone or rt.settings.default_timezone)
             session.add(athlete)
             changes = _Changes(email, webhook, timezone, quiet, mass, balance_day, balance_time, display_name)
-            secret = _apply(athlete, changes, rt.vault.encrypt)
+            secret = _apply(athlete, changes, rt.vault)
             session.flush()
     except IntegrityError:
         fail(f"athlete {name!r} exists already; change it with `stridecare athlete set {name} …`")
@@ -252,15 +271,19 @@ def set_(
     rt = runtime()
     with rt.db.transaction() as session:
         athlete = athlete_or_fail(session, name)
+        # Locked: the channels' settings are one JSON value, which a delivery's outcome may update meanwhile.
+        session.refresh(athlete, with_for_update=True)
         changes = _Changes(
             email, webhook, timezone, quiet, mass, balance_day, balance_time, display_name, digest_day, digest_time
         )
-        secret = _apply(athlete, changes, rt.vault.encrypt)
-        _apply_channels(athlete, push, channel, rt.vault)
+        secret = _apply(athlete, changes, rt.vault)
+        warning = _apply_channels(athlete, push, channel, rt.vault, rt.settings)
     typer.echo(f"updated {name}")
     if secret:
         typer.echo(f"webhook secret (shown once, verify signatures with it): {secret}")
     _warn_if_refused(webhook, rt.settings)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 def _warn_if_refused(webhook: str | None, settings: Settings) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
@@ -208,8 +208,9 @@ def _athletes_with_email(settings: Settings) -> int | None:
     engine = _engine(settings.effective_database_url)
     try:
         with engine.connect() as conn:
-            query = select(func.count()).select_from(Athlete).where(Athlete.email.is_not(None))
-            return int(conn.scalar(query) or 0)
+            # Channel settings are one JSON value per athlete (stridecare.plugins): read them, count in Python.
+            rows = conn.execute(select(Athlete.channel_settings)).scalars()
+            return sum(1 for value in rows if isinstance(value, dict) and (value.get("email") or {}).get("address"))
     except Exception:
         return None  # the database check already reports why
     finally:
