@@ -179,3 +179,19 @@ def test_export_lists_the_accounts_without_secrets_and_forget_removes_them(env: 
     with rt.db.read() as s:
         assert s.scalar(select(func.count()).select_from(ConnectorAccount)) == 0
         assert s.scalar(select(func.count()).select_from(ConnectorItem)) == 0
+
+
+def test_the_home_page_shows_each_athletes_accounts_and_their_state(tmp_path: Path, fake: FakeIntervals) -> None:
+    from webclient import admin
+
+    from ingest.connectors.intervals import credentials_json
+    from ingest.connectors.ledger import connect
+    from ingest.connectors.poller import sync_account
+    from stridecare_app.web.app import create_app
+
+    rt = Runtime.open(make_settings(tmp_path, intervals_base_url=fake.url))
+    account = connect(rt.db, rt.settings, "anna", "intervals", "i1001", credentials_json("wrong", "i1001"), rt.now())
+    sync_account(rt.db, rt.settings, account, rt.now)
+    page = admin(create_app(rt), rt).get("/").text
+    assert "intervals i1001: <span class=\"bad\">refused</span>, 0 stored" in page
+    assert "intervals.icu refused the API key (HTTP 401)" in page

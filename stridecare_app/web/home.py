@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from ingest.connectors.ledger import account_states
 from ingest.strava.ratelimit import app_status
 from recommender.overview import overview
 from stridecare.runtime import Runtime
@@ -55,6 +56,10 @@ def routes(rt: Runtime) -> list[Route]:
         with rt.db.read() as session:  # a page view takes no write lock
             data = overview(session, rt.settings, rt.now())
             data["strava_app"] = app_status(session) if rt.settings.strava_client_id else None
+        accounts: dict[str, list[Any]] = {}  # connector accounts by athlete, as `stridecare sources` shows them
+        for state in account_states(rt.db):
+            accounts.setdefault(state.athlete, []).append(state)
+        data["accounts"] = accounts
         return render_home(data, _connect_links(rt, data["athletes"]), csrf)
 
     async def home(request: Request) -> Response:
