@@ -56,27 +56,41 @@ class Decoded:
     refused: bool = False  # refused before reading (link, size): nothing to quarantine
 
 
-def decode_path(path: Path, root: Path | None, max_bytes: int, constants: LoadConstants) -> Decoded:
+# What the caller already knows of a file it checked and hashed: (size, mtime in ns, SHA-256 hex digest).
+Known = tuple[int, int, str]
+
+
+def known_digest(stat: FileStat, known: Known | None) -> str | None:
+    """The caller's digest when the file still has the size and time it had when the caller hashed it."""
+    if known is not None and (stat.size, stat.mtime_ns) == known[:2]:
+        return known[2]
+    return None
+
+
+def decode_path(
+    path: Path, root: Path | None, max_bytes: int, constants: LoadConstants, known: Known | None = None
+) -> Decoded:
     """Check, hash and decode ``path`` with sources built with the model ``constants``; every failure becomes a
-    one-line reason, never an exception."""
+    one-line reason, never an exception. ``known``: the caller hashed the file already; it is not hashed again
+    unless its size or time changed since."""
     try:
         stat = check_file(path, root=root, max_bytes=max_bytes)
     except RefusedFile as exc:
         return Decoded(path, None, None, None, None, str(exc), refused=True)
     source = source_for(path, registered_sources(constants))
     if source is None:
-        known = ", ".join(supported_suffixes())
+        supported = ", ".join(supported_suffixes())
         return Decoded(
             path,
             stat,
             None,
             None,
             None,
-            f"refused: {path.name} is not a supported file ({known})",
+            f"refused: {path.name} is not a supported file ({supported})",
             refused=True,
         )
     try:
-        digest = content_hash(path)
+        digest = known_digest(stat, known) or content_hash(path)
     except OSError as exc:
         return Decoded(path, stat, None, source.name, None, f"unreadable: {exc.strerror or exc}", refused=True)
     try:

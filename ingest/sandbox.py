@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.decode import Decoded, decode_path, registered_sources
+from ingest.decode import Decoded, Known, decode_path, known_digest, registered_sources
 from ingest.files import RefusedFile, check_file, content_hash
 from stridecare.domain.load import LoadConstants
 from stridecare.plugins import source_for
@@ -91,8 +91,9 @@ def _child_main(request: dict[str, object], result_fd: int) -> None:
     max_bytes = int(str(request["max_bytes"]))
     constants = request["constants"]
     assert isinstance(constants, LoadConstants)
+    known = request.get("known")
     try:
-        decoded = decode_path(path, root, max_bytes, constants)
+        decoded = decode_path(path, root, max_bytes, constants, known)  # type: ignore[arg-type]
     except MemoryError:
         decoded = Decoded(path, None, None, None, None, _MEMORY)
     except RecursionError:
@@ -339,12 +340,12 @@ def _death_reason(exitcode: int | None, timed_out: bool, limits: Limits) -> str:
     return f"damaged: the decoder stopped unexpectedly (exit status {exitcode})"
 
 
-def _failed(path: Path, root: Path | None, max_bytes: int, reason: str) -> Decoded:
+def _failed(path: Path, root: Path | None, max_bytes: int, reason: str, known: Known | None = None) -> Decoded:
     """A rejection the caller records itself, with the file's stat and hash, so that it is logged in the import
     log and quarantined like any damaged file."""
     try:
         stat = check_file(path, root=root, max_bytes=max_bytes)
-        digest = content_hash(path)
+        digest = known_digest(stat, known) or content_hash(path)
     except RefusedFile as exc:
         return Decoded(path, None, None, None, None, str(exc), refused=True)
     except OSError as exc:
@@ -354,17 +355,18 @@ def _failed(path: Path, root: Path | None, max_bytes: int, reason: str) -> Decod
 
 
 def decode_sandboxed(
-    path: Path, root: Path | None, max_bytes: int, limits: Limits, constants: LoadConstants
+    path: Path, root: Path | None, max_bytes: int, limits: Limits, constants: LoadConstants, known: Known | None = None
 ) -> Decoded:
     """``decode_path`` in a child process under ``limits``, with sources built with the model ``constants``
     (pass the settings' own: ``settings.load.constants``); a crash, a hang or an exhausted limit becomes a
-    rejected ``Decoded`` with a plain reason. Never raises for anything the file does.
+    rejected ``Decoded`` with a plain reason. Never raises for anything the file does. ``known``: the caller's
+    stat and digest of the file, so that it is not hashed again.
 
     A server that never acknowledged the request (it died for reasons of its own, or was killed) is not the
     file's fault: the request is made again, each time to a server started after the one that failed it, before
     anything is concluded. ``RuntimeError`` only when servers die as they start (a crash loop)."""
     for _attempt in range(_MAX_TRIES):
-        outcome, generation = _decode_once(path, root, max_bytes, limits, constants)
+        outcome, generation = _decode_once(path, root, max_bytes, limits, constants, known)
         if outcome is not None:
             return outcome
         if _server.crash_loop(generation):
@@ -373,7 +375,7 @@ def decode_sandboxed(
 
 
 def _decode_once(
-    path: Path, root: Path | None, max_bytes: int, limits: Limits, constants: LoadConstants
+    path: Path, root: Path | None, max_bytes: int, limits: Limits, constants: LoadConstants, known: Known | None
 ) -> tuple[Decoded | None, int]:
     """One try: the outcome (None when the server did not acknowledge the request) and the server generation
     that was asked."""
@@ -384,6 +386,7 @@ def _decode_once(
             "max_bytes": max_bytes,
             "limits": limits,
             "constants": constants,
+            "known": known,
         }
     )
     result_r, result_w = os.pipe()
@@ -417,14 +420,16 @@ def _decode_once(
         os.close(status_r)
     if result is not None:
         if result.stat is None and not result.refused and result.error:
-            return _failed(path, root, max_bytes, result.error), generation  # ran out before it could hash
+            return _failed(path, root, max_bytes, result.error, known), generation  # ran out before it could hash
         return result, generation
     reason = _death_reason(exitcode, not finished, limits)
     log.warning("decoding %s: %s", path.name, reason)
-    return _failed(path, root, max_bytes, reason), generation
+    return _failed(path, root, max_bytes, reason, known), generation
 
 
-def decode_for(settings: Settings, path: Path, root: Path | None, max_bytes: int | None = None) -> Decoded:
+def decode_for(
+    settings: Settings, path: Path, root: Path | None, max_bytes: int | None = None, known: Known | None = None
+) -> Decoded:
     """``decode_sandboxed`` with the limits, size cap and model constants from ``settings``."""
     return decode_sandboxed(
         path,
@@ -432,6 +437,7 @@ def decode_for(settings: Settings, path: Path, root: Path | None, max_bytes: int
         settings.max_file_bytes if max_bytes is None else max_bytes,
         Limits.from_settings(settings),
         settings.load.constants,
+        known,
     )
 
 

@@ -172,7 +172,9 @@ def sandboxed(settings: Settings) -> Decoder:
     """The decoder every way in uses: a sandboxed child under the settings' limits and model constants."""
 
     def decode(checked: CheckedFile) -> Decoded:
-        return decode_for(settings, checked.path, checked.root)
+        # The stat and digest travel with the file: the child does not hash it again.
+        known = (checked.stat.size, checked.stat.mtime_ns, checked.digest)
+        return decode_for(settings, checked.path, checked.root, known=known)
 
     return decode
 

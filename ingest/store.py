@@ -93,13 +93,14 @@ def store_decoded(
     replan mark are written in one transaction, so a crash leaves either all of them or none (and the file is
     then picked up again by the next scan). The report says whether the athlete's replan is owed."""
     path = str(decoded.path)
-    if decoded.refused or decoded.content_hash is None:
+    digest = decoded.content_hash
+    if decoded.refused or digest is None:
         return FileReport(path, "rejected", decoded.error)
     if decoded.result is not None and (implausible := first_implausibility(decoded.result.runs)):
         # Physically impossible content is rejected like a damaged file: logged, quarantined, never stored.
         decoded = replace(decoded, result=None, error=implausible)
     report, move = FileReport(path, "duplicate", "stored at the same time by a concurrent import"), False
-    original = keep(settings.data_home, decoded.path, decoded.content_hash) if decoded.result else None
+    original = keep(settings.data_home, decoded.path, digest) if decoded.result else None
     for _attempt in range(2):
         try:
             report, move = _store_once(db, settings, athlete_name, decoded, origin, original)

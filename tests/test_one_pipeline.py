@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import make_settings
 from factories import ingest_planned
 from fake_strava import make_activity
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from test_more_sources import gpx_xml, track_points
 from typer.testing import CliRunner
 
+from ingest.service import ingest_path
 from ingest.strava.convert import convert_activity
 from ingest.strava.sync import store_runs
 from recommender.planner import replan
@@ -35,7 +37,8 @@ NOW = START + timedelta(days=30)
 # What writes a run: constructing one, a bulk statement on the table, or setting a column that only the writer
 # decides (the samples, the session link).
 _WRITES = re.compile(
-    r"(?<!class )\bRun\(|(?<!class )\bRunSamples\(|\b(?:update|delete|insert)\(Run\)|\.duplicate_of_id\s*=[^=]|\brun\.samples\s*=[^=]"
+    r"(?<!class )\bRun\(|(?<!class )\bRunSamples\(|\b(?:update|delete|insert)\(Run\)"
+    r"|\.duplicate_of_id\s*=[^=]|\brun\.samples\s*=[^=]"
 )
 # The one writer; and forgetting an athlete, which deletes every table's rows of theirs (runs among them).
 _ALLOWED = {"ingest/runs.py": "the one writer", "recommender/data_rights.py": "forget: every row of an athlete"}
@@ -231,3 +234,39 @@ def test_recompute_after_a_model_change_equals_a_fresh_import(tmp_path: Path) ->
     with old.db.read() as s:
         assert s.scalar(select(SourceRecord.source_key)) == "7"
         assert all(f.original for f in s.scalars(select(ImportedFile)))
+
+
+# -- checked and hashed once ------------------------------------------------------------------------------------
+
+
+def test_the_decoder_takes_the_digest_the_check_made_and_hashes_only_a_changed_file(tmp_path: Path) -> None:
+    from ingest.sandbox import decode_for
+
+    path = write_activity(tmp_path / "run.fit", start=START, duration_s=600, speed_mps=3.0).path
+    settings = make_settings(tmp_path)
+    st = path.stat()
+    told = "f" * 64
+    assert decode_for(settings, path, None, known=(st.st_size, st.st_mtime_ns, told)).content_hash == told
+    # The file changed since it was hashed (another time): the child hashes what it reads.
+    real = decode_for(settings, path, None, known=(st.st_size, st.st_mtime_ns - 1, told)).content_hash
+    assert real is not None and real != told and len(real) == 64
+
+
+def test_ingesting_a_file_hashes_it_once_in_this_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    path = write_activity(tmp_path / "run.fit", start=START, duration_s=600, speed_mps=3.0).path
+    rt = open_rt(tmp_path)
+    made = []
+    real_sha256 = hashlib.sha256
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        made.append(1)
+        return real_sha256(*args, **kwargs)
+
+    monkeypatch.setattr(hashlib, "sha256", counting)
+    assert ingest_path(rt.db, rt.settings, "me", path, NOW).status == "ingested"
+    assert len(made) == 1
+    made.clear()
+    assert ingest_path(rt.db, rt.settings, "me", path, NOW).status == "duplicate"
+    assert len(made) == 1
