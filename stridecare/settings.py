@@ -216,6 +216,17 @@ class Settings(BaseSettings):
     strava_subscription_id: int | None = None
     strava_streams_days: int = 42
     strava_refresh_margin_s: int = 300
+    # The API host, apart from the OAuth host above: Strava moves the API to https://api-v3.strava.com (no
+    # /api/v3 prefix; available from 2027-01-04). Unset: STRAVA_BASE_URL + "/api/v3".
+    strava_api_url: str | None = None
+    # Revoke access with POST /oauth/revoke (client credentials, available now) instead of /oauth/deauthorize
+    # (retired by Strava on 2027-06-01).
+    strava_use_revoke: bool = False
+    # A create event makes the athlete's recent-activities list due, at most once per this many seconds: a burst
+    # of events (or a forged flood) costs one list request per athlete per interval.
+    strava_list_interval_s: int = Field(default=120, ge=10)
+    # Requests of each rate-limit window that update and delete checks leave for new runs.
+    strava_event_reserve: int = Field(default=10, ge=0)
 
     # Connectors (accounts runs are pulled from: docs/connectors.md)
     intervals_base_url: str = "https://intervals.icu"

@@ -6,10 +6,19 @@ recorded exchanges in ``shared/corpus/strava``):
 * ``GET /oauth/authorize`` redirects to ``redirect_uri`` with ``code``, ``state`` and the scope the
   (simulated) athlete accepted; ``POST /oauth/token`` with ``authorization_code`` and ``refresh_token``
   grants (access tokens expire after 6 h of the fake clock; a refresh issues a new refresh token and the old
-  one is invalid at once); ``POST /oauth/deauthorize``.
-* ``/api/v3/athlete``, ``/athlete/activities`` (before/after/page/per_page ≤ 200), ``/activities/{id}``,
+  one is invalid at once; past ``athlete_limit`` distinct athletes a new one gets Strava's 403 "Limit of
+  connected athletes exceeded"); ``POST /oauth/deauthorize`` (the access token in the Authorization header)
+  and ``POST /oauth/revoke`` (client credentials in HTTP Basic, ``token`` = access or refresh token, which
+  revokes both).
+* ``/api/v3/athlete``, ``/athlete/activities`` (``before``/``after`` epochs, ``page``, ``per_page`` ≤ 200,
+  default 30; newest first, oldest first with ``after`` alone), ``/activities/{id}``,
   ``/activities/{id}/streams`` (``key_by_type``), ``/push_subscriptions`` (creation validates the callback
   with ``hub.mode``/``hub.challenge``/``hub.verify_token``).
+* Strava's 2027 rules: an access token in a query or form parameter is refused (401; headers only), and
+  :func:`api_host` serves the API at a second address without the ``/api/v3`` prefix, as
+  ``https://api-v3.strava.com`` does.
+* ``app_inactive = True``: every ``/api/v3`` request answers 403 ``Application``/``Status``/``Inactive`` (the
+  owner's subscription lapsed, stravalib issue 730); the token endpoint keeps working, as reported.
 * Rate limits per fixed 15-minute window (:00/:15/:30/:45) and UTC day of the fake clock, overall and read,
   reported on every ``/api/v3`` response in ``X-RateLimit-*``/``X-ReadRateLimit-*``; a 429 with Strava's error
   body when exceeded (the rejected request still counts, as Strava's own 429 example shows usage above the
@@ -20,6 +29,7 @@ Every request is recorded (method, normalised path, status, user agent) so tests
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import secrets
@@ -256,6 +266,13 @@ class FakeStrava:
         self.accepted_scope: str | None = None
         self.deny = False
         self.base_url = ""
+        # Strava's paywall: the whole API answers 403 Application/Status/Inactive while this is set.
+        self.app_inactive = False
+        # ... and the token endpoint too (reports differ on whether Strava refuses it).
+        self.app_inactive_tokens = False
+        # Distinct athletes the app may serve (Standard Tier: 10); None: no limit.
+        self.athlete_limit: int | None = None
+        self.revoked: list[str] = []
 
     # -- test controls ---------------------------------------------------------------------------------------
 
@@ -387,14 +404,23 @@ class FakeStrava:
         if path == "/oauth/authorize" and method == "GET":
             return self._authorize(query)
         if path == "/oauth/token" and method == "POST":
+            if self.app_inactive and self.app_inactive_tokens:
+                return 403, {}, _error("Forbidden", "Application", "Status", "Inactive")
             return self._token({**query, **form})
+        if "access_token" in query or "access_token" in form:
+            # From 2027 Strava takes access tokens in the Authorization header only.
+            return 401, {}, _error("Authorization Error", "AccessToken", "access_token", "header required")
         if path == "/oauth/deauthorize" and method == "POST":
-            return self._deauthorize({**query, **form}, headers)
+            return self._deauthorize(headers)
+        if path == "/oauth/revoke" and method == "POST":
+            return self._revoke(form, headers)
         if not path.startswith("/api/v3/"):
             return 404, {}, _error("Record Not Found", "Path", "path", "invalid")
 
         with self.lock:
             rl_headers = self._count_usage(method)
+            if self.app_inactive:
+                return 403, rl_headers, _error("Forbidden", "Application", "Status", "Inactive")
             if self._over_limit(method):
                 return 429, rl_headers, _error("Rate Limit Exceeded", "Application", "rate limit", "exceeded")
         sub = path[len("/api/v3") :]
@@ -512,6 +538,9 @@ class FakeStrava:
                 if entry is None:
                     return 400, {}, _error("Bad Request", "AuthorizationCode", "code", "invalid")
                 athlete_id, scope = entry
+                served = {g.athlete_id for g in self.grants if g.athlete_id not in self.deauthorized}
+                if self.athlete_limit is not None and athlete_id not in served and len(served) >= self.athlete_limit:
+                    return 403, {}, {"message": "Limit of connected athletes exceeded", "errors": []}
                 self.deauthorized.discard(athlete_id)
                 return 200, {}, self._token_body(self._issue(athlete_id, scope), with_athlete=True)
             if grant_type == "refresh_token":
@@ -529,17 +558,46 @@ class FakeStrava:
                 return 200, {}, self._token_body(self._issue(old.athlete_id, old.scope), with_athlete=False)
         return 400, {}, _error("Bad Request", "Application", "grant_type", "invalid")
 
-    def _deauthorize(self, f: dict[str, str], headers: dict[str, str]) -> tuple[int, dict[str, str], Any]:
-        grant = self._bearer(headers) or self._find_access(f.get("access_token", ""))
+    def _deauthorize(self, headers: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        grant = self._bearer(headers)
         if grant is None:
             return 401, {}, _error("Authorization Error", "Athlete", "access_token", "invalid")
+        self._cut_off(grant.athlete_id)
+        return 200, {}, {"access_token": grant.access_token}
+
+    def _cut_off(self, athlete_id: int) -> None:
         with self.lock:
-            self.deauthorized.add(grant.athlete_id)
+            self.deauthorized.add(athlete_id)
             for g in self.grants:
-                if g.athlete_id == grant.athlete_id:
+                if g.athlete_id == athlete_id:
                     g.refresh_token = ""
                     g.access_expires = self.clock.now() - timedelta(seconds=1)
-        return 200, {}, {"access_token": grant.access_token}
+
+    def _revoke(self, f: dict[str, str], headers: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        # RFC 7009 as Strava took it up: the client authenticates with HTTP Basic; ``token`` is an access or a
+        # refresh token, and revoking either revokes the other.
+        scheme, _, encoded = headers.get("authorization", "").partition(" ")
+        try:
+            client_id, _, secret = base64.b64decode(encoded).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            client_id, secret = "", ""
+        if (
+            scheme.lower() != "basic"
+            or client_id != str(self.client_id)
+            or not secrets.compare_digest(secret, self.client_secret)
+        ):
+            return 401, {}, _error("Authorization Error", "Application", "client_id", "invalid")
+        token = f.get("token", "")
+        with self.lock:
+            self.revoked.append(f.get("token_type_hint", ""))
+            for g in self.grants:
+                if token and (
+                    secrets.compare_digest(g.access_token, token)
+                    or (g.refresh_token and secrets.compare_digest(g.refresh_token, token))
+                ):
+                    self._cut_off(g.athlete_id)
+                    break
+        return 200, {}, {}
 
     def _find_access(self, token: str) -> Grant | None:
         if not token:
@@ -691,11 +749,15 @@ class FakeStrava:
         return 404, _error("Record Not Found", "Path", "path", "invalid")
 
 
-def _handler_for(fake: FakeStrava) -> type[BaseHTTPRequestHandler]:
+def _handler_for(fake: FakeStrava, *, api_only: bool = False) -> type[BaseHTTPRequestHandler]:
+    """The request handler; ``api_only`` serves the API without its ``/api/v3`` prefix and nothing else."""
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def _serve(self) -> None:
+            if api_only:
+                self.path = "/no-such-path" if self.path.startswith(("/oauth", "/api/v3")) else "/api/v3" + self.path
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
@@ -722,6 +784,22 @@ def _handler_for(fake: FakeStrava) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+@contextmanager
+def api_host(fake: FakeStrava) -> Iterator[str]:
+    """Serve ``fake``'s API at a second address without the ``/api/v3`` prefix (Strava's new API host,
+    ``https://api-v3.strava.com``); OAuth stays on the first. Yields the address."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(fake, api_only=True))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="fake-strava-api", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 @contextmanager

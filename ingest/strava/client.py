@@ -1,10 +1,15 @@
-"""stravalib clients aimed at ``settings.strava_base_url``, without stravalib's sleeping limiter or refresh.
+"""stravalib clients aimed at the configured Strava hosts, without stravalib's sleeping limiter or refresh.
 
 stravalib 2.6 builds every URL as ``https://{ApiV3.server}/…`` (``server`` is a host name only; the scheme is
 fixed to https), so setting ``server`` cannot point it at a plain-http test server or a path prefix. Instead
-its ``requests_session`` is a :class:`BaseUrlSession`, which rewrites the ``https://www.strava.com`` prefix of
-every request to the configured base URL at the network boundary. With the default base URL it changes
-nothing.
+its ``requests_session`` is a :class:`BaseUrlSession`, which rewrites URLs at the network boundary: the API's
+``https://www.strava.com/api/v3`` prefix to ``settings.strava_api_url`` (Strava moves the API to
+``https://api-v3.strava.com``, without the ``/api/v3`` prefix, from 2027), and every other
+``https://www.strava.com`` URL (OAuth: authorize, token, deauthorize, revoke) to ``settings.strava_base_url``.
+With the defaults it changes nothing.
+
+Access tokens travel in the ``Authorization`` header only (Strava refuses them in form or query parameters
+from 2027): the session refuses to send a request that carries one anywhere else.
 """
 
 from __future__ import annotations
@@ -24,36 +29,74 @@ from stridecare.settings import Settings
 log = logging.getLogger(__name__)
 
 STRAVA_ORIGIN = "https://www.strava.com"
+STRAVA_API_PREFIX = STRAVA_ORIGIN + "/api/v3"
 # Strava answers within seconds; a hung connection must not hold a worker (or a token row lock) for long.
 DEFAULT_TIMEOUT_S = 30.0
 
 ResponseHook = Callable[[requests.Response], None]
 
 
-class BaseUrlSession(requests.Session):
-    """A requests session that sends stravalib's ``https://www.strava.com`` URLs to another base URL."""
+def api_url(settings: Settings) -> str:
+    """Where the API is: ``STRIDECARE_STRAVA_API_URL``, else the base URL's ``/api/v3``."""
+    return (settings.strava_api_url or settings.strava_base_url.rstrip("/") + "/api/v3").rstrip("/")
 
-    def __init__(self, base_url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+
+class TokenOutsideHeader(ValueError):
+    """A request would carry an access token outside the ``Authorization`` header."""
+
+
+def _carries_access_token(url: str, params: Any, data: Any) -> bool:
+    if "access_token=" in url:
+        return True
+    for values in (params, data):
+        if isinstance(values, dict) and "access_token" in values:
+            return True
+        if isinstance(values, list | tuple) and any(
+            isinstance(p, tuple) and p[:1] == ("access_token",) for p in values
+        ):
+            return True
+        if isinstance(values, str | bytes) and b"access_token=" in (
+            values.encode() if isinstance(values, str) else values
+        ):
+            return True
+    return False
+
+
+class BaseUrlSession(requests.Session):
+    """A requests session that sends stravalib's ``https://www.strava.com`` URLs to the configured hosts."""
+
+    def __init__(self, base_url: str, timeout_s: float = DEFAULT_TIMEOUT_S, api_base: str | None = None) -> None:
         super().__init__()
         self.base_url = base_url.rstrip("/")
+        self.api_base = (api_base or self.base_url + "/api/v3").rstrip("/")
         self.timeout_s = timeout_s
 
     def rebase(self, url: str) -> str:
-        """``url`` with the Strava origin replaced by the configured base URL."""
-        return rebase_url(self.base_url, url)
+        """``url`` with the Strava API prefix or origin replaced by the configured API or base URL."""
+        return rebase_url(self.base_url, url, self.api_base)
 
     def request(self, method: str, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
-        """Send the request to the rebased URL, with a default timeout (stravalib sets none)."""
+        """Send the request to the rebased URL, with a default timeout (stravalib sets none); refuse to send an
+        access token anywhere but in the ``Authorization`` header."""
         if isinstance(url, bytes):
             url = url.decode()
+        if _carries_access_token(str(url), kwargs.get("params"), kwargs.get("data")):
+            raise TokenOutsideHeader("an access token may only be sent in the Authorization header")
         kwargs.setdefault("timeout", self.timeout_s)
         return super().request(method, self.rebase(str(url)), *args, **kwargs)
 
 
-def rebase_url(base_url: str, url: str) -> str:
-    """Replace the ``https://www.strava.com`` origin of ``url`` with ``base_url``; other URLs stay."""
+def _under(url: str, prefix: str) -> bool:
+    return url == prefix or url.startswith((prefix + "/", prefix + "?"))
+
+
+def rebase_url(base_url: str, url: str, api_base: str | None = None) -> str:
+    """Replace the ``https://www.strava.com/api/v3`` prefix of ``url`` with ``api_base`` (default: the base URL's
+    ``/api/v3``) and any other ``https://www.strava.com`` origin with ``base_url``; other URLs stay."""
     base = base_url.rstrip("/")
-    if url == STRAVA_ORIGIN or url.startswith(STRAVA_ORIGIN + "/") or url.startswith(STRAVA_ORIGIN + "?"):
+    if api_base is not None and _under(url, STRAVA_API_PREFIX):
+        return api_base.rstrip("/") + url[len(STRAVA_API_PREFIX) :]
+    if _under(url, STRAVA_ORIGIN):
         return base + url[len(STRAVA_ORIGIN) :]
     return url
 
@@ -81,7 +124,7 @@ class StravaClient(Client):
 
 
 def _client(settings: Settings, access_token: str | None, on_response: ResponseHook | None) -> StravaClient:
-    session = BaseUrlSession(settings.strava_base_url)
+    session = BaseUrlSession(settings.strava_base_url, api_base=api_url(settings))
     if on_response is not None:
 
         def hook(response: requests.Response, *_args: Any, **_kwargs: Any) -> None:

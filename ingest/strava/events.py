@@ -3,12 +3,24 @@
 Strava needs a 200 within 2 seconds and retries otherwise, and its events are not signed. So the web handler
 only checks the ``subscription_id`` and stores the event (:func:`store_event`; unique on its content, so a
 retry is stored once), then enqueues its id. A worker calls :func:`process_event`, which treats the event as a
-hint: it re-fetches the activity from the API before storing anything, and a deauthorization deletes data only
-after a token call has failed. :func:`sweep` (every periodic tick) re-enqueues events whose enqueue was lost
-or whose retry is due, and due backfills.
+hint, never as the truth:
+
+* a ``create`` (or an ``update`` of an activity we do not hold) makes the athlete's recent-activities list due.
+  The list is read at most once per ``strava_list_interval_s`` per athlete, and one list answers every event
+  of that athlete waiting for it: a burst of events costs one list request, however many there are. Only
+  activities the list shows are fetched (their streams; the list's summaries carry the rest), so a forged
+  flood of events for activities that do not exist costs one list request per athlete per interval (and one
+  more to confirm the misses), and the budget's last requests stay free for real runs;
+* an ``update`` of an activity we hold re-fetches it (keeping ``strava_event_reserve`` requests of each
+  window for new runs); a ``delete`` removes a run only once the API confirms the activity is gone;
+* a deauthorization deletes data only after a token call has failed.
+
+:func:`sweep` (every periodic tick) re-enqueues events whose enqueue was lost or whose retry is due, one event
+per athlete whose list is due, and due backfills.
 
 Event statuses: ``pending`` (``next_attempt_at`` = when the sweep enqueues it again), ``processing``
-(``next_attempt_at`` = when a crashed worker's claim lapses), and the final ``done``, ``ignored``, ``failed``.
+(``next_attempt_at`` = when a crashed worker's claim lapses), ``listing`` (waiting for the athlete's next
+activity list, due at ``next_attempt_at``), and the final ``done``, ``ignored``, ``failed``.
 """
 
 from __future__ import annotations
@@ -55,6 +67,16 @@ RETRY_DELAYS = (
     timedelta(hours=1),
     timedelta(hours=6),
 )
+# Waiting for the athlete's next activity list.
+LISTING = "listing"
+# The list shows the newest activities first: one page covers any athlete's last days.
+RECENT_PER_PAGE = 50
+# An activity the list did not show is looked for once more at the next list when its event is this fresh
+# (the event may come a moment before the list shows the activity); after a second miss the event is done.
+RECHECK_WITHIN = timedelta(minutes=30)
+NOT_LISTED = (
+    "not in the athlete's recent activities at Strava (deleted, private without activity:read_all, or never there)"
+)
 
 
 _SQLITE_EVENT_WRITES = threading.Lock()
@@ -75,6 +97,8 @@ class EventOutcome:
     status: str
     detail: str = ""
     runs_changed: bool = False
+    # The events whose runs changed (one list can answer several): each gets its console line.
+    changed_events: tuple[int, ...] = ()
 
 
 class _Retry(Exception):
@@ -167,7 +191,7 @@ def _store_event(rt: Runtime, event: Mapping[str, Any]) -> StoredEvent:
                 session.flush()
                 return StoredEvent(row.id, True)
         except IntegrityError:
-            with rt.db.sessions() as session:
+            with rt.db.read() as session:
                 found = session.scalar(select(StravaEvent.id).where(StravaEvent.dedupe_key == key))
             if found is not None:
                 return StoredEvent(found, False)
@@ -252,7 +276,7 @@ def process_event(rt: Runtime, event_id: int) -> EventOutcome:
         # The exception's own words ("'NoneType' object has no attribute …") say nothing to the athlete.
         reason = f"unexpected error while processing the event ({type(err).__name__}); see the worker log"
         return _reschedule(rt, event_id, now, _Retry(None, reason))
-    if outcome.status != "deleted":
+    if outcome.status not in ("deleted", LISTING):
         _finish(rt, event_id, now, outcome.status, outcome.detail)
     log.info("Strava event %s: %s %s", event_id, outcome.status, outcome.detail)
     return outcome
@@ -265,7 +289,7 @@ def _describe(err: BaseException) -> str:
 
 
 def _account_id(rt: Runtime, owner_id: int) -> int | None:
-    with rt.db.sessions() as session:
+    with rt.db.read() as session:
         return session.scalar(select(StravaAccount.id).where(StravaAccount.strava_athlete_id == owner_id))
 
 
@@ -284,14 +308,27 @@ def _handle(rt: Runtime, event_id: int, event: Mapping[str, Any], now: datetime)
     activity_id, owner_id = int(event["object_id"]), int(event["owner_id"])
     if aspect == "delete":
         return _activity_deleted(rt, event_id, account_id, owner_id, activity_id, now)
-    return _activity_changed(rt, event_id, account_id, owner_id, activity_id, now, aspect == "create")
+    if aspect == "update" and _holds(rt, account_id, activity_id):
+        return _activity_changed(rt, event_id, account_id, owner_id, activity_id, now, False)
+    # A new activity (or a change to one we do not hold): a hint that the athlete's list has news.
+    return _list_due(rt, event_id, account_id, now)
+
+
+def _holds(rt: Runtime, account_id: int, activity_id: int) -> bool:
+    with rt.db.read() as session:
+        account = session.get(StravaAccount, account_id)
+        return account is not None and find_run(session, account.athlete_id, activity_id) is not None
 
 
 # -- the API -------------------------------------------------------------------------------------------------
 
 
-def _reader(rt: Runtime, account_id: int, now: datetime) -> ApiReader:
-    return ApiReader(rt.db, rt.settings, account_id, now)
+def _reader(rt: Runtime, account_id: int, now: datetime, reserve: int | None = None) -> ApiReader:
+    """A reader for event work; checks of activities we hold keep ``strava_event_reserve`` requests of each
+    window for new runs (``reserve=0``: the list and its new activities)."""
+    return ApiReader(
+        rt.db, rt.settings, account_id, now, reserve=rt.settings.strava_event_reserve if reserve is None else reserve
+    )
 
 
 def _get(api: ApiReader, url: str, count: int = 1, **params: Any) -> Any:
@@ -345,7 +382,7 @@ def _fetch(
 def _activity_changed(
     rt: Runtime, event_id: int, account_id: int, owner_id: int, activity_id: int, now: datetime, created: bool
 ) -> EventOutcome:
-    with rt.db.sessions() as session:
+    with rt.db.read() as session:
         account = session.get(StravaAccount, account_id)
         if account is None:
             return EventOutcome("ignored", "account disconnected")
@@ -391,7 +428,7 @@ def _confirmed_gone(rt: Runtime, account_id: int, owner_id: int, activity_id: in
 def _activity_deleted(
     rt: Runtime, event_id: int, account_id: int, owner_id: int, activity_id: int, now: datetime
 ) -> EventOutcome:
-    with rt.db.sessions() as session:
+    with rt.db.read() as session:
         account = session.get(StravaAccount, account_id)
         if account is None:
             return EventOutcome("ignored", "account disconnected")
@@ -451,12 +488,204 @@ def _deauthorized(rt: Runtime, event_id: int, account_id: int, now: datetime) ->
     return EventOutcome("deleted", f"deauthorized; {deleted} runs deleted", bool(deleted))
 
 
+# -- the activity list: events are hints, the list is the truth ----------------------------------------------
+
+
+def _list_due(rt: Runtime, event_id: int, account_id: int, now: datetime) -> EventOutcome:
+    """Make the athlete's list due; read it now when the interval since the last one has passed (claimed
+    under the account's row lock, so concurrent workers read it once), else leave the event waiting for it."""
+    interval = timedelta(seconds=rt.settings.strava_list_interval_s)
+    with rt.db.transaction() as session:
+        account = session.execute(
+            select(StravaAccount).where(StravaAccount.id == account_id).with_for_update()
+        ).scalar_one_or_none()
+        if account is None:
+            return EventOutcome("ignored", "account disconnected")
+        earliest = max(
+            [now]
+            + ([account.listed_at + interval] if account.listed_at is not None else [])
+            + ([account.list_due_at] if account.list_due_at is not None else [])
+        )
+        if earliest > now:
+            account.list_due_at = earliest
+            row = session.get(StravaEvent, event_id)
+            if row is not None:
+                row.status, row.next_attempt_at = LISTING, earliest
+                row.detail = "waiting for the athlete's next activity list"
+            return EventOutcome(LISTING, "waiting for the athlete's next activity list")
+        account.listed_at, account.list_due_at = now, None
+        strava_id, athlete_id = account.strava_athlete_id, account.athlete_id
+    return _list_and_resolve(rt, event_id, account_id, strava_id, athlete_id, now)
+
+
+def _defer_list(rt: Runtime, account_id: int, strava_id: int, at: datetime | None) -> None:
+    """The list may not be read now: it and every event waiting for it are due at ``at``."""
+    if at is None:
+        return
+    with rt.db.transaction() as session:
+        account = session.get(StravaAccount, account_id)
+        if account is not None:
+            account.list_due_at = at
+        session.execute(
+            update(StravaEvent)
+            .where(
+                StravaEvent.status == LISTING,
+                StravaEvent.payload["owner_id"].as_integer() == strava_id,
+                StravaEvent.next_attempt_at < at,
+            )
+            .values(next_attempt_at=at)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _waiting(rt: Runtime, strava_id: int, athlete_id: int, event_id: int, started: datetime) -> dict[int, int]:
+    """The events a list started at ``started`` answers: ``event id → activity id`` for this event and every
+    create (or update of an activity we do not hold) of the athlete received before it, pending or listing."""
+    with rt.db.read() as session:
+        rows = session.execute(
+            select(StravaEvent.id, StravaEvent.payload).where(
+                StravaEvent.payload["owner_id"].as_integer() == strava_id,
+                StravaEvent.status.in_(("pending", LISTING)) | (StravaEvent.id == event_id),
+                StravaEvent.received_at <= started,
+            )
+        ).all()
+        waiting: dict[int, int] = {}
+        for row_id, payload in rows:
+            if payload.get("object_type") != "activity" or not subscription_matches(rt.settings, payload):
+                continue
+            aspect, activity_id = payload.get("aspect_type"), int(payload.get("object_id", 0))
+            if row_id != event_id and (
+                aspect not in ("create", "update")
+                or (aspect == "update" and find_run(session, athlete_id, activity_id) is not None)
+            ):
+                continue  # a delete, or an update the activity's own fetch answers
+            waiting[row_id] = activity_id
+    return waiting
+
+
+def _started(activity: Mapping[str, Any]) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(activity.get("start_date", "")).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _list_and_resolve(
+    rt: Runtime, event_id: int, account_id: int, strava_id: int, athlete_id: int, started: datetime
+) -> EventOutcome:
+    """Read the athlete's recent activities once, store those that waiting events name, and finish every
+    event the list answers (in the transaction that stores the runs)."""
+    api = _reader(rt, account_id, started, reserve=0)  # the real-run path: the reserve is kept for it
+    try:
+        try:
+            listed = _get(api, "/athlete/activities", page=1, per_page=RECENT_PER_PAGE)
+        except _Retry as retry:
+            _defer_list(rt, account_id, strava_id, retry.at)
+            raise
+        waiting = _waiting(rt, strava_id, athlete_id, event_id, started)
+        shown: dict[int, Mapping[str, Any]] = {}
+        for item in listed if isinstance(listed, list) else []:
+            if isinstance(item, Mapping) and str(item.get("id", "")).isdigit() and _owner_of(item) in (None, strava_id):
+                shown[int(item["id"])] = item
+        results: dict[int, ParsedRun | str] = {}
+        deferred: datetime | None = None
+        streams_since = started - timedelta(days=rt.settings.strava_streams_days)
+        for activity_id in sorted(set(waiting.values()) & shown.keys()):
+            activity = shown[activity_id]
+            summary = convert_activity(activity, rt.settings.load.constants)
+            if not isinstance(summary, ParsedRun):
+                results[activity_id] = summary.reason
+                continue
+            when = _started(activity)
+            streams = None
+            if when is not None and when >= streams_since and not activity.get("manual"):
+                try:
+                    streams = _get(
+                        api, "/activities/{id}/streams", id=activity_id, keys=",".join(STREAM_KEYS), key_by_type="true"
+                    )
+                except strava_exc.ObjectNotFound:
+                    streams = None  # no streams recorded: the summary's average cadence still counts
+                except _Retry as retry:
+                    deferred = retry.at or started + RETRY_DELAYS[0]
+                    break  # the rest wait for the next list, when the budget allows
+            parsed = convert_activity(activity, rt.settings.load.constants, streams) if streams else summary
+            results[activity_id] = parsed if isinstance(parsed, ParsedRun) else parsed.reason
+    finally:
+        api.save()
+    return _resolve(rt, event_id, account_id, waiting, shown, results, started, deferred)
+
+
+def _resolve(
+    rt: Runtime,
+    event_id: int,
+    account_id: int,
+    waiting: Mapping[int, int],
+    shown: Mapping[int, Mapping[str, Any]],
+    results: Mapping[int, ParsedRun | str],
+    started: datetime,
+    deferred: datetime | None,
+) -> EventOutcome:
+    interval = timedelta(seconds=rt.settings.strava_list_interval_s)
+    with rt.db.transaction() as session:
+        if session.get(StravaEvent, event_id) is None:
+            return EventOutcome("deleted", "account forgotten meanwhile")
+        account = session.get(StravaAccount, account_id)
+        athlete = session.get(Athlete, account.athlete_id) if account is not None else None
+        if account is None or athlete is None:
+            return EventOutcome("ignored", "account disconnected")
+        runs = [p for p in results.values() if isinstance(p, ParsedRun)]
+        changed = {r.source_key for r in store_parsed(session, rt.settings, athlete, runs, started)} if runs else set()
+        again: datetime | None = deferred
+        outcome = EventOutcome("done", "")
+        announced: list[int] = []
+        for row in session.scalars(select(StravaEvent).where(StravaEvent.id.in_(list(waiting)))):
+            if row.id != event_id and row.status not in ("pending", LISTING):
+                continue  # another worker claimed it meanwhile
+            activity_id = waiting[row.id]
+            result = results.get(activity_id)
+            if isinstance(result, ParsedRun):
+                stored = result.source_key in changed
+                status, detail = "done", "stored" if stored else "unchanged"
+                if stored:
+                    announced.append(row.id)
+            elif isinstance(result, str):
+                status, detail = "done", f"not stored: {result}"
+            elif activity_id in shown and deferred is not None:
+                status, detail = LISTING, "waiting for the athlete's next activity list (Strava budget)"
+            elif row.list_misses == 0 and row.received_at >= started - RECHECK_WITHIN:
+                row.list_misses += 1
+                recheck = started + interval
+                again = recheck if again is None else max(again, recheck)
+                status, detail = LISTING, "not in the athlete's list yet; looked for again at the next list"
+            else:
+                row.list_misses += 1
+                status, detail = "done", NOT_LISTED
+            row.status, row.detail = status, detail[:500]
+            if status == LISTING:
+                row.next_attempt_at = again if again is not None else started + interval
+            else:
+                row.processed_at = started
+            if row.id == event_id:
+                outcome = EventOutcome(status, detail)
+        if again is not None:
+            account.list_due_at = again if account.list_due_at is None else max(account.list_due_at, again)
+    log.info(
+        "Strava list for account %s answered %d events: %d activities shown, %d runs changed",
+        account_id,
+        len(waiting),
+        len(shown),
+        len(changed),
+    )
+    return EventOutcome(outcome.status, outcome.detail, bool(changed), tuple(announced))
+
+
 # -- the periodic sweep --------------------------------------------------------------------------------------
 
 
 def due_event_ids(rt: Runtime, now: datetime, limit: int = 500) -> list[int]:
-    """Events to enqueue now: pending ones whose enqueue grace or retry time has passed, and claims of crashed
-    workers. Each is given a new grace period, so a slow queue does not get it again on every tick."""
+    """Events to enqueue now: pending ones whose enqueue grace or retry time has passed, claims of crashed
+    workers, and one event per athlete whose activity list is due (its list answers the others). Each is given
+    a new grace period, so a slow queue does not get it again on every tick."""
     with rt.db.transaction() as session:
         rows = list(
             session.scalars(
@@ -469,6 +698,19 @@ def due_event_ids(rt: Runtime, now: datetime, limit: int = 500) -> list[int]:
         for row in rows:
             row.status = "pending"
             row.next_attempt_at = now + ENQUEUE_GRACE
+        owners: set[Any] = set()
+        for row in session.scalars(
+            select(StravaEvent)
+            .where(StravaEvent.status == LISTING, StravaEvent.next_attempt_at <= now)
+            .order_by(StravaEvent.id)
+            .limit(limit)
+        ):
+            row.next_attempt_at = now + ENQUEUE_GRACE
+            owner = row.payload.get("owner_id")
+            if owner not in owners:
+                owners.add(owner)
+                row.status = "pending"
+                rows.append(row)
         return [row.id for row in rows]
 
 

@@ -24,9 +24,17 @@ from sqlalchemy.orm import Session
 from stravalib import exc as strava_exc
 from stravalib.protocol import Scope
 
-from ingest.strava.client import app_client, rebase_url
+from ingest.strava import ratelimit
+from ingest.strava.client import STRAVA_ORIGIN, BaseUrlSession, api_url, app_client, rebase_url
 
 # Re-exported: callers have long imported the errors from here.
+from ingest.strava.errors import (
+    APP_INACTIVE_MESSAGE,
+    StravaAppInactive,
+    StravaAthleteLimit,
+    names_athlete_limit,
+    names_inactive_app,
+)
 from ingest.strava.errors import StravaAccountMissing as StravaAccountMissing
 from ingest.strava.errors import StravaAuthError as StravaAuthError
 from ingest.strava.errors import StravaConfigError as StravaConfigError
@@ -161,7 +169,7 @@ def authorization_url(settings: Settings, redirect_uri: str, state: str, approva
         scope=list(REQUESTED_SCOPE),
         state=state,
     )
-    return rebase_url(settings.strava_base_url, url)
+    return rebase_url(settings.strava_base_url, url, api_url(settings))
 
 
 def check_scope(accepted_scope: str | None) -> frozenset[str]:
@@ -224,6 +232,12 @@ def exchange_code(
     except strava_exc.Fault as err:
         status = err.response.status_code if err.response is not None else None
         # The Fault's response carries the request body (secret and code): don't chain it.
+        if names_athlete_limit(err.response):
+            log.warning("Strava refused a new athlete: the app's athlete limit is reached")
+            raise StravaAthleteLimit() from None
+        if isinstance(err, strava_exc.ApplicationInactive) or names_inactive_app(err.response):
+            ratelimit.record_inactive(db, now)
+            raise StravaConnectError(f"Strava refused the connection: {APP_INACTIVE_MESSAGE}") from None
         raise StravaConnectError(f"Strava refused the authorization code (HTTP {status})") from None
     access_info, summary_athlete = result
     found: Any = getattr(summary_athlete, "id", None)
@@ -282,6 +296,9 @@ def _refresh(settings: Settings, refresh_token: str) -> dict[str, Any]:
         )
     except strava_exc.Fault as err:
         status = err.response.status_code if err.response is not None else None
+        if isinstance(err, strava_exc.ApplicationInactive) or names_inactive_app(err.response):
+            # The app, not the athlete's grant: the refresh token stays, nobody must reconnect.
+            raise StravaAppInactive(datetime.now(UTC) + ratelimit.PROBE_INTERVAL) from None
         if status in (400, 401, 403):
             raise StravaAuthError(f"Strava rejected the refresh token (HTTP {status}); reconnect Strava") from None
         raise StravaError(f"Strava token refresh failed (HTTP {status})") from None
@@ -314,7 +331,7 @@ def fresh_access_token(
         return token if account.expires_at - margin > now else None
 
     # Most calls find a fresh token: read without taking the write lock.
-    with db.sessions() as s:
+    with db.read() as s:
         account = s.get(StravaAccount, account_id)
         if account is None:
             raise StravaAccountMissing(f"no Strava account {account_id}")
@@ -343,9 +360,36 @@ def fresh_access_token(
     return new_token
 
 
+def revoke(db: Database, settings: Settings, account_id: int) -> None:
+    """Revoke our access at Strava with ``POST /oauth/revoke``: the app's client credentials in HTTP Basic, the
+    refresh token in the body (revoking it revokes the access token too; no token refresh is needed first)."""
+    client_id, client_secret = _credentials(settings)
+    with db.sessions() as s:
+        account = s.get(StravaAccount, account_id)
+        if account is None:
+            raise StravaAccountMissing(f"no Strava account {account_id}")
+        refresh_token = Vault.from_settings(settings).decrypt(account.refresh_token_enc)
+    session = BaseUrlSession(settings.strava_base_url, api_base=api_url(settings))
+    try:
+        response = session.post(
+            STRAVA_ORIGIN + "/oauth/revoke",
+            data={"token": refresh_token, "token_type_hint": "refresh_token"},
+            auth=(str(client_id), client_secret),
+        )
+    finally:
+        session.close()
+    if response.status_code >= 400:
+        raise StravaError(f"Strava revocation failed (HTTP {response.status_code})")
+
+
 def deauthorize(db: Database, settings: Settings, account_id: int, *, now: datetime | None = None) -> None:
-    """Revoke our access at Strava (``POST /oauth/deauthorize``). Deleting the athlete's Strava data is the
-    caller's job, as the API agreement requires."""
+    """Revoke our access at Strava: ``POST /oauth/revoke`` with ``STRIDECARE_STRAVA_USE_REVOKE`` (see
+    :func:`revoke`), else ``POST /oauth/deauthorize`` (retired by Strava on 2027-06-01) with the access token in
+    the Authorization header. Deleting the athlete's Strava data is the caller's job, as the API agreement
+    requires."""
+    if settings.strava_use_revoke:
+        revoke(db, settings, account_id)
+        return
     token = fresh_access_token(db, settings, account_id, now=now)
     client = app_client(settings)
     client.access_token = token

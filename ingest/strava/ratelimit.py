@@ -15,13 +15,20 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from ingest.strava.errors import APP_INACTIVE_MESSAGE
+from stridecare.db.engine import Database
 from stridecare.db.models import ApiBudget
+from stridecare.logging import event
 
 log = logging.getLogger(__name__)
+console = logging.getLogger("stridecare.console")
 
 BUDGET_NAME = "strava"
+# While Strava refuses the app (403 Application/Status/Inactive), one request asks again at most this often.
+PROBE_INTERVAL = timedelta(hours=1)
 
 Kind = Literal["read", "write"]
 
@@ -213,3 +220,108 @@ def record_429(session: Session, budget: Budget, now: datetime, name: str = BUDG
     save_budget(session, blocked, name)
     log.warning("Strava answered 429; requests paused until %s", blocked.blocked_until)
     return blocked
+
+
+# -- the application's own state (Strava's paywall) -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    """Whether Strava refuses the application itself, since when, and when one request may ask again."""
+
+    inactive_since: datetime | None = None
+    probe_at: datetime | None = None
+
+    @property
+    def inactive(self) -> bool:
+        """True while the last answer was 403 Application/Status/Inactive."""
+        return self.inactive_since is not None
+
+
+def load_app_state(session: Session, name: str = BUDGET_NAME) -> AppState:
+    """The stored application state (active when nothing is stored)."""
+    row = session.get(ApiBudget, name)
+    if row is None:
+        return AppState()
+    return AppState(row.app_inactive_since, row.app_probe_at)
+
+
+def claim_probe(session: Session, now: datetime, name: str = BUDGET_NAME) -> datetime | None:
+    """Claim the one request that may ask an inactive app's state now: ``None`` when this caller may send it
+    (the next probe is moved an hour on, atomically, so concurrent workers send one), else when to ask again."""
+    result = session.execute(
+        update(ApiBudget)
+        .where(
+            ApiBudget.name == name,
+            ApiBudget.app_inactive_since.is_not(None),
+            (ApiBudget.app_probe_at.is_(None)) | (ApiBudget.app_probe_at <= now),
+        )
+        .values(app_probe_at=now + PROBE_INTERVAL)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount:  # type: ignore[attr-defined]
+        return None
+    row = session.get(ApiBudget, name, populate_existing=True)
+    if row is None or row.app_inactive_since is None or row.app_probe_at is None:
+        return None  # active again meanwhile
+    return row.app_probe_at
+
+
+def mark_inactive(session: Session, now: datetime, name: str = BUDGET_NAME) -> tuple[datetime, bool]:
+    """Record a 403 Application/Status/Inactive; returns when to ask again and whether this is news (the app
+    was active until now)."""
+    row = session.get(ApiBudget, name)
+    if row is None:
+        row = ApiBudget(name=name, limits={}, usage={})
+        session.add(row)
+    news = row.app_inactive_since is None
+    if news:
+        row.app_inactive_since = now
+    probe = now + PROBE_INTERVAL
+    if row.app_probe_at is None or row.app_probe_at < probe:
+        row.app_probe_at = probe
+    return row.app_probe_at, news
+
+
+def mark_active(session: Session, name: str = BUDGET_NAME) -> bool:
+    """Strava answered normally: the app is active. Returns True when it was recorded inactive."""
+    row = session.get(ApiBudget, name)
+    if row is None or row.app_inactive_since is None:
+        return False
+    row.app_inactive_since = None
+    row.app_probe_at = None
+    return True
+
+
+def record_inactive(db: Database, now: datetime) -> datetime:
+    """Record Strava's 403 Application/Status/Inactive; returns when one request may ask again. The first time
+    (the app was active until now) one console line says what the operator must do."""
+    with db.transaction() as session:
+        probe_at, news = mark_inactive(session, now)
+    if news:
+        event(console, "strava_app", f"Strava: {APP_INACTIVE_MESSAGE}", level=logging.WARNING, state="inactive")
+    return probe_at
+
+
+def record_active(db: Database) -> None:
+    """Strava answered normally: clear a recorded inactive state (with one console line when there was one)."""
+    with db.read() as session:
+        if not load_app_state(session).inactive:
+            return  # the usual case: a read, no write lock
+    with db.transaction() as session:
+        was = mark_active(session)
+    if was:
+        event(console, "strava_app", "Strava: this Strava app is active again; imports resume", state="active")
+
+
+def app_status(session: Session) -> dict[str, str] | None:
+    """What the status pages show while Strava refuses the app: ``None`` when it is active (or unknown)."""
+    state = load_app_state(session)
+    if state.inactive_since is None:
+        return None
+    return {
+        "state": "inactive",
+        "message": APP_INACTIVE_MESSAGE,
+        "since": state.inactive_since.isoformat(timespec="seconds"),
+        "next_check": state.probe_at.isoformat(timespec="seconds") if state.probe_at is not None else "",
+    }

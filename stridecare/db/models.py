@@ -394,6 +394,10 @@ class StravaEvent(Base):
 
 class ConnectorAccount(Base):
     """An account at a pull source (intervals.icu, Garmin Connect, a plugin's): its encrypted credentials, its
+    # Events are hints, the activity list is the truth: a create event makes the next list call due (not
+    # before ``listed_at`` + the list interval), so a burst of events costs one list request.
+    list_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    listed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cursor and when it may be asked again (``ingest/connectors``)."""
 
     __tablename__ = "connector_accounts"
@@ -411,6 +415,8 @@ class ConnectorAccount(Base):
     cooldown_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cooldown_s: Mapped[int] = mapped_column(Integer, default=0)  # the last cooldown, doubled by the next
     last_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Activity lists that did not show this event's activity (a second miss finishes the event).
+    list_misses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     connected_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -466,6 +472,10 @@ class Shoe(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     athlete_id: Mapped[int] = mapped_column(ForeignKey("athletes.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(100))
+    # Set while the provider refuses the application itself (Strava: 403 Application/Status/Inactive, its
+    # owner has no subscription); ``app_probe_at`` is when one request may ask again (at most hourly).
+    app_inactive_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    app_probe_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     strava_gear_id: Mapped[str | None] = mapped_column(String(32))
     remind_at_km: Mapped[float | None] = mapped_column(Float)
     retired: Mapped[bool] = mapped_column(Boolean, default=False)

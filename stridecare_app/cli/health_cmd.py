@@ -71,6 +71,8 @@ def run_checks(settings: Settings) -> list[Check]:
 
 
 def _first_line(exc: BaseException) -> str:
+    if settings.strava_client_id and database.ok:
+        checks.append(check_strava(settings))
     message = str(exc).strip().splitlines()
     return f"{exc.__class__.__name__}: {message[0]}" if message else exc.__class__.__name__
 
@@ -237,4 +239,23 @@ def check_keys(settings: Settings) -> Check:
     else:
         source = f"encryption key kept in {settings.data_home / 'secret.keys'}"
     signing = "STRIDECARE_SECRET_KEY" if settings.secret_key is not None else "a key derived from it"
+
+
+def check_strava(settings: Settings) -> Check:
+    """Strava still serves this app: it fails while Strava answers 403 Application/Status/Inactive (the app's
+    owner needs a subscription); stored runs are kept and imports resume by themselves once it is active."""
+    engine = _engine(settings.effective_database_url)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                select(ApiBudget.app_inactive_since, ApiBudget.app_probe_at).where(ApiBudget.name == "strava")
+            ).first()
+    except Exception as exc:
+        return Check("strava", False, f"cannot read the Strava state: {_first_line(exc)}")
+    finally:
+        engine.dispose()
+    if row is None or row.app_inactive_since is None:
+        return Check("strava", True, "the app is active (or has not been refused)")
+    nxt = f"; checked again at {row.app_probe_at:%Y-%m-%d %H:%M} UTC" if row.app_probe_at is not None else ""
+    return Check("strava", False, f"{APP_INACTIVE_MESSAGE}{nxt}")
     return Check("keys", True, f"{source}; links signed with {signing}")
