@@ -19,6 +19,12 @@ Protocol, one Unix seqpacket socket (message boundaries kept) from the caller to
 caller sends one pickled request with two pipe write ends attached (SCM_RIGHTS): ``result`` (the pickled
 ``Decoded``) and ``status`` (the server writes ``pid <n>`` when the child starts and ``exit <code>`` when it
 has reaped it, negative for a signal, as ``Popen.returncode``).
+
+When the server dies (killed by an operator or the out-of-memory killer), every request it had not
+acknowledged is sent again to a fresh server, started once per death: ``_Server`` counts its starts
+(generations) and a thread that reports a failure names the generation it saw, so a late report never kills a
+server another thread has just started. Children the dead server had forked finish and answer on their own
+pipes. Only servers that die before acknowledging anything, three in a row, end the retries (a crash loop).
 """
 
 from __future__ import annotations
