@@ -373,6 +373,10 @@ class StravaAccount(Base):
     # that second so that activities sharing it across a page boundary are not lost.
     backfill_seen_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     backfill_detail: Mapped[str | None] = mapped_column(Text)
+    # Events are hints, the activity list is the truth: a create event makes the next list call due (not
+    # before ``listed_at`` + the list interval), so a burst of events costs one list request.
+    list_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    listed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class StravaEvent(Base):
@@ -390,14 +394,12 @@ class StravaEvent(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Activity lists that did not show this event's activity (a second miss finishes the event).
+    list_misses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ConnectorAccount(Base):
     """An account at a pull source (intervals.icu, Garmin Connect, a plugin's): its encrypted credentials, its
-    # Events are hints, the activity list is the truth: a create event makes the next list call due (not
-    # before ``listed_at`` + the list interval), so a burst of events costs one list request.
-    list_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    listed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cursor and when it may be asked again (``ingest/connectors``)."""
 
     __tablename__ = "connector_accounts"
@@ -415,8 +417,6 @@ class ConnectorAccount(Base):
     cooldown_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cooldown_s: Mapped[int] = mapped_column(Integer, default=0)  # the last cooldown, doubled by the next
     last_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # Activity lists that did not show this event's activity (a second miss finishes the event).
-    list_misses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     connected_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -451,6 +451,10 @@ class ApiBudget(Base):
     usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     observed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set while the provider refuses the application itself (Strava: 403 Application/Status/Inactive, its
+    # owner has no subscription); ``app_probe_at`` is when one request may ask again (at most hourly).
+    app_inactive_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    app_probe_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Lease(Base):
@@ -472,10 +476,6 @@ class Shoe(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     athlete_id: Mapped[int] = mapped_column(ForeignKey("athletes.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(100))
-    # Set while the provider refuses the application itself (Strava: 403 Application/Status/Inactive, its
-    # owner has no subscription); ``app_probe_at`` is when one request may ask again (at most hourly).
-    app_inactive_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    app_probe_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     strava_gear_id: Mapped[str | None] = mapped_column(String(32))
     remind_at_km: Mapped[float | None] = mapped_column(Float)
     retired: Mapped[bool] = mapped_column(Boolean, default=False)

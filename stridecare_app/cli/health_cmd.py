@@ -67,12 +67,12 @@ def run_checks(settings: Settings) -> list[Check]:
     checks += check_inboxes(settings)
     checks.append(check_smtp(settings, database_ok=database.ok))
     checks.append(check_keys(settings))
+    if settings.strava_client_id and database.ok:
+        checks.append(check_strava(settings))
     return checks
 
 
 def _first_line(exc: BaseException) -> str:
-    if settings.strava_client_id and database.ok:
-        checks.append(check_strava(settings))
     message = str(exc).strip().splitlines()
     return f"{exc.__class__.__name__}: {message[0]}" if message else exc.__class__.__name__
 
@@ -244,6 +244,9 @@ def check_keys(settings: Settings) -> Check:
 def check_strava(settings: Settings) -> Check:
     """Strava still serves this app: it fails while Strava answers 403 Application/Status/Inactive (the app's
     owner needs a subscription); stored runs are kept and imports resume by themselves once it is active."""
+    from ingest.strava.errors import APP_INACTIVE_MESSAGE
+    from stridecare.db.models import ApiBudget
+
     engine = _engine(settings.effective_database_url)
     try:
         with engine.connect() as conn:
