@@ -9,13 +9,18 @@ import warnings
 from typing import Any
 
 from celery import Celery
+from celery.beat import EmbeddedService
 from sqlalchemy import select
 
+from ingest.service import ingest_path
 from ingest.watch import Candidate, FolderScanner, FolderWatcher
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.models import Athlete
 from stridecare.logging import event
 from stridecare.runtime import Runtime
+from stridecare_app.web.server import announce_login, serve_in_thread
+from workers.announce import announce
+from workers.app import make_app
 
 log = logging.getLogger(__name__)
 console = logging.getLogger("stridecare.console")
@@ -58,8 +63,6 @@ def make_watcher(
         quarantine_dir=rt.settings.effective_quarantine_dir,
     )
     if use_broker:
-        from workers.app import make_app
-
         # The task is taken from an explicit app: Celery's "current app" is per thread, and the watcher runs
         # in a thread of its own.
         task = (celery or make_app(rt.settings, rt)).tasks["stridecare.ingest_file"]
@@ -77,8 +80,6 @@ def make_watcher(
             scanner, submit, rt.settings.rescan_interval_s, submit_group=submit_group if group_files else None
         )
     else:
-        from workers.announce import announce
-        from ingest.service import ingest_path
 
         def submit(c: Candidate) -> None:
             report = ingest_path(rt.db, rt.settings, c.athlete, c.path, rt.now(), root=c.root, quarantine_damaged=True)
@@ -109,8 +110,6 @@ def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True, verbose: boo
     On the embedded default the broker is a SQLite file, so queued work survives a restart; the outbox and
     the import log in the database make every step idempotent.
     """
-    from workers.app import make_app
-
     celery = make_app(rt.settings, rt)
     # The worker must not swap stdout/stderr for a logger: the console writes to them, and a record written
     # into a stream that logs would be lost.
@@ -121,14 +120,10 @@ def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True, verbose: boo
     watcher = make_watcher(rt, use_broker=True, celery=celery, group_files=True)
     watcher.start_thread()
     if web:
-        from stridecare_app.web.server import announce_login, serve_in_thread
-
         serve_in_thread(rt)
         # The home page and the dashboards need the admin session: the link that opens one.
         announce_login(rt)
     # The beat runs as a thread: Celery's own embedded beat forks, and SQLite must never cross a fork.
-    from celery.beat import EmbeddedService
-
     beat = EmbeddedService(celery, thread=True, schedule_filename=str(rt.settings.data_home / "celerybeat-schedule"))
     beat.start()
     # Set again here: the Celery worker installs its own warning filters as it starts.

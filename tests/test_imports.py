@@ -81,6 +81,14 @@ def _targets(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) -
     return tuple(sorted({n for n in names if n is not None and n != module}))
 
 
+def _comment_start(lines: list[str], node: ast.stmt) -> int:
+    """The index of the first line of the comment right above ``node`` (its own first line when none)."""
+    first = node.lineno - 1
+    while first > 0 and lines[first - 1].lstrip().startswith("#"):
+        first -= 1
+    return first
+
+
 def _imports(path: Path, module: str) -> Iterator[Import]:
     """Every import statement of the file at ``path`` (the module ``module``), in order."""
     source = path.read_text(encoding="utf-8")
@@ -88,14 +96,18 @@ def _imports(path: Path, module: str) -> Iterator[Import]:
     is_package = path.name == "__init__.py"
 
     def visit(nodes: list[ast.stmt], in_function: bool) -> Iterator[Import]:
+        group_start = 0  # first line of the comment above the run of imports this one belongs to
+        previous: ast.stmt | None = None
         for node in nodes:
             if isinstance(node, ast.Import | ast.ImportFrom):
-                span = lines[max(0, node.lineno - 2) : node.end_lineno]
+                if not isinstance(previous, ast.Import | ast.ImportFrom):
+                    group_start = _comment_start(lines, node)
                 yield Import(
                     line=node.lineno,
                     targets=_targets(node, module, is_package),
                     in_function=in_function,
-                    marked=any(MARKER in text for text in span),
+                    # A reason above a run of imports covers the run; one on a line covers it and those after.
+                    marked=any(MARKER in text for text in lines[group_start : node.end_lineno]),
                     text=lines[node.lineno - 1].strip(),
                 )
             elif isinstance(node, ast.If) and _is_type_checking(node.test):
@@ -110,6 +122,7 @@ def _imports(path: Path, module: str) -> Iterator[Import]:
                         for child in children:
                             if isinstance(child, ast.ExceptHandler | ast.match_case):
                                 yield from visit(child.body, in_function)
+            previous = node
 
     yield from visit(ast.parse(source, filename=str(path)).body, False)
 
@@ -205,8 +218,13 @@ def test_the_checks_see_what_they_are_meant_to(tmp_path: Path) -> None:
         "    from ingest import fit\n"
         "def f() -> None:\n"
         "    import json\n"
-        "    # deferred: start-up time of the command line\n"
+        "    # deferred: start-up time of the command line, which\n"
+        "    # needs no worker\n"
         "    import celery\n"
+        "    import celery.beat\n"
+        "    x = 1\n"
+        "    # an unrelated comment\n"
+        "    import os\n"
         "    try:\n"
         "        import apprise  # deferred: optional extra push\n"
         "    except ImportError:\n"
@@ -220,6 +238,8 @@ def test_the_checks_see_what_they_are_meant_to(tmp_path: Path) -> None:
         ("from typing import TYPE_CHECKING", False, False),
         ("import json", True, False),
         ("import celery", True, True),
+        ("import celery.beat", True, True),
+        ("import os", True, False),
         ("import apprise  # deferred: optional extra push", True, True),
     ]
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}

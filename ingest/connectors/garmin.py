@@ -39,7 +39,7 @@ class GarminAdapter:
 
     def __init__(self) -> None:
         try:
-            import garminconnect
+            import garminconnect  # deferred: optional extra (pip install 'stridecare[garmin]')
         except ImportError as exc:
             raise ConnectorError(INSTALL_HINT) from exc
         self._lib: Any = garminconnect

@@ -16,8 +16,11 @@ import typer
 from sqlalchemy import select
 
 from ingest.connectors.base import ConnectorError
+from ingest.connectors.garmin import login_tokens
+from ingest.connectors.intervals import IntervalsConnector, credentials_json
 from ingest.connectors.ledger import account_states, connect, disconnect
 from ingest.connectors.poller import ItemResult, PullResult, sync_account
+from recommender.planner import replan
 from stridecare.db.models import Athlete, ConnectorAccount, Run
 from stridecare.db.run_json import run_json
 from stridecare.runtime import Runtime
@@ -57,8 +60,6 @@ def intervals_connect(
     """Connect an intervals.icu account: the API key (intervals.icu → Settings → Developer Settings) is read
     from a hidden prompt, or from standard input when it is not a terminal, checked with one call, and
     stored encrypted. New runs then arrive within about 15 minutes, or now with `stridecare sync`."""
-    from ingest.connectors.intervals import IntervalsConnector, credentials_json
-
     rt = runtime()
     name = athlete or rt.settings.default_athlete
     key = _secret("intervals.icu API key")
@@ -87,8 +88,6 @@ def garmin_connect(athlete: AthleteOpt = None) -> None:
     """Connect Garmin Connect: asks for the email and password (used once, never stored) and, when the account
     has two-factor sign-in, the code Garmin sends; stores only the tokens, encrypted. Unofficial: Garmin
     offers individuals no API, so this may stop working or get the account challenged (docs/connectors.md)."""
-    from ingest.connectors.garmin import login_tokens
-
     rt = runtime()
     name = athlete or rt.settings.default_athlete
     email = _secret("Garmin email", hide=False)
@@ -202,8 +201,6 @@ def sync(
     load and prompts. Prints one line per new activity (with --json: the `ingest --json` object plus `source`
     and `activity_id`); exits 2 when an activity failed or an account could not be pulled. Each provider's
     limits still hold: a cooldown is waited out, and Garmin's hourly budget leaves the rest for later."""
-    from recommender.planner import replan
-
     rt = runtime()
     oldest = None
     if since is not None:

@@ -19,11 +19,13 @@ from ingest.recompute import recompute_athlete
 from ingest.service import CheckedFile, check, ingest_checked, ingest_path, read_guarded, sandboxed
 from ingest.store import FileReport, store_decoded
 from recommender.planner import replan
+from recommender.silence import outcomes_for_runs
 from stridecare.db.athletes import UnknownAthlete, ensure_athlete, get_athlete
 from stridecare.db.models import ImportedFile, Run, SeenFile
 from stridecare.db.run_json import run_json
 from stridecare.runtime import Runtime
 from stridecare_app.cli.app import app, emit_json, fail, runtime
+from workers.announce import prompt_line
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -72,8 +74,6 @@ def planned(rt: Runtime, report: FileReport) -> FileReport:
 
 def _print_prompts(rt: Runtime, report: FileReport) -> None:
     """Each new run's prompt, or why it got none (an old run, the day's second run …)."""
-    from workers.announce import prompt_line
-    from recommender.silence import outcomes_for_runs
 
     with rt.db.read() as session:
         outcomes = outcomes_for_runs(session, rt.settings, [int(r["id"]) for r in report.runs])
@@ -147,8 +147,8 @@ def import_archive(
 
 def _import_strava_zip(rt: object, archive: Path, athlete: str, *, as_json: bool) -> None:
     """A Strava bulk-export archive: every row of its activities.csv, reported like a folder's files."""
+    # deferred: start-up time of the command line (the archive reader brings the decoders and stravalib)
     from ingest.strava_export import StravaExportError, import_strava_export
-    from stridecare.runtime import Runtime
 
     assert isinstance(rt, Runtime)
     reasons: Reasons = {}
@@ -176,7 +176,6 @@ def import_folder(
     """Decode every supported file below ``folder`` across ``workers`` processes and store each result; files
     per status are returned, and skipped and rejected files are counted per reason into ``reasons``, and so are
     the duplicates that were recognised without being read again."""
-    from stridecare.runtime import Runtime
 
     assert isinstance(rt, Runtime)
     suffixes = supported_suffixes()
@@ -382,7 +381,7 @@ def watch(
     any other file once it has not changed for STRIDECARE_SETTLE_SECONDS (a copy in progress is never read
     half). Damaged files move to the quarantine folder with a reason file.
     """
-    from stridecare_app.runner import run_watcher
+    from stridecare_app.runner import run_watcher  # deferred: start-up time of the command line (Celery)
 
     rt = runtime()
     if folders:

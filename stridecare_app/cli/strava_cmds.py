@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy import func, select
 
+from ingest.strava.ratelimit import app_status, record_inactive
+from stridecare.crypto import SecretsError
 from stridecare.db.athletes import UnknownAthlete, ensure_athlete, get_athlete
 from stridecare.db.models import Athlete, StravaAccount, StravaEvent
 from stridecare.runtime import Runtime
@@ -72,10 +74,10 @@ def _parse_pasted(value: str) -> tuple[str, str | None, str | None]:
 
 def _probe_activity_scope(rt: Runtime, account_id: int) -> bool:
     """With a bare code Strava's accepted scope is unknown: one activity-list read tells."""
+    # deferred: start-up time of the command line (stravalib, which only the Strava commands need)
     from stravalib import exc as strava_exc
 
     from ingest.strava.client import athlete_client
-    from ingest.strava.ratelimit import record_inactive
 
     client = athlete_client(rt.db, rt.settings, account_id, now=rt.now())
     try:
@@ -88,6 +90,7 @@ def _probe_activity_scope(rt: Runtime, account_id: int) -> bool:
 
 
 def _print_connect_link(name: str) -> None:
+    # deferred: start-up time of the command line (stravalib, which only the Strava commands need)
     from ingest.strava.oauth import CONNECT_LINK_TTL
     from stridecare_app.web.strava import connect_link
 
@@ -132,6 +135,7 @@ def connect(
     if link is not None:
         _print_connect_link(link)
         return
+    # deferred: start-up time of the command line (stravalib, which only the Strava commands need)
     from ingest.strava.oauth import (
         REQUESTED_SCOPE,
         StravaError,
@@ -205,6 +209,7 @@ def subscribe(
     Prints the subscription id to put in STRIDECARE_STRAVA_SUBSCRIPTION_ID (events naming any other
     subscription are ignored). The web app must be running with the same STRIDECARE_STRAVA_VERIFY_TOKEN.
     """
+    # deferred: start-up time of the command line (stravalib, which only the Strava commands need)
     from stravalib import exc as strava_exc
 
     from ingest.strava.client import app_client
@@ -258,6 +263,7 @@ def backfill(
     When the rate limit is reached the import pauses; the command says when it resumes, and a running worker
     continues it by itself then (or run this command again).
     """
+    # deferred: start-up time of the command line (stravalib, which only the Strava commands need)
     from ingest.strava.backfill import BackfillProgress
     from ingest.strava.sync import backfill_account
 
@@ -341,8 +347,7 @@ def rotate_keys_cmd() -> None:
 
     Put the new key first in the list, keep the old ones after it, run this, then drop the old keys.
     """
-    from ingest.strava.sync import rotate_keys
-    from stridecare.crypto import SecretsError
+    from ingest.strava.sync import rotate_keys  # deferred: start-up time of the command line (stravalib)
 
     rt = runtime()
     try:
@@ -355,7 +360,6 @@ def rotate_keys_cmd() -> None:
 @strava_app.command()
 def status(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Connected accounts, their history import, and push events by status."""
-    from ingest.strava.ratelimit import app_status
 
     rt = runtime()
     with rt.db.read() as session:
