@@ -139,11 +139,24 @@ def local_iso(when: datetime | None, zone: ZoneInfo) -> str | None:
     return when.astimezone(zone).isoformat() if when is not None else None
 
 
-def notification_line(routines: Sequence[Mapping[str, Any]], reasons: Sequence[str], limit: int = 240) -> str:
-    """One line for a notification: the routines, then why ("Ball roll-out, toe spread — long run: 21.1 km …")."""
+def run_day_text(run: Mapping[str, Any] | None, timezone: str) -> str | None:
+    """The athlete's day of ``run`` as a reader says it ("Mon 7 Dec"), or None without a run or a date."""
+    if run is None:
+        return None
+    start = _instant(run.get("start_time"))
+    day = _run_date(start if start is not None else run.get("date"), athlete_zone(timezone))
+    return f"{day:%a} {day.day} {day:%b}" if day else None
+
+
+def notification_line(
+    routines: Sequence[Mapping[str, Any]], reasons: Sequence[str], day: str | None = None, limit: int = 240
+) -> str:
+    """One line for a notification: the run's local day, the routines, then why ("Mon 7 Dec: Roll out your
+    soles, Toe spread — Long run: 21.1 km …")."""
     titles = ", ".join(_one_line(r.get("title", ""), 60) for r in routines if r.get("title"))
     why = "; ".join(_one_line(reason, 160) for reason in reasons if str(reason).strip())
-    return _one_line(f"{titles} — {why}" if titles and why else titles or why, limit)
+    line = f"{titles} — {why}" if titles and why else titles or why
+    return _one_line(f"{day}: {line}" if day else line, limit)
 
 
 def _number(value: object, digits: int) -> float | None:

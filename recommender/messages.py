@@ -13,7 +13,7 @@ from urllib.parse import quote
 from sqlalchemy.orm import Session
 
 from delivery.outbox import relay_pending as _relay_pending
-from delivery.render import notification_line, render_prompt, routable
+from delivery.render import notification_line, render_prompt, routable, run_day_text
 from recommender.digest import digest_summary, render_digest
 from recommender.routines import WELLNESS_DISCLAIMER, balance_level, routine
 from recommender.shoes import render_shoe_reminder
@@ -100,7 +100,7 @@ def build_message(
         (rendered.subject, rendered.text, rendered.html, rendered.payload),
         unsubscribe_url=unsub,
         done_url=done,
-        summary=notification_line(routines, prompt.reasons),
+        summary=notification_line(routines, prompt.reasons, run_day_text(run, athlete.timezone)),
         link_url=link,
     )
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from delivery.render import athlete_zone
 from recommender import rules
 from stridecare.db.models import Athlete, Delivery, Prompt, Run
 from stridecare.domain.history import local_day
@@ -24,7 +25,7 @@ class PromptOutcome:
     prompt_id: str | None = None
     routines: list[str] = field(default_factory=list)
     channels: list[str] = field(default_factory=list)
-    held_until: datetime | None = None  # quiet hours: made now, sent then
+    held_until: datetime | None = None  # quiet hours: made now, sent then (in the athlete's zone)
     reason: str | None = None  # set exactly when there is no prompt
 
 
@@ -91,7 +92,9 @@ def prompt_outcome(session: Session, settings: Settings, run: Run) -> PromptOutc
     channels = list(
         session.scalars(select(Delivery.channel).where(Delivery.prompt_id == prompt.id).order_by(Delivery.id))
     )
-    held = prompt.due_at if prompt.due_at > prompt.created_at else None
+    # In the athlete's zone: the console says when they will get it, as they would read it.
+    zone = athlete_zone(athlete.timezone if athlete is not None else None)
+    held = prompt.due_at.astimezone(zone) if prompt.due_at > prompt.created_at else None
     return PromptOutcome(run.id, name, prompt.id, list(prompt.routines), channels, held)
 
 

@@ -50,7 +50,7 @@ def prompt_line(outcome: PromptOutcome) -> str:
     if outcome.prompt_id is None:
         return f"{outcome.athlete}: no prompt for run {outcome.run_id}: {outcome.reason}"
     channels = ", ".join(outcome.channels) or "no channel (the athlete has none set up)"
-    held = f", held for quiet hours until {outcome.held_until:%Y-%m-%d %H:%M} UTC" if outcome.held_until else ""
+    held = f", held for quiet hours until {outcome.held_until:%Y-%m-%d %H:%M %Z}" if outcome.held_until else ""
     titles = ", ".join(_title(key) for key in outcome.routines)
     return f"{outcome.athlete}: prompt {outcome.prompt_id} for run {outcome.run_id} ({titles}) → {channels}{held}"
 
