@@ -8,9 +8,12 @@ hostile input (a gigabyte-long chunked body from a generator, forged events, lin
 from __future__ import annotations
 
 import csv
+import re
 import select
+import shutil
 import socket
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,13 +27,14 @@ import pytest
 import uvicorn
 from channel_settings import channel_settings
 from conftest import make_settings
+from factories import parsed_run, store_runs
 from fake_strava import FakeClock, FakeStrava, connect_account, follow_authorize, make_activity, running
 from kombu import Connection
 from sqlalchemy import select as sql_select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
-from webclient import admin, browser
+from webclient import admin, browser, csrf_of
 
 from ingest.strava.events import process_event
 from ingest.strava.oauth import make_connect_token
@@ -43,6 +47,7 @@ from stridecare.runtime import Runtime
 from stridecare_app.cli.main import app
 from stridecare_app.web import strava as web_strava
 from stridecare_app.web.app import create_app
+from stridecare_app.web.auth import login_url
 from stridecare_app.web.limits import MAX_EVENT_BYTES
 from workers.sql_broker import BUSY_POLLING_INTERVAL_S, POLLING_INTERVAL_S
 
@@ -412,6 +417,165 @@ def test_metrics_answer_the_admin_session_and_a_bearer_token_only(tmp_path: Path
         assert tokenless.status_code == 403
     finally:
         closed.close()
+
+
+# -- who may see what: tunnels, rebinding, odd signatures and ids --------------------------------------------
+
+
+@contextmanager
+def tunnel(port: int) -> Iterator[int]:
+    """A forwarding process on loopback to ``port`` that adds no header (an ssh tunnel, a bare TCP proxy)."""
+    if shutil.which("socat") is None:
+        pytest.skip("socat is not installed (apt-get install socat): it plays the header-less tunnel")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        front = int(sock.getsockname()[1])
+    proc = subprocess.Popen(
+        ["socat", f"TCP-LISTEN:{front},bind=127.0.0.1,fork,reuseaddr", f"TCP:127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", front), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "socat did not listen"
+                time.sleep(0.05)
+        yield front
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def seed_pages(rt: Runtime) -> tuple[int, str, int, str]:
+    """An athlete with a run and a prompt: ``(athlete id, dashboard token, run id, prompt id)``."""
+    [run_id] = store_runs(rt.db, rt.settings, "anna", [parsed_run(rt.now() - timedelta(hours=3))], rt.now())
+    with rt.db.transaction() as s:
+        athlete = s.scalars(sql_select(Athlete).where(Athlete.name == "anna")).one()
+        prompt = Prompt(athlete_id=athlete.id, kind="shoe", dedupe_key="k1", local_day=rt.now().date())
+        s.add(prompt)
+        s.flush()
+        return athlete.id, athlete.dashboard_token, run_id, prompt.id
+
+
+def test_a_tunnel_without_forwarding_headers_opens_no_page(srt: Runtime) -> None:
+    athlete_id, token, run_id, _ = seed_pages(srt)
+    with (
+        serving(create_app(srt, enqueue=lambda _id: None)) as port,
+        tunnel(port) as front,
+        # Every request through the tunnel arrives from 127.0.0.1 with no word about who sent it.
+        httpx.Client(base_url=f"http://127.0.0.1:{front}", follow_redirects=False, timeout=10) as outsider,
+    ):
+        home = outsider.get("/")
+        assert home.status_code == 303 and home.headers["location"] == "/login"
+        assert "/strava/connect" not in home.text
+        login = outsider.get("/login")
+        assert login.status_code == 200 and "/strava/connect" not in login.text
+        for path in ("/dashboard/anna", f"/dashboard/anna/runs/{run_id}", "/metrics"):
+            assert outsider.get(path).status_code == 403, path
+        assert outsider.get("/strava/connect", params={"athlete": "anna"}).status_code == 403
+        # What the tunnel is for still works: the athlete's own link, and the admin's login.
+        assert outsider.get("/dashboard/anna", params={"t": token}).status_code == 200
+        link = login_url(srt.settings, srt.now()).removeprefix(srt.settings.effective_public_url)
+        page = outsider.get(link)
+        field = re.search(r'name="t" value="([^"]+)"', page.text)
+        assert field is not None
+        assert outsider.post("/login", data={"csrf": csrf_of(page.text), "t": field.group(1)}).status_code == 303
+        assert outsider.get("/").status_code == 200 and outsider.get("/metrics").status_code == 200
+    assert athlete_id
+
+
+def test_a_rebound_host_gets_421_on_every_page_session_or_token(srt: Runtime) -> None:
+    _, token, run_id, prompt_id = seed_pages(srt)
+    web_app = create_app(srt, enqueue=lambda _id: None)
+    with (
+        serving(web_app) as port,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False, timeout=10) as victim,
+    ):
+        # The victim's browser is logged in (the cookie is for 127.0.0.1) …
+        link = login_url(srt.settings, srt.now()).removeprefix(srt.settings.effective_public_url)
+        page = victim.get(link)
+        field = re.search(r'name="t" value="([^"]+)"', page.text)
+        assert field is not None
+        assert victim.post("/login", data={"csrf": csrf_of(page.text), "t": field.group(1)}).status_code == 303
+        assert victim.get("/").status_code == 200
+        # … and a page at evil.example, rebound to 127.0.0.1, reads with its own name in Host: nothing.
+        for path in (
+            "/",
+            "/dashboard/anna",
+            f"/dashboard/anna?t={token}",
+            f"/dashboard/anna/runs/{run_id}?t={token}",
+            "/metrics",
+            "/healthz",
+            "/login",
+            f"/done/{prompt_id}?sig=x",
+            "/strava/webhook",
+        ):
+            answer = victim.get(path, headers={"Host": "evil.example:8080"})
+            assert answer.status_code == 421, (path, answer.status_code)
+            assert "anna" not in answer.text
+
+
+def test_odd_signatures_and_ids_answer_like_any_wrong_link_never_500(any_rt: Runtime) -> None:
+    athlete_id, token, run_id, prompt_id = seed_pages(any_rt)
+    client = browser(create_app(any_rt, enqueue=lambda _id: None), raise_server_exceptions=False)
+    logged_in = admin(create_app(any_rt, enqueue=lambda _id: None), any_rt, raise_server_exceptions=False)
+
+    def same(*paths: str, status: int, post: bool = True) -> None:
+        asked = [("GET", path) for path in paths] + ([("POST", path) for path in paths] if post else [])
+        answers = {(method, path): client.request(method, path) for method, path in asked}
+        assert {a.status_code for a in answers.values()} == {status}, {k: a.status_code for k, a in answers.items()}
+        assert len({a.text for a in answers.values()}) == 1, paths
+
+    huge, arabic = "9" * 30, "\u0661\u0662"  # 30 digits; Arabic-Indic "12", which int() reads as 12
+    # Done links: a non-ASCII signature made hmac.compare_digest raise (500); now every wrong link is alike.
+    same(f"/done/{prompt_id}?sig=%C3%A9", f"/done/{prompt_id}?sig=forged", "/done/nope?sig=%C3%A9", status=403)
+    same(f"/done/{'x' * 5000}?sig=a", f"/done/{prompt_id}?sig={'a' * 5000}", status=403)
+    # Unsubscribe links: a known or unknown athlete, a 30-digit id (SQLite OverflowError), other digits.
+    same(
+        f"/unsubscribe/{athlete_id}/prompts?sig=%C3%A9",
+        f"/unsubscribe/{athlete_id}/prompts?sig=forged",
+        f"/unsubscribe/{athlete_id + 1000}/prompts?sig=forged",
+        f"/unsubscribe/{huge}/prompts?sig=forged",
+        f"/unsubscribe/{arabic}/prompts?sig=forged",
+        "/unsubscribe/-1/prompts?sig=x",
+        f"/unsubscribe/{athlete_id}/%C3%A9?sig=x",
+        status=403,
+    )
+    # Connect links: a non-ASCII signature, a 23-digit athlete id, a year-3000 issue time.
+    forged = make_connect_token(any_rt.settings, Athlete(id=athlete_id, link_secret="guessed"), any_rt.now())
+    body, _, _sig = forged.rpartition(".")
+    same(
+        f"/strava/connect?t={forged}",
+        f"/strava/connect?t={body}.%C3%A9%C3%A9",
+        f"/strava/connect?t={'1' * 23}.1700000000.abc.def",
+        f"/strava/connect?t={athlete_id}.{'9' * 30}.abc.def",
+        f"/strava/connect?t={arabic}.1700000000.abc.def",
+        status=403,
+    )
+    callback = client.get("/strava/callback", params={"code": "c", "state": "\u00e9"}, cookies={"x": "y"})
+    assert callback.status_code == 400
+    # Run pages: a 23-digit run id (SQLite OverflowError) is a run that does not exist.
+    for path in (f"/dashboard/anna/runs/{'9' * 23}", f"/dashboard/anna/runs/{arabic}", "/dashboard/anna/runs/-1"):
+        assert client.get(f"{path}?t={token}").status_code == 404
+        assert logged_in.get(path).status_code == 404
+    assert client.get(f"/dashboard/anna/runs/{run_id}?t={token}").status_code == 200
+    # Unknown and forbidden athletes answer alike, run pages included.
+    same(
+        "/dashboard/anna?t=wrong",
+        "/dashboard/nobody?t=wrong",
+        f"/dashboard/nobody?t={token}",
+        f"/dashboard/{'n' * 500}?t={token}",
+        "/dashboard/%00?t=x",
+        f"/dashboard/anna/runs/{run_id}?t=wrong",
+        f"/dashboard/nobody/runs/{run_id}?t={token}",
+        f"/dashboard/nobody/runs/{'9' * 23}?t={token}",
+        status=403,
+        post=False,
+    )
 
 
 # -- names, settings, exports --------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def password(
     rt = runtime()
     try:
         with rt.db.transaction() as session:
-            set_password(session, secret, rt.now())
+            set_password(session, secret)
     finally:
         rt.close()
     typer.echo(
@@ -83,7 +83,7 @@ def logout() -> None:
     rt = runtime()
     try:
         with rt.db.transaction() as session:
-            end_sessions(session, rt.now())
+            end_sessions(session)
     finally:
         rt.close()
     typer.echo("stridecare: every admin session ended", err=True)

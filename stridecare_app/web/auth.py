@@ -48,11 +48,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stridecare.crypto import signing_key
-from stridecare.db.models import AdminLogin
+from stridecare.db.models import AdminLogin, UsedToken
 from stridecare.links import spend_once
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
-from stridecare_app.web.dashboard import environment, html_response
+from stridecare_app.web.pages import environment, html_response
 
 SESSION_COOKIE = "stridecare_session"
 # The cookie's own lifetime (checked against its signed timestamp by Starlette's SessionMiddleware).
@@ -107,6 +107,13 @@ def _login_expiry(settings: Settings, token: str, now: datetime) -> datetime | N
     return datetime.fromtimestamp(expires, UTC)
 
 
+def login_token_spent(session: Session, token: str) -> bool:
+    """True when ``token`` was used (so that a spent link's page offers no button)."""
+    # The digest stridecare.links.spend_once records for a spent token.
+    digest = hashlib.sha256(f"{_LOGIN_KIND}|{token}".encode()).hexdigest()
+    return session.get(UsedToken, digest) is not None
+
+
 def spend_login_token(session: Session, settings: Settings, token: str, now: datetime) -> bool:
     """True when ``token`` is a valid login token, now spent in the caller's transaction."""
     expires = _login_expiry(settings, token, now)
@@ -154,16 +161,21 @@ def _row(session: Session) -> AdminLogin:
     return row
 
 
-def set_password(session: Session, password: str | None, now: datetime) -> None:
+def set_password(session: Session, password: str | None) -> None:
     """Set (or with None remove) the admin password; every admin session ends."""
     row = _row(session)
     row.password_hash = hash_password(password) if password is not None else None
-    row.sessions_since = now
+    row.sessions_since = _wall_clock()
 
 
-def end_sessions(session: Session, now: datetime) -> None:
+def end_sessions(session: Session) -> None:
     """End every admin session (each browser logs in again)."""
-    _row(session).sessions_since = now
+    _row(session).sessions_since = _wall_clock()
+
+
+def _wall_clock() -> datetime:
+    # Sessions belong to real browsers: they are timed by the wall clock, never by a simulation clock.
+    return datetime.fromtimestamp(time.time(), UTC)
 
 
 def login_state(session: Session) -> tuple[str | None, datetime | None]:
@@ -330,7 +342,9 @@ def _page(request: Request, status: int, **values: Any) -> Response:
     body = (
         environment()
         .get_template("login.html.j2")
-        .render(csrf=csrf_token(request), **{"token": "", "password": False, "message": "", **values})
+        .render(
+            csrf=csrf_token(request), **{"token": "", "password": False, "message": "", "logged_in": False, **values}
+        )
     )
     response = html_response(200, body)  # the whole page, whatever the status
     response.status_code = status
@@ -346,7 +360,10 @@ def routes(rt: Runtime) -> list[Route]:
             return login_state(session)[0] is not None
 
     def link_is_live(token: str) -> bool:
-        return _login_expiry(rt.settings, token, rt.now()) is not None
+        if _login_expiry(rt.settings, token, rt.now()) is None:
+            return False
+        with rt.db.read() as session:
+            return not login_token_spent(session, token)
 
     def spend(token: str) -> bool:
         with rt.db.transaction() as session:
@@ -359,7 +376,7 @@ def routes(rt: Runtime) -> list[Route]:
 
     def logged_in(request: Request) -> Response:
         request.session.clear()
-        request.session["admin"] = rt.now().timestamp()
+        request.session["admin"] = _wall_clock().timestamp()
         request.session["csrf"] = secrets.token_urlsafe(24)  # a new token for the new session
         return RedirectResponse("/", status_code=303)
 
@@ -369,7 +386,7 @@ def routes(rt: Runtime) -> list[Route]:
         if request.method == "GET":
             if token:
                 # A GET only asks: link previews open links, and the link is single-use.
-                if not link_is_live(token):
+                if not await run_in_threadpool(link_is_live, token):
                     return _page(request, 403, message="expired", password=password)
                 return _page(request, 200, token=token)
             return _page(request, 200, password=password, logged_in=await is_admin(request, rt))

@@ -6,24 +6,32 @@ import sys
 import threading
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from stridecare.runtime import Runtime
 
 
-def _server(rt: Runtime, host: str | None, port: int | None) -> uvicorn.Server:
-    from stridecare_app.web.app import create_app
-
-    config = uvicorn.Config(
-        create_app(rt),
-        host=host or rt.settings.web_host,
-        port=port or rt.settings.web_port,
-        log_level=rt.settings.log_level.lower(),
+def uvicorn_config(app: ASGIApp, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
+    """How the web app is served (tests serve with the same)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
         access_log=False,
         lifespan="off",
         # uvicorn would believe X-Forwarded-* from 127.0.0.1 by default; the app believes them only from
         # STRIDECARE_TRUSTED_PROXIES (web.auth).
         proxy_headers=False,
         server_header=False,
+    )
+
+
+def _server(rt: Runtime, host: str | None, port: int | None) -> uvicorn.Server:
+    from stridecare_app.web.app import create_app
+
+    config = uvicorn_config(
+        create_app(rt), host or rt.settings.web_host, port or rt.settings.web_port, rt.settings.log_level
     )
     return uvicorn.Server(config)
 
