@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from delivery.render import athlete_zone
 from recommender import rules
+from stridecare import clock
 from stridecare.db.models import Athlete, Delivery, Prompt, Run
 from stridecare.domain.history import local_day
 from stridecare.settings import Settings
@@ -67,6 +68,9 @@ def why_no_prompt(session: Session, settings: Settings, run: Run) -> str:
             f"(prompt {same_day[0].id})"
         )
     arrived = run.created_at
+    if settings.clock_file is not None:
+        # The planner judged freshness on the simulation clock; the row's stamp is the wall clock's.
+        arrived = min(arrived, clock.now(settings))
     if not rules.is_fresh(end, arrived, window):
         return (
             f"outside the {_hours(window)} freshness window: it ended "
