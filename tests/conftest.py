@@ -47,16 +47,25 @@ _WEEK_END_MARGIN = timedelta(minutes=20)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """``--clock NAME`` (one of :data:`CLOCKS`) or ``--clock ISO-TIMESTAMP[@ZONE]``."""
+    """``--clock NAME`` (one of :data:`CLOCKS`) or ``--clock ISO-TIMESTAMP[@ZONE]``, repeatable."""
     parser.addoption(
         "--clock",
-        default=None,
+        action="append",
+        default=[],
         metavar="NAME|ISO[@ZONE]",
         help=(
             "Run end-to-end tests on the project's clock frozen at this instant: "
-            f"{', '.join(CLOCKS)}, or an ISO 8601 timestamp with offset, optionally @ an IANA zone for new athletes."
+            f"{', '.join(CLOCKS)}, or an ISO 8601 timestamp with offset, optionally @ an IANA zone for new "
+            "athletes. Repeated: each such test runs once per clock."
         ),
     )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that takes ``e2e_clock`` runs once per ``--clock`` given (with the system clock when none is)."""
+    names: list[str] = metafunc.config.getoption("--clock")
+    if "e2e_clock" in metafunc.fixturenames and names:
+        metafunc.parametrize("e2e_clock", names, indirect=True)
 
 
 @dataclass(frozen=True)
@@ -109,8 +118,8 @@ def _week_end(now: datetime, zone: str) -> datetime:
 
 @pytest.fixture
 def e2e_clock(request: pytest.FixtureRequest) -> E2EClock:
-    """The clock this run's end-to-end tests use (``--clock``; the system clock by default)."""
-    return parse_clock(request.config.getoption("--clock"), datetime.now(UTC))
+    """The clock this end-to-end test runs on (one ``--clock``; the system clock by default)."""
+    return parse_clock(getattr(request, "param", None), datetime.now(UTC))
 
 
 def set_weekly_schedule(settings: Settings, athlete: str, weekday: int = 6, at: str = "23:59") -> None:
