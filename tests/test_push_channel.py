@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from channel_settings import channel_settings
-from conftest import make_settings
+from conftest import E2EClock, make_settings, set_weekly_schedule
 from factories import ingest_planned
 from fitgen import write_activity
 from harness import processes, settings_env, stridecare, wait_for
@@ -216,15 +216,20 @@ def test_push_to_a_private_address_is_refused_when_sent_without_connecting(
 
 
 @pytest.mark.slow
-def test_push_sent_once_after_the_runner_is_killed_mid_send(tmp_path: Path) -> None:
+def test_push_sent_once_after_the_runner_is_killed_mid_send(tmp_path: Path, e2e_clock: E2EClock) -> None:
     hold = threading.Event()
     receiver = PushReceiver(hold=hold).start()
     settings = make_settings(
-        tmp_path, webhook_allowed_networks=["127.0.0.0/8"], delivery_claim_s=3.0, redispatch_after_s=2.0
+        tmp_path,
+        webhook_allowed_networks=["127.0.0.0/8"],
+        delivery_claim_s=3.0,
+        redispatch_after_s=2.0,
+        **e2e_clock.overrides(tmp_path),
     )
     rt = Runtime.open(settings)
     with rt.db.transaction() as s:
         s.add(Athlete(name="me", timezone="UTC", channel_settings=channel_settings(console=False)))
+    set_weekly_schedule(settings, "me")  # one delivery, the run's: no weekly prompt falls due meanwhile
     from stridecare.plugins import channel_classes, store_channel_settings
 
     with rt.db.transaction() as s:
@@ -238,7 +243,7 @@ def test_push_sent_once_after_the_runner_is_killed_mid_send(tmp_path: Path) -> N
     try:
         with processes(first):
             staging = tmp_path / "run.fit"
-            write_activity(staging, start=datetime.now(UTC) - timedelta(hours=1), duration_s=1800)
+            write_activity(staging, start=e2e_clock.now() - timedelta(hours=1), duration_s=1800)
             staging.rename(inbox / "run.fit")
             wait_for(lambda: len(receiver.received) == 1, timeout=90, what="the first push to arrive")
             first.kill()  # mid-send: the receiver has the post and has not answered
