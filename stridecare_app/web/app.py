@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
-from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select, text
@@ -13,14 +11,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from recommender.feedback import UnknownPrompt, record_done
 from stridecare.db.models import Athlete, Prompt, utcnow
 from stridecare.links import athlete_key, check_done, check_unsubscribe
 from stridecare.plugins import channel_options, patch_channel_options
 from stridecare.runtime import Runtime
+from stridecare_app.web import auth, dashboard, home, metrics, run_page, strava
 from stridecare_app.web.auth import (
     SESSION_COOKIE,
     SESSION_MAX_AGE_S,
@@ -32,19 +32,7 @@ from stridecare_app.web.auth import (
     session_secret,
 )
 from stridecare_app.web.limits import DEFAULT_MAX_BODY_BYTES, MAX_EVENT_BYTES, BodyLimit
-
-# Hands a stored Strava event's id to the workers (the Celery task by default).
-Enqueue = Callable[[int], Any]
-
-_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width,initial-scale=1"><title>stridecare</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#222}}
-button{{font-size:1.1rem;padding:.6rem 1.2rem}}</style></head><body>{body}</body></html>"""
-
-
-def page(body: str, status: int = 200) -> HTMLResponse:
-    """A minimal HTML page around ``body`` (already escaped by the caller)."""
-    return HTMLResponse(_PAGE.format(body=body), status_code=status)
+from stridecare_app.web.pages import Enqueue, page
 
 
 def create_app(rt: Runtime, enqueue: Enqueue | None = None) -> Starlette:
@@ -142,8 +130,6 @@ def middleware(rt: Runtime) -> list[Middleware]:
     public_host = host_name(urlsplit(settings.effective_public_url).netloc) or "localhost"
     stack = [Middleware(HostGuard, public_host=public_host, proxies=proxies)]
     if proxies:
-        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-
         stack.append(Middleware(ProxyHeadersMiddleware, trusted_hosts=proxies.uvicorn_list()))
     # Every body is bounded while it is read; Strava's events are a few hundred bytes.
     stack.append(Middleware(BodyLimit, default=DEFAULT_MAX_BODY_BYTES, limits={"/strava/webhook": MAX_EVENT_BYTES}))
@@ -161,14 +147,12 @@ def middleware(rt: Runtime) -> list[Middleware]:
 
 
 def _page_routes(rt: Runtime, enqueue: Enqueue | None) -> list[BaseRoute]:
-    """The routes of the page modules (Strava, metrics, dashboard, home page)."""
-    # Imported here: those modules use this one's ``page`` and ``Enqueue``.
-    from stridecare_app.web import auth, dashboard, home, metrics, strava
-
+    """The routes of the page modules (Strava, metrics, dashboard and run pages, home page, login)."""
     return [
         *strava.routes(rt, enqueue),
         *metrics.routes(rt),
         *dashboard.routes(rt),
+        run_page.run_route(rt),
         *home.routes(rt),
         *auth.routes(rt),
     ]

@@ -17,68 +17,28 @@ passed on to other sites.
 from __future__ import annotations
 
 import hmac
-from functools import cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from recommender.dashboard_data import RANGES, dashboard_data
-from recommender.figures import number_text, spec
-from recommender.run_detail import flag_title, pace_text, routine_title
 from stridecare.db.models import Athlete
 from stridecare.handles import is_handle
 from stridecare.runtime import Runtime
+from stridecare_app.web.auth import is_admin
 from stridecare_app.web.charts import DESK, PHONE, load_chart
-
-_TEMPLATES = Path(__file__).with_name("templates")
-SECURITY_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'",
-}
-
-
-@cache
-def environment() -> Environment:
-    """The Jinja environment of the web pages (autoescaped, strict), with the filters the templates use."""
-    env = Environment(
-        loader=FileSystemLoader(_TEMPLATES),
-        autoescape=select_autoescape(default=True, default_for_string=True),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["routine_title"] = routine_title
-    env.globals.update(
-        flag_title=flag_title, clock=clock, pace=pace, number_text=number_text, figure_label=lambda key: spec(key).label
-    )
-    return env
+from stridecare_app.web.pages import environment, html_response
 
 
 def token_matches(given: str, expected: str) -> bool:
     """Constant-time comparison of the link token (no early exit that would leak a matching prefix)."""
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
-
-
-def clock(seconds: float) -> str:
-    """``1:05`` (hours:minutes) of a duration in seconds."""
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    return f"{hours}:{rest // 60:02d}"
-
-
-def pace(timer_s: float, distance_m: float) -> str | None:
-    """``5:12 /km`` of a run, None for a run too short to have one."""
-    return pace_text(timer_s / (distance_m / 1000)) if distance_m > 50 else None
 
 
 def with_token(path: str, token: str, **params: str) -> str:
@@ -136,13 +96,6 @@ FORBIDDEN = '<p>This page needs its secret link, or the admin\'s login (<a href=
 _ERRORS = {404: "<p>No such athlete.</p>", 403: FORBIDDEN}
 
 
-def html_response(status: int, body: str) -> HTMLResponse:
-    """The page, or a short error page, with the headers that keep a token in the address private."""
-    if status != 200:
-        body = f'<!doctype html><html lang="en"><meta charset="utf-8"><title>stridecare</title>{body}</html>'
-    return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
-
-
 def routes(rt: Runtime) -> list[Route]:
     """The dashboard route for the web app (picked up by ``stridecare_app.web.app._page_routes``)."""
 
@@ -165,7 +118,4 @@ def routes(rt: Runtime) -> list[Route]:
         status, body = await run_in_threadpool(_load, name, token, admin, range_key)
         return html_response(status, body)
 
-    from stridecare_app.web.auth import is_admin
-    from stridecare_app.web.run_page import run_route
-
-    return [Route("/dashboard/{athlete_name}", dashboard, methods=["GET"]), run_route(rt)]
+    return [Route("/dashboard/{athlete_name}", dashboard, methods=["GET"])]

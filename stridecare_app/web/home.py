@@ -22,18 +22,15 @@ from ingest.strava.ratelimit import app_status
 from recommender.overview import overview
 from stridecare.runtime import Runtime
 from stridecare_app.web.auth import csrf_token, is_admin
-from stridecare_app.web.dashboard import environment, html_response
+from stridecare_app.web.pages import environment, html_response
+from stridecare_app.web.strava import connect_link
 
 log = logging.getLogger(__name__)
 
 
 def _connect_links(rt: Runtime, athletes: list[dict[str, Any]]) -> dict[int, str]:
-    """A fresh signed connect link per athlete (none when Strava is not configured or the route is absent)."""
+    """A fresh signed connect link per athlete (none when Strava is not configured)."""
     if not rt.settings.strava_client_id:
-        return {}
-    try:
-        from stridecare_app.web.strava import connect_link
-    except ImportError:
         return {}
     links: dict[int, str] = {}
     for athlete in athletes:

@@ -238,13 +238,14 @@ def queue_depth(settings: Settings, queue: str = QUEUE) -> int | None:
 def _redis_keys(queue: str) -> list[str]:
     # kombu's Redis transport puts a message of priority p on "<queue>\x06\x16<step>" (the plain name for
     # step 0); counting only "celery" would miss prioritised messages.
+    # deferred: start-up time of the web app (kombu's Redis transport, needed only with a Redis broker)
     from kombu.transport.redis import PRIORITY_STEPS, Channel
 
     return [queue if step == 0 else f"{queue}{Channel.sep}{step}" for step in PRIORITY_STEPS]
 
 
 def _redis_depth(url: str, queue: str) -> int:
-    import redis
+    import redis  # deferred: start-up time of the web app (the Redis client, needed only with a Redis broker)
 
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     try:

@@ -19,7 +19,8 @@ from recommender.run_detail import run_detail
 from stridecare.runtime import Runtime
 from stridecare_app.web.auth import db_id, is_admin
 from stridecare_app.web.charts import DESK_SMALL, PHONE_SMALL, line_chart
-from stridecare_app.web.dashboard import FORBIDDEN, authorized_athlete, environment, html_response, with_token
+from stridecare_app.web.dashboard import FORBIDDEN, authorized_athlete, with_token
+from stridecare_app.web.pages import environment, html_response
 
 # An athlete this reader may not see answers as on the dashboard, whatever the run id.
 _ERRORS = {404: "<p>No such run.</p>", 403: FORBIDDEN}

@@ -9,6 +9,8 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from stridecare.runtime import Runtime
+from stridecare_app.web.app import create_app
+from stridecare_app.web.auth import LOGIN_LINK_TTL, login_url
 
 
 def uvicorn_config(app: ASGIApp, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
@@ -28,8 +30,6 @@ def uvicorn_config(app: ASGIApp, host: str, port: int, log_level: str = "info") 
 
 
 def _server(rt: Runtime, host: str | None, port: int | None) -> uvicorn.Server:
-    from stridecare_app.web.app import create_app
-
     config = uvicorn_config(
         create_app(rt), host or rt.settings.web_host, port or rt.settings.web_port, rt.settings.log_level
     )
@@ -38,8 +38,6 @@ def _server(rt: Runtime, host: str | None, port: int | None) -> uvicorn.Server:
 
 def announce_login(rt: Runtime) -> None:
     """Print a one-time admin login link on stderr (the console of whoever started the server)."""
-    from stridecare_app.web.auth import LOGIN_LINK_TTL, login_url
-
     minutes = int(LOGIN_LINK_TTL.total_seconds() // 60)
     sys.stderr.write(
         f"stridecare: log in at {login_url(rt.settings, rt.now())}\n"

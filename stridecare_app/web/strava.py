@@ -40,8 +40,8 @@ from ingest.strava.oauth import (
 from stridecare.db.models import Athlete
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
-from stridecare_app.web.app import Enqueue, page
 from stridecare_app.web.limits import MAX_EVENT_BYTES
+from stridecare_app.web.pages import Enqueue, page
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class CeleryEnqueue:
         """Send the task (ids only: arguments end up in broker and worker logs)."""
         with self._lock:
             if self._task is None:
+                # deferred: start-up time of the web app (Celery, loaded by the first event it hands on)
                 from workers.app import make_app
                 from workers.strava_tasks import STRAVA_EVENT_TASK
 
