@@ -257,7 +257,8 @@ def main() -> None:
     report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-connectors-") as tmp:
         work = Path(tmp)
-        os.environ.setdefault(CACHE_ENV, str(ROOT / ".bench-cache" / "fitgen"))
+        # Generated FIT files are kept between runs (outside the repository): the encoder is slow.
+        os.environ.setdefault(CACHE_ENV, str(Path(tempfile.gettempdir()) / "stridecare-bench-fitgen"))
         Path(os.environ[CACHE_ENV]).mkdir(parents=True, exist_ok=True)
         syncs = [first_sync(n, work) for n in args.sizes]
         report["first_sync"] = syncs
