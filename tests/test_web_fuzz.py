@@ -1,0 +1,206 @@
+"""Every route and parameter of the web app fuzzed: no input gets a 500, and nobody learns which athletes exist.
+
+Hypothesis drives the real app (every middleware, a migrated SQLite database with an athlete, a run and a
+prompt) with path segments, query parameters and form or JSON bodies drawn from: any text (control characters,
+other scripts, lone surrogates left out only because HTTP cannot carry them), digits of other scripts, numbers
+up to 30 digits either sign, overlong strings, and the real values (names, tokens, ids) so that the checks behind
+them are reached. The routes are read from the app, so a new route is fuzzed without a word here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from conftest import make_settings
+from factories import parsed_run, store_runs
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+from starlette.routing import Route
+from starlette.testclient import TestClient
+from webclient import BASE_URL, PEER, log_in
+
+from stridecare.db.engine import Database
+from stridecare.db.models import Athlete, Prompt
+from stridecare.runtime import Runtime
+from stridecare_app.web.app import create_app
+
+PARAMS = (
+    "t",
+    "sig",
+    "range",
+    "code",
+    "state",
+    "scope",
+    "error",
+    "athlete",
+    "hub.mode",
+    "hub.challenge",
+    "hub.verify_token",
+)
+FORM_FIELDS = ("csrf", "t", "password", "List-Unsubscribe")
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+class Site:
+    """The app under test, its clients and the real values of its one athlete."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.app = create_app(rt, enqueue=lambda _id: None)
+        [self.run_id] = store_runs(rt.db, rt.settings, "anna", [parsed_run(rt.now() - timedelta(hours=2))], rt.now())
+        with rt.db.transaction() as s:
+            athlete = s.scalars(select(Athlete).where(Athlete.name == "anna")).one()
+            prompt = Prompt(athlete_id=athlete.id, kind="shoe", dedupe_key="fuzz", local_day=rt.now().date())
+            s.add(prompt)
+            s.flush()
+            self.athlete_id, self.token, self.prompt_id = athlete.id, athlete.dashboard_token, prompt.id
+        self.anonymous = TestClient(
+            self.app, client=PEER, base_url=BASE_URL, raise_server_exceptions=False, follow_redirects=False
+        )
+        self.admin = log_in(
+            TestClient(self.app, client=PEER, base_url=BASE_URL, raise_server_exceptions=False, follow_redirects=False),
+            rt,
+        )
+
+    def values(self) -> st.SearchStrategy[str]:
+        """Any value a parameter might be given."""
+        real = [
+            "anna",
+            self.token,
+            str(self.run_id),
+            str(self.athlete_id),
+            self.prompt_id,
+            "prompts",
+            "6w",
+            "subscribe",
+        ]
+        return st.one_of(
+            st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40),
+            st.text(alphabet="0123456789\u0661\u0662\u06f3\u096a\uff15", min_size=1, max_size=30),
+            st.integers(min_value=-(10**30), max_value=10**30).map(str),
+            st.builds(lambda char, n: char * n, st.characters(blacklist_categories=["Cs"]), st.integers(200, 5000)),
+            st.sampled_from(real),
+            st.sampled_from(real).map(lambda v: v + "\u00e9"),
+        )
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    root: Path = tmp_path_factory.mktemp("fuzz")
+    rt = Runtime.open(
+        make_settings(
+            root,
+            strava_client_id="4711",
+            strava_client_secret="fuzz-secret",
+            strava_base_url="http://127.0.0.1:9",  # nothing listens: no request may reach it anyway
+            strava_verify_token="fuzz-verify",
+            strava_subscription_id=1,
+            metrics_token="fuzz-metrics",
+        )
+    )
+    yield Site(rt)
+    rt.close()
+
+
+def _routes() -> list[tuple[str, str]]:
+    """``(method, path template)`` of every route the app serves."""
+    # Building the app touches no database: an engine that is never connected will do.
+    app = create_app(Runtime(make_settings(Path("/nonexistent")), Database("sqlite://")), enqueue=lambda _id: None)
+    found = []
+    for route in app.routes:
+        assert isinstance(route, Route)
+        for method in sorted(route.methods or {"GET"}):
+            if method != "HEAD":
+                found.append((method, route.path))
+    return found
+
+
+ROUTES = _routes()
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    return re.sub(r"{(\w+)(:\w+)?}", lambda m: quote(values[m.group(1)], safe=""), template)
+
+
+def _json_bodies() -> st.SearchStrategy[Any]:
+    scalars = st.one_of(
+        st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30), st.floats(), st.text(max_size=20)
+    )
+    event = st.fixed_dictionaries(
+        {
+            "object_type": st.sampled_from(["activity", "athlete", "x"]),
+            "object_id": scalars,
+            "aspect_type": st.sampled_from(["create", "update", "delete", "é"]),
+            "owner_id": scalars,
+            "subscription_id": st.one_of(st.just(1), scalars),
+            "event_time": scalars,
+            "updates": st.one_of(st.dictionaries(st.text(max_size=8), scalars, max_size=3), scalars),
+        }
+    )
+    return st.one_of(event, st.recursive(scalars, lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner)))
+
+
+def test_every_route_is_in_the_fuzzed_list() -> None:
+    paths = {path for _, path in ROUTES}
+    assert {"/", "/login", "/logout", "/metrics", "/healthz", "/strava/webhook", "/strava/connect"} <= paths
+    assert {"/done/{prompt_id}", "/unsubscribe/{athlete_id}/{list_name}", "/dashboard/{athlete_name}"} <= paths
+    assert "/dashboard/{athlete_name}/runs/{run_id}" in paths
+
+
+@pytest.mark.parametrize(("method", "template"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
+def test_no_input_gets_a_500(site: Site, method: str, template: str) -> None:
+    names = re.findall(r"{(\w+)", template)
+
+    @FUZZ
+    @given(
+        path_values=st.fixed_dictionaries({name: site.values() for name in names}),
+        query=st.dictionaries(st.sampled_from(PARAMS), site.values(), max_size=4),
+        form=st.dictionaries(st.sampled_from(FORM_FIELDS), site.values(), max_size=3),
+        body=_json_bodies(),
+        as_admin=st.booleans(),
+        as_json=st.booleans(),
+    )
+    def check(
+        path_values: dict[str, str],
+        query: dict[str, str],
+        form: dict[str, str],
+        body: Any,
+        as_admin: bool,
+        as_json: bool,
+    ) -> None:
+        client = site.admin if as_admin else site.anonymous
+        path = _fill(template, path_values)
+        kwargs: dict[str, Any] = {"params": query}
+        if method == "POST":
+            if as_json:
+                kwargs["content"] = json.dumps(body).encode()
+                kwargs["headers"] = {"content-type": "application/json"}
+            else:
+                kwargs["data"] = form
+        answer = client.request(method, path, **kwargs)
+        assert answer.status_code < 500, (method, path, query, answer.status_code, answer.text[:300])
+
+    check()
+
+
+@FUZZ
+@given(data=st.data())
+def test_unknown_and_forbidden_athletes_answer_alike(site: Site, data: st.DataObject) -> None:
+    # A value that is no path segment ("", "..", one with a slash) makes another path, not another athlete or run.
+    segment = site.values().filter(lambda v: v not in ("", ".", "..") and "/" not in v)
+    name = data.draw(segment.filter(lambda v: v != "anna"), label="name")
+    token = data.draw(site.values().filter(lambda v: v != site.token), label="token")
+    run = data.draw(st.one_of(st.just(str(site.run_id)), segment), label="run id")
+    for suffix in ("", f"/runs/{quote(run, safe='')}"):
+        unknown = site.anonymous.get(f"/dashboard/{quote(name, safe='')}{suffix}", params={"t": token})
+        forbidden = site.anonymous.get(f"/dashboard/anna{suffix}", params={"t": token})
+        assert (unknown.status_code, unknown.text) == (forbidden.status_code, forbidden.text), (name, token, run)
+        assert forbidden.status_code == 403
