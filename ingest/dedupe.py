@@ -22,10 +22,20 @@ in the daily series and get a prompt.
   :data:`START_TOLERANCE` of it.
 * Runs of one file are never linked to each other: the file itself says they are separate sessions.
 
+Two more rules catch copies that the labels or the clock disguise:
+
+* **Labels disagree.** A slow uphill run is "running/trail" in the watch's FIT, a GPX without ``<type>`` is
+  judged walking by its speed, and Strava may call it a Hike. Whatever the labels, two ranges that each cover
+  :data:`LABEL_FREE_OVERLAP` (90 %) of the other with the same distance (±2 %) are one session; the richer
+  record's samples then decide the gait.
+* **A clock off by whole hours.** A copy re-saved with the wrong time zone starts exactly 1–14 h off. It is the
+  same session when its distance (±0.5 %), duration (±1 %) and steps (±2 %) match and, moved back by those
+  hours, it covers 90 % of the other: two different sessions almost never agree that closely.
+
 **Richer** means, in order: per-sample cadence, then samples at all, then a summary; then measured cadence
 over an estimate; then a file over Strava (the device's own record; Strava's streams are resampled from it);
-then more samples. When two copies rank the same (a ``.fit`` and its ``.fit.gz``), the one stored first stays
-primary, so a prompt already made keeps pointing at the primary.
+then more samples. When two copies rank the same (a ``.fit`` and its ``.fit.gz``), the one whose source and key
+sort first is primary, whichever arrived first; a prompt already made for the session is not made again.
 """
 
 from __future__ import annotations
@@ -40,6 +50,17 @@ from stridecare.db.models import Run
 from stridecare.domain.run import CadenceSource
 
 MIN_OVERLAP = 0.5
+# Copies whose sport labels disagree (a slow trail run as a GPX without a type, judged walking; a Strava "Hike")
+# are one session when each covers nearly all of the other and they measured the same distance.
+LABEL_FREE_OVERLAP = 0.9
+LABEL_FREE_DISTANCE = 0.02
+# A copy written with the wrong time zone: its start is off by whole hours, everything else the same.
+MAX_SHIFT_HOURS = 14
+SHIFT_DISTANCE = 0.005
+SHIFT_DURATION = 0.01
+SHIFT_STEPS = 0.02
+# A zone error moves every timestamp by the same whole hours, to the second.
+SHIFT_SLACK_S = 2.0
 START_TOLERANCE = timedelta(seconds=60)
 # No stored session is longer (the plausibility bound on a session's timer): bounds the candidate query.
 MAX_SESSION = timedelta(hours=48)
@@ -70,14 +91,50 @@ def overlap_fraction(a: Run, b: Run) -> float:
     return max(0.0, shared / shorter)
 
 
-def same_session(a: Run, b: Run) -> bool:
-    """True when ``a`` and ``b`` describe one session: same foot family and ranges overlapping ≥ half of the
-    shorter (see the module docstring)."""
-    if sport_family(a.sport) != sport_family(b.sport):
+def _both_overlap(a: Run, b: Run, shift: timedelta = timedelta(0)) -> float:
+    """How much of *each* range the two share (the smaller of the two fractions), ``b`` moved by ``shift``."""
+    (a0, a1), (b0, b1) = span(a), span(b)
+    b0, b1 = b0 + shift, b1 + shift
+    if a1 - a0 <= timedelta(0) or b1 - b0 <= timedelta(0):
+        return 1.0 if abs(a0 - b0) <= START_TOLERANCE else 0.0
+    shared = min(a1, b1) - max(a0, b0)
+    return max(0.0, min(shared / (a1 - a0), shared / (b1 - b0)))
+
+
+def _close(x: float | None, y: float | None, tolerance: float) -> bool:
+    """``x`` and ``y`` both positive and within ``tolerance`` (a fraction) of the larger."""
+    if not x or not y or x <= 0 or y <= 0:
         return False
+    return abs(x - y) <= tolerance * max(x, y)
+
+
+def same_session(a: Run, b: Run) -> bool:
+    """True when ``a`` and ``b`` describe one session (see the module docstring): the same foot family with
+    ranges overlapping by half of the shorter; or, whatever their sport labels, ranges overlapping by
+    :data:`LABEL_FREE_OVERLAP` of both with the same distance; or a copy written with a clock off by whole hours."""
     if a.file_id is not None and a.file_id == b.file_id:
         return False
-    return overlap_fraction(a, b) >= MIN_OVERLAP
+    if sport_family(a.sport) == sport_family(b.sport) and overlap_fraction(a, b) >= MIN_OVERLAP:
+        return True
+    if _both_overlap(a, b) >= LABEL_FREE_OVERLAP and _close(a.distance_m, b.distance_m, LABEL_FREE_DISTANCE):
+        return True
+    return shifted_copy(a, b)
+
+
+def shifted_copy(a: Run, b: Run) -> bool:
+    """True when ``b`` is ``a`` written with a clock off by a whole number of hours (a re-save in the wrong time
+    zone): starts a whole number of hours apart (up to :data:`MAX_SHIFT_HOURS`), the same distance, duration and
+    steps within tight bounds."""
+    offset = (b.start_time - a.start_time).total_seconds()
+    hours = round(offset / 3600)
+    if hours == 0 or abs(hours) > MAX_SHIFT_HOURS or abs(offset - hours * 3600) > SHIFT_SLACK_S:
+        return False
+    return (
+        _close(a.distance_m, b.distance_m, SHIFT_DISTANCE)
+        and _close(max(a.elapsed_s, a.timer_s), max(b.elapsed_s, b.timer_s), SHIFT_DURATION)
+        and _close(a.steps, b.steps, SHIFT_STEPS)
+        and _both_overlap(a, b, -timedelta(hours=hours)) >= LABEL_FREE_OVERLAP
+    )
 
 
 def richness(run: Run) -> tuple[int, int, int, int]:
@@ -94,10 +151,10 @@ def richness(run: Run) -> tuple[int, int, int, int]:
     return level, int(measured), int(from_file), samples.count if samples is not None else 0
 
 
-def rank(run: Run) -> tuple[tuple[int, int, int, int], int]:
-    """The order in which records of one session compete for primary: the richer wins; between equals the older
-    row (a lower id), so the primary does not change hands for nothing."""
-    return richness(run), -(run.id or 0)
+def primary_of(runs: Sequence[Run]) -> Run:
+    """The record of one session that stays primary: the richest; between equally rich copies the one whose
+    source and key sort first, so the winner never depends on the order in which the copies arrived."""
+    return min(runs, key=lambda r: (tuple(-x for x in richness(r)), r.source, r.source_key))
 
 
 def find_matches(session: Session, athlete_id: int, run: Run) -> list[Run]:
@@ -107,8 +164,8 @@ def find_matches(session: Session, athlete_id: int, run: Run) -> list[Run]:
         Run.athlete_id == athlete_id,
         Run.duplicate_of_id.is_(None),
         Run.id != run.id,
-        Run.start_time >= start - MAX_SESSION,
-        Run.start_time <= end + START_TOLERANCE,
+        Run.start_time >= start - MAX_SESSION - timedelta(hours=MAX_SHIFT_HOURS),
+        Run.start_time <= end + START_TOLERANCE + timedelta(hours=MAX_SHIFT_HOURS),
     )
     matches = [other for other in session.scalars(query) if same_session(other, run)]
     return sorted(matches, key=lambda other: (-overlap_fraction(other, run), abs(other.start_time - run.start_time)))
@@ -131,9 +188,10 @@ __all__ = [
     "find_matches",
     "overlap_fraction",
     "primaries_only",
-    "rank",
+    "primary_of",
     "richness",
     "same_session",
+    "shifted_copy",
     "span",
     "sport_family",
 ]

@@ -22,7 +22,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ingest.dedupe import find_matches, rank
+from ingest.dedupe import find_matches, primary_of, same_session
 from stridecare.db.athletes import lock_athlete
 from stridecare.db.marks import mark_stale
 from stridecare.db.models import Athlete, Prompt, Run, RunSamples, Shoe
@@ -164,7 +164,7 @@ def link_duplicate(session: Session, athlete_id: int, run: Run) -> Run:
     matches = find_matches(session, athlete_id, run)
     if not matches:
         return run
-    primary = max([run, *matches], key=rank)
+    primary = primary_of([run, *matches])
     for other in [run, *matches]:
         if other is not primary:
             _demote(session, other, primary)
@@ -178,7 +178,7 @@ def _elect_heir(session: Session, primary: Run, leaving: Collection[int] = ()) -
     copies = [c for c in session.scalars(select(Run).where(Run.duplicate_of_id == primary.id)) if c.id not in leaving]
     if not copies:
         return None
-    heir = max(copies, key=rank)
+    heir = primary_of(copies)
     heir.duplicate_of_id = None
     for other in copies:
         if other is not heir:
@@ -192,6 +192,27 @@ def _elect_heir(session: Session, primary: Run, leaving: Collection[int] = ()) -
     )
     session.flush()
     return heir
+
+
+def _relink(session: Session, athlete_id: int, run: Run) -> list[Run]:
+    """After ``run``'s times changed (a Strava edit): unlink what is no longer the same session and link what now
+    is. Returns the other runs whose link changed."""
+    changed: list[Run] = []
+    if run.duplicate_of_id is not None:
+        primary = session.get(Run, run.duplicate_of_id)
+        if primary is None or not same_session(run, primary):
+            run.duplicate_of_id = None  # moved away: a session of its own again
+            session.flush()
+    else:
+        for copy in session.scalars(select(Run).where(Run.duplicate_of_id == run.id)):
+            if not same_session(copy, run):
+                copy.duplicate_of_id = None
+                changed.append(copy)
+        session.flush()
+        for copy in changed:
+            link_duplicate(session, athlete_id, copy)
+    link_duplicate(session, athlete_id, run)  # moved onto another record of its session
+    return changed
 
 
 # -- the writes ------------------------------------------------------------------------------------------------
@@ -215,6 +236,7 @@ def store_parsed(
     lock_athlete(session, athlete.id)
     out = Stored()
     moved: list[datetime] = []
+    moved_runs: list[Run] = []
     inserted: list[Run] = []
     for parsed in parsed_runs:
         implausible = None if checked else implausibility(parsed)
@@ -232,11 +254,14 @@ def store_parsed(
             inserted.append(changed)
         elif was != changed.start_time:
             moved.append(was)  # an edited start time: the old day changes too
+            moved_runs.append(changed)
     if not out.runs:
         return out
     session.flush()
     for run in inserted:
         link_duplicate(session, athlete.id, run)  # the same session from another source: one primary, one prompt
+    for run in moved_runs:
+        out.runs.extend(_relink(session, athlete.id, run))
     out.replan_owed = mark_stale(session, athlete, out.runs, since=min(moved) if moved else None)
     return out
 
