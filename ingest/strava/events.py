@@ -71,9 +71,10 @@ RETRY_DELAYS = (
 LISTING = "listing"
 # The list shows the newest activities first: one page covers any athlete's last days.
 RECENT_PER_PAGE = 50
-# An activity the list did not show is looked for once more at the next list when its event is this fresh
-# (the event may come a moment before the list shows the activity); after a second miss the event is done.
-RECHECK_WITHIN = timedelta(minutes=30)
+# An activity the list did not show is looked for once more at the next list when its event came this shortly
+# before the list (Strava may send the event a moment before its list shows the activity); otherwise, and after
+# a second miss, the event is done. A flood's events older than this cost no second list.
+RECHECK_WITHIN = timedelta(seconds=60)
 NOT_LISTED = (
     "not in the athlete's recent activities at Strava (deleted, private without activity:read_all, or never there)"
 )
