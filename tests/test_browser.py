@@ -9,13 +9,13 @@ import os
 import shutil
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dashboard_seed import Seeded, seed
+from harness import wait_for
 from sqlalchemy import select
 
 from recommender.digest import CHART_FONT_PT, CHART_SCALE, CHART_WIDTH_PX, preview_digest
@@ -102,10 +102,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Seeded, str
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
+    wait_for(lambda: server.started, timeout=15, interval=0.05, what="uvicorn to start")
     yield data, f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)

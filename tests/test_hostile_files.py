@@ -396,7 +396,7 @@ def test_a_quarantined_file_that_changes_afterwards_is_taken_back(rt: Runtime, t
     fh.flush()
     old = time.time() - 60  # it looks long still: a failed read quarantines it at once
     os.utime(target, (old, old))
-    report = ingest_path(rt.db, rt.settings, "me", target, rt.now(), root=inbox, quarantine_damaged=True)
+    report = ingest_planned(rt.db, rt.settings, "me", target, rt.now(), root=inbox, quarantine_damaged=True)
     assert report.status == "rejected"
     qdir = rt.settings.effective_quarantine_dir
     assert (qdir / "late.gpx").exists() and not target.exists()

@@ -29,6 +29,7 @@ from channel_settings import channel_settings
 from conftest import make_settings
 from factories import parsed_run, store_runs
 from fake_strava import FakeClock, FakeStrava, connect_account, follow_authorize, make_activity, running
+from harness import wait_for
 from kombu import Connection
 from sqlalchemy import select as sql_select
 from starlette.applications import Starlette
@@ -68,10 +69,7 @@ def serving(web_app: Starlette) -> Iterator[int]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="hostile-web", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
+    wait_for(lambda: server.started, timeout=10, interval=0.01, what="uvicorn to start")
     port = int(server.servers[0].sockets[0].getsockname()[1])
     try:
         yield port

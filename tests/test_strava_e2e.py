@@ -36,6 +36,7 @@ from fake_strava import (
     running,
 )
 from fitgen import write_activity
+from harness import wait_for
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
@@ -583,10 +584,7 @@ def served(srt: Runtime, recorder: Recorder) -> Iterator[str]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
+    wait_for(lambda: server.started, timeout=10, interval=0.05, what="uvicorn to start")
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
@@ -741,12 +739,12 @@ def test_real_celery_worker_processes_a_webhook_event(tmp_path: Path, fake: Fake
             # The real enqueue: Celery on Redis.
             with TestClient(create_app(rt), base_url="http://127.0.0.1:8080") as web:
                 post(web, event("create", 900011))
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                if runs(rt) and prompts(rt):
-                    break
+
+            def stored() -> bool:
                 assert worker.poll() is None, log_path.read_text()
-                time.sleep(0.2)
+                return bool(runs(rt) and prompts(rt))
+
+            wait_for(stored, timeout=30, interval=0.2, what="the run and its prompt from the worker")
             assert [r.source_key for r in runs(rt)] == ["900011"], log_path.read_text()
             assert len(prompts(rt)) == 1
             with rt.db.read() as session:
