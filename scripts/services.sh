@@ -28,6 +28,16 @@ if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
     echo "services: chromium not installed; the browser test will skip" >&2
   fi
 fi
+# nginx for the reverse-proxy test (Debian's package; the test runs it in the foreground with its own config).
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "services: installing nginx for the reverse-proxy test" >&2
+    { apt-get install -y -q nginx || { apt-get update -q && apt-get install -y -q nginx; }; } >/dev/null 2>&1 \
+      || echo "services: could not install nginx; the reverse-proxy test will skip" >&2
+  else
+    echo "services: nginx not installed; the reverse-proxy test will skip" >&2
+  fi
+fi
 for _ in $(seq 1 30); do
   ok=1
   command -v redis-cli >/dev/null 2>&1 && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && ok=0
