@@ -193,5 +193,5 @@ def test_the_home_page_shows_each_athletes_accounts_and_their_state(tmp_path: Pa
     account = connect(rt.db, rt.settings, "anna", "intervals", "i1001", credentials_json("wrong", "i1001"), rt.now())
     sync_account(rt.db, rt.settings, account, rt.now)
     page = admin(create_app(rt), rt).get("/").text
-    assert "intervals i1001: <span class=\"bad\">refused</span>, 0 stored" in page
+    assert 'intervals i1001: <span class="bad">refused</span>, 0 stored' in page
     assert "intervals.icu refused the API key (HTTP 401)" in page

@@ -33,8 +33,8 @@ def connectors_due(self: Task) -> None:
 @shared_task(bind=True, name=CONNECTOR_POLL_TASK)  # type: ignore[untyped-decorator]
 def connector_poll(self: Task, account_id: int) -> None:
     """Pull one account now; each new activity takes the path of a dropped file."""
-    from workers.announce import announce
     from ingest.connectors.poller import sync_account
+    from workers.announce import announce
     from workers.tasks import replan
 
     rt = runtime_of(self.app)

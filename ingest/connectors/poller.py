@@ -421,4 +421,3 @@ def _record_listing(db: Database, account_id: int, listed: list[RemoteActivity],
         if account is not None and newest is not None and (account.cursor is None or newest > account.cursor):
             account.cursor = newest
     return skipped
-
