@@ -29,12 +29,13 @@ from fake_strava import (
 )
 from stravalib import exc as strava_exc
 
-from ingest.strava.client import BaseUrlSession, app_client, athlete_client, rebase_url
+from ingest.strava.client import BaseUrlSession, app_client, rebase_url
 from ingest.strava.oauth import (
     StravaAuthError,
     StravaConnectError,
     StravaScopeError,
     StravaStateError,
+    athlete_client,
     authorization_url,
     deauthorize,
     exchange_code,

@@ -31,10 +31,17 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from ingest.strava.client import BaseUrlSession, TokenOutsideHeader, athlete_client
+from ingest.strava.client import BaseUrlSession, TokenOutsideHeader
 from ingest.strava.errors import APP_INACTIVE_MESSAGE, StravaAthleteLimit, StravaConnectError
 from ingest.strava.events import process_event, sweep
-from ingest.strava.oauth import authorization_url, deauthorize, exchange_code, fresh_access_token, make_state
+from ingest.strava.oauth import (
+    athlete_client,
+    authorization_url,
+    deauthorize,
+    exchange_code,
+    fresh_access_token,
+    make_state,
+)
 from ingest.strava.ratelimit import PROBE_INTERVAL, app_status
 from ingest.strava.reader import ApiReader
 from ingest.strava.sync import backfill_account

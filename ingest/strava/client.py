@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import requests
 from stravalib import Client
 from stravalib.protocol import ApiV3
 
-from stridecare.db.engine import Database
 from stridecare.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -137,23 +135,3 @@ def _client(settings: Settings, access_token: str | None, on_response: ResponseH
 def app_client(settings: Settings, on_response: ResponseHook | None = None) -> StravaClient:
     """An unauthenticated client for the OAuth endpoints and push subscriptions."""
     return _client(settings, None, on_response)
-
-
-def athlete_client(
-    db: Database,
-    settings: Settings,
-    account_id: int,
-    *,
-    now: datetime | None = None,
-    on_response: ResponseHook | None = None,
-) -> StravaClient:
-    """A real ``stravalib.Client`` for one connected account, with an access token valid for a few minutes
-    more.
-
-    The token is refreshed under the account's row lock when it is close to expiry (see
-    :func:`ingest.strava.oauth.fresh_access_token`). ``on_response`` sees every response (rate-limit headers).
-    """
-    from ingest.strava.oauth import fresh_access_token
-
-    token = fresh_access_token(db, settings, account_id, now=now)
-    return _client(settings, token, on_response)

@@ -25,7 +25,15 @@ from stravalib import exc as strava_exc
 from stravalib.protocol import Scope
 
 from ingest.strava import ratelimit
-from ingest.strava.client import STRAVA_ORIGIN, BaseUrlSession, api_url, app_client, rebase_url
+from ingest.strava.client import (
+    STRAVA_ORIGIN,
+    BaseUrlSession,
+    ResponseHook,
+    StravaClient,
+    api_url,
+    app_client,
+    rebase_url,
+)
 
 # Re-exported: callers have long imported the errors from here.
 from ingest.strava.errors import (
@@ -358,6 +366,25 @@ def fresh_access_token(
     # Committed: the new refresh token is stored before anybody uses the new access token.
     log.info("Strava token of account %s refreshed in %.2f s", account_id, time.monotonic() - started)
     return new_token
+
+
+def athlete_client(
+    db: Database,
+    settings: Settings,
+    account_id: int,
+    *,
+    now: datetime | None = None,
+    on_response: ResponseHook | None = None,
+) -> StravaClient:
+    """A real ``stravalib.Client`` for one connected account, with an access token valid for a few minutes
+    more.
+
+    The token is refreshed under the account's row lock when it is close to expiry (see
+    :func:`fresh_access_token`). ``on_response`` sees every response (rate-limit headers).
+    """
+    client = app_client(settings, on_response)
+    client.access_token = fresh_access_token(db, settings, account_id, now=now)
+    return client
 
 
 def revoke(db: Database, settings: Settings, account_id: int) -> None:

@@ -25,9 +25,9 @@ import requests
 from stravalib import exc as strava_exc
 
 from ingest.strava import ratelimit
-from ingest.strava.client import StravaClient, api_url, athlete_client
+from ingest.strava.client import StravaClient, api_url
 from ingest.strava.errors import StravaAppInactive, StravaDeferred, names_inactive_app
-from ingest.strava.oauth import fresh_access_token
+from ingest.strava.oauth import athlete_client, fresh_access_token
 from ingest.strava.ratelimit import record_active, record_inactive
 from stridecare.db.engine import Database
 from stridecare.settings import Settings

@@ -77,7 +77,7 @@ def _probe_activity_scope(rt: Runtime, account_id: int) -> bool:
     # deferred: start-up time of the command line (stravalib, which only the Strava commands need)
     from stravalib import exc as strava_exc
 
-    from ingest.strava.client import athlete_client
+    from ingest.strava.oauth import athlete_client
 
     client = athlete_client(rt.db, rt.settings, account_id, now=rt.now())
     try:
