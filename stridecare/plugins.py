@@ -222,8 +222,9 @@ def store_channel_settings(athlete: Athlete, channel: Any, values: Mapping[str, 
     optionally ``options_schema``, ``address_key``, ``secret_keys``, ``reset_on_change``), encrypting secret
     keys, and validate the result against the channel's schema (:class:`InvalidChannelSettings`).
 
-    A None value removes a key; when the channel's address is gone (or no key is left) the channel is removed.
-    A fresh setting clears ``disabled_at`` and the channel's other ``reset_on_change`` marks.
+    A None value removes a key; when only None values are given and the channel's address is gone (or no key
+    is left) the channel is removed; other values without an address are refused. A fresh setting clears
+    ``disabled_at`` and the channel's other ``reset_on_change`` marks.
     """
     secret_keys = tuple(getattr(channel, "secret_keys", ()))
     address_key = getattr(channel, "address_key", "address")
@@ -235,9 +236,12 @@ def store_channel_settings(athlete: Athlete, channel: Any, values: Mapping[str, 
             current.pop(key, None)
         else:
             current[key] = vault.encrypt(str(value)) if key in secret_keys else value
-    if not current or (address_key and not current.get(address_key)):
+    removing = all(value is None for value in values.values())
+    if not current or (removing and address_key and not current.get(address_key)):
         put_channel_options(athlete, channel.name, None)
         return
+    if address_key and not current.get(address_key):
+        raise InvalidChannelSettings(f"{channel.name}.{address_key}: required (where this channel sends to)")
     put_channel_options(athlete, channel.name, validate_channel_options(channel, current))
 
 

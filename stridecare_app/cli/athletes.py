@@ -315,7 +315,8 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout."
         return
     for row in rows:
         channels = [c for c in ("email", "webhook_url") if row[c]] + list(row["channels"])  # type: ignore[call-overload]
-        typer.echo(f"{row['name']:16} {row['timezone']:20} {', '.join(channels) or 'console only'}")
+        channels += ["console"] if row["console"] else []
+        typer.echo(f"{row['name']:16} {row['timezone']:20} {', '.join(channels) or 'no channel'}")
 
 
 @athlete_app.command("link")
