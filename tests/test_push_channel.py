@@ -245,12 +245,12 @@ def test_push_sent_once_after_the_runner_is_killed_mid_send(tmp_path: Path, e2e_
             staging = tmp_path / "run.fit"
             write_activity(staging, start=e2e_clock.now() - timedelta(hours=1), duration_s=1800)
             staging.rename(inbox / "run.fit")
-            wait_for(lambda: len(receiver.received) == 1, timeout=90, what="the first push to arrive")
+            wait_for(lambda: len(receiver.received) == 1, timeout=150, what="the first push to arrive")
             first.kill()  # mid-send: the receiver has the post and has not answered
         hold.set()
         second = stridecare("run2", ["run", "--no-web"], env, logs)
         with processes(second):
-            wait_for(lambda: _status(rt) == "sent", timeout=90, what="the restarted runner to deliver")
+            wait_for(lambda: _status(rt) == "sent", timeout=120, what="the restarted runner to deliver")
     finally:
         receiver.stop()
     with rt.db.transaction() as s:

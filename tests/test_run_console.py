@@ -49,7 +49,7 @@ def test_run_prints_a_line_per_file_and_the_prompt_or_why_none(tmp_path: Path, e
         (inbox.parent / "staging" / "broken.fit").rename(inbox / "broken.fit")
         out = wait_for(
             lambda: (o := proc.output()).count("me: ") >= 6 and "broken.fit rejected" in o and "sent prompt" in o and o,
-            timeout=90,
+            timeout=150,
             what="four file lines, two prompt lines and the delivery",
         )
     fresh = re.search(r"me: fresh\.fit ingested: run (\d+), running, 5\.4 km, load [\d,]+ ref\. steps", out)
@@ -80,7 +80,7 @@ def test_run_json_prints_one_object_per_event_and_quiet_prints_none(tmp_path: Pa
         _drop_three(quiet_inbox, e2e_clock.now())
         out = wait_for(
             lambda: (o := proc.output()).count('"event": "file"') >= 3 and '"event": "delivered"' in o and o,
-            timeout=90,
+            timeout=150,
             what="three file events and the delivery",
         )
         wait_for(lambda: len(list((tmp_path / "quiet" / "home").glob("prompts.log"))) == 1, timeout=60)
