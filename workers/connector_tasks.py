@@ -12,7 +12,11 @@ import logging
 
 from celery import Task, shared_task
 
+from ingest.connectors.ledger import due_accounts
+from ingest.connectors.poller import sync_account
+from workers.announce import announce
 from workers.context import runtime_of
+from workers.tasks import replan
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +27,6 @@ CONNECTOR_POLL_TASK = "stridecare.connector_poll"
 @shared_task(bind=True, name=CONNECTORS_DUE_TASK)  # type: ignore[untyped-decorator]
 def connectors_due(self: Task) -> None:
     """Queue a pull of every connector account that is due."""
-    from ingest.connectors.ledger import due_accounts
-
     rt = runtime_of(self.app)
     for account_id in due_accounts(rt.db, rt.now()):
         connector_poll.delay(account_id)
@@ -33,10 +35,6 @@ def connectors_due(self: Task) -> None:
 @shared_task(bind=True, name=CONNECTOR_POLL_TASK)  # type: ignore[untyped-decorator]
 def connector_poll(self: Task, account_id: int) -> None:
     """Pull one account now; each new activity takes the path of a dropped file."""
-    from ingest.connectors.poller import sync_account
-    from workers.announce import announce
-    from workers.tasks import replan
-
     rt = runtime_of(self.app)
     result = sync_account(rt.db, rt.settings, int(account_id), rt.now)
     for item in result.items:

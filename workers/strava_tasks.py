@@ -10,7 +10,11 @@ import logging
 
 from celery import Task, shared_task
 
+from ingest.strava.events import process_event
+from ingest.strava.sync import backfill_account
+from workers.announce import announce_strava_event
 from workers.context import runtime_of
+from workers.tasks import dispatch_due
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +25,6 @@ STRAVA_BACKFILL_TASK = "stridecare.strava_backfill"
 @shared_task(bind=True, name=STRAVA_EVENT_TASK)  # type: ignore[untyped-decorator]
 def strava_event(self: Task, event_id: int) -> None:
     """Process one stored Strava push event; prompts it wrote are dispatched at once."""
-    from workers.announce import announce_strava_event
-    from ingest.strava.events import process_event
-    from workers.tasks import dispatch_due
-
     rt = runtime_of(self.app)
     outcome = process_event(rt, int(event_id))
     if outcome.runs_changed:
@@ -38,9 +38,6 @@ def strava_event(self: Task, event_id: int) -> None:
 @shared_task(bind=True, name=STRAVA_BACKFILL_TASK)  # type: ignore[untyped-decorator]
 def strava_backfill(self: Task, account_id: int) -> None:
     """One step of an account's Strava backfill; the periodic sweep enqueues the next one when it is due."""
-    from ingest.strava.sync import backfill_account
-    from workers.tasks import dispatch_due
-
     progress = backfill_account(runtime_of(self.app), int(account_id))
     if progress is not None and progress.stored:
         dispatch_due.delay()
