@@ -32,7 +32,10 @@ WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 NameArg = Annotated[str, typer.Argument(help="Short handle, e.g. `anna` (used by folders and commands).")]
-EmailOpt = Annotated[str | None, typer.Option(help="Email address for prompts (needs STRIDECARE_SMTP_HOST).")]
+EmailOpt = Annotated[
+    str | None,
+    typer.Option(help="Email address for prompts (needs an SMTP server: `stridecare config set smtp_host HOST`)."),
+]
 WebhookOpt = Annotated[
     str | None,
     typer.Option(help="HTTPS URL that receives signed prompts (Standard Webhooks). '' removes it."),
