@@ -15,6 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+if sys.platform != "win32":
+    import fcntl
+
 from stridecare.crypto import Vault
 from stridecare.db.models import Athlete
 from stridecare.plugins import ChannelOptions, DeliveryOutcome, OutgoingMessage, SettingsChannel, Target
@@ -50,8 +53,6 @@ def _locked(handle: IO[str]) -> Iterator[None]:
     if sys.platform == "win32":  # no fcntl; a single local runner is the norm there
         yield
         return
-    import fcntl
-
     fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
     try:
         yield

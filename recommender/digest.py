@@ -17,6 +17,7 @@ PNG (matplotlib, Agg backend) drawn at twice its display size, that the HTML sho
 
 from __future__ import annotations
 
+import base64
 import io
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -129,6 +130,7 @@ def chart_png(days: list[dict[str, Any]], highlight_from: str | None = None) -> 
     """Daily load bars with the acute and chronic lines as a PNG at :data:`CHART_SCALE`× its display size, with
     its unit on the axis; days from ``highlight_from`` (the digest week) stand out."""
     # The object API with the Agg canvas, never pyplot: no global figure state, safe in worker threads.
+    # deferred: start-up time (matplotlib, which only drawing a digest's chart needs)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -168,7 +170,7 @@ def chart_png(days: list[dict[str, Any]], highlight_from: str | None = None) -> 
 
 
 def _locator() -> Any:
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # deferred: start-up time (matplotlib, as in chart_png)
 
     # Four or five whole-number ticks: fractions of a reference step mean nothing.
     return MaxNLocator(nbins=4, integer=True, min_n_ticks=3)
@@ -295,8 +297,6 @@ def preview_digest(
 ) -> tuple[str, str | None]:
     """The digest's HTML as one self-contained page (the chart inlined as a data: URI in place of its Content-ID),
     and a note when the scheduled digest would not be sent (no address, or no run yet by that week)."""
-    import base64
-
     send_day, facts = digest_now(session, settings, athlete, now)
     rendered = render_digest(
         prompt_id="preview",
