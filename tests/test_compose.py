@@ -312,6 +312,60 @@ def test_web_healthcheck_path_is_served(tmp_path: Path) -> None:
         rt.close()
 
 
+def test_the_home_page_works_through_the_published_port_with_the_login(
+    compose: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new user's path: `docker compose up`, open http://localhost:8080, log in with the link from
+    `docker compose exec web stridecare admin link`. Requests through the published port arrive from the bridge's
+    gateway (not loopback) with the browser's Host, localhost:8080; the container's healthcheck asks 127.0.0.1."""
+    import re
+
+    from starlette.testclient import TestClient
+    from typer.testing import CliRunner
+    from webclient import csrf_of
+
+    from stridecare.db.models import Athlete
+    from stridecare.runtime import Runtime
+    from stridecare_app.cli.main import app as cli
+    from stridecare_app.web.app import create_app
+
+    web = compose["services"]["web"]
+    env = _environment(web)
+    assert web["command"] == ["stridecare", "web", "--host", "0.0.0.0"]
+    published = {p.rsplit(":", 1)[-1]: p.split(":")[-2] for p in web["ports"]}
+    assert published == {env["STRIDECARE_WEB_PORT"]: env["STRIDECARE_WEB_PORT"]}
+    assert env["STRIDECARE_PUBLIC_URL"] == f"http://localhost:{env['STRIDECARE_WEB_PORT']}"
+    # The web container's settings, with its database and data volume here (SQLite stands in for PostgreSQL).
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("STRIDECARE_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("STRIDECARE_DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    monkeypatch.setenv("STRIDECARE_ENCRYPTION_KEYS", "6vYg1GDm8N3gTk6u0p5mYw4QG1vXh2Jq9v6Tq3l0W0c=")
+    rt = Runtime.open(Settings())
+    try:
+        with rt.db.transaction() as s:
+            s.add(Athlete(name="anna", timezone="UTC"))
+        printed = CliRunner().invoke(cli, ["admin", "link"])
+        assert printed.exit_code == 0, printed.output
+        link = next(line for line in printed.output.splitlines() if "/login?t=" in line).strip()
+        assert link.startswith("http://localhost:8080/login?t=")
+        app = create_app(rt)
+        browser = TestClient(
+            app, client=("172.18.0.1", 51234), base_url="http://localhost:8080", follow_redirects=False
+        )
+        assert browser.get("/").headers["location"] == "/login"
+        page = browser.get(link.removeprefix("http://localhost:8080"))
+        token = re.search(r'name="t" value="([^"]+)"', page.text)
+        assert page.status_code == 200 and token
+        assert browser.post("/login", data={"csrf": csrf_of(page.text), "t": token.group(1)}).status_code == 303
+        home = browser.get("/")
+        assert home.status_code == 200 and 'data-athlete="anna"' in home.text
+        healthcheck = TestClient(app, client=("127.0.0.1", 40000), base_url="http://127.0.0.1:8080")
+        assert healthcheck.get("/healthz").status_code == 200
+    finally:
+        rt.close()
+
+
 def test_mailpit_catches_the_mail(compose: dict[str, Any]) -> None:
     mailpit = compose["services"]["mailpit"]
     assert mailpit["image"].startswith("axllent/mailpit")
