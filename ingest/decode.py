@@ -54,6 +54,9 @@ class Decoded:
     result: DecodeResult | None
     error: str | None  # one line, for refused or damaged files
     refused: bool = False  # refused before reading (link, size): nothing to quarantine
+    # The reading did not finish for reasons that need not be the file's (a timeout on a busy machine, the
+    # reader dying): read again later with a larger budget, never taken for damaged.
+    retryable: bool = False
 
 
 # What the caller already knows of a file it checked and hashed: (size, mtime in ns, SHA-256 hex digest).

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import logging
 import os
 import pickle
@@ -42,11 +43,12 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ingest.decode import Decoded, Known, decode_path, known_digest, registered_sources
 from ingest.files import RefusedFile, check_file, content_hash
+from ingest.fit_integrity import fit_crc
 from stridecare.domain.load import LoadConstants
 from stridecare.plugins import source_for
 from stridecare.settings import Settings
@@ -117,14 +119,10 @@ def _child_main(request: dict[str, object], result_fd: int) -> None:
 
 def _warm() -> None:
     """Import and build once, in the server, what every child would otherwise load again per file."""
-    import importlib
-
     registered_sources()
     for name in _WARM_MODULES:
         with contextlib.suppress(ImportError):  # a source that is not installed is simply not warmed
             importlib.import_module(name)
-    from ingest.fit_integrity import fit_crc
-
     fit_crc(b"\0\0")  # builds the CRC word table (~15 ms)
 
 
@@ -327,7 +325,7 @@ def _unpickled(data: bytes) -> Decoded | None:
 
 def _death_reason(exitcode: int | None, timed_out: bool, limits: Limits) -> str:
     if timed_out:
-        return f"refused: decoding this file took longer than {limits.wall_s:.0f} s (STRIDECARE_DECODE_TIMEOUT_S)"
+        return f"timed out: decoding this file took longer than {limits.wall_s:g} s (STRIDECARE_DECODE_TIMEOUT_S)"
     if exitcode is not None and exitcode < 0:
         sig = -exitcode
         if sig == signal.SIGXCPU:
@@ -430,18 +428,27 @@ def _decode_once(
         return result, generation
     reason = _death_reason(exitcode, not finished, limits)
     log.warning("decoding %s: %s", path.name, reason)
-    return _failed(path, root, max_bytes, reason, known), generation
+    return replace(_failed(path, root, max_bytes, reason, known), retryable=not finished), generation
 
 
 def decode_for(
-    settings: Settings, path: Path, root: Path | None, max_bytes: int | None = None, known: Known | None = None
+    settings: Settings,
+    path: Path,
+    root: Path | None,
+    max_bytes: int | None = None,
+    known: Known | None = None,
+    budget: float = 1.0,
 ) -> Decoded:
-    """``decode_sandboxed`` with the limits, size cap and model constants from ``settings``."""
+    """``decode_sandboxed`` with the limits, size cap and model constants from ``settings``; ``budget`` scales the
+    time limits (a file read again after a timeout gets more)."""
+    limits = Limits.from_settings(settings)
+    if budget != 1.0:
+        limits = replace(limits, cpu_s=int(limits.cpu_s * budget), wall_s=limits.wall_s * budget)
     return decode_sandboxed(
         path,
         root,
         settings.max_file_bytes if max_bytes is None else max_bytes,
-        Limits.from_settings(settings),
+        limits,
         settings.load.constants,
         known,
     )

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from ingest.decode import Decoded, registered_sources
 from ingest.files import FileStat, RefusedFile, check_file, content_hash
 from ingest.origin import INBOX, Origin
 from ingest.sandbox import decode_for
-from ingest.store import FileReport, existing_report, remember_file, store_decoded
+from ingest.store import RETRY, FileReport, existing_report, remember_file, store_decoded
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.engine import Database
 from stridecare.db.models import Athlete, DecodeAttempt, ImportedFile
@@ -36,7 +36,7 @@ from stridecare.settings import Settings
 # Who started an attempt: host, pid, and a token that is new in every process (a pid is reused after a restart,
 # and in a container the service is always pid 1).
 _TOKEN = uuid.uuid4().hex[:12]
-INTERRUPTED = "damaged: reading this file never finished, twice (the process reading it died each time)"
+INTERRUPTED = "interrupted: reading this file never finished, twice (the process reading it died each time)"
 MAX_INTERRUPTED = 2
 
 
@@ -127,7 +127,9 @@ def known_report(db: Database, settings: Settings, athlete_name: str, checked: C
     known = (
         select(ImportedFile.id)
         .join(Athlete, Athlete.id == ImportedFile.athlete_id)
-        .where(Athlete.name == athlete_name, ImportedFile.content_hash == checked.digest)
+        .where(
+            Athlete.name == athlete_name, ImportedFile.content_hash == checked.digest, ImportedFile.status != RETRY
+        )
     )
     with db.read() as session:
         # Most files are new: looked up without SQLite's write lock, which the worker storing the last file
@@ -141,7 +143,7 @@ def known_report(db: Database, settings: Settings, athlete_name: str, checked: C
                 ImportedFile.athlete_id == athlete.id, ImportedFile.content_hash == checked.digest
             )
         )
-        if imported is None:
+        if imported is None or imported.status == RETRY:
             return None
         remember_file(
             session, athlete.id, Decoded(checked.path, checked.stat, checked.digest, imported.source, None, None)
@@ -165,29 +167,44 @@ def may_still_be_written(decoded: Decoded, hold_still_s: float) -> bool:
     return time.time() - st.st_mtime_ns / 1e9 < hold_still_s
 
 
-Decoder = Callable[[CheckedFile], Decoded]
+# Decodes a checked file with its time limits scaled by the budget (more for a file read again after a timeout).
+Decoder = Callable[[CheckedFile, float], Decoded]
 
 
 def sandboxed(settings: Settings) -> Decoder:
     """The decoder every way in uses: a sandboxed child under the settings' limits and model constants."""
 
-    def decode(checked: CheckedFile) -> Decoded:
+    def decode(checked: CheckedFile, budget: float) -> Decoded:
         # The stat and digest travel with the file: the child does not hash it again.
         known = (checked.stat.size, checked.stat.mtime_ns, checked.digest)
-        return decode_for(settings, checked.path, checked.root, known=known)
+        return decode_for(settings, checked.path, checked.root, known=known, budget=budget)
 
     return decode
 
 
+def unfinished_reads(db: Database, digest: str) -> int:
+    """How many times reading this content did not finish (the import log's retry count, any athlete's)."""
+    with db.read() as session:
+        found = session.scalar(
+            select(func.max(ImportedFile.attempts)).where(
+                ImportedFile.content_hash == digest, ImportedFile.status == RETRY
+            )
+        )
+    return int(found or 0)
+
+
 def read_guarded(db: Database, settings: Settings, checked: CheckedFile, now: datetime, decode: Decoder) -> Decoded:
-    """Decode ``checked`` bracketed by its decode-attempt row: a file that was being read at two deaths of its
-    reader is not read again but rejected (``INTERRUPTED``)."""
-    stale_after_s = settings.decode_timeout_s + 60.0
+    """Decode ``checked`` bracketed by its decode-attempt row, with twice the time for every earlier read that did
+    not finish. A file that was being read at two deaths of its reader is not read again now but left to a
+    later retry (``INTERRUPTED``)."""
+    stale_after_s = settings.decode_timeout_s * 8 + 60.0
     if not begin_attempt(db, checked.digest, checked.path, now, stale_after_s):
+        end_attempt(db, checked.digest)  # the retry starts counting afresh
         source = source_for(checked.path, registered_sources())
-        return Decoded(checked.path, checked.stat, checked.digest, source.name if source else None, None, INTERRUPTED)
+        name = source.name if source else None
+        return Decoded(checked.path, checked.stat, checked.digest, name, None, INTERRUPTED, retryable=True)
     try:
-        return decode(checked)
+        return decode(checked, float(2 ** unfinished_reads(db, checked.digest)))
     finally:
         # Whatever happened in the child, this process lived to record it: the attempt is over.
         end_attempt(db, checked.digest)
@@ -213,7 +230,7 @@ def ingest_checked(
         quarantine_damaged
         and decoded.result is None
         and not decoded.refused
-        and decoded.error != INTERRUPTED
+        and not decoded.retryable
         and may_still_be_written(decoded, settings.hold_still_seconds)
     ):
         reason = f"{decoded.error or 'damaged'}; it may still be being written, so it is read again later"

@@ -5,7 +5,7 @@ planned by its caller (``recommender.planner.replan``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,19 @@ from stridecare.db.run_json import run_json
 from stridecare.domain.plausibility import first_implausibility
 from stridecare.settings import Settings
 
+# The import-log status of a file whose reading did not finish (a timeout, the reader died): read again later.
+RETRY = "retry"
+RETRY_FIRST = timedelta(minutes=10)
+RETRY_LONGEST = timedelta(hours=12)
+MAX_ATTEMPTS = 4
+
 
 @dataclass(slots=True)
 class FileReport:
     """The result of one input file, as ``stridecare ingest --json`` prints it."""
 
     path: str
-    status: str  # ingested | duplicate | skipped | rejected
+    status: str  # ingested | duplicate | skipped | rejected | retry | pending
     reason: str | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
     # This store owes the athlete's replan (``stridecare.db.marks.mark_stale``): the caller runs or queues it.
@@ -103,7 +109,7 @@ def store_decoded(
     original = keep(settings.data_home, decoded.path, digest) if decoded.result else None
     for _attempt in range(2):
         try:
-            report, move = _store_once(db, settings, athlete_name, decoded, origin, original)
+            report, move = _store_once(db, settings, athlete_name, decoded, origin, original, now)
             break
         except IntegrityError:
             # A concurrent import stored the same content (or the same run) first: the second pass reports it
@@ -114,8 +120,20 @@ def store_decoded(
     return report
 
 
+def retry_delay(attempts: int) -> timedelta:
+    """How long a file whose reading did not finish ``attempts`` times waits before it is read again."""
+    delay: timedelta = min(RETRY_FIRST * 2 ** (attempts - 1), RETRY_LONGEST)
+    return delay
+
+
 def _store_once(
-    db: Database, settings: Settings, athlete_name: str, decoded: Decoded, origin: Origin, original: str | None
+    db: Database,
+    settings: Settings,
+    athlete_name: str,
+    decoded: Decoded,
+    origin: Origin,
+    original: str | None,
+    now: datetime,
 ) -> tuple[FileReport, bool]:
     path = str(decoded.path)
     assert decoded.content_hash is not None and decoded.stat is not None
@@ -126,35 +144,42 @@ def _store_once(
                 ImportedFile.athlete_id == athlete.id, ImportedFile.content_hash == decoded.content_hash
             )
         )
-        if imported is not None:
+        if imported is not None and imported.status != RETRY:
             remember_file(session, athlete.id, decoded)
             return existing_report(session, path, imported), False
         result = decoded.result
-        if result is None:
+        attempts = imported.attempts if imported is not None else 0
+        retry_at = None
+        reason: str | None
+        if result is None and decoded.retryable and attempts < MAX_ATTEMPTS:
+            attempts += 1
+            retry_at = now + retry_delay(attempts)
+            status = RETRY
+            reason = (
+                f"{decoded.error}; read again after {retry_at:%Y-%m-%d %H:%M} UTC with {2**attempts}× the time "
+                f"(`stridecare retry {path}` reads it now)"
+            )
+        elif result is None:
             status, reason = "rejected", decoded.error
+            if decoded.retryable:
+                reason = f"{decoded.error} ({attempts + 1} times; `stridecare retry {path}` reads it again)"
         elif result.runs:
             status = "ingested"
             reason = ("also skipped: " + "; ".join(s.reason for s in result.skipped)) if result.skipped else None
         else:
             status, reason = "skipped", "; ".join(s.reason for s in result.skipped) or "no foot sessions in file"
-        imported = ImportedFile(
-            athlete_id=athlete.id,
-            content_hash=decoded.content_hash,
-            path=path,
-            size=decoded.stat.size,
-            status=status,
-            reason=reason,
-            source=decoded.source or "unknown",
-            origin=origin.kind,
-            origin_account=origin.account,
-            origin_item=origin.item_id,
-            original=original,
-        )
-        session.add(imported)
+        if imported is None:
+            imported = ImportedFile(athlete_id=athlete.id, content_hash=decoded.content_hash)
+            session.add(imported)
+        imported.path, imported.size, imported.status, imported.reason = path, decoded.stat.size, status, reason
+        imported.source = decoded.source or "unknown"
+        imported.origin, imported.origin_account, imported.origin_item = origin.kind, origin.account, origin.item_id
+        imported.original, imported.attempts, imported.retry_at = original, attempts, retry_at
         session.flush()
         remember_file(session, athlete.id, decoded)
         if result is None:
-            return FileReport(path, "rejected", decoded.error, athlete_id=athlete.id), True
+            # A file to read again stays where it is; only a damaged one is moved out of the inbox.
+            return FileReport(path, status, reason, athlete_id=athlete.id), status == "rejected"
         stored = store_parsed(session, athlete, result.runs, file_id=imported.id, checked=True)
         runs = sorted(stored.runs, key=lambda r: (r.start_time, r.id))
         report = FileReport(path, status, reason, [run_json(r) for r in runs], stored.replan_owed, athlete.id)

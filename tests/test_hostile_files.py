@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 from conftest import make_settings
+from factories import ingest_planned
 from fitgen import write_activity
 from harness import processes, settings_env, stridecare, wait_for
 from sqlalchemy import func, select
@@ -29,13 +30,13 @@ from ingest import sandbox
 from ingest.decode import Decoded
 from ingest.fit_integrity import MAX_FIT_MESSAGES, fit_crc
 from ingest.sandbox import Limits, decode_sandboxed
-from ingest.service import INTERRUPTED, ingest_path
+from ingest.service import INTERRUPTED
 from ingest.store import FileReport
 from ingest.watch import Candidate, FolderScanner, FolderWatcher
 from stridecare.db.models import DecodeAttempt, ImportedFile, Run
 from stridecare.domain.load import DEFAULT_CONSTANTS
 from stridecare.runtime import Runtime
-from stridecare_app.cli.main import _register, app
+from stridecare_app.cli.main import app
 
 START = datetime(2026, 3, 2, 6, 30, tzinfo=UTC)
 GPX_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n<gpx version="1.1" creator="hostile" xmlns="http://www.topografix.com/GPX/1/1">'
@@ -125,17 +126,17 @@ def _limits(rt: Runtime) -> Limits:
 
 def test_deep_gpx_is_rejected_with_a_reason_and_the_caller_lives_on(rt: Runtime, tmp_path: Path) -> None:
     deep = deep_gpx(tmp_path / "deep.gpx")
-    report = ingest_path(rt.db, rt.settings, "me", deep, rt.now())
+    report = ingest_planned(rt.db, rt.settings, "me", deep, rt.now())
     assert report.status == "rejected"
     assert "nested more than 64 levels" in (report.reason or "")
     good = good_gpx(tmp_path / "good.gpx")
-    assert ingest_path(rt.db, rt.settings, "me", good, rt.now()).status == "ingested"
+    assert ingest_planned(rt.db, rt.settings, "me", good, rt.now()).status == "ingested"
 
 
 def test_entity_amplification_under_the_ratio_limit_is_refused_before_the_tree(rt: Runtime, tmp_path: Path) -> None:
     bomb = entity_gpx(tmp_path / "bomb.gpx", size=2_000_000, ratio=50)
     started = time.process_time()
-    report = ingest_path(rt.db, rt.settings, "me", bomb, rt.now())
+    report = ingest_planned(rt.db, rt.settings, "me", bomb, rt.now())
     assert report.status == "rejected" and "declares XML entities" in (report.reason or "")
     assert time.process_time() - started < 5  # refused by the pre-scan, not after building a 400 MB tree
 
@@ -143,11 +144,11 @@ def test_entity_amplification_under_the_ratio_limit_is_refused_before_the_tree(r
 def test_a_fit_of_one_byte_records_is_bounded(rt: Runtime, tmp_path: Path) -> None:
     too_many = tiny_record_fit(tmp_path / "many.fit", MAX_FIT_MESSAGES + 10)
     started = time.monotonic()
-    report = ingest_path(rt.db, rt.settings, "me", too_many, rt.now())
+    report = ingest_planned(rt.db, rt.settings, "me", too_many, rt.now())
     assert report.status == "rejected" and "too many records" in (report.reason or "")
     assert time.monotonic() - started < 30
     write_activity(tmp_path / "fine.fit", start=START, duration_s=600)
-    assert ingest_path(rt.db, rt.settings, "me", tmp_path / "fine.fit", rt.now()).status == "ingested"
+    assert ingest_planned(rt.db, rt.settings, "me", tmp_path / "fine.fit", rt.now()).status == "ingested"
 
 
 def test_a_decoder_that_runs_out_of_its_memory_limit_is_a_rejection(rt: Runtime, tmp_path: Path) -> None:
@@ -218,7 +219,9 @@ def test_cpu_limit_ends_a_decoding_that_takes_too_long(rt: Runtime, tmp_path: Pa
     assert "CPU" in (decoded.error or "") or "memory" in (decoded.error or "")
 
 
-def test_a_file_whose_reader_died_twice_is_quarantined_not_read_again(rt: Runtime, tmp_path: Path) -> None:
+def test_a_file_whose_reader_died_twice_is_not_read_again_now_but_left_for_a_later_retry(
+    rt: Runtime, tmp_path: Path
+) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     victim = good_gpx(inbox / "killer.gpx")
@@ -227,10 +230,10 @@ def test_a_file_whose_reader_died_twice_is_quarantined_not_read_again(rt: Runtim
     digest = content_hash(victim)
     with rt.db.transaction() as s:  # as left by a process that died twice while reading it (pid 1 is not us)
         s.add(DecodeAttempt(content_hash=digest, path=str(victim), owner="elsewhere:1:x", started_at=START, attempts=2))
-    report = ingest_path(rt.db, rt.settings, "me", victim, rt.now(), root=inbox, quarantine_damaged=True)
-    assert report.status == "rejected" and report.reason == INTERRUPTED
-    qdir = rt.settings.effective_quarantine_dir
-    assert (qdir / "killer.gpx").exists() and INTERRUPTED in (qdir / "killer.gpx.reason.txt").read_text()
+    report = ingest_planned(rt.db, rt.settings, "me", victim, rt.now(), root=inbox, quarantine_damaged=True)
+    assert report.status == "retry" and (report.reason or "").startswith(INTERRUPTED)
+    assert victim.exists()  # not moved: reading it again later must find it
+    assert not (rt.settings.effective_quarantine_dir / "killer.gpx").exists()
     with rt.db.transaction() as s:
         assert s.get(DecodeAttempt, digest) is None
 
@@ -242,7 +245,7 @@ def test_one_death_is_forgiven_and_a_finished_attempt_leaves_no_trace(rt: Runtim
     digest = content_hash(run)
     with rt.db.transaction() as s:
         s.add(DecodeAttempt(content_hash=digest, path=str(run), owner="elsewhere:1:x", started_at=START, attempts=1))
-    assert ingest_path(rt.db, rt.settings, "me", run, rt.now()).status == "ingested"
+    assert ingest_planned(rt.db, rt.settings, "me", run, rt.now()).status == "ingested"
     with rt.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(DecodeAttempt)) == 0
 
@@ -255,7 +258,6 @@ def test_a_fifo_is_refused_everywhere_without_blocking(rt: Runtime, tmp_path: Pa
     folder.mkdir()
     os.mkfifo(folder / "pipe.fit")
     write_activity(folder / "run.fit", start=START, duration_s=600)
-    _register()
     runner = CliRunner()
     done: list[Result] = []
     thread = threading.Thread(
@@ -281,13 +283,13 @@ def test_the_watcher_refuses_a_fifo_and_goes_on(rt: Runtime, tmp_path: Path) -> 
     scanner = FolderScanner(rt.db, [("me", inbox)], 0.3, hold_still_s=1.0)
     watcher = FolderWatcher(
         scanner,
-        lambda c: ingest_path(rt.db, rt.settings, c.athlete, c.path, rt.now(), root=c.root, quarantine_damaged=True),
+        lambda c: ingest_planned(rt.db, rt.settings, c.athlete, c.path, rt.now(), root=c.root, quarantine_damaged=True),
         rescan_interval_s=0.3,
         poll_s=0.1,
     )
     watcher.start_thread()
     try:
-        time.sleep(1.0)
+        wait_for(lambda: inbox / "stuck.fit" in scanner.refused(), timeout=20, what="the FIFO refused")
         write_activity(inbox / "after.fit", start=START, duration_s=600)
         wait_for(lambda: _runs(rt) == 1, timeout=20, what="the file after the FIFO")
     finally:
@@ -347,7 +349,7 @@ def test_a_deep_gpx_inside_an_export_zip_does_not_stop_the_import(rt: Runtime, t
 def _watch(rt: Runtime, inbox: Path, reports: list[FileReport], settle: float) -> FolderWatcher:
     def submit(c: Candidate) -> None:
         reports.append(
-            ingest_path(rt.db, rt.settings, c.athlete, c.path, rt.now(), root=c.root, quarantine_damaged=True)
+            ingest_planned(rt.db, rt.settings, c.athlete, c.path, rt.now(), root=c.root, quarantine_damaged=True)
         )
 
     scanner = FolderScanner(
@@ -431,7 +433,7 @@ def test_stridecare_run_survives_a_deep_gpx_and_ingests_the_next_file(tmp_path: 
     run = stridecare("run", ["run"], env, logs)
     qdir = settings.effective_quarantine_dir
     with processes(run):
-        time.sleep(2.0)
+        wait_for(lambda: "inbox for me" in run.output(), timeout=60, what="the runner's banner")
         deep_gpx(tmp_path / "deep.gpx")
         os.replace(tmp_path / "deep.gpx", inbox / "deep.gpx")
         wait_for(lambda: (qdir / "deep.gpx.reason.txt").exists(), timeout=90, what="the deep GPX quarantined")

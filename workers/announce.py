@@ -15,10 +15,10 @@ from sqlalchemy import select
 from ingest.store import FileReport
 from recommender.figures import figure_text
 from recommender.routines import routine
-from stridecare.db.run_json import run_json
 from recommender.silence import PromptOutcome, outcomes_for_runs
 from stridecare.db.engine import Database
 from stridecare.db.models import Athlete, ImportedFile, Run
+from stridecare.db.run_json import run_json
 from stridecare.logging import event
 from stridecare.settings import Settings
 
@@ -42,6 +42,8 @@ def file_line(athlete: str, report: FileReport) -> str:
         of = ", ".join(f"run {r['id']}" for r in report.runs)
         return f"{athlete}: {name} is a duplicate" + (f" of {of}" if of else "") + f": {report.reason}"
     reason = (report.reason or "no reason given").replace("/None)", ")")  # "(cycling/None)": no sub-sport
+    if report.status == "rejected" and reason.startswith("damaged"):
+        reason += " (quarantined; `stridecare retry` reads it again, after an upgrade say)"
     return f"{athlete}: {name} {report.status}: {reason}"
 
 

@@ -4,7 +4,7 @@ has due.
 A stale mark (``Athlete.replan_from``) is normally cleared by the ``replan`` task queued behind the write that
 set it; one left by a crash (between two chunks of a replan, or between a store and its enqueue) is finished
 here, so no athlete's figures wait for their next write. A mark touched in the last
-:data:`~recommender.planner.REPLAN_STALL_S` seconds is left alone: either its athlete got a run (a burst is
+:data:`~stridecare.db.marks.REPLAN_STALL_S` seconds is left alone: either its athlete got a run (a burst is
 still arriving, and its own replan, queued behind it, recomputes once rather than once per tick) or a replan
 committed a chunk (it is running, and a second one would only redo its work).
 """
@@ -20,9 +20,12 @@ from typing import Any
 from sqlalchemy import func, select
 
 from delivery.outbox import due_delivery_ids
+from ingest.retry import due_retries
+from ingest.strava.events import sweep
 from recommender.digest import weekly_digests
-from recommender.planner import REPLAN_STALL_S, replan
+from recommender.planner import replan
 from recommender.schedule import weekly_prompts
+from stridecare.db.marks import REPLAN_STALL_S
 from stridecare.db.models import Athlete, Run
 from stridecare.runtime import Runtime
 
@@ -43,6 +46,7 @@ class Enqueue:
     delivery: Callable[[int], Any]
     strava_event: Callable[[int], Any] = _nowhere
     strava_backfill: Callable[[int], Any] = _nowhere
+    retry_file: Callable[[int], Any] = _nowhere
 
 
 def run_periodic(rt: Runtime, enqueue: Enqueue) -> None:
@@ -58,10 +62,10 @@ def run_periodic(rt: Runtime, enqueue: Enqueue) -> None:
         log.info("weekly digests written")
     for delivery_id in due_delivery_ids(rt):
         enqueue.delivery(delivery_id)
+    for file_id in due_retries(rt.db, rt.now()):  # files whose reading did not finish: their next try is due
+        enqueue.retry_file(file_id)
     if rt.settings.strava_client_id:
         # Strava events whose enqueue was lost or whose retry is due; backfills due after a rate-limit pause.
-        from ingest.strava.events import sweep
-
         sweep(rt, enqueue_event=enqueue.strava_event, enqueue_backfill=enqueue.strava_backfill)
 
 

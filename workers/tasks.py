@@ -50,13 +50,33 @@ def ingest_file(self: Task, athlete: str, path: str, root: str | None = None, mo
         replan.delay(owed)
 
 
+@shared_task(bind=True, name="stridecare.retry_file")  # type: ignore[untyped-decorator]
+def retry_file(self: Task, file_id: int) -> None:
+    """Read again a file whose reading did not finish (its import log row ``file_id``), when it is still due."""
+    from ingest.retry import due_item, read_again
+
+    rt = runtime_of(self.app)
+    item = due_item(rt.db, int(file_id))
+    if item is None:
+        return
+    owed = _reported(rt, item.athlete, read_again(rt.db, rt.settings, item, rt.now()))
+    if owed is not None:
+        replan.delay(owed)
+
+
 def _ingest_one(rt: Any, athlete: str, path: Path, root: Path | None) -> int | None:
     """Store one file's runs; print its line now if none of them will get a load. The athlete's id when this
     call owes the athlete's replan."""
-    from workers.announce import announce
     from ingest.service import ingest_path
 
     report = ingest_path(rt.db, rt.settings, athlete, path, rt.now(), root=root, quarantine_damaged=root is not None)
+    return _reported(rt, athlete, report)
+
+
+def _reported(rt: Any, athlete: str, report: Any) -> int | None:
+    """Print the file's line now if none of its runs will get a load; the athlete's id when a replan is owed."""
+    from workers.announce import announce
+
     if not (report.status == "ingested" and any(r["duplicate_of"] is None for r in report.runs)):
         announce(rt.db, rt.settings, athlete, report)  # nothing of it will get a load: its line is due now
     # A duplicate whose runs still have no load is a redelivery after a crash between the store and the
@@ -73,9 +93,9 @@ def replan(self: Task, athlete_id: int, run_ids: list[int] | None = None) -> Non
     lines of the files whose runs got their first load and of their prompts, and hand new deliveries to the
     workers. ``run_ids`` (messages queued by an earlier release) are announced as well."""
     from delivery.outbox import due_delivery_ids
-    from workers.announce import announce_stored
     from recommender.planner import ChunkDone
     from recommender.planner import replan as replan_athlete
+    from workers.announce import announce_stored
 
     rt = runtime_of(self.app)
     announced: set[int] = set()
@@ -122,5 +142,10 @@ def tick(self: Task) -> None:
 
     run_periodic(
         runtime_of(self.app),
-        Enqueue(delivery=deliver.delay, strava_event=strava_event.delay, strava_backfill=strava_backfill.delay),
+        Enqueue(
+            delivery=deliver.delay,
+            strava_event=strava_event.delay,
+            strava_backfill=strava_backfill.delay,
+            retry_file=retry_file.delay,
+        ),
     )

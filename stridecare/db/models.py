@@ -145,10 +145,35 @@ class ImportedFile(Base):
     content_hash: Mapped[str] = mapped_column(String(64))
     path: Mapped[str] = mapped_column(Text)
     size: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(16))  # ingested | skipped | rejected
+    status: Mapped[str] = mapped_column(String(16))  # ingested | skipped | rejected | retry
     reason: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Where the content came from (``ingest.origin.Origin``): an inbox, an export, a connector's activity.
+    origin: Mapped[str | None] = mapped_column(String(32))
+    origin_account: Mapped[str | None] = mapped_column(String(128))
+    origin_item: Mapped[str | None] = mapped_column(String(128))
+    # The kept original (``ingest.originals``), relative to the data home: what ``stridecare recompute`` reads.
+    original: Mapped[str | None] = mapped_column(Text)
+    # status "retry": reading did not finish (a timeout, the reader died); read again at ``retry_at`` with a
+    # larger budget. ``attempts`` counts those unfinished reads.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SourceRecord(Base):
+    """What an API source said of one activity, kept as it came (zlib-compressed JSON), so that a conversion
+    or model change can rebuild the run without fetching it again (``stridecare recompute``)."""
+
+    __tablename__ = "source_records"
+    __table_args__ = (UniqueConstraint("athlete_id", "source", "source_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    athlete_id: Mapped[int] = mapped_column(ForeignKey("athletes.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(32))
+    source_key: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 class SeenFile(Base):

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from ingest.decode import Decoded, supported_suffixes
 from ingest.files import iter_files
 from ingest.recompute import recompute_athlete
+from ingest.retry import chosen, read_again
 from ingest.service import CheckedFile, check, ingest_checked, ingest_path, read_guarded, sandboxed
 from ingest.store import FileReport, store_decoded
 from recommender.planner import replan
@@ -288,6 +289,39 @@ def _decode_all(
                 nxt = next(queue, None)
                 if nxt is not None:
                     running.add(pool.submit(decode, nxt))
+
+
+@app.command()
+def retry(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Files to read again (quarantined ones too). Default: all.")
+    ] = None,
+    athlete: Annotated[str | None, typer.Option(help="Only this athlete's files (default: every athlete's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per file on stdout.")] = False,
+) -> None:
+    """Read again files that were rejected, quarantined or left to a later try.
+
+    A file whose reading timed out or whose reader died is read again by itself, later and with more time;
+    this reads it now. After an upgrade whose reader may manage files it once refused, run it without
+    arguments: every rejected and quarantined file goes back where it came from (when that place is free) and
+    is read again. Exits 2 when a file is still rejected.
+    """
+    rt = runtime()
+    items = chosen(rt.db, rt.settings, athlete, paths or [])
+    if not items:
+        typer.echo("nothing to read again: no rejected, quarantined or waiting files")
+        return
+    summary: dict[str, int] = {}
+    reasons: Reasons = {}
+    for item in items:
+        report = planned(rt, read_again(rt.db, rt.settings, item, rt.now()))
+        summary[report.status] = summary.get(report.status, 0) + 1
+        _count_reason(reasons, report)
+        _print_report(report, as_json)
+    if not as_json:
+        _print_summary(f"{len(items)} files read again", summary, reasons, "no files")
+    if summary.get("rejected"):
+        raise typer.Exit(2)
 
 
 @app.command()

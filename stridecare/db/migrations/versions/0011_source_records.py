@@ -1,4 +1,4 @@
-"""source records: where each imported file came from, its kept original, and API records as they came
+"""source records: where each imported file came from, its kept original, retries, and API records as they came
 
 Revision ID: 0011
 Revises: 0010
@@ -24,6 +24,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("origin_account", sa.String(128), nullable=True))
         batch.add_column(sa.Column("origin_item", sa.String(128), nullable=True))
         batch.add_column(sa.Column("original", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("attempts", sa.Integer(), server_default="0", nullable=False))
+        batch.add_column(
+            sa.Column("retry_at", stridecare.db.models.UTCDateTime(timezone=True), nullable=True)
+        )
     op.create_table(
         "source_records",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -43,6 +47,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("source_records")
     with op.batch_alter_table("imported_files") as batch:
+        batch.drop_column("retry_at")
+        batch.drop_column("attempts")
         batch.drop_column("original")
         batch.drop_column("origin_item")
         batch.drop_column("origin_account")
