@@ -391,7 +391,7 @@ def revoke(db: Database, settings: Settings, account_id: int) -> None:
     """Revoke our access at Strava with ``POST /oauth/revoke``: the app's client credentials in HTTP Basic, the
     refresh token in the body (revoking it revokes the access token too; no token refresh is needed first)."""
     client_id, client_secret = _credentials(settings)
-    with db.sessions() as s:
+    with db.read() as s:
         account = s.get(StravaAccount, account_id)
         if account is None:
             raise StravaAccountMissing(f"no Strava account {account_id}")

@@ -147,10 +147,6 @@ class Database:
             session.rollback()
             session.close()
 
-    # Transitional, until ingest/strava/sync.py calls read() (its one caller, which only reads); then deleted.
-    # tests/test_imports.py fails while it is here.
-    sessions = read
-
     def dispose(self) -> None:
         """Close pooled connections (after fork, and at shutdown)."""
         if self._owns_engine:
