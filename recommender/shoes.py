@@ -3,8 +3,8 @@
 A run is counted on a pair when it is stored: the pair whose Strava gear id the source names, else the
 athlete's default pair (``stridecare shoe use``). Only primary runs count (a session seen from FIT and Strava
 is counted once). The reminder is a prompt of kind ``shoe`` with dedupe key ``shoe:<id>:<km>``, written by
-:func:`shoe_reminders` at the end of ``recommender.planner.runs_changed`` — in the same transaction as the run
-that crossed the distance, so it is written once however often the run is re-processed. Raising a pair's
+:func:`shoe_reminders` when the planner has brought the athlete's figures up to date, in that transaction: the
+key makes it one reminder however often the run that crossed the distance is planned again. Raising a pair's
 remind-at distance arms a new reminder (a new key).
 """
 

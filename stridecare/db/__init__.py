@@ -1,1 +1,2 @@
-"""The SQL adapter: schema, engine and sessions, sample packing, migrations."""
+"""The SQL adapter: schema and migrations, the engine with its two units of work (``read``, ``transaction``),
+athletes by handle, named leases, the replan mark, sample packing and a stored run's JSON."""
