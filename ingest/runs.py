@@ -82,12 +82,21 @@ def _fields(parsed: ParsedRun) -> dict[str, object]:
         "device_total_strides": parsed.device_total_strides,
         "avg_heart_rate_bpm": parsed.avg_heart_rate_bpm,
         "max_heart_rate_bpm": parsed.max_heart_rate_bpm,
+        "step_note": parsed.step_note,
     }
 
 
 # Columns a summary (a record without samples) must not take from the stored run when it has per-sample data:
 # an update event re-fetches only the summary, and the samples' figures are the better ones.
-_FROM_SAMPLES = ("descent_m", "steps", "avg_cadence_spm", "cadence_source", "avg_heart_rate_bpm", "max_heart_rate_bpm")
+_FROM_SAMPLES = (
+    "descent_m",
+    "steps",
+    "avg_cadence_spm",
+    "cadence_source",
+    "avg_heart_rate_bpm",
+    "max_heart_rate_bpm",
+    "step_note",
+)
 
 
 def apply(session: Session, athlete_id: int, run: Run | None, parsed: ParsedRun, *, file_id: int | None) -> Run | None:

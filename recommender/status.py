@@ -7,13 +7,13 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from recommender.figures import UNITS, LoadFigures
 from recommender.planner import constants, daily_rows
-from recommender.run_json import run_json
 from stridecare.db.models import Athlete, DailyLoad, Delivery, Prompt, Run
+from stridecare.db.run_json import run_json
 from stridecare.domain.history import EwmaState, acwr, local_day, recompute_from
 from stridecare.settings import Settings
 
@@ -114,9 +114,16 @@ def athlete_status(session: Session, settings: Settings, athlete: Athlete, now: 
         for name in dict.fromkeys(run.load.flags):
             if name not in seen:
                 flags.append({"flag": name, "run_id": run.id, "reason": reasons.get(name, name)})
+    # Runs whose recorded cadence gave an impossible step length: their steps are an estimate (the run page says).
+    estimated_steps = session.scalar(
+        select(func.count(Run.id)).where(
+            Run.athlete_id == athlete.id, Run.duplicate_of_id.is_(None), Run.step_note.is_not(None)
+        )
+    )
     return {
         "athlete": athlete.name,
         "as_of": today.isoformat(),
+        "runs_with_steps_estimated": int(estimated_steps or 0),
         **values,
         "units": {key: UNITS[key] for key in values},
         "figure_texts": figures.texts(),

@@ -236,6 +236,8 @@ class Run(Base):
     device_total_strides: Mapped[float | None] = mapped_column(Float)
     avg_heart_rate_bpm: Mapped[float | None] = mapped_column(Float)
     max_heart_rate_bpm: Mapped[float | None] = mapped_column(Float)
+    # Why the recorded steps were replaced by an estimate (an impossible step length), shown on the run page.
+    step_note: Mapped[str | None] = mapped_column(Text)
     duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     shoe_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

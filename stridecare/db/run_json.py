@@ -25,4 +25,5 @@ def run_json(run: Run) -> dict[str, Any]:
         "load": None if load is None else round(load.load, 1),
         "long_run": None if load is None else load.long_run,
         "duplicate_of": run.duplicate_of_id,
+        "step_note": run.step_note,
     }

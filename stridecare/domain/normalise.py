@@ -9,11 +9,12 @@ service it arrived in.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import TypedDict, Unpack
 
-from stridecare.domain.run import ParsedRun, Samples
-from stridecare.domain.steps import CadenceConstants, count_steps
+from stridecare.domain.run import CadenceSource, ParsedRun, Samples
+from stridecare.domain.steps import CadenceConstants, count_steps, impossible_step_length
 from stridecare.domain.terrain import ascent_descent
 
 
@@ -65,6 +66,17 @@ def normalised_run(
         session_steps=session_steps,
         constants=constants,
     )
+    step_note = None
+    if cadence_source is not CadenceSource.ESTIMATED and (
+        why := impossible_step_length(steps, header["distance_m"], header["sport"])
+    ):
+        # The recorded cadence cannot be what the feet did: it is dropped, from the samples too (the load model
+        # reads them), and the steps estimated from distance and speed as for a run without cadence.
+        samples = replace(samples, cadence_spm=[None] * len(samples))
+        steps, cadence_source, avg_spm = count_steps(
+            samples, distance_m=header["distance_m"], timer_s=header["timer_s"], constants=constants
+        )
+        step_note = f"{why}: steps estimated from distance and speed ({steps:,.0f})"
     ascent, descent = ascent_descent(
         samples.altitude_m, source_ascent_m=source_ascent_m, source_descent_m=source_descent_m
     )
@@ -77,4 +89,5 @@ def normalised_run(
         avg_cadence_spm=avg_spm,
         cadence_source=cadence_source,
         samples=samples,
+        step_note=step_note,
     )

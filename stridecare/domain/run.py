@@ -77,6 +77,8 @@ class ParsedRun:
     gear_id: str | None = None  # the source's id of the shoes worn (Strava gear), mapped to a Shoe on store
     avg_heart_rate_bpm: float | None = None
     max_heart_rate_bpm: float | None = None
+    # Why the recorded steps were replaced by an estimate (an impossible step length), for the run page.
+    step_note: str | None = None
 
     def __post_init__(self) -> None:
         if self.start_time.tzinfo is None:

@@ -245,3 +245,27 @@ def steps_from_summary(avg_cadence_per_foot: float, moving_time_s: float) -> flo
         return 0.0
     factor = 1.0 if avg_cadence_per_foot > STEPS_PER_MIN_THRESHOLD else 2.0
     return factor * avg_cadence_per_foot * moving_time_s / 60.0
+
+
+# The step lengths a foot can take, in metres, by gait. A running step is about 0.8–1.6 m from a jog to a fast
+# race (elite sprinters reach ~2.4 m); below 0.4 m is a shuffle no one runs a session in. A walking or hiking
+# step is about 0.5–0.9 m; 0.25 m is a shuffle, 1.3 m a lunge. Outside these the recorded cadence cannot be what
+# the feet did (a foot pod dropping out, half the steps counted): the steps are estimated instead.
+STEP_LENGTH_M = {"running": (0.4, 2.5), "walking": (0.25, 1.3), "hiking": (0.25, 1.3)}
+# Below this distance a step length says little (a few steps at a standstill).
+STEP_CHECK_MIN_DISTANCE_M = 200.0
+
+
+def impossible_step_length(steps: float, distance_m: float, sport: str) -> str | None:
+    """Why ``steps`` over ``distance_m`` cannot be the steps of a ``sport`` session (None when they can)."""
+    bounds = STEP_LENGTH_M.get(sport)
+    if bounds is None or distance_m < STEP_CHECK_MIN_DISTANCE_M:
+        return None
+    if steps <= 0:
+        return f"no steps recorded over {distance_m / 1000:.2f} km"
+    length = distance_m / steps
+    low, high = bounds
+    if low <= length <= high:
+        return None
+    km = distance_m / 1000
+    return f"{steps:,.0f} recorded steps over {km:.2f} km is {length:.2f} m a step, outside {low}–{high} m"

@@ -43,6 +43,11 @@ def status(athlete: AthleteOpt = None, as_json: JsonOpt = False) -> None:
     for flag in data["flag_details"]:
         typer.echo(f"  flag {flag['flag']}: {flag['reason']}")
     typer.echo(f"  recent runs: {len(data['recent_runs'])}, prompts waiting: {len(data['pending_prompts'])}")
+    if n := data["runs_with_steps_estimated"]:
+        typer.echo(
+            f"  steps estimated for {n} run{'s' if n != 1 else ''}: the recorded cadence gave an impossible step "
+            "length (the run's page says why)"
+        )
 
 
 @app.command()
