@@ -71,7 +71,7 @@ def test_first_sync_of_a_thousand_activities_then_an_incremental_one(tmp_path: P
     src.mkdir()
     runs = 0
     for i in range(1000):
-        start = NOW - timedelta(hours=2) - timedelta(hours=9 * i)
+        start = NOW - timedelta(hours=2) - timedelta(hours=30 * i)
         if i % 10 == 3:
             fake.add("i1001", FakeActivity(f"r{i}", start, sport="Ride"))
         elif i % 10 == 7:
@@ -287,4 +287,28 @@ def test_a_file_already_whole_on_disk_is_not_downloaded_again(tmp_path: Path, fa
 
     result = sync_account(rt.db, rt.settings, account, rt.now)
     assert [(i.activity_id, i.status) for i in result.items] == [("a1", "ingested")]
+    assert dict(fake.requests) == {"list": 1}
+
+
+def test_one_pull_at_a_time_per_provider_and_a_dead_pulls_lease_is_taken_over(
+    tmp_path: Path, fake: FakeIntervals
+) -> None:
+    import socket
+    import subprocess
+
+    from stridecare.db import leases
+
+    rt = open_rt(tmp_path, fake)
+    account = connect_one(rt)
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        assert leases.acquire(rt.db, "connector:intervals", f"{socket.gethostname()}:{alive.pid}:x", NOW, 900)
+        busy = sync_account(rt.db, rt.settings, account, rt.now)
+        assert "another pull from intervals is running" in str(busy.stopped) and not busy.trouble
+        assert dict(fake.requests) == {}
+    finally:
+        alive.kill()
+        alive.wait()
+    # Its holder is gone (killed): the lease is taken over at once, not after its 15 minutes.
+    assert sync_account(rt.db, rt.settings, account, rt.now).stopped is None
     assert dict(fake.requests) == {"list": 1}

@@ -277,6 +277,9 @@ def _pull(
     next_poll: datetime | None = None
     downloaded = 0
     for index, (item_id, activity_id, item_start, attempts) in enumerate(due):
+        if index and index % 20 == 0:
+            # A first sync of years of history outlasts the lease: keep it while the pull goes on.
+            leases.acquire(db, f"connector:{account.provider}", _owner(), now(), PROVIDER_LEASE_S)
         path = existing_original(folder, activity_id)
         if path is None:
             if allowance is not None and allowance <= 0:
