@@ -200,7 +200,7 @@ def sync(
     """Pull now from every connected account (not waiting for the schedule) and store the new runs, with their
     load and prompts. Prints one line per new activity (with --json: the `ingest --json` object plus `source`
     and `activity_id`); exits 2 when an activity failed or an account could not be pulled. Each provider's
-    limits still hold: a cooldown is waited out, and Garmin's hourly budget leaves the rest for later."""
+    limits still hold: nothing is asked during a cooldown, and Garmin's hourly budget leaves the rest for later."""
     rt = runtime()
     oldest = None
     if since is not None:
