@@ -44,10 +44,24 @@ ACWR = FigureSpec("acwr", "acute:chronic ratio", "×", "ratio", digits=2)
 LAST_7_DAYS = FigureSpec("load_last_7_days", "last 7 days", LOAD_UNIT, "sum")
 LAST_28_DAYS = FigureSpec("load_last_28_days", "last 28 days", LOAD_UNIT, "sum")
 WEEKLY_AVERAGE_28 = FigureSpec("weekly_average_last_28_days", "weekly average of the last 28 days", PER_WEEK, "average")
+# What a week is compared with in a reason: the 28 days before the run's day, never the run itself.
+WEEKLY_AVERAGE_BEFORE = FigureSpec(
+    "weekly_average_4_weeks_before", "weekly average of the 4 weeks before", PER_WEEK, "average"
+)
 RUN_LOAD = FigureSpec("run_load", "load", LOAD_UNIT, "load")
 
 SPECS: dict[str, FigureSpec] = {
-    s.key: s for s in (ACUTE_LOAD, CHRONIC_LOAD, ACWR, LAST_7_DAYS, LAST_28_DAYS, WEEKLY_AVERAGE_28, RUN_LOAD)
+    s.key: s
+    for s in (
+        ACUTE_LOAD,
+        CHRONIC_LOAD,
+        ACWR,
+        LAST_7_DAYS,
+        LAST_28_DAYS,
+        WEEKLY_AVERAGE_28,
+        WEEKLY_AVERAGE_BEFORE,
+        RUN_LOAD,
+    )
 }
 # What JSON consumers read next to the figures: the unit of each key.
 UNITS: dict[str, str] = {key: spec.unit for key, spec in SPECS.items()}
@@ -134,6 +148,7 @@ __all__ = [
     "SPECS",
     "UNITS",
     "WEEKLY_AVERAGE_28",
+    "WEEKLY_AVERAGE_BEFORE",
     "FigureSpec",
     "LoadFigures",
     "figure_text",

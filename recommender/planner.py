@@ -478,6 +478,7 @@ class _DayView:
     history_days: int
     load_7d: float
     load_28d: float
+    load_28d_before: float  # the 28 days before its day: what a week is compared with, never the run itself
 
 
 def _day_view(
@@ -513,6 +514,7 @@ def _day_view(
         history_days=(day - first_day).days,
         load_7d=sum(before[-6:]) + today,
         load_28d=sum(before) + today,
+        load_28d_before=sum(before) + (days[d].load if (d := day - timedelta(days=28)) in days else 0.0),
     )
 
 
@@ -586,6 +588,7 @@ def _classify(
         "history_days": view.history_days,
         "load_7d": view.load_7d,
         "load_28d": view.load_28d,
+        "load_28d_before": view.load_28d_before,
     }
     # Assign only what changed: a replan over a long history leaves unchanged rows unwritten.
     if run.load.flags != names:
@@ -659,6 +662,7 @@ def post_run_prompt(session: Session, settings: Settings, athlete: Athlete, run:
         recent_speeds_mps=speeds,
         load_7d=float(known.get("load_7d", 0.0)),
         load_28d=float(known.get("load_28d", 0.0)),
+        load_28d_before=None if known.get("load_28d_before") is None else float(known["load_28d_before"]),
         history_days=int(known.get("history_days", 0)),
         last_spike_day=max(spike_days) if spike_days else None,
         toe_isolation_days=iso_days,

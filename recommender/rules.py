@@ -13,8 +13,14 @@ Definitions the design leaves open:
 * Easy day (for toe isolation): the run is neither long nor fast and raised no spike flag.
 * Toe isolation: at most three per ISO week, never on consecutive days (strength work wants a day between)
   and never on the day after a spike flag.
-* Emphasised toe spread: the last 7 days' load above 1.2 × the 28-day weekly average (28-day sum / 4); it
-  needs 28 days of history, like the ACWR, because a short history makes the average meaningless.
+* Emphasised toe spread: the last 7 days' load above 1.2 × the weekly average of the 28 days *before* the run's
+  day (their sum / 4). The run is never part of what it is compared with: measured against an average that
+  includes it, a first run after a month off would read "4.00× your weekly average". When those 28 days hold
+  no load at all, there is nothing to compare with and the reason says so instead of giving a ratio (and still
+  emphasises: feet back after four weeks off). It needs 28 days of history, like the ACWR, because a short
+  history makes the average meaningless.
+* Toe isolation's reason counts isolation sessions this week, and says so ("isolation session 2 of up
+  to 3 this week"): a count of runs it is not.
 * Ratios are compared as the reason shows them (two decimals, ``stridecare.domain.flags.shown``): nothing
   displayed as "1.20×" fires at "above 1.2".
 * Each reason appears once in a decision; the run's flags are carried in ``Decision.flags`` only.
@@ -29,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from recommender.figures import WEEKLY_AVERAGE_28, figure_text, figure_values, with_unit
+from recommender.figures import WEEKLY_AVERAGE_BEFORE, figure_text, figure_values, with_unit
 from recommender.quiet_hours import first_free_instant
 from recommender.routines import (
     BALANCE,
@@ -96,7 +102,9 @@ class HistoryFacts:
 
     ``recent_downhill_impacts`` and ``recent_speeds_mps``: one value per run of the previous 90 days
     (downhill only for runs with an altitude track). ``load_7d`` / ``load_28d``: sums of daily load over
-    the 7 and 28 local days ending on the run's day, *this run included*. ``history_days``: days since the
+    the 7 and 28 local days ending on the run's day, *this run included*. ``load_28d_before``: the sum over
+    the 28 local days before the run's day (its day excluded), the weeks ``load_7d`` is compared with;
+    None when unknown (the toe spread is then not emphasised). ``history_days``: days since the
     first day of history, that day being 1. ``last_spike_day``: local day of the latest earlier run with a
     spike flag. ``toe_isolation_days``: local days on which toe isolation was already prompted (at least
     this ISO week and the day before).
@@ -106,6 +114,7 @@ class HistoryFacts:
     recent_speeds_mps: Sequence[float] = ()
     load_7d: float = 0.0
     load_28d: float = 0.0
+    load_28d_before: float | None = None
     history_days: int = 0
     last_spike_day: date | None = None
     toe_isolation_days: Collection[date] = ()
@@ -313,19 +322,31 @@ def post_run_decision(
     emphasis: list[str] = []
     # The rolling sums as of this run, under the names and rounding every other screen uses.
     facts["figures"] = figure_values(load_last_7_days=history.load_7d, load_last_28_days=history.load_28d)
-    if history.history_days >= constants.emphasis_min_history_days and history.load_28d > 0:
-        weekly_avg = history.load_28d / 4
-        ratio = shown(history.load_7d / weekly_avg)
-        facts.update(load_7d=history.load_7d, load_28d_weekly_avg=weekly_avg, load_7d_ratio=ratio)
-        if ratio > constants.spread_emphasis_ratio:
+    before = history.load_28d_before
+    if history.history_days >= constants.emphasis_min_history_days and before is not None and history.load_7d > 0:
+        weekly_avg = before / 4
+        if weekly_avg <= 0:
+            # Nothing in the four weeks before: a ratio to nothing means nothing, so the reason says what it is.
+            facts.update(load_7d=history.load_7d, load_28d_before_weekly_avg=0.0, load_7d_ratio=None)
             emphasis.append(TOE_SPREAD)
             add(
                 TOE_SPREAD,
-                "load_7d",
-                f"{figure_text('load_last_7_days', history.load_7d)}, {ratio_text(ratio)} your "
-                f"{WEEKLY_AVERAGE_28.label} ({with_unit(WEEKLY_AVERAGE_28.key, weekly_avg)}) "
+                "back_after_break",
+                "back after four weeks or more without a run: no recent weeks to compare this week's load with "
                 "→ take your time over the toe spread",
             )
+        else:
+            ratio = shown(history.load_7d / weekly_avg)
+            facts.update(load_7d=history.load_7d, load_28d_before_weekly_avg=weekly_avg, load_7d_ratio=ratio)
+            if ratio > constants.spread_emphasis_ratio:
+                emphasis.append(TOE_SPREAD)
+                add(
+                    TOE_SPREAD,
+                    "load_7d",
+                    f"{figure_text('load_last_7_days', history.load_7d)}, {ratio_text(ratio)} your "
+                    f"{WEEKLY_AVERAGE_BEFORE.label} ({with_unit(WEEKLY_AVERAGE_BEFORE.key, weekly_avg)}) "
+                    "→ take your time over the toe spread",
+                )
 
     level = balance_level(balance_level_now)
     if is_trail(run.sport, run.sub_sport):
@@ -346,8 +367,8 @@ def post_run_decision(
         add(
             TOE_ISOLATION,
             "easy_day",
-            f"easy run ({km(run.distance_m)}), session {n} of {constants.toe_isolation_per_week} this week "
-            f"→ big-toe isolation, {_dose(TOE_ISOLATION)}",
+            f"easy run ({km(run.distance_m)}) → big-toe isolation, {_dose(TOE_ISOLATION)} "
+            f"(isolation session {n} of up to {constants.toe_isolation_per_week} this week)",
         )
 
     skipped = sorted(k for k in triggers if k in given_today)

@@ -142,6 +142,7 @@ def test_toe_spread_emphasis_when_7_day_load_is_above_12x_the_28_day_average(
     hist = HistoryFacts(
         load_7d=load_7d,
         load_28d=40_000.0,
+        load_28d_before=40_000.0,
         history_days=history_days,
         toe_isolation_days=QUIET.toe_isolation_days,
     )
@@ -171,7 +172,7 @@ def test_no_routine_twice_on_one_local_day() -> None:
 def test_toe_isolation_on_easy_runs_not_on_hard_ones() -> None:
     easy = post_run_decision(facts(), HistoryFacts(), tz=TZ)
     assert easy.routines == ["toe_spread", "toe_isolation"]
-    assert "session 1 of 3 this week" in easy.reasons[-1]
+    assert "isolation session 1 of up to 3 this week" in easy.reasons[-1]
     long_run = post_run_decision(facts(21_100, 4_800), HistoryFacts(), tz=TZ)
     assert "toe_isolation" not in long_run.routines
     after_spike = post_run_decision(facts(), HistoryFacts(last_spike_day=date(2025, 6, 3)), tz=TZ)
