@@ -31,6 +31,7 @@ import logging
 import re
 import socket
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from ipaddress import ip_address
@@ -49,6 +50,9 @@ _DETAIL_CHARS = 300
 # Apprise's generic HTTP services, whose URLs take extra headers as ``+Name=value`` query arguments.
 _HEADER_SCHEMES = frozenset({"json", "jsons", "xml", "xmls", "form", "forms"})
 MESSAGE_ID_HEADER = "X-Stridecare-Message-Id"
+# Apprise imports ``imghdr`` (deprecated since Python 3.11) when it loads its plugins: a dependency's internals,
+# not something a runner can act on, so that one warning from Apprise's modules stays off the console.
+warnings.filterwarnings("ignore", message="'imghdr' is deprecated", category=DeprecationWarning, module="apprise")
 
 
 class PushOptions(ChannelOptions):
@@ -183,6 +187,13 @@ def _hosts(plugin: Any, scheme: str) -> list[tuple[str, int]]:
     return []
 
 
+def _apprise() -> Any:
+    """The apprise module, imported on first use (its plugin registry takes a quarter of a second to load)."""
+    import apprise  # deferred: start-up time (Apprise's plugin registry, loaded by the first push)
+
+    return apprise
+
+
 def _scheme_problem(scheme: str, settings: Settings) -> str | None:
     allowed = {s.strip().lower() for s in settings.push_unguarded_schemes}
     if scheme in GUARDED_SCHEMES or scheme in allowed:
@@ -199,8 +210,7 @@ def check_push_url(url: str, settings: Settings) -> tuple[str | None, str | None
     """``(refusal, warning)`` for a push URL, before it is stored: the scheme must be on the allowlist (or
     allowed by the operator), Apprise must understand it, and every host it names must pass the same guard as
     webhooks. A host that does not resolve now is a warning, not a refusal (it may where the workers run)."""
-    import apprise
-
+    apprise = _apprise()
     scheme = service_of(url)
     problem = _scheme_problem(scheme, settings)
     if problem:
@@ -247,7 +257,7 @@ class PushChannel(SettingsChannel):
 
     def send(self, message: OutgoingMessage, target: str, secret: str | None = None) -> DeliveryOutcome:
         """One attempt through Apprise; never raises, and never shows more of the URL than its service."""
-        import apprise  # on first use: its plugin registry takes a quarter of a second to load
+        apprise = _apprise()
 
         service = service_of(target)
         # Again at send time: the URL was stored before the operator's settings or this release changed.
