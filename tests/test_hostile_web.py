@@ -314,7 +314,9 @@ def test_a_forged_delete_for_an_activity_that_still_exists_deletes_nothing(srt: 
     with srt.db.read() as s:
         assert [r.source_key for r in s.scalars(sql_select(Run))] == [str(activity_id)]
         assert s.scalars(sql_select(Prompt)).all() != []
-    assert fake.count("GET /api/v3/activities/{id}", 200) == 2  # the create's fetch and the delete's check
+    # The create was answered by the athlete's activity list; the delete's check is the one fetch of the activity.
+    assert fake.count("GET /api/v3/athlete/activities", 200) == 1
+    assert fake.count("GET /api/v3/activities/{id}", 200) == 1
     # Once Strava says it is gone, the same delete removes the run.
     fake.delete_activity(STRAVA_ID, activity_id)
     with srt.db.transaction() as s:
