@@ -23,6 +23,7 @@ from factories import ingest_planned
 from fitgen import write_activity
 from harness import SmtpSink, WebhookReceiver
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from recommender.digest import weekly_digests
 from recommender.messages import relay_pending
@@ -31,6 +32,7 @@ from stridecare.clock import write_clock_file
 from stridecare.crypto import new_webhook_secret
 from stridecare.db.models import Athlete, Prompt, Run
 from stridecare.runtime import Runtime
+from stridecare_app.cli.main import app
 from workers.announce import prompt_line
 
 # Each run starts on a different calendar day than its UTC day: Monday 7 December in Auckland and Tokyo is
@@ -52,6 +54,7 @@ class Delivered:
     day_text: str
     held_until: datetime
     console_line: str
+    prompts_output: str
     emails: list[Any]
     webhooks: list[dict[str, Any]]
     pushes: list[dict[str, Any]]
@@ -121,6 +124,12 @@ def delivered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
             run_id = s.scalars(select(Run.id).where(Run.id == prompt.run_id)).one()
             (outcome,) = outcomes_for_runs(s, rt.settings, [run_id])
         assert relay_pending(rt) == 0  # held
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("STRIDECARE_DATA_HOME", str(rt.settings.data_home))
+            mp.setenv("STRIDECARE_ENCRYPTION_KEYS", rt.settings.encryption_keys[0].get_secret_value())
+            mp.setenv("STRIDECARE_CLOCK_FILE", str(clock))
+            listed = CliRunner().invoke(app, ["prompts", "--athlete", "me"])
+        assert listed.exit_code == 0, listed.output
         write_clock_file(clock, due)
         relay_pending(rt)
         # The digest: on Monday 7 December after 08:00 local (the default), once the hold has passed.
@@ -137,6 +146,7 @@ def delivered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
             day_text=day_text,
             held_until=due,
             console_line=prompt_line(outcome),
+            prompts_output=listed.stdout,
             emails=list(sink.messages),
             webhooks=[json.loads(r.body) for r in hook.requests if r.verified],
             pushes=[json.loads(r.body) for r in push.requests],
@@ -190,6 +200,8 @@ def test_held_until_is_the_athletes_time(delivered: Delivered) -> None:
     assert data["held_until_local"].startswith(f"{local:%Y-%m-%dT%H:%M}")
     assert local.minute == 0  # the quiet hours end at the top of a local hour
     assert f"held for quiet hours until {local:%Y-%m-%d %H:%M} {local.tzname()}" in delivered.console_line
+    day = f"{local:%a} {local.day} {local:%b}"
+    assert f"held for quiet hours until {day} {local:%H:%M} {local.tzname()}" in delivered.prompts_output
 
 
 def test_digest_dates_are_the_athletes(delivered: Delivered) -> None:

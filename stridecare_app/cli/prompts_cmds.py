@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import typer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from delivery.render import athlete_zone, local_time_text
 from recommender.feedback import UnknownPrompt, record_done
 from recommender.silence import prompt_outcome
 from recommender.status import athlete_status, prompts_for
@@ -61,6 +63,7 @@ def prompts(
     rt = runtime()
     with rt.db.read() as session:
         who = athlete_or_fail(session, athlete or rt.settings.default_athlete)
+        zone = athlete_zone(who.timezone)
         data = prompts_for(session, who, limit)
         silent = _runs_without_prompt(session, rt.settings, who.id, limit)
     if as_json:
@@ -73,7 +76,8 @@ def prompts(
         done = "  done" if p["done_at"] else ""
         typer.echo(f"{p['id']}  {p['local_day']}  {p['kind']:15} {', '.join(p['routines'])}  [{state}]{done}")
         if p.get("due_at") and p.get("created_at") and str(p["due_at"]) > str(p["created_at"]):
-            typer.echo(f"    held for quiet hours until {p['due_at']}")
+            due = datetime.fromisoformat(str(p["due_at"]))
+            typer.echo(f"    held for quiet hours until {local_time_text(due, zone)}")
         for reason in p["reasons"]:
             typer.echo(f"    {reason}")
     if silent:
