@@ -237,6 +237,7 @@ def test_web_and_run_print_a_login_link_at_start_that_works_against_the_server(
         line = wait_for(
             lambda: re.search(r"log in at (http://\S+/login\?t=\S+)", proc.output()), timeout=60, what="the link"
         )
+        assert line is not None
         link = line.group(1)
         assert urlsplit(link).netloc == f"127.0.0.1:{port}"
         wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="the web app")

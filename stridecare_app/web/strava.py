@@ -1,8 +1,8 @@
 """Strava's web endpoints: the OAuth connect page and callback, and the push subscription's callback.
 
 Connecting needs the athlete's own authority: ``/strava/connect?t=TOKEN`` takes a signed, expiring,
-single-use link made for one athlete (``stridecare strava connect --link NAME`` prints it, the loopback
-dashboard offers it through :func:`connect_link`). Its GET only asks (link previews and mail scanners open
+single-use link made for one athlete (``stridecare strava connect --link NAME`` prints it, the admin's
+home page offers it through :func:`connect_link`). Its GET only asks (link previews and mail scanners open
 links); the POST spends the link and sends the browser to Strava with a signed ``state`` that is also kept in
 a cookie. ``/strava/callback`` checks both and the accepted scope, and the state is spent before the code is
 exchanged. Every refusal, an unknown athlete included, gets the same answer: no endpoint tells which names
