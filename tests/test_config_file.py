@@ -175,7 +175,7 @@ def test_the_readme_flow_another_terminal_sees_the_settings_stridecare_run_was_s
             write_activity(staging / "fresh.fit", start=datetime.now(UTC) - timedelta(hours=2), duration_s=1800)
             os.replace(staging / "fresh.fit", inbox / "fresh.fit")
             wait_for(
-                lambda: sink.messages and receiver.delivered_ids(), timeout=90, what="the prompt by email and webhook"
+                lambda: sink.messages and receiver.delivered_ids(), timeout=150, what="the prompt by email and webhook"
             )
         assert sink.messages[0]["To"] == "me@example.org"
     finally:
