@@ -55,6 +55,7 @@ from ingest.fit_common import (
     Scan,
     device_name,
     enum_name,
+    heart_rate_of_records,
     is_foot,
     num,
 )
@@ -377,6 +378,8 @@ class FitSource:
         v = span.values
         rec = scan.records
         samples = self._samples(rec, lo, hi, span.start, events)
+        # A session summary without heart rate: the records' own, when they carry it.
+        recorded_hr = heart_rate_of_records(rec, lo, hi) if v.get("avg_heart_rate") is None else (None, None)
 
         timer_s = num(v.get("total_timer_time"))
         elapsed_s = num(v.get("total_elapsed_time"))
@@ -425,8 +428,8 @@ class FitSource:
             source_descent_m=_opt(num(v.get("total_descent"))),
             device=scan.device,
             device_total_strides=device_steps,
-            avg_heart_rate_bpm=heart_rate_bpm(v.get("avg_heart_rate")),
-            max_heart_rate_bpm=heart_rate_bpm(v.get("max_heart_rate")),
+            avg_heart_rate_bpm=heart_rate_bpm(v.get("avg_heart_rate")) or recorded_hr[0],
+            max_heart_rate_bpm=heart_rate_bpm(v.get("max_heart_rate")) or recorded_hr[1],
         )
 
     @staticmethod

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from stridecare.domain.run import FOOT_SPORTS
+from stridecare.domain.run import FOOT_SPORTS, HEART_RATE_RANGE_BPM
 
 FIT_EPOCH = datetime(1989, 12, 31, tzinfo=UTC)
 FIT_EPOCH_NAIVE = FIT_EPOCH.replace(tzinfo=None)
@@ -35,6 +35,7 @@ RECORD_FIELDS = frozenset(
         "fractional_cadence",
         "altitude",
         "enhanced_altitude",
+        "heart_rate",
     }
 )
 SESSION_FIELDS = frozenset(
@@ -71,6 +72,7 @@ class Records:
     speed: array[float] = field(default_factory=lambda: array("d"))
     cadence: array[float] = field(default_factory=lambda: array("d"))  # raw, strides/min incl. fractional
     altitude: array[float] = field(default_factory=lambda: array("d"))
+    heart_rate: array[float] = field(default_factory=lambda: array("d"))  # beats per minute
 
     def append(self, t: float, values: dict[str, Any]) -> None:
         self.t.append(t)
@@ -84,6 +86,7 @@ class Records:
         self.cadence.append(cadence)
         alt = values.get("enhanced_altitude")
         self.altitude.append(num(alt if alt is not None else values.get("altitude")))
+        self.heart_rate.append(num(values.get("heart_rate")))
 
     def sort_by_time(self) -> None:
         """Chained files and summary-first files can go back in time; integration needs order."""
@@ -91,7 +94,7 @@ class Records:
         if all(t[i] <= t[i + 1] for i in range(len(t) - 1)):
             return
         order = sorted(range(len(t)), key=t.__getitem__)
-        for name in ("t", "distance", "speed", "cadence", "altitude"):
+        for name in ("t", "distance", "speed", "cadence", "altitude", "heart_rate"):
             col: array[float] = getattr(self, name)
             setattr(self, name, array("d", (col[i] for i in order)))
 
@@ -136,3 +139,12 @@ def device_name(file_id: dict[str, Any]) -> str | None:
 def is_foot(sport: str | None, sub_sport: str | None) -> bool:
     """True for a session on foot: a foot sport, or a foot sub-sport filed under another sport."""
     return sport in FOOT_SPORTS or sub_sport in _FOOT_SUB_SPORTS
+
+
+def heart_rate_of_records(rec: Records, lo: int, hi: int) -> tuple[float | None, float | None]:
+    """Average and highest heart rate of records ``lo`` to ``hi`` (bpm), from the values a heart can have; None
+    when none was recorded. For sessions whose summary names no heart rate."""
+    beats = [b for b in rec.heart_rate[lo:hi] if HEART_RATE_RANGE_BPM[0] <= b <= HEART_RATE_RANGE_BPM[1]]
+    if not beats:
+        return None, None
+    return sum(beats) / len(beats), max(beats)

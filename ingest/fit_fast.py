@@ -281,6 +281,7 @@ def _fill_records(result: Scan, columns: Columns) -> None:
     records.speed = _array(preferred("speed", "enhanced_speed"))
     records.cadence = _array(cadence)
     records.altitude = _array(preferred("altitude", "enhanced_altitude"))
+    records.heart_rate = _array(col("heart_rate"))
 
 
 def _array(values: npt.NDArray[np.float64]) -> array[float]:

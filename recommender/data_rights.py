@@ -33,7 +33,16 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from recommender.figures import ACUTE_LOAD, CHRONIC_LOAD, LAST_7_DAYS, LAST_28_DAYS, LOAD_UNIT, UNITS, figure_values
+from recommender.figures import (
+    ACUTE_LOAD,
+    ACWR,
+    CHRONIC_LOAD,
+    LAST_7_DAYS,
+    LAST_28_DAYS,
+    LOAD_UNIT,
+    UNITS,
+    figure_values,
+)
 from stridecare.db.models import (
     Athlete,
     Base,
@@ -54,6 +63,7 @@ from stridecare.db.models import (
     StravaEvent,
 )
 from stridecare.db.samples import unpack_samples
+from stridecare.domain.history import acwr
 from stridecare.plugins import channel_classes, channel_options
 
 EXPORT_TABLES: tuple[str, ...] = (
@@ -147,13 +157,14 @@ def _rows(session: Session, model: type[Base], where: Any, order: Any) -> tuple[
 def daily_figures(session: Session, athlete: Athlete) -> tuple[list[str], list[dict[str, Any]]]:
     """The shared figures of every stored day, under the names and rounding every screen uses
     (:mod:`recommender.figures`): acute and chronic load per day, and the 7- and 28-day sums ending that day.
-    The units are in ``units.json`` beside the tables."""
+    The units are in ``units.json`` beside the tables; the ACWR is empty before 28 days of history."""
     rows = list(session.scalars(select(DailyLoad).where(DailyLoad.athlete_id == athlete.id).order_by(DailyLoad.day)))
     by_day = {r.day: r.load for r in rows}
 
     def last(day: date, days: int) -> float:
         return sum(by_day.get(day - timedelta(days=k), 0.0) for k in range(days))
 
+    first = rows[0].day if rows else None
     out = [
         {
             "day": r.day.isoformat(),
@@ -162,11 +173,13 @@ def daily_figures(session: Session, athlete: Athlete) -> tuple[list[str], list[d
                 chronic_load=r.chronic,
                 load_last_7_days=last(r.day, 7),
                 load_last_28_days=last(r.day, 28),
+                # As every screen shows it: only once 28 days of history stand behind the day.
+                acwr=acwr(r.acute, r.chronic, (r.day - first).days + 1) if first is not None else None,
             ),
         }
         for r in rows
     ]
-    names = ["day", ACUTE_LOAD.key, CHRONIC_LOAD.key, LAST_7_DAYS.key, LAST_28_DAYS.key]
+    names = ["day", ACUTE_LOAD.key, CHRONIC_LOAD.key, LAST_7_DAYS.key, LAST_28_DAYS.key, ACWR.key]
     return names, out
 
 

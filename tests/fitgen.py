@@ -66,6 +66,8 @@ class Segment:
     include_records: bool = True
     sample_interval_s: int = 1
     heart_rate_bpm: tuple[int, int] | None = None  # (average, maximum) written on lap and session
+    # (first, last) bpm written on every record, rising evenly over the segment; None = no record heart rate
+    record_heart_rate_bpm: tuple[int, int] | None = None
 
 
 @dataclass
@@ -141,6 +143,7 @@ def _write_activity(
     write_total_strides: bool = True,
     multisport: Sequence[Segment] | None = None,
     heart_rate_bpm: tuple[int, int] | None = None,
+    record_heart_rate_bpm: tuple[int, int] | None = None,
     utc_offset_s: int | None = 0,
     manufacturer: str = "development",
     product: int = 1,
@@ -171,6 +174,7 @@ def _write_activity(
                 include_records=include_records,
                 sample_interval_s=sample_interval_s,
                 heart_rate_bpm=heart_rate_bpm,
+                record_heart_rate_bpm=record_heart_rate_bpm,
             )
         ]
     )
@@ -246,7 +250,8 @@ _RECORD_PROTOTYPE = RecordMessage()
 _RECORD_FIELDS_SET = frozenset(
     f.field_id
     for f in _RECORD_PROTOTYPE.fields
-    if f.name in {"timestamp", "distance", "enhanced_speed", "cadence", "fractional_cadence", "enhanced_altitude"}
+    if f.name
+    in {"timestamp", "distance", "enhanced_speed", "cadence", "fractional_cadence", "enhanced_altitude", "heart_rate"}
 )
 
 
@@ -305,6 +310,9 @@ def _write_segment(
             msg.fractional_cadence = seg.cadence_rpm - whole
         if seg.altitude is not None:
             msg.enhanced_altitude = seg.altitude(elapsed)
+        if seg.record_heart_rate_bpm is not None:
+            first, last = seg.record_heart_rate_bpm
+            msg.heart_rate = round(first + (last - first) * min(1.0, elapsed / max(1, seg.duration_s)))
         builder.add(msg)
 
     event(seg_start, EventType.START)

@@ -157,8 +157,11 @@ def test_every_surface_shows_the_same_figure_under_the_same_name(history_rt: Run
         "chronic_load": chronic,
         "load_last_7_days": week,
     }
+    # The ACWR too, as the command line shows it, and empty before 28 days of history (as every screen has it).
+    assert status["acwr"] is not None and daily[-1]["acwr"] == status["acwr"]
+    assert daily[0]["acwr"] is None and daily[26]["acwr"] is None
     units = json.loads((tmp_path / "export" / "units.json").read_text())
-    assert units["acute_load"] == "ref. steps/day" and units["load"] == "ref. steps"
+    assert units["acute_load"] == "ref. steps/day" and units["load"] == "ref. steps" and units["acwr"] == "×"
     assert any(p.name == "units.json" for p in export)
 
     # No surface names a rolling sum as an average, or leaves a load without its unit.

@@ -36,6 +36,19 @@ def test_fit_session_heart_rate_is_read_by_both_decoders(tmp_path: Path) -> None
     assert run.avg_heart_rate_bpm is None and run.max_heart_rate_bpm is None
 
 
+def test_fit_heart_rate_recorded_per_sample_counts_when_the_session_names_none(tmp_path: Path) -> None:
+    path = tmp_path / "strap.fit"
+    write_activity(path, start=START, duration_s=1200, sample_interval_s=2, record_heart_rate_bpm=(120, 160))
+    for source in (FitSource(), FitSource(fast=False)):
+        (run,) = source.decode(path, "h").runs
+        assert run.avg_heart_rate_bpm is not None and abs(run.avg_heart_rate_bpm - 140.0) < 0.5
+        assert run.max_heart_rate_bpm == 160.0
+    both = tmp_path / "both.fit"  # the session's own figures win where it has them
+    write_activity(both, start=START, duration_s=1200, heart_rate_bpm=(148, 171), record_heart_rate_bpm=(120, 160))
+    (run,) = FitSource().decode(both, "h").runs
+    assert (run.avg_heart_rate_bpm, run.max_heart_rate_bpm) == (148.0, 171.0)
+
+
 def test_tcx_heart_rate_is_the_mean_and_max_of_its_trackpoints(tmp_path: Path) -> None:
     points = [(START + timedelta(seconds=i), 48.0 + i * 1e-5, 11.0, 3.0 * i) for i in range(0, 600, 2)]
     xml = tcx_xml([("Running", points, 85.0)])

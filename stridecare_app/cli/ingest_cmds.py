@@ -385,15 +385,16 @@ def runs(
         typer.echo("no runs yet: drop FIT files into the inbox, or `stridecare ingest FILE`")
         return
     typer.echo(
-        f"{'id':>5} {'start (UTC)':20} {'sport':10} {'km':>7} {'min':>6} {'steps':>7} {'cad':>5} "
-        f"{'source':9} {'load':>7}"
+        f"{'id':>5} {'start (UTC)':20} {'sport':10} {'km':>7} {'min':>6} {'steps':>7} {'spm':>5} "
+        f"{'cadence':9} {'load (ref. steps)':>17}"
     )
     for r in data:
         cad = "" if r["avg_cadence_spm"] is None else f"{r['avg_cadence_spm']:.0f}"
-        load = "" if r["load"] is None else f"{r['load']:.0f}"
+        # A copy of a session counts nothing of its own: it points at the run that counts.
+        load = f"= run {r['duplicate_of']}" if r["duplicate_of"] else "" if r["load"] is None else f"{r['load']:,.0f}"
         typer.echo(
             f"{r['id']:>5} {r['start_time'][:19]:20} {r['sport']:10} {r['distance_m'] / 1000:7.2f} "
-            f"{r['timer_s'] / 60:6.1f} {r['steps']:7d} {cad:>5} {r['cadence_source']:9} {load:>7}"
+            f"{r['timer_s'] / 60:6.1f} {r['steps']:7d} {cad:>5} {r['cadence_source']:9} {load:>17}"
             + ("  long" if r["long_run"] else "")
         )
 

@@ -102,7 +102,11 @@ def _runs_without_prompt(session: Session, settings: Settings, athlete_id: int, 
 
 
 @app.command()
-def done(prompt: Annotated[str, typer.Argument(help="The prompt id (from `stridecare prompts`).")]) -> None:
+def done(
+    prompt: Annotated[
+        str, typer.Argument(help="The prompt id (from `stridecare prompts`), or its first 6 or more characters.")
+    ],
+) -> None:
     """Record a prompt's routines as done (the same as its "done" link); balance progresses with these."""
     rt = runtime()
     try:
