@@ -1,14 +1,16 @@
-"""The product's imports: every module imports what it needs at its top, and no package's modules import each
-other in a circle.
+"""The product's imports: every module imports what it needs at its top, and no modules import each other in a
+circle.
 
-An import inside a function is allowed only where it must wait — the start-up time of the command line (a
-heavy library a single command needs) or an optional extra (a library installed with ``pip install
-'stridecare[…]'``) — and a comment on its line or the line above says which, with the marker ``deferred:``.
-Everything else hides a cycle or a cost that should be seen at the top. The cycle check reads the imports that
-run when a module is imported (``if TYPE_CHECKING:`` blocks do not run) and the deferred ones too: a deferred
-import is no way out of a cycle.
+An import inside a function is allowed only where it must wait: for start-up time (a heavy library that only one
+command, page or task needs, kept out of ``stridecare --help`` and the processes that never use it) or for an
+optional extra (a library installed with ``pip install 'stridecare[…]'``). A comment says which, with the marker
+``deferred:``, on the import's line or in the comment right above it (above a run of imports, it covers the
+run). Anything else hides a circle or a cost that belongs at the top.
 
-The source is read, not imported: the checks are static and take well under a second.
+The circle check reads every import that can run — at the top, in functions, deferred or not; only ``if
+TYPE_CHECKING:`` blocks are left out — so deferring an import is no way out of a circle.
+
+The sources are read, not imported: both checks are static.
 """
 
 from __future__ import annotations
@@ -197,8 +199,8 @@ def test_imports_inside_functions_say_why() -> None:
     ]
     assert not unmarked, (
         f"{len(unmarked)} imports inside functions without a reason; move them to the top, or say why they must "
-        f"wait with a `# {MARKER} <start-up time of …|optional extra …>` comment on the line or above:\n"
-        + "\n".join(unmarked)
+        f"wait with a `# {MARKER} start-up time (…)` or `# {MARKER} optional extra (…)` comment on the line or "
+        "right above it:\n" + "\n".join(unmarked)
     )
 
 
