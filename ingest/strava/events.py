@@ -42,7 +42,14 @@ from stravalib import exc as strava_exc
 
 from ingest.strava.backfill import due_backfills
 from ingest.strava.convert import STREAM_KEYS, convert_activity
-from ingest.strava.errors import InvalidEvent, StravaAccountMissing, StravaAuthError, StravaDeferred, StravaError
+from ingest.strava.errors import (
+    InvalidEvent,
+    StravaAccountMissing,
+    StravaAppInactive,
+    StravaAuthError,
+    StravaDeferred,
+    StravaError,
+)
 from ingest.strava.reader import ApiReader
 from ingest.strava.sync import find_run, forget_account, remove_runs, store_parsed
 from stridecare.db.engine import is_sqlite
@@ -336,6 +343,8 @@ def _get(api: ApiReader, url: str, count: int = 1, **params: Any) -> Any:
     """A budgeted read; "not now" becomes a retry of the event at the time the budget allows."""
     try:
         return api.get(url, count=count, **params)
+    except StravaAppInactive as inactive:
+        raise _Retry(inactive.resume_at, f"paused: {inactive.reason}") from None
     except StravaDeferred as deferred:
         raise _Retry(deferred.resume_at, f"Strava budget: {deferred.reason}") from None
 
@@ -581,8 +590,16 @@ def _list_and_resolve(
         try:
             listed = _get(api, "/athlete/activities", page=1, per_page=RECENT_PER_PAGE)
         except _Retry as retry:
+            if retry.at is None:
+                raise  # a network or server error: the event's own retry schedule
+            # Not now (budget, 429, an inactive app): the list and every event waiting for it are due then, and
+            # the sweep hands one of them on, so a long pause costs one request per athlete when it ends.
             _defer_list(rt, account_id, strava_id, retry.at)
-            raise
+            with rt.db.transaction() as session:
+                row = session.get(StravaEvent, event_id)
+                if row is not None:
+                    row.status, row.next_attempt_at, row.detail = LISTING, retry.at, retry.reason[:500]
+            return EventOutcome(LISTING, retry.reason)
         waiting = _waiting(rt, strava_id, athlete_id, event_id, started)
         shown: dict[int, Mapping[str, Any]] = {}
         for item in listed if isinstance(listed, list) else []:
