@@ -15,7 +15,6 @@ from sqlalchemy import select
 
 from ingest.decode import Decoded, supported_suffixes
 from ingest.files import iter_files
-from ingest.recompute import recompute_athlete
 from ingest.retry import chosen, read_again
 from ingest.service import CheckedFile, check, ingest_checked, ingest_path, read_guarded, sandboxed
 from ingest.store import FileReport, store_decoded
@@ -335,6 +334,9 @@ def recompute(
     the daily series are then recomputed; no prompt is sent again. The result is the same as importing
     everything afresh with the settings in force now.
     """
+    # deferred: start-up time of the command line (rebuilding Strava runs brings stravalib)
+    from ingest.recompute import recompute_athlete
+
     rt = runtime()
     name = athlete or rt.settings.default_athlete
     try:
