@@ -107,6 +107,7 @@ class EmailChannel(SettingsChannel):
     options_schema = EmailOptions
     reset_on_change = ("unsubscribed_at",)
     unsubscribe_link = True  # messages carry the one-click unsubscribe link (RFC 8058)
+    carries_images = True  # shows OutgoingMessage.inline_images (the digest's chart)
 
     def __init__(self, settings: Settings) -> None:
         """Build the channel; raises ``ValueError`` for an unknown ``smtp_security`` (fail at start-up)."""

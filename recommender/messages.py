@@ -121,8 +121,8 @@ def _build_other(rt: Runtime, delivery: Delivery, prompt: Prompt, athlete: Athle
             dashboard_url=dashboard,
             created_at=prompt.created_at,
             timezone=athlete.timezone,
-            # Only email shows the chart; drawing it for the other channels would be wasted work.
-            chart=delivery.channel == "email",
+            # Only a channel that shows inline images (email) gets the chart; drawing it for others is wasted.
+            chart=bool(getattr(channel_classes().get(delivery.channel), "carries_images", False)),
         )
         summary = digest_summary(prompt.facts)
     else:

@@ -29,4 +29,3 @@ def channel_settings(
         assert vault is not None, "a push URL is stored encrypted: pass the vault"
         out["push"] = {"url": vault.encrypt(push)}
     return out
-
