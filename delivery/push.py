@@ -167,7 +167,9 @@ _HOST_IN_URL = frozenset(
         *("json", "jsons", "xml", "xmls", "form", "forms", "ntfy", "ntfys", "gotify", "gotifys", "hassio"),
         *("hassios", "apprise", "apprises", "matrix", "matrixs", "mmost", "mmosts", "rocket", "rockets", "bark"),
         *("barks", "signal", "signals", "ncloud", "nclouds", "nctalk", "nctalks", "mastodon", "mastodons"),
-        *("toot", "toots", "pjet", "pjets", "notica", "noticas", "rsyslog", "mqtt", "mqtts", "growl"),
+        *("toot", "toots", "pjet", "pjets", "notica", "noticas"),
+        # unguarded ones an operator may allow: their host is then the only check there is
+        *("rsyslog", "mqtt", "mqtts", "growl", "irc", "ircs", "xmpp", "xmpps", "amqp", "amqps", "smpp", "smpps"),
     }
 )
 _SUMMARY_CHARS = 240

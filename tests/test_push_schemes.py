@@ -272,3 +272,15 @@ def test_every_allowed_scheme_sends_through_requests_or_smtplib() -> None:
         source = inspect.getsource(inspect.getmodule(manager[scheme]))  # type: ignore[arg-type]
         assert "requests" in source or "smtplib" in source, scheme
         assert "import socket" not in source and "paho" not in source, scheme
+
+
+def test_other_operator_allowed_schemes_still_have_their_host_checked(tmp_path: Path, tcp: socket.socket) -> None:
+    # IRC opens its own TCP socket, beside the guarded resolver: allowed by the operator, its host is checked.
+    settings = _settings(tmp_path, push_unguarded_schemes=["irc"])
+    url = f"irc://127.0.0.1:{tcp.getsockname()[1]}/stridecare"
+    assert check_push_url(url, _settings(tmp_path))[0] is not None  # not allowed at all by default
+    problem, _ = check_push_url(url, settings)
+    assert problem is not None and "not a public address" in problem
+    outcome = PushChannel(settings).send(_message(), url)
+    assert not outcome.ok and not outcome.retry and "not a public address" in outcome.detail
+    assert _connections(tcp) == 0
