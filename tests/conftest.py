@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,9 +26,11 @@ CORPUS = ROOT.parent / "shared" / "corpus"
 PG_ADMIN_URL = os.environ.get("STRIDECARE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("STRIDECARE_TEST_REDIS", "redis://127.0.0.1:6379")
 
-# No test may read the developer's own configuration.
+# No test may read the developer's own configuration: neither their variables nor the settings file in their
+# data home (a test that builds settings without a data home gets an empty one of its own).
 for _key in [k for k in os.environ if k.startswith("STRIDECARE_") and not k.startswith("STRIDECARE_TEST_")]:
     del os.environ[_key]
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="stridecare-tests-xdg-")
 
 
 # -- the calendar an end-to-end test runs on ----------------------------------------------------------------------
