@@ -257,10 +257,12 @@ def process_event(rt: Runtime, event_id: int) -> EventOutcome:
     """Process one stored event (what the ``stridecare.strava_event`` task calls). Safe to call twice: only
     a pending event (or one whose claim lapsed) is processed.
 
-    * activity create → fetch the activity (and streams within ``strava_streams_days``), store the run, its
-      load and its prompt in one transaction;
-    * activity update → re-fetch and update the run (removed when it is no longer a foot sport or no longer
-      visible), recompute;
+    * activity create (or update of an activity we do not hold) → the athlete's recent-activities list is due:
+      read now when ``strava_list_interval_s`` has passed since the last one (the event then answers every
+      waiting event of the athlete: their listed activities stored, with streams within
+      ``strava_streams_days``, runs, load and prompts in one transaction), else the event waits (``listing``);
+    * activity update of a run we hold → re-fetch and update the run (removed when it is no longer a foot sport
+      or no longer visible), recompute;
     * activity delete → only when we hold the run: ask the API, and remove the run (and recompute) only when
       Strava answers 404 or the activity is no longer this athlete's; a delete the API contradicts is forged
       or stale and is ignored;
