@@ -27,8 +27,10 @@ from stridecare.db.athletes import lock_athlete
 from stridecare.db.marks import mark_stale
 from stridecare.db.models import Athlete, Prompt, Run, RunSamples, Shoe
 from stridecare.db.samples import ENCODING, pack_samples
+from stridecare.domain.history import local_day
 from stridecare.domain.plausibility import implausibility
 from stridecare.domain.run import ParsedRun
+from stridecare.domain.shoes import PairWindow
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +46,41 @@ class Stored:
     replan_owed: bool = False
 
 
-def _shoe_for(session: Session, athlete_id: int, gear_id: str | None) -> int | None:
-    """The pair a newly stored run is counted on: the one mapped to the source's gear id, else the default."""
+def shoe_window(shoe: Shoe) -> PairWindow:
+    """The pair's window of use (``stridecare.domain.shoes``)."""
+    return PairWindow(in_use_from=shoe.in_use_from, retired=shoe.retired, retired_at=shoe.retired_at)
+
+
+def _shoe_for(session: Session, athlete_id: int, gear_id: str | None, start: datetime) -> int | None:
+    """The pair a newly stored run that started at ``start`` is counted on: the one mapped to the source's gear
+    id (whatever the date, until it was retired), else the default pair from its in-use-from day on."""
+    row = session.execute(select(Athlete.default_shoe_id, Athlete.timezone).where(Athlete.id == athlete_id)).one()
+    day = local_day(start, row.timezone)
     if gear_id:
-        by_gear = session.scalar(
-            select(Shoe.id).where(Shoe.athlete_id == athlete_id, Shoe.strava_gear_id == gear_id).limit(1)
-        )
-        if by_gear is not None:
-            return by_gear
-    default = session.scalar(select(Athlete.default_shoe_id).where(Athlete.id == athlete_id))
-    if default is None:
+        named = list(session.scalars(select(Shoe).where(Shoe.athlete_id == athlete_id, Shoe.strava_gear_id == gear_id)))
+        for shoe in named:
+            if shoe_window(shoe).takes(start, day, named_by_source=True):
+                return shoe.id
+        if named:
+            return None  # the source named a pair that was retired by then: not another pair's run
+    if row.default_shoe_id is None:
         return None
-    # A default pair that was retired or deleted meanwhile counts nothing.
-    usable: int | None = session.scalar(select(Shoe.id).where(Shoe.id == default, Shoe.retired.is_(False)))
-    return usable
+    # A default pair that was retired or deleted meanwhile counts nothing; nor a run before its first day.
+    default = session.get(Shoe, row.default_shoe_id)
+    return default.id if default is not None and shoe_window(default).takes(start, day) else None
+
+
+def assign_shoe(session: Session, run: Run, shoe_id: int | None) -> list[Run]:
+    """Count ``run``'s session on pair ``shoe_id`` (None: on no pair), set by hand; returns the runs changed.
+
+    The primary and every copy of the session take the pair, so the choice holds whichever copy is the primary
+    later. The caller checks the pair is the athlete's and its window takes the run (:func:`shoe_window`)."""
+    primary = (session.get(Run, run.duplicate_of_id) if run.duplicate_of_id is not None else None) or run
+    session_runs = [primary, *session.scalars(select(Run).where(Run.duplicate_of_id == primary.id))]
+    changed = [r for r in session_runs if r.shoe_id != shoe_id]
+    for r in changed:
+        r.shoe_id = shoe_id
+    return changed
 
 
 def _fields(parsed: ParsedRun) -> dict[str, object]:
@@ -102,12 +125,13 @@ _FROM_SAMPLES = (
 def apply(session: Session, athlete_id: int, run: Run | None, parsed: ParsedRun, *, file_id: int | None) -> Run | None:
     """Insert ``parsed`` as a new run (``run`` None) or copy every field of it onto ``run``; returns the run when
     it was inserted or anything changed, else None. A new run is counted on the pair the source names (gear),
-    else the athlete's default pair.
+    else the athlete's default pair from its in-use-from day on (``stridecare.domain.shoes``).
 
     A summary (no samples) never replaces per-sample figures already stored."""
     values = _fields(parsed)
     if run is None:
-        run = Run(athlete_id=athlete_id, file_id=file_id, shoe_id=_shoe_for(session, athlete_id, parsed.gear_id))
+        shoe_id = _shoe_for(session, athlete_id, parsed.gear_id, parsed.start_time)
+        run = Run(athlete_id=athlete_id, file_id=file_id, shoe_id=shoe_id)
         for key, value in values.items():
             setattr(run, key, value)
         if len(parsed.samples):

@@ -1,17 +1,21 @@
 """Shoes: which pair a run was done in, how far each pair has gone, and a reminder when a pair is worn out.
 
-A run is counted on a pair when it is stored: the pair whose Strava gear id the source names, else the
-athlete's default pair (``stridecare shoe use``). Only primary runs count (a session seen from FIT and Strava
-is counted once). The reminder is a prompt of kind ``shoe`` with dedupe key ``shoe:<id>:<km>``, written by
-:func:`shoe_reminders` when the planner has brought the athlete's figures up to date, in that transaction: the
-key makes it one reminder however often the run that crossed the distance is planned again. Raising a pair's
-remind-at distance arms a new reminder (a new key).
+A run is counted on a pair when it is stored (``ingest.runs``): the pair whose Strava gear id the source names,
+else the athlete's default pair (``stridecare shoe use``) from its in-use-from day on
+(``stridecare.domain.shoes``); ``stridecare shoe use RUN PAIR`` moves one run. Only primary runs count (a session
+seen from FIT and Strava is counted once). A pair's distance is its starting distance (bought used, worn before)
+plus its runs', in every list and reminder.
+
+The reminder is a prompt of kind ``shoe`` with dedupe key ``shoe:<id>:<km>``, written by :func:`shoe_reminders`
+when the planner has brought the athlete's figures up to date, in that transaction: the key makes it one
+reminder however often the run that crossed the distance is planned again. Raising a pair's remind-at distance
+arms a new reminder (a new key).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from html import escape
 from typing import Any
 
@@ -29,7 +33,8 @@ SHOE_KIND = "shoe"
 
 @dataclass(frozen=True, slots=True)
 class ShoeUsage:
-    """One pair with what it has carried (primary runs only)."""
+    """One pair with what it has carried (primary runs only). ``distance_m`` includes the starting distance;
+    ``runs_distance_m`` is the runs' alone."""
 
     id: int
     name: str
@@ -40,6 +45,14 @@ class ShoeUsage:
     runs: int
     distance_m: float
     steps: float
+    start_km: float = 0.0
+    in_use_from: date | None = None
+    retired_at: datetime | None = None
+
+    @property
+    def runs_distance_m(self) -> float:
+        """The distance of the runs counted here, without the starting distance."""
+        return self.distance_m - self.start_km * 1000
 
     def as_json(self) -> dict[str, Any]:
         """The command line's JSON shape."""
@@ -52,24 +65,12 @@ class ShoeUsage:
             "default": self.default,
             "runs": self.runs,
             "distance_km": round(self.distance_m / 1000, 2),
+            "start_km": self.start_km,
+            "runs_km": round(self.runs_distance_m / 1000, 2),
+            "in_use_from": self.in_use_from.isoformat() if self.in_use_from is not None else None,
+            "retired_at": self.retired_at.isoformat() if self.retired_at is not None else None,
             "steps": round(self.steps),
         }
-
-
-def shoe_for_new_run(session: Session, athlete_id: int, gear_id: str | None) -> int | None:
-    """The pair a newly stored run is counted on: the one mapped to the source's gear id, else the default."""
-    if gear_id:
-        by_gear = session.scalar(
-            select(Shoe.id).where(Shoe.athlete_id == athlete_id, Shoe.strava_gear_id == gear_id).limit(1)
-        )
-        if by_gear is not None:
-            return by_gear
-    default = session.scalar(select(Athlete.default_shoe_id).where(Athlete.id == athlete_id))
-    if default is None:
-        return None
-    # A default pair that was retired or deleted meanwhile counts nothing.
-    usable = session.scalar(select(Shoe.id).where(Shoe.id == default, Shoe.retired.is_(False)))
-    return usable
 
 
 def shoe_usage(session: Session, athlete: Athlete) -> list[ShoeUsage]:
@@ -94,11 +95,19 @@ def shoe_usage(session: Session, athlete: Athlete) -> list[ShoeUsage]:
                 retired=shoe.retired,
                 default=athlete.default_shoe_id == shoe.id,
                 runs=n,
-                distance_m=dist,
+                distance_m=dist + (shoe.start_km or 0.0) * 1000,
                 steps=steps,
+                start_km=shoe.start_km or 0.0,
+                in_use_from=shoe.in_use_from,
+                retired_at=shoe.retired_at,
             )
         )
     return out
+
+
+def _before_text(start_km: float) -> str:
+    """How much of a pair's distance it had before its first run here ("", or ", 120 km of them before")."""
+    return f", {start_km:.0f} km of them before it was added" if start_km >= 0.5 else ""
 
 
 def reminder_key(shoe_id: int, remind_at_km: float) -> str:
@@ -125,7 +134,8 @@ def shoe_reminders(session: Session, settings: Settings, athlete: Athlete, now: 
             local_day=local_day(now, athlete.timezone),
             routines=[],
             reasons=[
-                f"Your shoes {usage.name} have carried you {usage.distance_m / 1000:.0f} km "
+                f"Your shoes {usage.name} have carried you {usage.distance_m / 1000:.0f} km"
+                f"{_before_text(usage.start_km)} "
                 f"(reminder set at {usage.remind_at_km:.0f} km): worn cushioning changes how your feet land."
             ],
             facts={
@@ -150,10 +160,11 @@ def render_shoe_reminder(
     name = " ".join(str(shoe.get("name", "your shoes")).split())[:100]
     km = float(shoe.get("distance_km") or 0.0)
     limit = float(shoe.get("remind_at_km") or 0.0)
+    before = _before_text(float(shoe.get("start_km") or 0.0))
     who = " ".join(athlete_name.split())[:60] or "there"
     subject = f"{who}: your shoes {name} have done {km:.0f} km"
     body = (
-        f"Your shoes {name} have carried you {km:.0f} km; you asked for a reminder at {limit:.0f} km. "
+        f"Your shoes {name} have carried you {km:.0f} km{before}; you asked for a reminder at {limit:.0f} km. "
         "Worn midsoles absorb less: consider a new pair, and `stridecare shoe retire` this one when you switch."
     )
     text = f"Hi {who},\n\n{body}\n"

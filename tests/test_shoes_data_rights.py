@@ -71,7 +71,8 @@ def add_athlete(rt: Runtime, name: str) -> None:
 def test_shoe_distance_steps_and_one_reminder(rt: Runtime, tmp_path: Path) -> None:
     add_athlete(rt, "anna")
     cli(rt, "shoe", "add", "old-pair", "--athlete", "anna")
-    cli(rt, "shoe", "add", "pegasus", "--athlete", "anna", "--remind-at-km", "12")
+    # In use from the day after the first run (the default would be the day it is added: no run of April).
+    cli(rt, "shoe", "add", "pegasus", "--athlete", "anna", "--remind-at-km", "12", "--from", "2026-04-07")
     drop(rt, tmp_path, "anna", 0)  # no default pair yet: counted on none
     cli(rt, "shoe", "use", "pegasus", "--athlete", "anna")
     for day in (1, 2, 3):  # 3 × 5.4 km: the reminder distance is passed on day 3
@@ -117,7 +118,7 @@ def test_shoe_distance_steps_and_one_reminder(rt: Runtime, tmp_path: Path) -> No
 def test_strava_gear_id_maps_runs_to_their_pair(rt: Runtime) -> None:
     add_athlete(rt, "anna")
     cli(rt, "shoe", "add", "trail", "--athlete", "anna", "--strava-gear-id", "g777")
-    cli(rt, "shoe", "add", "road", "--athlete", "anna", "--use")
+    cli(rt, "shoe", "add", "road", "--athlete", "anna", "--use", "--from", "2026-04-01")
     parsed_trail = convert_activity(make_activity(1, START, gear_id="g777"), DEFAULT_CONSTANTS)
     parsed_other = convert_activity(make_activity(2, START + timedelta(days=1), gear_id="g999"), DEFAULT_CONSTANTS)
     assert isinstance(parsed_trail, ParsedRun) and isinstance(parsed_other, ParsedRun)

@@ -495,7 +495,12 @@ class Lease(Base):
 
 
 class Shoe(Base):
-    """A pair of shoes, with the distance at which the athlete wants a reminder."""
+    """A pair of shoes, with the distance at which the athlete wants a reminder.
+
+    ``start_km``: what the pair had done before its first run here (bought used, worn before); it is part of
+    every distance shown and reminded. ``in_use_from``: the athlete's local day from which the default pair
+    counts runs (None for pairs older than the column: no bound). ``retired_at``: from then on the pair takes no
+    run (None on a retired pair: none at all)."""
 
     __tablename__ = "shoes"
     __table_args__ = (UniqueConstraint("athlete_id", "name"),)
@@ -506,3 +511,6 @@ class Shoe(Base):
     strava_gear_id: Mapped[str | None] = mapped_column(String(32))
     remind_at_km: Mapped[float | None] = mapped_column(Float)
     retired: Mapped[bool] = mapped_column(Boolean, default=False)
+    start_km: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    in_use_from: Mapped[date | None] = mapped_column(Date)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
