@@ -324,6 +324,16 @@ def test_a_connect_past_the_apps_athlete_limit_says_so(
     with srt.db.read() as s:
         assert [a.strava_athlete_id for a in s.scalars(select(StravaAccount))] == [STRAVA_ID]
 
+    # The same words on the athlete's own connect page, at the end of the web flow.
+    import stridecare_app.web.strava as web_strava
+
+    with TestClient(create_app(srt, enqueue=lambda _id: None), base_url="http://127.0.0.1:8080") as web:
+        path = web_strava.connect_link(srt, second).removeprefix(srt.settings.effective_public_url)
+        to_strava = web.post(path, follow_redirects=False)
+        assert to_strava.status_code == 303
+        page = web.get("/strava/callback", params=follow_authorize(to_strava.headers["location"]))
+    assert page.status_code == 400 and "Limit of connected athletes exceeded" in page.text
+
     # The same words on the command line.
     state = make_state(srt.settings, second, srt.now())
     params = follow_authorize(authorization_url(srt.settings, "http://localhost/exchange_token", state))
