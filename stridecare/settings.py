@@ -1,8 +1,9 @@
-"""The one settings object: every knob of stridecare, read from ``STRIDECARE_*`` variables.
+"""The one settings object: every knob of stridecare, read from ``STRIDECARE_*`` variables and the settings file.
 
 Values come, in order of precedence, from explicit keyword arguments, ``STRIDECARE_*`` environment variables,
-and an optional env-style file named by ``STRIDECARE_CONFIG`` (or passed as ``config_file``). Every default
-works with no server installed: SQLite in the data home and an in-process worker.
+an optional env-style file named by ``STRIDECARE_CONFIG`` (or passed as ``config_file``), and the data home's
+settings file ``stridecare.toml`` (``stridecare config set``). Every default works with no server installed:
+SQLite in the data home and an in-process worker.
 """
 
 from __future__ import annotations
