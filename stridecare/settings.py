@@ -356,7 +356,8 @@ class Settings(BaseSettings):
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """Build the settings from the environment, an optional env-style file, and explicit overrides."""
+    """Build the settings from explicit overrides, the environment, an optional env-style file and the data
+    home's settings file, in that order of precedence."""
     config = config_file or os.environ.get("STRIDECARE_CONFIG")
     if config is not None:
         path = Path(config)
