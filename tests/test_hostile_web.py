@@ -359,8 +359,8 @@ def test_validation_answers_fast_while_another_process_holds_the_write_lock(srt:
                 health_s = time.monotonic() - started
             # A blocked loop would hold every answer until the lock is released (or the 5 s timeout). The
             # median, not the slowest, is held to 0.2 s: on a loaded machine one answer may wait for a CPU.
-            assert sorted(timings)[len(timings) // 2] < 0.2 and max(timings) < 1.0, timings
-            assert health.json() == {"status": "ok"} and health_s < 1.0, health_s
+            assert sorted(timings)[len(timings) // 2] < 0.2 and max(timings) < 3.0, timings
+            assert health.json() == {"status": "ok"} and health_s < 3.0, health_s
             assert "e" not in stored  # still waiting for the lock, without holding the loop
         finally:
             holder.execute("ROLLBACK")
