@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from conftest import make_settings
@@ -27,10 +27,13 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from webclient import BASE_URL, PEER, log_in
 
+from ingest.strava.oauth import make_connect_token
 from stridecare.db.engine import Database
 from stridecare.db.models import Athlete, Prompt
+from stridecare.links import athlete_key, done_url, unsubscribe_url
 from stridecare.runtime import Runtime
 from stridecare_app.web.app import create_app
+from stridecare_app.web.auth import login_url
 
 PARAMS = (
     "t",
@@ -62,6 +65,10 @@ class Site:
             s.add(prompt)
             s.flush()
             self.athlete_id, self.token, self.prompt_id = athlete.id, athlete.dashboard_token, prompt.id
+            self.connect_token = make_connect_token(rt.settings, athlete, rt.now())
+        key = athlete_key(rt.link_key, athlete.link_secret)
+        self.done_sig = parse_qs(urlsplit(done_url("", key, self.prompt_id)).query)["sig"][0]
+        self.unsubscribe_sig = parse_qs(urlsplit(unsubscribe_url("", key, self.athlete_id)).query)["sig"][0]
         self.anonymous = TestClient(
             self.app, client=PEER, base_url=BASE_URL, raise_server_exceptions=False, follow_redirects=False
         )
@@ -70,24 +77,34 @@ class Site:
             rt,
         )
 
-    def values(self) -> st.SearchStrategy[str]:
-        """Any value a parameter might be given."""
-        real = [
-            "anna",
-            self.token,
-            str(self.run_id),
-            str(self.athlete_id),
-            self.prompt_id,
-            "prompts",
-            "6w",
-            "subscribe",
-        ]
+    def real(self, name: str) -> list[str]:
+        """The values of parameter ``name`` that reach the checks behind it (a real id, token or signature)."""
+        return {
+            "athlete_name": ["anna"],
+            "run_id": [str(self.run_id)],
+            "athlete_id": [str(self.athlete_id)],
+            "prompt_id": [self.prompt_id],
+            "list_name": ["prompts"],
+            "t": [self.token, self.connect_token, login_url(self.rt.settings, self.rt.now()).split("t=", 1)[1]],
+            "sig": [self.done_sig, self.unsubscribe_sig],
+            "range": ["6w", "all"],
+            "hub.mode": ["subscribe"],
+            "hub.verify_token": ["fuzz-verify"],
+            "state": [self.connect_token],
+        }.get(name, ["anna", self.token])
+
+    def values(self, name: str = "") -> st.SearchStrategy[str]:
+        """Any value parameter ``name`` might be given: one of its real values or an odd one."""
+        return st.sampled_from(self.real(name)) | self.odd(name)
+
+    def odd(self, name: str = "") -> st.SearchStrategy[str]:
+        """An odd value for parameter ``name``."""
+        real = self.real(name)
         return st.one_of(
             st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40),
             st.text(alphabet="0123456789\u0661\u0662\u06f3\u096a\uff15", min_size=1, max_size=30),
             st.integers(min_value=-(10**30), max_value=10**30).map(str),
             st.builds(lambda char, n: char * n, st.characters(blacklist_categories=["Cs"]), st.integers(200, 5000)),
-            st.sampled_from(real),
             st.sampled_from(real).map(lambda v: v + "\u00e9"),
         )
 
@@ -159,25 +176,37 @@ def test_every_route_is_in_the_fuzzed_list() -> None:
 def test_no_input_gets_a_500(site: Site, method: str, template: str) -> None:
     names = re.findall(r"{(\w+)", template)
 
+    fields = [*names, *PARAMS, *FORM_FIELDS]
+
+    def one_odd(pool: list[str]) -> st.SearchStrategy[dict[str, str]]:
+        return st.sampled_from(pool).flatmap(lambda name: st.fixed_dictionaries({name: site.odd(name)}))
+
+    # A real request (every parameter one of its real values) with a few parameters made odd or left out: the
+    # odd value then meets the check it is meant to trip, behind the ones the real values pass.
     @FUZZ
     @given(
-        path_values=st.fixed_dictionaries({name: site.values() for name in names}),
-        query=st.dictionaries(st.sampled_from(PARAMS), site.values(), max_size=4),
-        form=st.dictionaries(st.sampled_from(FORM_FIELDS), site.values(), max_size=3),
+        real=st.fixed_dictionaries({name: st.sampled_from(site.real(name)) for name in fields}),
+        odd=one_odd(names or fields)
+        | one_odd(fields)
+        | st.dictionaries(st.sampled_from(fields), site.odd(), max_size=3),
+        dropped=st.sets(st.sampled_from([*PARAMS, *FORM_FIELDS]), max_size=len(PARAMS)),
         body=_json_bodies(),
         as_admin=st.booleans(),
         as_json=st.booleans(),
     )
     def check(
-        path_values: dict[str, str],
-        query: dict[str, str],
-        form: dict[str, str],
+        real: dict[str, str],
+        odd: dict[str, str],
+        dropped: set[str],
         body: Any,
         as_admin: bool,
         as_json: bool,
     ) -> None:
+        values = {**real, **odd}
+        query = {name: values[name] for name in PARAMS if name not in dropped}
+        form = {name: values[name] for name in FORM_FIELDS if name not in dropped}
         client = site.admin if as_admin else site.anonymous
-        path = _fill(template, path_values)
+        path = _fill(template, values)
         kwargs: dict[str, Any] = {"params": query}
         if method == "POST":
             if as_json:
