@@ -64,6 +64,7 @@ MAX_TOKEN_CHARS = 300
 MAX_PASSWORD_CHARS = 1024
 # Password guesses: this many failures in the window answer 429 for the rest of it (the link still works).
 MAX_FAILURES = 10
+MAX_CONCURRENT_HASHES = 2
 FAILURE_WINDOW_S = 60.0
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
@@ -354,6 +355,8 @@ def _page(request: Request, status: int, **values: Any) -> Response:
 def routes(rt: Runtime) -> list[Route]:
     """``/login`` (GET asks, POST logs in with a link's token or the password) and ``/logout`` (POST)."""
     failures = _Failures()
+    # Each check holds 32 MiB for about a third of a second: two at a time, however many guesses arrive at once.
+    hashing = threading.BoundedSemaphore(MAX_CONCURRENT_HASHES)
 
     def has_password() -> bool:
         with rt.db.read() as session:
@@ -372,7 +375,10 @@ def routes(rt: Runtime) -> list[Route]:
     def password_matches(password: str) -> bool:
         with rt.db.read() as session:
             stored = login_state(session)[0]
-        return stored is not None and check_password(stored, password)
+        if stored is None:
+            return False
+        with hashing:
+            return check_password(stored, password)
 
     def logged_in(request: Request) -> Response:
         request.session.clear()
