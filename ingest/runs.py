@@ -248,6 +248,24 @@ def _relink(session: Session, athlete_id: int, run: Run) -> list[Run]:
     return changed
 
 
+def _one_pair_per_session(session: Session, run: Run, gear_id: str | None) -> None:
+    """After a new ``run`` joined a session: the session counts on one pair, whichever copy is the primary. The
+    pair the new copy's source names (gear) wins; else the session keeps the pair it had (a FIT file of a Strava
+    activity that named its shoes does not move the session to the default pair)."""
+    primary = (session.get(Run, run.duplicate_of_id) if run.duplicate_of_id is not None else None) or run
+    runs = [primary, *session.scalars(select(Run).where(Run.duplicate_of_id == primary.id))]
+    if len(runs) < 2:
+        return
+    named = session.get(Shoe, run.shoe_id) if gear_id and run.shoe_id is not None else None
+    if named is not None and named.strava_gear_id == gear_id:
+        pair: int | None = named.id
+    else:
+        pair = next((r.shoe_id for r in runs if r is not run and r.shoe_id is not None), run.shoe_id)
+    for r in runs:
+        if r.shoe_id != pair:
+            r.shoe_id = pair
+
+
 # -- the writes ------------------------------------------------------------------------------------------------
 
 
@@ -271,6 +289,7 @@ def store_parsed(
     moved: list[datetime] = []
     moved_runs: list[Run] = []
     inserted: list[Run] = []
+    gear_of: dict[int, str | None] = {}  # by id(run): the gear the new run's source named
     for parsed in parsed_runs:
         implausible = None if checked else implausibility(parsed)
         if implausible is not None:
@@ -285,6 +304,7 @@ def store_parsed(
         out.runs.append(changed)
         if was is None:
             inserted.append(changed)
+            gear_of[id(changed)] = parsed.gear_id
         elif was != changed.start_time:
             moved.append(was)  # an edited start time: the old day changes too
             moved_runs.append(changed)
@@ -293,6 +313,7 @@ def store_parsed(
     session.flush()
     for run in inserted:
         link_duplicate(session, athlete.id, run)  # the same session from another source: one primary, one prompt
+        _one_pair_per_session(session, run, gear_of.get(id(run)))
     for run in moved_runs:
         out.runs.extend(_relink(session, athlete.id, run))
     out.replan_owed = mark_stale(session, athlete, out.runs, since=min(moved) if moved else None)

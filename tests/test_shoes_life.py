@@ -241,3 +241,33 @@ def test_gear_of_an_unmapped_id_falls_back_to_the_default_within_its_window(anna
     outside = replace(parsed_run(NOV - timedelta(days=5), key="out"), gear_id="g999")
     a, b = store(rt, inside, outside)
     assert [shoe_of(rt, a), shoe_of(rt, b)] == ["road", None]
+
+
+@pytest.mark.parametrize("strava_first", [True, False])
+def test_the_pair_a_source_names_holds_for_the_whole_session_in_either_order(anna: Runtime, strava_first: bool) -> None:
+    """A watch's FIT file names no shoes; Strava's copy of the same session names its gear: the session counts
+    on that pair, whichever arrives first and whichever copy is the primary."""
+    rt = anna
+    cli(rt, "shoe", "add", "road", "--from", "2026-11-01", "--use")
+    cli(rt, "shoe", "add", "trail", "--strava-gear-id", "g777")
+    fit = parsed_run(NOV, key="fit", source="fit")
+    strava = replace(parsed_run(NOV, key="strava", source="strava", with_samples=False), gear_id="g777")
+    first, second = (strava, fit) if strava_first else (fit, strava)
+    [a] = store(rt, first)
+    [b] = store(rt, second)
+    assert [shoe_of(rt, a), shoe_of(rt, b)] == ["trail", "trail"]
+    assert pairs(rt)["trail"]["runs"] == 1 and pairs(rt)["road"]["runs"] == 0
+
+
+def test_a_copy_arriving_after_a_move_by_hand_keeps_the_sessions_pair(anna: Runtime) -> None:
+    rt = anna
+    cli(rt, "shoe", "add", "road", "--from", "2026-11-01", "--use")
+    cli(rt, "shoe", "add", "race", "--from", "2026-11-01")
+    [summary] = store(rt, parsed_run(NOV, key="strava", source="strava", with_samples=False))
+    cli(rt, "shoe", "use", str(summary), "race")
+    [richer] = store(rt, parsed_run(NOV, key="fit", source="fit"))  # richer: becomes the primary
+    with rt.db.read() as s:
+        old = s.get(Run, summary)
+        assert old is not None and old.duplicate_of_id == richer
+    assert [shoe_of(rt, summary), shoe_of(rt, richer)] == ["race", "race"]
+    assert pairs(rt)["race"]["runs"] == 1
