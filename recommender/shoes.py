@@ -3,8 +3,9 @@
 A run is counted on a pair when it is stored (``ingest.runs``): the pair whose Strava gear id the source names,
 else the athlete's default pair (``stridecare shoe use``) from its in-use-from day on
 (``stridecare.domain.shoes``); ``stridecare shoe use RUN PAIR`` moves one run. Only primary runs count (a session
-seen from FIT and Strava is counted once). A pair's distance is its starting distance (bought used, worn before)
-plus its runs', in every list and reminder.
+seen from FIT and Strava is counted once, on one pair: the one a copy's source names, else the one the session
+had). A pair's distance is its starting distance (bought used, worn before) plus its runs', in every list and
+reminder.
 
 The reminder is a prompt of kind ``shoe`` with dedupe key ``shoe:<id>:<km>``, written by :func:`shoe_reminders`
 when the planner has brought the athlete's figures up to date, in that transaction: the key makes it one
