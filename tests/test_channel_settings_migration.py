@@ -1,6 +1,8 @@
 """Revision 0012 moves the email, webhook and console columns into ``athletes.channel_settings`` without losing a
 value, on SQLite and PostgreSQL, and its downgrade puts every value back. Rows are written at revision 0011 with
-the columns of that time, through Alembic, as an installation that upgrades would have them."""
+the columns of that time, through Alembic on the project's own engine (SQLite with foreign keys on), as an
+installation that upgrades would have them; what hangs off an athlete (imported files, runs) survives both ways.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from conftest import PG_ADMIN_URL, require_postgres
 from sqlalchemy import Engine, create_engine, inspect, text
 
 from stridecare.crypto import Vault
+from stridecare.db.engine import Database
 from stridecare.db.migrate import alembic_config
 from stridecare.plugins import channel_classes, channel_options
 
@@ -26,9 +29,11 @@ DISABLED = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
 @pytest.fixture(params=["sqlite", "postgres"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if request.param == "sqlite":
-        eng = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
-        yield eng
-        eng.dispose()
+        db = Database(f"sqlite:///{tmp_path / 'old.db'}")
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # cascades armed, as in real use
+        yield db.engine
+        db.dispose()
         return
     require_postgres()
     import psycopg
@@ -37,11 +42,11 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     name = f"sc_mig_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    eng = create_engine(PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name)
+    db = Database(PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name)
     try:
-        yield eng
+        yield db.engine
     finally:
-        eng.dispose()
+        db.dispose()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -108,6 +113,19 @@ def _insert_old(engine: Engine) -> None:
                 ),
                 {**row, "token": f"t{row['id']}", "secret": f"s{row['id']}", "created": DISABLED},
             )
+            # Something that cascades from the athlete: a copy of the table would take it along.
+            conn.execute(
+                text(
+                    "INSERT INTO imported_files (athlete_id, content_hash, path, size, status, source, created_at) "
+                    "VALUES (:id, :hash, '/inbox/run.fit', 1, 'ingested', 'fit', :created)"
+                ),
+                {"id": row["id"], "hash": f"h{row['id']}", "created": DISABLED},
+            )
+
+
+def _files(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM imported_files")).scalar() or 0)
 
 
 def _settings_by_name(engine: Engine) -> dict[str, dict[str, Any]]:
@@ -122,6 +140,7 @@ def test_the_columns_move_into_channel_settings_and_back(engine: Engine) -> None
     _migrate(engine, "0011")
     _insert_old(engine)
     _migrate(engine, "0012")
+    assert _files(engine) == len(OLD_ROWS)
 
     moved = _settings_by_name(engine)
     assert moved["anna"] == {
@@ -146,6 +165,7 @@ def test_the_columns_move_into_channel_settings_and_back(engine: Engine) -> None
     assert not columns & {"email", "webhook_url", "webhook_secret_enc", "webhook_disabled_at", "console"}
 
     _migrate(engine, "0011", down=True)
+    assert _files(engine) == len(OLD_ROWS)
     with engine.connect() as conn:
         back = conn.execute(
             text(

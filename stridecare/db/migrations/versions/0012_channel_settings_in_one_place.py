@@ -3,7 +3,8 @@
 Each built-in channel's settings become one entry in the JSON column push already used (revision 0008), in its
 channel's schema: ``email`` {address, unsubscribed_at}, ``webhook`` {url, secret (still the vault's ciphertext),
 disabled_at}, ``console`` {enabled}. Every value is carried over, times as ISO 8601 UTC; the downgrade puts
-them back into their columns.
+them back into their columns. On SQLite the columns are dropped and added in place, never by copying the table
+(see ``_sqlite_in_place``: a copy would cascade-delete every athlete's runs).
 
 Revision ID: 0012
 Revises: 0011
@@ -81,16 +82,41 @@ def upgrade() -> None:
             settings["webhook"] = webhook
         settings["console"] = {"enabled": row["console"] is not False}  # NULL was read as the default: on
         bind.execute(sa.update(table).where(table.c.id == row["id"]).values(channel_settings=settings))
-    with op.batch_alter_table("athletes") as batch:
+    if bind.dialect.name == "sqlite":
+        _sqlite_in_place(bind)
         for name, _type in _OLD_COLUMNS:
-            batch.drop_column(name)
+            op.execute(f'ALTER TABLE athletes DROP COLUMN "{name}"')
+        return
+    for name, _type in _OLD_COLUMNS:
+        op.drop_column("athletes", name)
+
+
+def _sqlite_in_place(bind: sa.Connection) -> None:
+    """Refuse an SQLite too old to change the athletes table in place.
+
+    A batch operation would copy the table and DROP the old one, and with foreign keys on (the engine turns
+    them on, inside the migration's transaction where they cannot be turned off) that DROP deletes every row
+    that cascades from an athlete: runs, prompts, imported files. ALTER TABLE … DROP/ADD COLUMN (SQLite 3.35)
+    changes the table in place and deletes nothing."""
+    version = tuple(int(part) for part in str(bind.exec_driver_sql("select sqlite_version()").scalar()).split("."))
+    if version < (3, 35):
+        raise RuntimeError(
+            f"schema revision 0012 needs SQLite 3.35 or newer (this Python has {'.'.join(map(str, version))}); "
+            "nothing was changed"
+        )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("athletes") as batch:
-        for name, type_ in _OLD_COLUMNS:
-            batch.add_column(sa.Column(name, type_, nullable=True))
     bind = op.get_bind()
+    sqlite = bind.dialect.name == "sqlite"
+    if sqlite:
+        _sqlite_in_place(bind)
+    for name, type_ in _OLD_COLUMNS:
+        if sqlite and name == "console":
+            # NOT NULL in place needs a default on SQLite (no copy of the table: see _sqlite_in_place).
+            op.add_column("athletes", sa.Column(name, type_, nullable=False, server_default=sa.true()))
+        else:
+            op.add_column("athletes", sa.Column(name, type_, nullable=True))
     table = _athletes(with_old=True)
     for row in bind.execute(sa.select(table.c.id, table.c.channel_settings)).mappings().all():
         settings = dict(row["channel_settings"] or {})
@@ -110,5 +136,5 @@ def downgrade() -> None:
                 channel_settings={k: v for k, v in settings.items() if k not in _MOVED},
             )
         )
-    with op.batch_alter_table("athletes") as batch:
-        batch.alter_column("console", existing_type=sa.Boolean(), nullable=False)
+    if not sqlite:
+        op.alter_column("athletes", "console", existing_type=sa.Boolean(), nullable=False)
