@@ -52,14 +52,21 @@ PushOpt = Annotated[
     str | None,
     typer.Option(
         "--push",
-        help="Apprise URL for prompts on the phone, e.g. 'ntfy://ntfy.sh/my-topic' (stored encrypted). '' removes it.",
+        help=(
+            "Apprise URL for prompts on the phone as a notification (title, one line, the run's page), e.g. "
+            "'ntfy://ntfy.sh/my-topic'; HTTP services and mailto:// (syslog, UDP and local schemes need "
+            "STRIDECARE_PUSH_UNGUARDED_SCHEMES). Stored encrypted; '' removes it."
+        ),
     ),
 ]
 ChannelOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--channel",
-        help="A channel's setting as CHANNEL.KEY=VALUE (plugin channels; repeatable); CHANNEL= removes the channel.",
+        help=(
+            "A channel's setting as CHANNEL.KEY=VALUE, checked against the channel's schema (repeatable), e.g. "
+            "console.enabled=false or pager.folder=/srv/pager; CHANNEL= removes the channel's settings."
+        ),
     ),
 ]
 
