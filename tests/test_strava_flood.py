@@ -205,6 +205,20 @@ def test_update_and_delete_events_keep_working_and_an_unknown_update_goes_to_the
             web.post("/strava/webhook", json=body("update", 880000 + n))
         queue.work(srt)
         assert fake.count("GET /api/v3/activities/{id}") == 1
+        assert fake.count("GET /api/v3/athlete/activities") == 0  # the create's list was moments ago: they wait
+        advance(srt, fake, INTERVAL_S + 1)
+        sweep(srt, enqueue_event=queue, enqueue_backfill=lambda _id: None)
+        queue.work(srt)
+        assert fake.count("GET /api/v3/athlete/activities") == 1
+        # A burst of (forged) updates or deletes of a run we hold: one fetch answers the burst.
+        fake.reset_counts()
+        for n in range(30):
+            web.post("/strava/webhook", json=body("update", 557001) | {"event_time": n})
+            web.post("/strava/webhook", json=body("delete", 557001) | {"event_time": n})
+        outcomes = queue.work(srt)
+        assert fake.counts() == {"GET /api/v3/activities/{id}": 2}  # one for the updates, one for the deletes
+        assert outcomes.count("skipped") == 58
+        assert keys(srt) == ["557001"]
         # A delete is still confirmed with the API before anything goes.
         fake.delete_activity(STRAVA_ID, 557001)
         web.post("/strava/webhook", json=body("delete", 557001))

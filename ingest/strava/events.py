@@ -38,6 +38,7 @@ from typing import Any
 import requests
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from stravalib import exc as strava_exc
 
 from ingest.strava.backfill import due_backfills
@@ -415,6 +416,7 @@ def _activity_changed(
             assert row is not None
             # Marked in the same transaction as the run: a crash after it cannot process the event twice.
             row.status, row.detail, row.processed_at = "done", "stored" if changed else "unchanged", now
+            _answer_alike(session, event_id, owner_id, activity_id, "update", now, "done", "unchanged")
             return EventOutcome("done", "stored" if changed else "unchanged", bool(changed))
         # Gone (deleted, or now private without activity:read_all) or no longer a foot sport: remove our copy.
         removed = remove_runs(session, rt.settings, athlete, [run] if run is not None else [], now)
@@ -422,7 +424,35 @@ def _activity_changed(
         row = session.get(StravaEvent, event_id)
         assert row is not None
         row.status, row.detail, row.processed_at = "done", detail[:500], now
+        _answer_alike(session, event_id, owner_id, activity_id, "update", now, "done", detail)
         return EventOutcome("done", detail, bool(removed))
+
+
+def _answer_alike(
+    session: Session,
+    event_id: int,
+    owner_id: int,
+    activity_id: int,
+    aspect: str,
+    now: datetime,
+    status: str,
+    detail: str,
+) -> None:
+    """One fetch answers every waiting event of the same kind for the same activity received before it: a burst
+    of (forged) updates or deletes of a run we hold costs one request, not one each."""
+    session.execute(
+        update(StravaEvent)
+        .where(
+            StravaEvent.id != event_id,
+            StravaEvent.status.in_(("pending", LISTING)),
+            StravaEvent.received_at <= now,
+            StravaEvent.payload["owner_id"].as_integer() == owner_id,
+            StravaEvent.payload["object_id"].as_integer() == activity_id,
+            StravaEvent.payload["aspect_type"].as_string() == aspect,
+        )
+        .values(status=status, detail=f"answered with event {event_id}: {detail}"[:500], processed_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _confirmed_gone(rt: Runtime, account_id: int, owner_id: int, activity_id: int, now: datetime) -> bool:
@@ -449,7 +479,10 @@ def _activity_deleted(
     # Events are unsigned: anyone who knows the (public) ids can send a delete. Strava must confirm it.
     if not _confirmed_gone(rt, account_id, owner_id, activity_id, now):
         log.warning("Strava delete event %s not confirmed: activity %s still exists", event_id, activity_id)
-        return EventOutcome("ignored", "delete not confirmed: the activity still exists at Strava")
+        refused = "delete not confirmed: the activity still exists at Strava"
+        with rt.db.transaction() as session:
+            _answer_alike(session, event_id, owner_id, activity_id, "delete", now, "ignored", refused)
+        return EventOutcome("ignored", refused)
     with rt.db.transaction() as session:
         account = session.get(StravaAccount, account_id)
         athlete = session.get(Athlete, account.athlete_id) if account is not None else None
@@ -461,6 +494,7 @@ def _activity_deleted(
         row = session.get(StravaEvent, event_id)
         if row is not None:
             row.status, row.detail, row.processed_at = "done", detail, now
+        _answer_alike(session, event_id, owner_id, activity_id, "delete", now, "done", detail)
         return EventOutcome("done", detail, bool(removed))
 
 
