@@ -71,7 +71,8 @@ def create_app(rt: Runtime, enqueue: Enqueue | None = None) -> Starlette:
 
     def unsubscribe_now(athlete_id: int) -> None:
         with rt.db.transaction() as session:
-            athlete = session.get(Athlete, athlete_id)
+            # Locked: the channels' settings are one JSON value that `athlete set` may be writing meanwhile.
+            athlete = session.get(Athlete, athlete_id, with_for_update=True)
             if athlete is not None and not channel_options(athlete, "email").get("unsubscribed_at"):
                 patch_channel_options(athlete, "email", unsubscribed_at=utcnow())
 
