@@ -44,8 +44,14 @@ from ingest.decode import known_complete, supported_suffixes
 from ingest.files import REASON_SUFFIX, iter_files, kind_of, take_back
 from stridecare.db.engine import Database
 from stridecare.db.models import Athlete, SeenFile
+from stridecare.logging import event
 
 log = logging.getLogger(__name__)
+console = logging.getLogger("stridecare.console")
+# A Strava bulk export dropped into an inbox is imported whole (``ingest.strava_export``).
+EXPORT_SUFFIX = ".zip"
+# What sync tools and browsers write while a file is on its way (Syncthing, rsync, Firefox, Chrome).
+_TEMPORARY = (".tmp", ".part", ".partial", ".crdownload", ".download", "~")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +107,7 @@ class FolderScanner:
         # Files handed on while young: (size, mtime_ns, when to look again).
         self._recheck: dict[Path, tuple[int, int, float]] = {}
         self._refused: set[Path] = set()  # non-regular files already logged
+        self._ignored: set[Path] = set()  # files that are no activity, already said
         self._pending: dict[Path, _Pending] = {}
         # Files handed on but not yet recorded as read; forgotten after a while so that a file whose task was
         # lost (a worker killed before it committed) is offered again. A second offer is harmless: ingest is
@@ -116,7 +123,7 @@ class FolderScanner:
         # it then would store that prefix as a run and the whole file as another. Copies do not pause this long
         # between writes; a rename into the folder costs only this delay.
         self.quiet_s = min(0.2, settle_seconds)
-        self._suffixes = supported_suffixes()
+        self._suffixes = (*supported_suffixes(), EXPORT_SUFFIX)
 
     def _owner(self, path: Path) -> tuple[str, Path] | None:
         for athlete, root in self.inboxes:
@@ -127,10 +134,33 @@ class FolderScanner:
     def _wanted(self, path: Path) -> bool:
         return path.name.lower().endswith(self._suffixes)
 
+    def _ignore(self, path: Path, athlete: str) -> None:
+        """Say once that a file in an inbox is not read: a person who dropped it there learns why nothing
+        happens. A sync tool's or browser's temporary file (hidden, ``.tmp``, ``.part`` …) is passed over quietly:
+        it becomes an activity file under its real name."""
+        name = path.name.lower()
+        if path in self._ignored or name.startswith((".", "~")) or name.endswith(_TEMPORARY) or path.is_dir():
+            return
+        self._ignored.add(path)
+        event(
+            console,
+            "file",
+            f"{athlete}: {path.name} ignored: not an activity file (FIT, GPX or TCX, gzipped or not, or a Strava "
+            "export .zip)",
+            athlete=athlete,
+            path=str(path),
+            status="ignored",
+            reason="not an activity file",
+        )
+
     def note(self, path: Path, kind: str = "change") -> None:
         """An event said ``path`` changed: (re)start its settle timer. ``kind`` is ``"write"`` (content
         written), ``"close"`` (its writer closed it after writing) or ``"change"`` (anything else)."""
-        if not self._wanted(path) or self._owner(path) is None:
+        owner = self._owner(path)
+        if owner is None:
+            return
+        if not self._wanted(path):
+            self._ignore(path, owner[0])
             return
         now = time.monotonic()
         if kind == "write" and self.close_events:
@@ -198,6 +228,7 @@ class FolderScanner:
                 continue
             for path in iter_files(root):
                 if not self._wanted(path):
+                    self._ignore(path, athlete)
                     continue
                 try:
                     st = path.stat()

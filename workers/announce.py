@@ -35,6 +35,8 @@ def _run_text(run: dict[str, Any]) -> str:
 def file_line(athlete: str, report: FileReport) -> str:
     """One line for a file: ingested with distance and load, duplicate of which run, skipped or rejected and why."""
     name = Path(report.path).name
+    if report.status == "ingested" and not report.runs:  # an archive: its reason sums it up
+        return f"{athlete}: {name} ingested: {report.reason}"
     if report.status == "ingested":
         text = f"{athlete}: {name} ingested: " + "; ".join(_run_text(r) for r in report.runs)
         return text + (f" ({report.reason})" if report.reason else "")

@@ -30,6 +30,7 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from ingest.watch import EXPORT_SUFFIX
 from workers.context import runtime_of
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,25 @@ def _ingest_one(rt: Any, athlete: str, path: Path, root: Path | None) -> int | N
     call owes the athlete's replan."""
     from ingest.service import ingest_path
 
+    if path.name.lower().endswith(EXPORT_SUFFIX):
+        return _import_export(rt, athlete, path, root)
     report = ingest_path(rt.db, rt.settings, athlete, path, rt.now(), root=root, quarantine_damaged=root is not None)
     return _reported(rt, athlete, report)
+
+
+def _import_export(rt: Any, athlete: str, path: Path, root: Path | None) -> int | None:
+    """A Strava export dropped into the inbox: every activity in it, a line for each one not stored, and one
+    line for the archive."""
+    from ingest.export_drop import import_dropped_export
+    from workers.announce import announce
+
+    def said(report: Any) -> None:
+        if report.status in ("rejected", "skipped"):
+            announce(rt.db, rt.settings, athlete, report, prompts=False)
+
+    outcome = import_dropped_export(rt, athlete, path, root, rt.now(), report=said)
+    announce(rt.db, rt.settings, athlete, outcome, prompts=False)
+    return outcome.athlete_id if outcome.replan_owed else None
 
 
 def _reported(rt: Any, athlete: str, report: Any) -> int | None:
