@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from channel_settings import channel_settings
 from conftest import REDIS_URL, make_settings, require_redis
+from factories import parsed_run, store_runs
 from harness import Proc, WebhookReceiver, celery_beat, celery_worker, processes, settings_env, wait_for
 from sqlalchemy import select
 
@@ -126,6 +127,8 @@ def test_two_beats_send_each_weekly_prompt_once(tmp_path: Path, pg_url: str) -> 
                 balance_time="18:00",
             )
         )
+    # Weekly prompts begin with the first week with a run: a Wednesday's, too old at T0 for a prompt of its own.
+    store_runs(rt.db, settings, "me", [parsed_run(T0 - timedelta(days=3))], T0)
     env = settings_env(settings)
     logs = tmp_path / "logs"
     worker = celery_worker("worker", env, logs)
