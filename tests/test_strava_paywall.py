@@ -81,8 +81,12 @@ def overrides(tmp_path: Path, fake: FakeStrava, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def srt(tmp_path: Path, fake: FakeStrava) -> Iterator[Runtime]:
-    runtime = Runtime.open(make_settings(tmp_path, **overrides(tmp_path, fake)))
+def srt(request: pytest.FixtureRequest, tmp_path: Path, fake: FakeStrava) -> Iterator[Runtime]:
+    """A runtime aimed at the fake: SQLite, or PostgreSQL for tests parametrized ``indirect`` with it."""
+    extra: dict[str, Any] = {}
+    if getattr(request, "param", "sqlite") == "postgres":
+        extra["database_url"] = request.getfixturevalue("pg_url")
+    runtime = Runtime.open(make_settings(tmp_path, **overrides(tmp_path, fake, **extra)))
     yield runtime
     runtime.close()
 
@@ -278,9 +282,49 @@ def test_an_active_app_shows_no_paywall_message(srt: Runtime, fake: FakeStrava) 
         assert detail.json()["status"] == "ok" and detail.json()["strava_app"] is None
 
 
-def test_an_inactive_app_is_probed_once_by_many_workers_at_once(srt: Runtime, fake: FakeStrava) -> None:
+BOTH_DATABASES = pytest.mark.parametrize(
+    "srt", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+
+
+def in_threads(count: int, work: Any) -> list[BaseException]:
+    """Run ``work`` in ``count`` threads at once; the exceptions they raised."""
     import threading
 
+    errors: list[BaseException] = []
+    start = threading.Barrier(count)
+
+    def one() -> None:
+        start.wait()
+        try:
+            work()
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return errors
+
+
+@BOTH_DATABASES
+def test_workers_refused_at_once_write_one_console_line(
+    srt: Runtime, fake: FakeStrava, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="stridecare.console")
+    account_id = connected(srt, fake)
+    fake.app_inactive = True
+    readers = [ApiReader(srt.db, srt.settings, account_id, srt.now()) for _ in range(8)]  # all think it active
+    it = iter(readers)
+    errors = in_threads(8, lambda: next(it).get("/athlete"))
+    assert len(errors) == 8 and all(APP_INACTIVE_MESSAGE in str(e) for e in errors)
+    assert sum(APP_INACTIVE_MESSAGE in line for line in console_lines(caplog)) == 1
+
+
+@BOTH_DATABASES
+def test_an_inactive_app_is_probed_once_by_many_workers_at_once(srt: Runtime, fake: FakeStrava) -> None:
     account_id = connected(srt, fake)
     fake.app_inactive = True
     with pytest.raises(Exception, match="inactive"):
@@ -288,20 +332,8 @@ def test_an_inactive_app_is_probed_once_by_many_workers_at_once(srt: Runtime, fa
     advance(srt, fake, PROBE_INTERVAL.total_seconds() + 1)
     fake.reset_counts()
     now = srt.now()
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            ApiReader(srt.db, srt.settings, account_id, now).get("/athlete")
-        except BaseException as err:  # every one is told "not now"
-            errors.append(err)
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert len(errors) == 8
+    errors = in_threads(8, lambda: ApiReader(srt.db, srt.settings, account_id, now).get("/athlete"))
+    assert len(errors) == 8  # every one is told "not now"
     assert fake.count() == 1  # one probe for the hour, whoever asked
 
 

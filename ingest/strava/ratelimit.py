@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ingest.strava.errors import APP_INACTIVE_MESSAGE
@@ -270,7 +271,8 @@ def claim_probe(session: Session, now: datetime, name: str = BUDGET_NAME) -> dat
 def mark_inactive(session: Session, now: datetime, name: str = BUDGET_NAME) -> tuple[datetime, bool]:
     """Record a 403 Application/Status/Inactive; returns when to ask again and whether this is news (the app
     was active until now)."""
-    row = session.get(ApiBudget, name)
+    # Locked: two workers refused at once write one "news" (one console line), not two.
+    row = session.get(ApiBudget, name, with_for_update=True)
     if row is None:
         row = ApiBudget(name=name, limits={}, usage={})
         session.add(row)
@@ -296,8 +298,15 @@ def mark_active(session: Session, name: str = BUDGET_NAME) -> bool:
 def record_inactive(db: Database, now: datetime) -> datetime:
     """Record Strava's 403 Application/Status/Inactive; returns when one request may ask again. The first time
     (the app was active until now) one console line says what the operator must do."""
-    with db.transaction() as session:
-        probe_at, news = mark_inactive(session, now)
+    for attempt in range(2):
+        try:
+            with db.transaction() as session:
+                probe_at, news = mark_inactive(session, now)
+            break
+        except IntegrityError:
+            if attempt:  # pragma: no cover - needs the row created twice by others in between
+                raise
+            # Another worker created the row at the same moment: the second pass updates it.
     if news:
         event(console, "strava_app", f"Strava: {APP_INACTIVE_MESSAGE}", level=logging.WARNING, state="inactive")
     return probe_at
