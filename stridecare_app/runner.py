@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import warnings
 from typing import Any
 
-from celery import Celery
+from celery import Celery, platforms
+from celery import signals as celery_signals
 from celery.beat import EmbeddedService
+from celery.exceptions import SecurityWarning
+from celery.platforms import EX_OK
+from celery.worker import state as worker_state
 from sqlalchemy import select
 
 from ingest.service import ingest_path
@@ -25,9 +30,34 @@ from workers.app import make_app
 log = logging.getLogger(__name__)
 console = logging.getLogger("stridecare.console")
 
-# kombu's SQL transport uses a loader option SQLAlchemy 2.1 deprecates; it works, and a runner's console is for
-# what happens to their runs, not for a library's upgrade notes.
-_NOISE = r"The ``noload`` loader strategy is deprecated"
+# kombu's SQL transport uses a loader option SQLAlchemy 2.1 deprecates, and Apprise imports the ``imghdr``
+# module Python 3.13 drops; both work, and a runner's console is for what happens to their runs, not for a
+# library's upgrade notes.
+_NOISE = (r"The ``noload`` loader strategy is deprecated", r"'imghdr' is deprecated")
+
+
+def _quiet_warnings() -> None:
+    for message in _NOISE:
+        warnings.filterwarnings("ignore", message=message)
+    # Celery warns that a worker runs as root because pickled messages could run code. This worker takes
+    # JSON only, from its own queue file (said once, below, instead of Celery's block of text).
+    warnings.filterwarnings("ignore", category=SecurityWarning)
+
+
+def _stop_quietly(**_kwargs: Any) -> None:
+    """Ctrl-C (or SIGTERM) stops the worker as Celery's warm shutdown does — running tasks finish, queued work
+    stays queued — with one line of ours instead of Celery's shutdown chatter; a second one stops at once."""
+
+    def stop(*_args: Any) -> None:
+        if worker_state.should_stop is None:
+            event(console, "stopping", "stopping: running work finishes, queued work waits for the next start")
+            worker_state.should_stop = EX_OK
+        else:
+            worker_state.should_terminate = EX_OK
+
+    if threading.current_thread() is threading.main_thread():
+        platforms.signals["SIGINT"] = stop
+        platforms.signals["SIGTERM"] = stop
 
 
 def make_watcher(
@@ -110,6 +140,7 @@ def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True, verbose: boo
     On the embedded default the broker is a SQLite file, so queued work survives a restart; the outbox and
     the import log in the database make every step idempotent.
     """
+    _stop_quietly()  # a Ctrl-C while starting stops as cleanly as one later
     celery = make_app(rt.settings, rt)
     # The worker must not swap stdout/stderr for a logger: the console writes to them, and a record written
     # into a stream that logs would be lost.
@@ -127,7 +158,11 @@ def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True, verbose: boo
     beat = EmbeddedService(celery, thread=True, schedule_filename=str(rt.settings.data_home / "celerybeat-schedule"))
     beat.start()
     # Set again here: the Celery worker installs its own warning filters as it starts.
-    warnings.filterwarnings("ignore", message=_NOISE)
+    _quiet_warnings()
+    if os.geteuid() == 0:
+        log.info("running as root: the worker takes JSON messages from its own queue only; a user of its own is wiser")
+    # Again once the worker is up: it installs its own handlers as it starts.
+    celery_signals.worker_ready.connect(_stop_quietly, weak=False)
     try:
         celery.worker_main(
             [
