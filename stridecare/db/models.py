@@ -111,6 +111,8 @@ class Athlete(Base):
     # replan itself (the owed one's message was lost or its task failed).
     replan_progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The coach's group on the roster ("juniors", "club"): a filter, nothing else depends on it.
+    group_name: Mapped[str | None] = mapped_column(String(64))
 
 
 class UsedToken(Base):
@@ -338,6 +340,24 @@ class Completion(Base):
     done_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class FeelScore(Base):
+    """How the athlete's feet felt, 0 (no discomfort) to 10 (worst), one per athlete and local day (the last
+    answer of the day wins); ``location`` is where, when they said. ``prompt_id``/``run_id``: the post-run
+    prompt it answered (plain ids: the score outlives a replanned prompt)."""
+
+    __tablename__ = "feel_scores"
+    __table_args__ = (UniqueConstraint("athlete_id", "day", name="uq_feel_scores_athlete_day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    athlete_id: Mapped[int] = mapped_column(ForeignKey("athletes.id", ondelete="CASCADE"))
+    day: Mapped[date] = mapped_column(Date)
+    score: Mapped[int] = mapped_column(Integer)
+    location: Mapped[str | None] = mapped_column(String(16))
+    prompt_id: Mapped[str | None] = mapped_column(String(32))
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Delivery(Base):
     """The outbox: one row per prompt and channel, written in the same transaction as the prompt.
 
@@ -514,3 +534,5 @@ class Shoe(Base):
     start_km: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     in_use_from: Mapped[date | None] = mapped_column(Date)
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Cumulative foot load (reference steps, the runs' RunLoad.load) at which the pair is due: one alert.
+    retire_at_load: Mapped[float | None] = mapped_column(Float)
