@@ -237,6 +237,7 @@ def render_prompt(
     figures: Mapping[str, float | int | None] | None = None,
     timezone: str = "UTC",
     held_until: datetime | None = None,
+    feel: Mapping[str, Any] | None = None,
 ) -> RenderedPrompt:
     """Render one prompt for every channel.
 
@@ -247,6 +248,8 @@ def render_prompt(
     reworded by the caller but never left out. ``figures`` (the shared figures by their shared names, already
     rounded) go into the payload as they are. Dates and times are shown in ``timezone`` (the athlete's IANA
     zone); the payload carries both UTC and local forms. ``held_until``: when quiet hours hold the prompt back.
+    ``feel``: the one-tap foot-discomfort question (``question``, ``links``: ``score`` and ``url`` per score,
+    ``where``: the places one may name), shown by every form and carried by the payload.
     """
     if kind not in PROMPT_KINDS:
         raise ValueError(f"unknown prompt kind {kind!r}; expected one of {PROMPT_KINDS}")
@@ -258,6 +261,15 @@ def render_prompt(
         raise ValueError("a prompt needs at least one routine")
     done_url = _check_url("done_url", done_url)
     unsubscribe_url = _check_url("unsubscribe_url", unsubscribe_url)
+    feel_view = (
+        {
+            "question": _one_line(feel["question"], 120),
+            "links": [{"score": int(x["score"]), "url": _check_url("feel url", str(x["url"]))} for x in feel["links"]],
+            "where": [_one_line(w, 20) for w in feel.get("where", ())],
+        }
+        if feel
+        else None
+    )
 
     try:
         routine_views = [
@@ -299,6 +311,7 @@ def render_prompt(
         "done_url": done_url,
         "unsubscribe_url": unsubscribe_url,
         "disclaimer": " ".join(disclaimer.split()),
+        "feel": feel_view,
     }
     env = template_environment(_TEMPLATES)
     text = env.get_template("prompt.txt.j2").render(context)
@@ -322,6 +335,8 @@ def render_prompt(
             "disclaimer": context["disclaimer"],
         },
     }
+    if feel_view is not None:
+        payload["data"]["feel"] = feel_view
     if held_until is not None:
         payload["data"]["held_until"] = held_until.astimezone(UTC).isoformat()
         payload["data"]["held_until_local"] = local_iso(held_until, zone)

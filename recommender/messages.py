@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from delivery.outbox import relay_pending as _relay_pending
 from delivery.render import notification_line, render_prompt, routable, run_day_text
 from recommender.digest import digest_summary, render_digest
+from recommender.feel import ASK, WHERE, score_links
 from recommender.routines import WELLNESS_DISCLAIMER, balance_level, routine
 from recommender.shoes import render_shoe_reminder
 from stridecare.db.models import Athlete, Delivery, Prompt
@@ -92,6 +93,7 @@ def build_message(
         figures=prompt.facts.get("figures"),
         timezone=athlete.timezone,
         held_until=prompt.due_at if prompt.due_at > prompt.created_at else None,
+        feel=_feel(base, link_key, prompt),
     )
     return _message(
         delivery,
@@ -100,9 +102,27 @@ def build_message(
         (rendered.subject, rendered.text, rendered.html, rendered.payload),
         unsubscribe_url=unsub,
         done_url=done,
-        summary=notification_line(routines, prompt.reasons, run_day_text(run, athlete.timezone)),
+        summary=_with_feel_ask(prompt, routines, run_day_text(run, athlete.timezone)),
         link_url=link,
     )
+
+
+# The push line's question; the page it links to (the run's) carries the one-tap scores.
+_PUSH_ASK = " · How do your feet feel, 0–10? Tap to score"
+
+
+def _feel(base: str, link_key: bytes, prompt: Prompt) -> dict[str, Any] | None:
+    """The one-tap 0–10 foot-discomfort question every post-run prompt offers (signed links, per athlete)."""
+    if prompt.kind != "post_run":
+        return None
+    return {"question": ASK, "links": score_links(base, link_key, prompt.id), "where": list(WHERE.values())}
+
+
+def _with_feel_ask(prompt: Prompt, routines: list[dict[str, Any]], day: str | None) -> str:
+    """The notification line, ending with the feel question on a post-run prompt (kept whole: the rest is cut)."""
+    if prompt.kind != "post_run":
+        return notification_line(routines, prompt.reasons, day)
+    return notification_line(routines, prompt.reasons, day, limit=240 - len(_PUSH_ASK)) + _PUSH_ASK
 
 
 def _build_other(rt: Runtime, delivery: Delivery, prompt: Prompt, athlete: Athlete) -> OutgoingMessage:

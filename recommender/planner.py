@@ -25,7 +25,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from delivery.outbox import create_deliveries
-from recommender import rules
+from recommender import feel, rules
 from recommender.routines import TOE_ISOLATION
 from recommender.shoes import shoe_reminders
 from stridecare.db.athletes import lock_athlete
@@ -686,6 +686,8 @@ def post_run_prompt(session: Session, settings: Settings, athlete: Athlete, run:
         given_today=given_on(session, athlete.id, day),
         balance_level_now=athlete.balance_level,
     )
+    # How the feet felt lately may make it gentler (the rules and their reasons are recommender.feel's).
+    decision = feel.gentler(session, athlete, day, decision)
     if not decision.routines:
         return None
     prompt = Prompt(
