@@ -6,7 +6,9 @@ Plain JSON-able values, read from the database only; the web layer draws them.
 
 from __future__ import annotations
 
+import re
 import statistics
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from recommender.routines import ROUTINES
+from recommender.shoes import run_shoe
 from recommender.silence import why_no_prompt
 from stridecare.db.models import Athlete, DailyLoad, Prompt, Run, Shoe
 from stridecare.db.samples import unpack_samples
@@ -23,6 +26,11 @@ from stridecare.settings import Settings
 
 COMPARE_DAYS = 28  # the load of a run is compared with the runs of the four weeks before it
 SERIES_POINTS = 120  # a phone is ~360 px wide: more points draw nothing more
+# Below 1 m/s (3.6 km/h, a pace of 16:40 /km) a runner is standing, not running or walking: a stop at a crossing
+# with the watch running. Such samples are left out of the pace and cadence charts.
+STOPPED_BELOW_MPS = 1.0
+STOP_MIN_S = 5.0  # a shorter dip is the speed sensor's noise, not a stop: the line goes on
+SAMPLE_GAP_S = 60.0  # smart recording may write a steady stretch as one sample a minute; more is a gap
 
 FLAG_TITLES = {
     "spike_caution": "Single-run spike",
@@ -31,6 +39,34 @@ FLAG_TITLES = {
     "monotony": "Monotony",
     "acwr_high": "Acute:chronic ratio high",
 }
+
+
+# One explanation per kind of flag, shown once under a list of flagged runs: each run's line keeps its numbers only.
+FLAG_EXPLANATIONS = {
+    "spike_caution": "A run clearly longer than your longest of the last 30 days. Consider keeping the next runs "
+    "easy.",
+    "spike_high": "A run about twice your longest of the last 30 days or more. Consider a few easy days next and "
+    "building distance in smaller steps.",
+    "ramp": "The distance of the last two weeks well above the two weeks before. Consider holding this volume for a "
+    "while before adding more.",
+    "monotony": "Every day of the last week about the same load (mean ÷ spread of daily load). Consider making one "
+    "day clearly easier or a rest day.",
+    "acwr_high": "Your acute load (ref. steps/day, weighted over about 7 days) well above your chronic load "
+    "(weighted over about 28 days). Information, not a forecast: consider an easier day if your feet feel tired.",
+}
+_ADVICE = re.compile(r"(?:;\s*consider\b|\.\s*This is information\b).*$", re.DOTALL)
+_UNITS_ASIDE = re.compile(r" \(ref\. steps/day, weighted over about \d+ days\)")
+
+
+def flag_summary(reason: str) -> str:
+    """A flag's reason without its advice, the numbers only (the advice is in :data:`FLAG_EXPLANATIONS`, once)."""
+    short = _UNITS_ASIDE.sub("", _ADVICE.sub("", reason)).strip().rstrip(".;,")
+    return short[:1].upper() + short[1:] if short else reason
+
+
+def flag_explanation(name: str) -> str:
+    """What a flag of kind ``name`` means and what to consider, the same for every run that raised it."""
+    return FLAG_EXPLANATIONS.get(name, "")
 
 
 def flag_title(name: str) -> str:
@@ -53,23 +89,75 @@ def pace_text(seconds_per_km: float | None) -> str | None:
 
 
 def _series(run: Run) -> dict[str, Any]:
-    """Pace (s/km) and cadence (spm) over moving time, thinned to about :data:`SERIES_POINTS` points."""
+    """Pace (s/km) and cadence (spm) over moving minutes, thinned to about :data:`SERIES_POINTS` points.
+
+    Stops are taken out (:func:`moving_stretches`): the x axis counts moving time only, a stop breaks the line
+    (a ``None`` point where it was), and ``stops`` / ``stopped_s`` say how much was left out."""
+    empty: dict[str, Any] = {"t_min": [], "pace_s_per_km": [], "cadence_spm": [], "stops": 0, "stopped_s": 0.0}
     if run.samples is None:
-        return {"t_min": [], "pace_s_per_km": [], "cadence_spm": []}
+        return empty
     samples = unpack_samples(run.samples.data)
-    moving = [i for i in range(len(samples)) if samples.timer_running[i]]
-    step = max(1, len(moving) // SERIES_POINTS)
+    stretches, stopped_s = moving_stretches(samples.t, samples.speed_mps, samples.timer_running)
+    moving = sum(len(s) for s in stretches)
+    if not moving:
+        return {**empty, "stops": len(stretches), "stopped_s": round(stopped_s)}
+    step = max(1, moving // SERIES_POINTS)
     t_min: list[float] = []
     pace: list[float | None] = []
     cadence: list[float | None] = []
-    for start in range(0, len(moving), step):
-        window = moving[start : start + step]
-        speeds = [s for i in window if (s := samples.speed_mps[i]) is not None and s > 0.3]
-        cads = [c for i in window if (c := samples.cadence_spm[i]) is not None and c > 0]
-        t_min.append(round(samples.t[window[0]] / 60, 2))
-        pace.append(round(1000 / statistics.fmean(speeds), 1) if speeds else None)
-        cadence.append(round(statistics.fmean(cads), 1) if cads else None)
-    return {"t_min": t_min, "pace_s_per_km": pace, "cadence_spm": cadence}
+    clock = 0.0  # moving seconds before the current sample
+    for number, stretch in enumerate(stretches):
+        if number:
+            # A stop: the line breaks here rather than joining across it.
+            t_min.append(round(clock / 60, 2))
+            pace.append(None)
+            cadence.append(None)
+        for start in range(0, len(stretch), step):
+            window = stretch[start : start + step]
+            speeds = [s for i, _ in window if (s := samples.speed_mps[i]) is not None]
+            cads = [c for i, _ in window if (c := samples.cadence_spm[i]) is not None and c > 0]
+            t_min.append(round(clock / 60, 2))
+            pace.append(round(1000 / statistics.fmean(speeds), 1) if speeds else None)
+            cadence.append(round(statistics.fmean(cads), 1) if cads else None)
+            clock += sum(dt for _, dt in window)
+    t_min.append(round(clock / 60, 2))
+    pace.append(pace[-1])
+    cadence.append(cadence[-1])
+    return {
+        "t_min": t_min,
+        "pace_s_per_km": pace,
+        "cadence_spm": cadence,
+        "stops": len(stretches) - 1,
+        "stopped_s": round(stopped_s),
+    }
+
+
+def moving_stretches(
+    t: Sequence[float], speed_mps: Sequence[float | None], timer_running: Sequence[bool]
+) -> tuple[list[list[tuple[int, float]]], float]:
+    """The moving samples of a run as stretches between stops, each sample with the seconds it stands for,
+    and the seconds left out.
+
+    A sample is stopped when the timer was paused or its speed is below :data:`STOPPED_BELOW_MPS` (standing at
+    a crossing with the watch running; a walk break stays in). A stop shorter than :data:`STOP_MIN_S` does not
+    split a stretch. A sample stands for the time since the one before, at most :data:`SAMPLE_GAP_S` (a gap in
+    recording is not moving time)."""
+    stretches: list[list[tuple[int, float]]] = [[]]
+    stopped_s = 0.0
+    pending = 0.0  # seconds of the stop in progress
+    for i in range(len(t)):
+        dt = min(max(t[i] - t[i - 1], 0.0), SAMPLE_GAP_S) if i else 0.0
+        speed = speed_mps[i]
+        if not timer_running[i] or speed is None or speed < STOPPED_BELOW_MPS:
+            pending += dt if timer_running[i] else 0.0
+            continue
+        if pending >= STOP_MIN_S and stretches[-1]:
+            stretches.append([])
+        stopped_s += pending
+        pending = 0.0
+        stretches[-1].append((i, dt))
+    stopped_s += pending
+    return [s for s in stretches if s] or [], stopped_s
 
 
 def _comparison(session: Session, athlete: Athlete, run: Run) -> dict[str, Any]:
@@ -170,6 +258,8 @@ def run_detail(session: Session, settings: Settings, athlete: Athlete, run_id: i
                 "title": flag_title(name),
                 "level": levels.get(name, "caution"),
                 "reason": reasons.get(name, name),
+                "summary": flag_summary(reasons.get(name, name)),
+                "explanation": flag_explanation(name),
             }
             for name in (load.flags if load is not None else [])
         ],
@@ -185,6 +275,7 @@ def run_detail(session: Session, settings: Settings, athlete: Athlete, run_id: i
         ],
         "no_prompt_reason": None if prompts else why_no_prompt(session, settings, run),
         "shoe": shoe.name if shoe is not None else None,
+        "shoe_pair": run_shoe(session, athlete, run.shoe_id),  # the pair's distance, load and thresholds to date
         "duplicate_of": run.duplicate_of_id,
         "series": _series(run),
     }

@@ -1,10 +1,14 @@
-"""``stridecare shoe add|list|retire|use``: which pairs an athlete runs in and how far each has gone.
+"""``stridecare shoe add|list|set|retire|use``: which pairs an athlete runs in, how far and how much foot load
+each has carried, and when each is due.
 
 A new run is counted on the pair whose Strava gear id the activity names (whatever its date, until the pair was
 retired), else on the default pair set with ``shoe use PAIR``, from the pair's in-use-from day on (``--from``;
 the day it was added unless said otherwise), so a new default pair never takes the imported history.
 ``shoe use RUN PAIR`` moves one run (and its copies from other sources) to a pair. A pair's distance includes
-its starting distance (``--start-km``: bought used or worn before), in the list and in the reminder.
+its starting distance (``--start-km``: bought used or worn before), in the list and in the reminder. A pair's
+foot load is its runs' load in reference steps (the dashboard's unit). A pair is due at ``--retire-at-km`` or
+``--retire-at-load``, whichever comes first: one alert through the athlete's channels (``shoe set`` changes
+the thresholds later, which arms a new alert).
 """
 
 from __future__ import annotations
@@ -26,11 +30,40 @@ from stridecare.domain.history import local_day, utc_bounds_of_local_day
 from stridecare.runtime import Runtime
 from stridecare_app.cli.app import app, athlete_or_fail, emit_json, fail, runtime
 
-shoe_app = typer.Typer(help="Track shoes: distance and steps per pair, and a reminder when a pair is worn.")
+shoe_app = typer.Typer(
+    help="Track shoes: distance, steps and foot load per pair, and one alert when a pair reaches its retirement "
+    "distance or foot load."
+)
 app.add_typer(shoe_app, name="shoe", no_args_is_help=True)
 
 ShoeArg = Annotated[str, typer.Argument(help="Name of the pair, e.g. 'pegasus-41'.")]
 AthleteOpt = Annotated[str | None, typer.Option(help="Athlete handle (default: STRIDECARE_DEFAULT_ATHLETE).")]
+RetireKmOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--retire-at-km",
+        "--remind-at-km",
+        help="Alert once when the pair reaches this distance (starting distance included), e.g. 700.",
+        show_default=False,
+    ),
+]
+RetireLoadOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--retire-at-load",
+        help="Alert once when the pair's runs reach this cumulative foot load in reference steps (the "
+        "dashboard's unit; `shoe list` shows each pair's), e.g. 600000.",
+        show_default=False,
+    ),
+]
+MAX_LOAD = 1e9  # reference steps: far beyond any pair's life (a marathon carries some 40,000)
+
+
+def _check_thresholds(retire_at_km: float | None, retire_at_load: float | None) -> None:
+    if retire_at_km is not None and not 1 <= retire_at_km <= 10000:
+        fail("--retire-at-km must be between 1 and 10000")
+    if retire_at_load is not None and not 1 <= retire_at_load <= MAX_LOAD:
+        fail(f"--retire-at-load must be between 1 and {MAX_LOAD:,.0f} reference steps")
 
 
 def _athlete(session: Session, name: str | None, default: str) -> Athlete:
@@ -83,9 +116,8 @@ def _count_unassigned_on(session: Session, who: Athlete, shoe: Shoe) -> int:
 def add(
     name: ShoeArg,
     athlete: AthleteOpt = None,
-    remind_at_km: Annotated[
-        float | None, typer.Option("--remind-at-km", help="Send a reminder when the pair reaches this distance.")
-    ] = None,
+    remind_at_km: RetireKmOpt = None,
+    retire_at_load: RetireLoadOpt = None,
     strava_gear_id: Annotated[
         str | None,
         typer.Option("--strava-gear-id", help="Strava's id of this pair (e.g. g123): its runs count here, any date."),
@@ -113,13 +145,12 @@ def add(
 ) -> None:
     """Add a pair of shoes.
 
-    Example: `stridecare shoe add "Pegasus 41" --start-km 120 --from 2026-11-01 --remind-at-km 700 --use`.
+    Example: `stridecare shoe add "Pegasus 41" --start-km 120 --from 2026-11-01 --retire-at-km 700 --use`.
     """
     clean = " ".join(name.split())
     if not clean or len(clean) > 100:
         fail("a shoe name is 1 to 100 characters")
-    if remind_at_km is not None and not 1 <= remind_at_km <= 10000:
-        fail("--remind-at-km must be between 1 and 10000")
+    _check_thresholds(remind_at_km, retire_at_load)
     if not 0 <= start_km <= 10000:
         fail("--start-km must be between 0 and 10000")
     first_day = _parse_day(in_use_from) if in_use_from is not None else None
@@ -133,6 +164,7 @@ def add(
                 name=clean,
                 strava_gear_id=strava_gear_id or None,
                 remind_at_km=remind_at_km,
+                retire_at_load=retire_at_load,
                 start_km=start_km,
                 in_use_from=first_day or local_day(rt.now(), who.timezone),
             )
@@ -156,7 +188,8 @@ def list_(
     athlete: AthleteOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout.")] = False,
 ) -> None:
-    """List the pairs with the runs, distance (starting distance included) and steps each has carried."""
+    """List the pairs with the runs, distance (starting distance included), steps and foot load (reference steps)
+    each has carried, their retirement thresholds and whether they are due."""
     rt = runtime()
     with rt.db.transaction() as session:
         who = _athlete(session, athlete, rt.settings.default_athlete)
@@ -175,12 +208,51 @@ def list_(
         if r["in_use_from"]:
             notes.append(f"from {r['in_use_from']}")
         if r["remind_at_km"]:
-            notes.append(f"reminder at {r['remind_at_km']:.0f} km")
+            notes.append(f"retire at {r['remind_at_km']:.0f} km")
+        if r["retire_at_load"]:
+            notes.append(f"retire at {r['retire_at_load']:,.0f} load")
+        if r["due"]:
+            notes.append(f"DUE: {r['due']}")
         typer.echo(
-            f"{r['name']:<24} {r['distance_km']:8.1f} km {r['steps']:>10,} steps {r['runs']:>4} runs"
+            f"{r['name']:<24} {r['distance_km']:8.1f} km {r['steps']:>10,} steps {r['load']:>10,} load "
+            f"{r['runs']:>4} runs"
             + (f", {', '.join(notes)}" if notes else "")
             + (f"  ({', '.join(marks)})" if marks else "")
         )
+
+
+@shoe_app.command("set")
+def set_(
+    name: ShoeArg,
+    athlete: AthleteOpt = None,
+    retire_at_km: RetireKmOpt = None,
+    retire_at_load: RetireLoadOpt = None,
+    clear_km: Annotated[bool, typer.Option("--no-retire-at-km", help="Remove the distance threshold.")] = False,
+    clear_load: Annotated[bool, typer.Option("--no-retire-at-load", help="Remove the foot-load threshold.")] = False,
+) -> None:
+    """Change a pair's retirement thresholds; a pair already past a new threshold is alerted at once.
+
+    Example: `stridecare shoe set "Pegasus 41" --retire-at-load 600000 --no-retire-at-km`.
+    """
+    if retire_at_km is None and retire_at_load is None and not clear_km and not clear_load:
+        fail("nothing to set: give --retire-at-km, --retire-at-load, --no-retire-at-km or --no-retire-at-load")
+    if (retire_at_km is not None and clear_km) or (retire_at_load is not None and clear_load):
+        fail("a threshold cannot be set and removed at once")
+    _check_thresholds(retire_at_km, retire_at_load)
+    rt = runtime()
+    with _named_pair(rt, name, athlete) as (session, who, shoe):
+        if retire_at_km is not None or clear_km:
+            shoe.remind_at_km = retire_at_km
+        if retire_at_load is not None or clear_load:
+            shoe.retire_at_load = retire_at_load
+        session.flush()
+        shoe_id = shoe.id
+        alerted = [p for p in shoe_reminders(session, rt.settings, who, rt.now()) if p.facts["shoe"]["id"] == shoe_id]
+        km, load = shoe.remind_at_km, shoe.retire_at_load
+    said = [f"{km:g} km" if km is not None else None, f"{load:,.0f} load" if load is not None else None]
+    typer.echo(f"{name}: retire at " + (" or ".join(x for x in said if x) or "no threshold"))
+    if alerted:
+        typer.echo(f"{name} is past it already: an alert is on its way")
 
 
 @shoe_app.command("retire")
