@@ -241,6 +241,11 @@ def test_every_status_surface_says_the_app_is_inactive(
     as_json = cli(monkeypatch, srt.settings, "strava", "status", "--json")
     assert '"state": "inactive"' in as_json.output or '"state":"inactive"' in as_json.output
 
+    backfill = cli(monkeypatch, srt.settings, "strava", "backfill", "--athlete", "me")
+    assert backfill.exit_code == 0, backfill.output
+    said = " ".join(backfill.output.split())  # the console wraps long lines
+    assert f"Paused: {APP_INACTIVE_MESSAGE}." in said and "no athlete needs to reconnect" in said
+
     health = cli(monkeypatch, srt.settings, "health")
     assert health.exit_code == 1
     line = next(x for x in health.output.splitlines() if " strava " in f" {x} ")

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy import func, select
 
+from ingest.strava.errors import APP_INACTIVE_MESSAGE
 from ingest.strava.ratelimit import app_status, record_inactive
 from stridecare.crypto import SecretsError
 from stridecare.db.athletes import UnknownAthlete, ensure_athlete, get_athlete
@@ -331,6 +332,13 @@ def backfill(
         emit_json(summary)
     if result.state == "done":
         err.print(f"Done: {result.stored} runs stored, {result.requests} Strava requests.")
+    elif result.state == "deferred" and result.resume_at is not None and result.reason == APP_INACTIVE_MESSAGE:
+        err.print(
+            f"Paused: {result.reason}. {result.stored} runs stored so far; nothing is deleted and no athlete needs to "
+            "reconnect. Once the app's owner subscribes and reactivates it at https://www.strava.com/settings/api, "
+            f"the import goes on by itself (Strava is asked again at most hourly, next "
+            f"{result.resume_at.isoformat(timespec='minutes')})."
+        )
     elif result.state == "deferred" and result.resume_at is not None:
         err.print(
             f"Paused ({result.reason}): {result.stored} runs stored so far. It resumes at "
