@@ -50,8 +50,8 @@ from stridecare.domain.load import (
     LoadConstants,
     RunLoadResult,
     baseline_cadence_spm,
-    run_load,
 )
+from stridecare.domain.load_arrays import run_load
 from stridecare.domain.long_run import classify_long_run
 from stridecare.domain.run import CadenceSource, ParsedRun, Samples
 from stridecare.settings import Settings

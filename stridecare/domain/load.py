@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Literal
 
@@ -540,16 +540,19 @@ def run_load(
     sex: str | None = None,
     mass_kg: float | None = None,
     constants: LoadConstants = DEFAULT_CONSTANTS,
+    from_samples: Callable[..., RunLoadResult] = run_load_from_samples,
 ) -> RunLoadResult:
     """Load of a normalised run: from its samples when they hold timed steps, else from its summary.
 
     ``cadence_history`` holds ``(average speed m/s, average steps/min)`` of the athlete's recent runs with
     measured cadence: once there are ``cadence_fit_min_runs`` of them, a run without cadence gets its cadence
-    from the athlete's own line (``steps.fit_cadence_model``) instead of the default curve.
+    from the athlete's own line (``steps.fit_cadence_model``) instead of the default curve. ``from_samples``
+    integrates the samples: this module's reference loop by default, the array version in the pipeline
+    (``stridecare.domain.load_arrays.run_load``).
     """
     model = fit_cadence_model(cadence_history, constants, constants.cadence_fit_min_runs)
     if len(run.samples) > 0 and any(run.samples.timer_running):
-        result = run_load_from_samples(
+        result = from_samples(
             run.samples,
             cadence_base_spm=cadence_base_spm,
             sex=sex,

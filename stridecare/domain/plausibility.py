@@ -18,7 +18,8 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from stridecare.domain.load import DEFAULT_CONSTANTS, LoadConstants, run_load
+from stridecare.domain.load import DEFAULT_CONSTANTS, LoadConstants
+from stridecare.domain.load_arrays import run_load
 from stridecare.domain.run import ParsedRun, Samples
 from stridecare.domain.steps import interval_weights
 
