@@ -258,6 +258,8 @@ def test_every_status_surface_says_the_app_is_inactive(
         assert detail.json()["status"] == "degraded"
         assert web.get("/healthz/detail").status_code == 403  # the parts' state is the operator's
         assert web.get("/healthz").json() == {"status": "ok"}  # liveness stays a liveness answer
+        scrape = web.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
+        assert "stridecare_strava_app_inactive 1.0" in scrape
         page = admin_get(srt, web, "/")
         assert 'id="strava-app-inactive"' in page and APP_INACTIVE_MESSAGE in page
 

@@ -171,6 +171,12 @@ def _database_families(session: Session, now: datetime) -> Iterator[Any]:
         for limit_name, window, share in strava_budget_shares(budget, now):
             used.add_metric([limit_name, window], share)
         yield used
+        inactive = GaugeMetricFamily(
+            "stridecare_strava_app_inactive",
+            "1 while Strava refuses the app (403 Application/Status/Inactive: its owner needs a subscription).",
+        )
+        inactive.add_metric([], 0 if budget.app_inactive_since is None else 1)
+        yield inactive
 
 
 def _counts(rows: Iterable[Any], width: int, zero_keys: Iterable[tuple[str, ...]]) -> list[tuple[tuple[str, ...], int]]:
