@@ -1,15 +1,15 @@
 """Data rights: export everything we hold about an athlete's running, and forget an athlete completely.
 
 ``export_athlete`` writes one JSON and one CSV file per table (runs, run loads, daily loads, the daily figures
-under their shared names, prompts, completions, shoes) and ``units.json``: loads are in reference steps,
-acute and chronic load in reference steps per day. Sample series are left out (they are bulky binary; the
-original files are the athlete's own), and so are secrets (webhook secret, push URL, Strava tokens, the
+under their shared names, prompts, completions, shoes, foot-discomfort scores) and ``units.json``: loads are in
+reference steps, acute and chronic load in reference steps per day. Sample series are left out (they are bulky
+binary; the original files are the athlete's own), and so are secrets (webhook secret, push URL, Strava tokens, the
 dashboard token). ``channels`` holds every channel's settings for the athlete (email address, webhook URL,
 console on or off …), secret keys named but not exported; forgetting deletes them with the athlete's row.
 
 ``forget_athlete`` deletes, in one transaction, every row that belongs to the athlete: delivery attempts,
-deliveries, completions, prompts, run samples and loads, runs, daily loads, imported-file records, shoes, the
-connector accounts with their ledgers and credentials, the Strava account and the Strava push events whose
+deliveries, completions, prompts, run samples and loads, runs, daily loads, imported-file records, shoes, feel
+scores, the connector accounts with their ledgers and credentials, the Strava account and the Strava push events whose
 ``owner_id`` is that Strava athlete, then the athlete itself.
 Deletes are explicit rather than left to ``ON DELETE CASCADE``, because SQLite enforces foreign keys only when
 asked to.
@@ -52,6 +52,7 @@ from stridecare.db.models import (
     DailyLoad,
     Delivery,
     DeliveryAttempt,
+    FeelScore,
     ImportedFile,
     Prompt,
     Run,
@@ -221,6 +222,7 @@ def export_tables(session: Session, athlete: Athlete) -> dict[str, tuple[list[st
         "completions": _rows(session, Completion, Completion.athlete_id == athlete.id, Completion.done_at),
         "deliveries": _rows(session, Delivery, Delivery.athlete_id == athlete.id, Delivery.id),
         "shoes": _rows(session, Shoe, Shoe.athlete_id == athlete.id, Shoe.name),
+        "feel_scores": _rows(session, FeelScore, FeelScore.athlete_id == athlete.id, FeelScore.day),
         "accounts": _accounts(session, athlete),
         "channels": _channels(athlete),
     }
@@ -308,6 +310,7 @@ def forget_athlete(session: Session, athlete: Athlete) -> Forgotten:
     run("imported_files", delete(ImportedFile).where(ImportedFile.athlete_id == aid))
     run("seen_files", delete(SeenFile).where(SeenFile.athlete_id == aid))
     run("shoes", delete(Shoe).where(Shoe.athlete_id == aid))
+    run("feel_scores", delete(FeelScore).where(FeelScore.athlete_id == aid))
     if account is not None:
         owner = account.strava_athlete_id
         event_ids = [

@@ -309,7 +309,11 @@ class Prompt(Base):
     weekly balance prompt per ISO week. ``facts`` and ``rule`` record why it was made."""
 
     __tablename__ = "prompts"
-    __table_args__ = (UniqueConstraint("athlete_id", "kind", "dedupe_key"),)
+    __table_args__ = (
+        UniqueConstraint("athlete_id", "kind", "dedupe_key"),
+        # The roster reads every athlete's recent prompts at once.
+        Index("ix_prompts_athlete_day", "athlete_id", "local_day"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     athlete_id: Mapped[int] = mapped_column(ForeignKey("athletes.id", ondelete="CASCADE"))

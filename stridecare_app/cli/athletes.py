@@ -59,6 +59,13 @@ PushOpt = Annotated[
         ),
     ),
 ]
+GroupOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--group",
+        help="The coach's group for the roster's filter (\"juniors\", \"club\"); an empty value clears it.",
+    ),
+]
 ChannelOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -276,6 +283,7 @@ def set_(
     digest_time: DigestTimeOpt = None,
     push: PushOpt = None,
     channel: ChannelOpt = None,
+    group: GroupOpt = None,
 ) -> None:
     """Change an athlete's details; options not given stay as they are."""
     rt = runtime()
@@ -288,6 +296,11 @@ def set_(
         )
         secret = _apply(athlete, changes, rt.vault)
         warning = _apply_channels(athlete, push, channel, rt.vault, rt.settings)
+        if group is not None:
+            cleaned = " ".join(group.split())
+            if len(cleaned) > 64 or any(not c.isprintable() for c in cleaned):
+                fail("a group name is up to 64 printable characters")
+            athlete.group_name = cleaned or None
     typer.echo(f"updated {name}")
     if secret:
         typer.echo(f"webhook secret (shown once, verify signatures with it): {secret}")

@@ -18,6 +18,7 @@ from stridecare_app.cli import (  # noqa: F401  (imported for their commands)
     connector_cmds,
     data_cmds,
     digest_cmds,
+    feel_cmds,
     health_cmd,
     ingest_cmds,
     operate,

@@ -20,7 +20,7 @@ from stridecare.db.models import Athlete, Prompt, utcnow
 from stridecare.links import athlete_key, check_done, check_unsubscribe
 from stridecare.plugins import channel_options, patch_channel_options
 from stridecare.runtime import Runtime
-from stridecare_app.web import auth, dashboard, home, metrics, run_page, strava
+from stridecare_app.web import auth, dashboard, feel_page, home, manifest, metrics, run_page, strava
 from stridecare_app.web.auth import (
     SESSION_COOKIE,
     SESSION_MAX_AGE_S,
@@ -156,4 +156,6 @@ def _page_routes(rt: Runtime, enqueue: Enqueue | None) -> list[BaseRoute]:
         run_page.run_route(rt),
         *home.routes(rt),
         *auth.routes(rt),
+        *feel_page.routes(rt),
+        *manifest.routes(),
     ]

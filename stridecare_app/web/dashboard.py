@@ -17,6 +17,7 @@ passed on to other sites.
 from __future__ import annotations
 
 import hmac
+from datetime import date
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -27,12 +28,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from recommender import feel
 from recommender.dashboard_data import RANGES, dashboard_data
 from stridecare.db.models import Athlete
 from stridecare.handles import is_handle
 from stridecare.runtime import Runtime
 from stridecare_app.web.auth import is_admin
 from stridecare_app.web.charts import DESK, PHONE, load_chart
+from stridecare_app.web.manifest import MANIFEST_PATH
 from stridecare_app.web.pages import environment, html_response
 
 
@@ -67,6 +70,8 @@ def render_dashboard(data: dict[str, Any], token: str = "", home: bool = False) 
             range_url=range_url,
             run_url=run_url,
             home_url="/" if home else None,
+            # Kept on a phone's home screen, the app opens on this dashboard, with the secret link when used.
+            manifest_url=f"{MANIFEST_PATH}?{urlencode({'start': with_token(base, token)})}",
         )
     )
 
@@ -105,6 +110,10 @@ def routes(rt: Runtime) -> list[Route]:
             if athlete is None:
                 return status, _ERRORS[status]
             data = dashboard_data(session, rt.settings, athlete, rt.now(), range_key=range_key)
+            flag_days = [date.fromisoformat(f["day"]) for f in data["flags"]]
+            data["feel"] = feel.strip(
+                session, athlete.id, date.fromisoformat(data["first_day"]), date.fromisoformat(data["today"]), flag_days
+            )
         # The admin's links need no token: one in the address would only be copied along.
         return 200, render_dashboard(data, "" if admin else token, home=admin)
 

@@ -7,15 +7,20 @@ A run id that is no database id (other scripts' digits, more than 64 bits) is an
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 from urllib.parse import quote
 
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from recommender import feel
 from recommender.run_detail import run_detail
+from stridecare.db.models import Athlete
+from stridecare.links import athlete_key
 from stridecare.runtime import Runtime
 from stridecare_app.web.auth import db_id, is_admin
 from stridecare_app.web.charts import DESK_SMALL, PHONE_SMALL, line_chart
@@ -50,6 +55,18 @@ def render_run(detail: dict[str, Any], token: str = "") -> str:
     )
 
 
+def _feel(session: Session, rt: Runtime, athlete: Athlete, run_id: int, detail: dict[str, Any]) -> dict[str, Any]:
+    """The score given after the run, or the one-tap links to give it (the run's post-run prompt's, signed)."""
+    row = feel.for_run(session, athlete.id, run_id, date.fromisoformat(detail["day"]))
+    if row is not None:
+        return {"text": feel.score_text(row.score, row.location), "high": row.score >= feel.HIGH, "links": []}
+    prompt = next((p for p in detail.get("prompts", []) if p.get("kind") == "post_run"), None)
+    if prompt is None:
+        return {"text": None, "high": False, "links": []}
+    key = athlete_key(rt.link_key, athlete.link_secret)
+    return {"text": None, "high": False, "links": feel.score_links(rt.settings.effective_public_url, key, prompt["id"])}
+
+
 def run_route(rt: Runtime) -> Route:
     """The route of the run page."""
 
@@ -59,6 +76,8 @@ def run_route(rt: Runtime) -> Route:
             if athlete is None:
                 return status, _ERRORS[status]
             detail = run_detail(session, rt.settings, athlete, run_id) if run_id is not None else None
+            if detail is not None and run_id is not None:
+                detail["feel"] = _feel(session, rt, athlete, run_id, detail)
         if detail is None:
             return 404, _ERRORS[404]
         return 200, render_run(detail, "" if admin else token)

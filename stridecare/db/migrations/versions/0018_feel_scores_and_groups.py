@@ -1,4 +1,5 @@
-"""feel_scores: the athlete's foot-discomfort score per day; athletes.group_name for the coach's roster
+"""feel_scores: the athlete's foot-discomfort score per day; athletes.group_name for the coach's roster;
+an index of prompts by athlete and day
 
 Revision ID: 0018
 Revises: 0017
@@ -33,9 +34,11 @@ def upgrade() -> None:
         sa.Column("recorded_at", UTCDateTime(), nullable=False),
         sa.UniqueConstraint("athlete_id", "day", name="uq_feel_scores_athlete_day"),
     )
+    op.create_index("ix_prompts_athlete_day", "prompts", ["athlete_id", "local_day"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_prompts_athlete_day", table_name="prompts")
     op.drop_table("feel_scores")
     # A plain DROP COLUMN (SQLite 3.35+ has it): never a batch copy of athletes, which would cascade deletes.
     op.drop_column("athletes", "group_name")
