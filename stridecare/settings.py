@@ -194,6 +194,13 @@ class Settings(BaseSettings):
     # (rsyslog, syslog, mqtt, desktop notifiers …): refused unless listed here, e.g. "rsyslog,mqtt".
     push_unguarded_schemes: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # Home Assistant over MQTT (the `mqtt` extra; docs/home-assistant.md): mqtt://user:pass@host:1883, or
+    # mqtts:// for TLS. Unset: nothing is published.
+    mqtt_url: SecretStr | None = None
+    mqtt_discovery_prefix: str = "homeassistant"
+    # Our own topics (states, events, availability) live under this one.
+    mqtt_base_topic: str = "stridecare"
+
     # Web
     web_host: str = "127.0.0.1"
     web_port: int = 8080

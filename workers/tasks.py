@@ -107,15 +107,21 @@ def _reported(rt: Any, athlete: str, report: Any) -> int | None:
 
 @shared_task(bind=True, name="stridecare.replan")  # type: ignore[untyped-decorator]
 def replan(self: Task, athlete_id: int, run_ids: list[int] | None = None) -> None:
-    """Bring the athlete's figures up to date from their stale mark (nothing to do when it is clear), print the
+    """Bring the athlete's figures up to date from their stale mark (nothing to do when it is clear).
+    ``run_ids`` (messages queued by an earlier release) are announced as well."""
+    plan_athlete(runtime_of(self.app), athlete_id, run_ids)
+
+
+def plan_athlete(rt: Any, athlete_id: int, run_ids: list[int] | None = None) -> None:
+    """How every way in ends when its store owes a replan: plan the athlete from their stale mark, print the
     lines of the files whose runs got their first load and of their prompts, and hand new deliveries to the
-    workers. ``run_ids`` (messages queued by an earlier release) are announced as well."""
+    workers."""
     from delivery.outbox import due_delivery_ids
+    from recommender.home_assistant import publish_figures
     from recommender.planner import ChunkDone
     from recommender.planner import replan as replan_athlete
     from workers.announce import announce_stored
 
-    rt = runtime_of(self.app)
     announced: set[int] = set()
 
     def chunk_done(done: ChunkDone) -> None:
@@ -128,6 +134,7 @@ def replan(self: Task, athlete_id: int, run_ids: list[int] | None = None) -> Non
     log.debug("replan of athlete %d: %d runs looked at", athlete_id, looked_at)
     if left := [i for i in run_ids or () if i not in announced]:
         announce_stored(rt.db, rt.settings, left)
+    publish_figures(rt.db, rt.settings, athlete_id, rt.now())  # Home Assistant, when STRIDECARE_MQTT_URL is set
     # The beat's tick would find them too; this saves a prompt up to a tick's wait.
     for delivery_id in due_delivery_ids(rt):
         deliver.delay(delivery_id)
