@@ -2,8 +2,8 @@
 
 Sensors: acute and chronic foot load (reference steps per day, the dashboard's figures of today), ACWR (unknown
 while the history is too short to show it), the latest flag of the last 14 days, the next routine (the first
-routine of the newest post-run prompt not marked done), and each active pair's km (retired pairs are removed).
-A discomfort score is not published yet: this release stores none.
+routine of the newest post-run prompt not marked done), today's foot-discomfort score (0–10, unknown until the
+athlete gives one that day: ``recommender.feel``) and each active pair's km (retired pairs are removed).
 
 :func:`publish_figures` is called by the worker after every replan (``workers/tasks.py``), which covers
 ``stridecare run`` and the distributed workers; it reads in its own short transaction and never raises for the
@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from delivery.mqtt import AthleteFigures, MqttUnavailable, SensorValue, publisher_for
+from recommender.feel import scores_between
 from recommender.figures import LOAD_UNIT
 from recommender.run_detail import flag_title, routine_title
 from recommender.shoes import shoe_usage
@@ -65,7 +66,9 @@ def _next_routine(session: Session, athlete: Athlete) -> str:
 
 def athlete_figures(session: Session, settings: Settings, athlete: Athlete, now: datetime) -> AthleteFigures:
     """The athlete's Home Assistant sensors as of ``now`` (the same figures as the dashboard's today)."""
-    figures = figures_as_of(session, settings, athlete, local_day(now, athlete.timezone)).values()
+    today = local_day(now, athlete.timezone)
+    figures = figures_as_of(session, settings, athlete, today).values()
+    scores = scores_between(session, athlete.id, today, today)
     per_day = f"{LOAD_UNIT}/d"
     sensors = [
         SensorValue("acute_load", "Acute foot load", figures["acute_load"], per_day),
@@ -73,6 +76,13 @@ def athlete_figures(session: Session, settings: Settings, athlete: Athlete, now:
         SensorValue("acwr", "Acute:chronic ratio", figures["acwr"], None, icon="mdi:scale-balance"),
         SensorValue("latest_flag", "Latest flag", _latest_flag(session, athlete, now), None, "mdi:flag", False),
         SensorValue("next_routine", "Next routine", _next_routine(session, athlete), None, "mdi:yoga", False),
+        SensorValue(
+            "discomfort_today",
+            "Foot discomfort today",
+            scores[-1].score if scores else None,
+            None,
+            "mdi:emoticon-sad-outline",
+        ),
     ]
     removed = []
     for pair in shoe_usage(session, athlete):

@@ -35,7 +35,8 @@ from delivery.mqtt import (
 )
 from recommender.home_assistant import athlete_figures, publish_figures
 from recommender.status import athlete_status
-from stridecare.db.models import Athlete, Delivery, Prompt, Run, Shoe
+from stridecare.db.models import Athlete, Delivery, FeelScore, Prompt, Run, Shoe
+from stridecare.domain.history import local_day
 from stridecare.runtime import Runtime
 
 mqtt = pytest.importorskip("paho.mqtt.client", reason="the mqtt extra (paho-mqtt) is not installed")
@@ -177,6 +178,14 @@ def test_discovery_configs_and_states_are_retained_and_match_the_dashboard(
         road = s.scalars(select(Shoe).where(Shoe.name == "Road 1")).one()
         for run in s.scalars(select(Run).where(Run.athlete_id == anna_id)):
             run.shoe_id = road.id
+    with rt.db.transaction() as s:  # how the feet felt today, and a higher score two days ago
+        today = local_day(now, "UTC")
+        s.add_all(
+            [
+                FeelScore(athlete_id=anna_id, day=today, score=6),
+                FeelScore(athlete_id=anna_id, day=today - timedelta(days=2), score=9),
+            ]
+        )
     settings = mqtt_settings(tmp_path, topics)
     assert publish_figures(rt.db, settings, anna_id, now)
 
@@ -186,7 +195,8 @@ def test_discovery_configs_and_states_are_retained_and_match_the_dashboard(
         who = s.get_one(Athlete, anna_id)
         status = athlete_status(s, rt.settings, who, now)
         figures = athlete_figures(s, rt.settings, who, now)
-    sensors = ["acute_load", "chronic_load", "acwr", "latest_flag", "next_routine", f"shoe_{shoes['Road 1']}_km"]
+    sensors = ["acute_load", "chronic_load", "acwr", "latest_flag", "next_routine", "discomfort_today"]
+    sensors.append(f"shoe_{shoes['Road 1']}_km")
     configs = [topics.sensor_config(node, o) for o in sensors]
     everything = [*configs, topics.state(node), topics.event_config(node), topics.availability]
     first = Listener(1883, f"{topics.prefix}/#", f"{topics.base}/#")
@@ -207,13 +217,13 @@ def test_discovery_configs_and_states_are_retained_and_match_the_dashboard(
         assert "state_class" not in listener.json(topics.sensor_config(node, "latest_flag"))
         event = listener.json(topics.event_config(node))
         assert event["state_topic"] == topics.events(node) and "post_run" in event["event_types"]
-        # the retired pair has no sensor; discomfort is not published by this release
+        # the retired pair has no sensor
         assert topics.sensor_config(node, f"shoe_{shoes['Old']}_km") not in listener.last
-        assert not any("discomfort" in t for t in listener.last)
         state = listener.json(topics.state(node))
         assert state["acute_load"] == status["acute_load"] > 0 and state["chronic_load"] == status["chronic_load"]
         assert state["acwr"] == ("None" if status["acwr"] is None else status["acwr"])
         assert state[f"shoe_{shoes['Road 1']}_km"] == pytest.approx(100 + 8.1 * 2, abs=0.1)
+        assert state["discomfort_today"] == 6  # today's score, as the athlete gave it
         assert state["next_routine"] != "none" and state == {
             s.object_id: ("None" if s.value is None else s.value) for s in figures.sensors
         }
