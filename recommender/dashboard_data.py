@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from recommender.figures import UNITS
 from recommender.planner import constants
+from recommender.run_detail import flag_explanation, flag_summary, flag_title
 from recommender.shoes import shoe_usage
 from recommender.silence import why_no_prompt
 from recommender.status import figures_as_of
@@ -262,10 +263,32 @@ def flagged_runs(session: Session, athlete: Athlete, first: date, last: date) ->
             {
                 "run_id": run.id,
                 "day": local_day(run.start_time, athlete.timezone).isoformat(),
-                "flags": [{"name": f, "reason": reasons.get(f, f)} for f in run.load.flags],
+                "flags": [
+                    {"name": f, "reason": reasons.get(f, f), "summary": flag_summary(reasons.get(f, f))}
+                    for f in run.load.flags
+                ],
             }
         )
     return out
+
+
+def flag_kinds(flagged: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each kind of flag raised in ``flagged`` once, in the order of first appearance, with its explanation and
+    how many runs raised it."""
+    kinds: dict[str, dict[str, Any]] = {}
+    for run in flagged:
+        for f in run["flags"]:
+            kind = kinds.setdefault(
+                f["name"],
+                {
+                    "name": f["name"],
+                    "title": flag_title(f["name"]),
+                    "explanation": flag_explanation(f["name"]),
+                    "runs": 0,
+                },
+            )
+            kind["runs"] += 1
+    return list(kinds.values())
 
 
 # The ranges a reader can pick: key → (label, days; None for everything since the first run).
@@ -408,6 +431,7 @@ def dashboard_data(
     week_from = max(first, today - timedelta(days=83))
     runs_total = len(_primary_runs_between(session, athlete, first, today))
     last_7 = sum(d["load"] for d in series[-7:])
+    flags = flagged_runs(session, athlete, first, today)
     return {
         "athlete": athlete.name,
         "display_name": athlete.display_name or athlete.name,
@@ -425,7 +449,8 @@ def dashboard_data(
         # The shared figures of today under their shared names (recommender.figures), as every screen shows them.
         "figures": figures_as_of(session, settings, athlete, today).values(),
         "units": UNITS,
-        "flags": flagged_runs(session, athlete, first, today),
+        "flags": flags,
+        "flag_kinds": flag_kinds(flags),
         "weeks": weekly_table(session, athlete, week_from, today),
         "recent_runs": recent_runs(session, athlete, limit=RANGE_RUNS, first=first, last=today, settings=settings),
         "runs_in_range": runs_total,

@@ -43,8 +43,7 @@ FLAG_TITLES = {
 
 # One explanation per kind of flag, shown once under a list of flagged runs: each run's line keeps its numbers only.
 FLAG_EXPLANATIONS = {
-    "spike_caution": "A run clearly longer than your longest of the last 30 days. Consider keeping the next runs "
-    "easy.",
+    "spike_caution": "A run clearly longer than your longest of the last 30 days. Consider keeping the next runs easy.",
     "spike_high": "A run about twice your longest of the last 30 days or more. Consider a few easy days next and "
     "building distance in smaller steps.",
     "ramp": "The distance of the last two weeks well above the two weeks before. Consider holding this volume for a "
@@ -138,24 +137,30 @@ def moving_stretches(
     """The moving samples of a run as stretches between stops, each sample with the seconds it stands for,
     and the seconds left out.
 
-    A sample is stopped when the timer was paused or its speed is below :data:`STOPPED_BELOW_MPS` (standing at
-    a crossing with the watch running; a walk break stays in). A stop shorter than :data:`STOP_MIN_S` does not
-    split a stretch. A sample stands for the time since the one before, at most :data:`SAMPLE_GAP_S` (a gap in
-    recording is not moving time)."""
+    A sample is stopped when the watch was paused before it or its speed is below :data:`STOPPED_BELOW_MPS`
+    (standing at a crossing with the watch running; a walk break stays in). A pause of the watch always splits
+    a stretch; a slow dip shorter than :data:`STOP_MIN_S` does not. A moving sample stands for the time since
+    the one before, at most :data:`SAMPLE_GAP_S` (a gap in recording is not moving time)."""
     stretches: list[list[tuple[int, float]]] = [[]]
     stopped_s = 0.0
     pending = 0.0  # seconds of the stop in progress
+    paused = False  # the stop in progress includes a pause of the watch: a stop whatever its length
     for i in range(len(t)):
-        dt = min(max(t[i] - t[i - 1], 0.0), SAMPLE_GAP_S) if i else 0.0
+        gap = max(t[i] - t[i - 1], 0.0) if i else 0.0
         speed = speed_mps[i]
-        if not timer_running[i] or speed is None or speed < STOPPED_BELOW_MPS:
-            pending += dt if timer_running[i] else 0.0
+        if not timer_running[i]:
+            # The watch was paused before this sample (FIT readers mark the sample after a pause).
+            pending += gap
+            paused = True
             continue
-        if pending >= STOP_MIN_S and stretches[-1]:
+        if speed is None or speed < STOPPED_BELOW_MPS:
+            pending += min(gap, SAMPLE_GAP_S)
+            continue
+        if (paused or pending >= STOP_MIN_S) and stretches[-1]:
             stretches.append([])
         stopped_s += pending
-        pending = 0.0
-        stretches[-1].append((i, dt))
+        pending, paused = 0.0, False
+        stretches[-1].append((i, min(gap, SAMPLE_GAP_S)))
     stopped_s += pending
     return [s for s in stretches if s] or [], stopped_s
 

@@ -272,9 +272,12 @@ def test_flag_reasons_are_on_the_page_not_only_in_tooltips(seeded: Seeded) -> No
     page = admin(create_app(seeded.rt), seeded.rt).get("/dashboard/anna").text
     flags = _data(seeded)["flags"]
     spike = next(f for f in flags if f["run_id"] == seeded.spike_run_id)
-    reason = spike["flags"][0]["reason"]
+    first = spike["flags"][0]
     listed = page.split('<ol class="flags" id="flag-list">', 1)[1].split("</ol>", 1)[0]
-    assert reason in listed
+    # The run's numbers in the list; the advice once per kind of flag, under it (tests/test_phone_charts.py).
+    assert first["summary"] in listed and "longest" in first["summary"]
+    kinds = page.split('id="flag-kinds">', 1)[1].split("</ul>", 1)[0]
+    assert "consider" in kinds and "consider" not in listed
     # The marker on the chart links to its explanation (a tap works where a hover cannot).
     number = next(i for i, f in enumerate(flags, start=1) if f["run_id"] == seeded.spike_run_id)
     assert f'href="#flag-{number}"' in page and f'id="flag-{number}"' in page

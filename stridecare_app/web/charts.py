@@ -8,6 +8,7 @@ chosen so that a label renders at 12 px or more in both.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -29,9 +30,10 @@ class Frame:
     max_labels: int
 
 
-DESK = Frame(width=860, height=310, left=70, right=14, top=34, bottom=52, font=13, max_labels=10)
+# ``top`` holds the axis title and, under it, the lane of flag markers (see :func:`flag_markers`).
+DESK = Frame(width=860, height=330, left=70, right=14, top=56, bottom=52, font=13, max_labels=10)
 # Shown at ≤ 600 px: a 390 px phone draws it ~1.05× (358 px of 340 units), so 13 units are ~13.7 px.
-PHONE = Frame(width=340, height=310, left=54, right=8, top=34, bottom=52, font=13, max_labels=4)
+PHONE = Frame(width=340, height=330, left=54, right=8, top=56, bottom=52, font=13, max_labels=4)
 DESK_SMALL = Frame(width=560, height=200, left=60, right=12, top=16, bottom=44, font=13, max_labels=6)
 PHONE_SMALL = Frame(width=340, height=210, left=54, right=8, top=14, bottom=44, font=13, max_labels=4)
 
@@ -92,7 +94,11 @@ def load_chart(data: dict[str, Any], frame: Frame) -> dict[str, Any]:
                 "width": round(max(0.8, slot * 0.76), 2),
                 "height": height,
                 "cx": round(x + slot / 2, 2),
+                # The whole column of the bar takes a tap: a day's bar on a phone is a few pixels wide.
+                "hit_x": round(x, 2),
+                "hit_width": round(slot, 2),
                 "flagged": False,
+                "flag_numbers": [],
             }
         )
     for d in data["days"]:
@@ -104,29 +110,16 @@ def load_chart(data: dict[str, Any], frame: Frame) -> dict[str, Any]:
     def line(key: str) -> str:
         return " ".join(f"{b['cx']},{y(b[key])}" for b in bars)
 
-    markers: list[dict[str, Any]] = []
-    stacked: dict[int, int] = {}
+    placed: list[dict[str, Any]] = []
     for number, flagged in enumerate(data["flags"], start=1):
         at = bin_of_day.get(flagged["day"])
         if at is None:
             continue
-        bar = bars[at]
-        bar["flagged"] = True
-        level = stacked.get(at, 0)
-        stacked[at] = level + 1
-        r = frame.font * 0.75
-        markers.append(
-            {
-                "number": number,
-                "run_id": flagged["run_id"],
-                "day": flagged["day"],
-                "names": " ".join(f["name"] for f in flagged["flags"]),
-                "title": "; ".join(f"{flag_title(f['name'])}: {f['reason']}" for f in flagged["flags"]),
-                "cx": bar["cx"],
-                "cy": round(max(frame.top - 4 + r, bar["y"] - r - 3 - level * (2 * r + 2)), 2),
-                "r": round(r, 2),
-            }
-        )
+        bars[at]["flagged"] = True
+        bars[at]["flag_numbers"].append(number)
+        placed.append({**flagged, "number": number, "cx": bars[at]["cx"]})
+    for bar in bars:
+        bar["tip"] = bar_tip(bar, unit, frame)
     every = max(1, math.ceil(len(bars) / frame.max_labels))
     if unit == "day":
         mondays = [i for i, b in enumerate(bars) if date.fromisoformat(b["start"]).weekday() == 0]
@@ -144,7 +137,9 @@ def load_chart(data: dict[str, Any], frame: Frame) -> dict[str, Any]:
         "bars": bars,
         "acute": line("acute"),
         "chronic": line("chronic"),
-        "markers": markers,
+        "markers": flag_markers(placed, frame),
+        "plot_top": frame.top,
+        "plot_height": plot_h,
         "ticks": [{"value": v, "text": tick_text(v), "y": y(v)} for v in ticks],
         "labels": labels,
         "x_title": {"day": "day", "week": "week (bar: mean per day)", "month": "month (bar: mean per day)"}[unit],
@@ -153,16 +148,130 @@ def load_chart(data: dict[str, Any], frame: Frame) -> dict[str, Any]:
     }
 
 
+def _text_width(text: str, font: float) -> float:
+    """A generous estimate of the drawn width of ``text`` (system sans-serif digits are ~0.55 em wide)."""
+    return len(text) * font * 0.6
+
+
+def tip_box(lines: list[str], anchor_x: float, frame: Frame, y: float) -> dict[str, Any]:
+    """A label box of ``lines`` centred on ``anchor_x``, kept inside the plot: what a tap on a bar or a point
+    shows."""
+    pad = frame.font * 0.5
+    width = max(_text_width(line, frame.font) for line in lines) + 2 * pad
+    width = min(width, frame.width - 2)
+    height = len(lines) * frame.font * 1.3 + pad
+    # Inside the plot when it fits there (the axis labels stay readable), else inside the drawing.
+    lo, hi = (
+        (frame.left, frame.width - frame.right)
+        if width <= frame.width - frame.left - frame.right
+        else (1.0, frame.width - 1)
+    )
+    x = min(max(anchor_x - width / 2, lo), hi - width)
+    return {
+        "x": round(x, 2),
+        "y": round(y, 2),
+        "width": round(width, 2),
+        "height": round(height, 2),
+        "lines": [
+            {"text": line, "x": round(x + pad, 2), "y": round(y + pad / 2 + frame.font * (1.3 * k + 1.0), 2)}
+            for k, line in enumerate(lines)
+        ],
+    }
+
+
+def bar_tip(bar: dict[str, Any], unit: str, frame: Frame) -> dict[str, Any]:
+    """The values of one bar as the chart shows them on a tap (or a hover, or keyboard focus)."""
+    day = date.fromisoformat(bar["start"])
+    when = (
+        f"{day.day} {day:%b %Y}"
+        if unit == "day"
+        else (f"week of {day.day} {day:%b %Y}" if unit == "week" else f"{day:%B %Y}")
+    )
+    load = f"{bar['load']:,.0f} ref. steps"
+    if bar["days"] > 1:
+        load += f", {bar['per_day']:,.0f}/day"
+    lines = [when, load, f"acute {bar['acute']:,.0f}, chronic {bar['chronic']:,.0f} /day"]
+    if bar["flag_numbers"]:
+        lines.append("flag " + ", ".join(str(n) for n in bar["flag_numbers"]) + " (see the list below)")
+    return tip_box(lines, bar["cx"], frame, frame.top + 2)
+
+
+def flag_markers(placed: list[dict[str, Any]], frame: Frame) -> list[dict[str, Any]]:
+    """The flag markers of a load chart, in a lane above the plot, never overlapping.
+
+    Each flagged run has a number (its place in the list under the chart). Markers that would touch are merged
+    into one labelled with the range of numbers (``3–5``); merging repeats until no two touch, so a year of
+    weekly bars or years of monthly ones draw a readable row however many runs were flagged. A merged marker
+    sits over the middle of its runs and links to the first of them in the list."""
+    r = frame.font * 0.75
+    gap = 3.0
+    lo, hi = frame.left, frame.width - frame.right
+
+    def shaped(members: list[dict[str, Any]]) -> dict[str, Any]:
+        first, last = members[0]["number"], members[-1]["number"]
+        label = str(first) if first == last else f"{first}–{last}"
+        width = max(2 * r, _text_width(label, frame.font) + frame.font * 0.5)
+        centre = (members[0]["cx"] + members[-1]["cx"]) / 2
+        centre = min(max(centre, lo + width / 2), hi - width / 2)
+        return {"members": members, "label": label, "width": width, "cx": centre}
+
+    clusters: list[dict[str, Any]] = []
+    for marker in sorted(placed, key=lambda m: (m["cx"], m["number"])):
+        clusters.append(shaped([marker]))
+        while len(clusters) > 1:
+            a, b = clusters[-2], clusters[-1]
+            if b["cx"] - a["cx"] >= (a["width"] + b["width"]) / 2 + gap:
+                break
+            clusters[-2:] = [shaped(a["members"] + b["members"])]
+    cy = frame.top - r - 4
+    out: list[dict[str, Any]] = []
+    for c in clusters:
+        members = c["members"]
+        lines = [f"{m['number']}. {m['day']}: " + "; ".join(flag_title(f["name"]) for f in m["flags"]) for m in members]
+        out.append(
+            {
+                "number": members[0]["number"],
+                "label": c["label"],
+                "count": len(members),
+                "run_ids": " ".join(str(m["run_id"]) for m in members),
+                "run_id": members[0]["run_id"] if len(members) == 1 else "",
+                "day": members[0]["day"],
+                "names": " ".join(sorted({f["name"] for m in members for f in m["flags"]})),
+                "title": " / ".join(lines),
+                "cx": round(c["cx"], 2),
+                "x": round(c["cx"] - c["width"] / 2, 2),
+                "width": round(c["width"], 2),
+                "cy": round(cy, 2),
+                "r": round(r, 2),
+            }
+        )
+    return out
+
+
 def line_chart(
-    xs: list[float], ys: list[float | None], frame: Frame, *, invert: bool = False, min_span: float = 10.0
+    xs: list[float],
+    ys: list[float | None],
+    frame: Frame,
+    *,
+    invert: bool = False,
+    min_span: float = 10.0,
+    value_text: Callable[[float], str] = "{:.0f}".format,
 ) -> dict[str, Any]:
     """A single series over minutes as polyline segments (gaps where a value is missing) with round ticks.
 
     ``invert`` puts small values at the top (pace: faster is higher); the y axis spans at least ``min_span``,
-    so that an even run is a flat line rather than noise blown up to the full height."""
+    so that an even run is a flat line rather than noise blown up to the full height. Each point has a tap
+    target (its column of the plot) and a label of ``value_text(value)`` at its minute."""
     present = [v for v in ys if v is not None]
     if not xs or not present:
-        return {"frame": frame, "segments": [], "ticks": [], "labels": [], "baseline": frame.height - frame.bottom}
+        return {
+            "frame": frame,
+            "segments": [],
+            "ticks": [],
+            "labels": [],
+            "points": [],
+            "baseline": frame.height - frame.bottom,
+        }
     plot_w = frame.width - frame.left - frame.right
     plot_h = frame.height - frame.top - frame.bottom
     lo, hi = min(present), max(present)
@@ -197,7 +306,46 @@ def line_chart(
         value += step
     minutes = nice_ticks(xs[-1], count=min(frame.max_labels, 5))
     labels = [{"x": px(m), "text": f"{m:.0f}"} for m in minutes if m <= xs[-1] + 1e-6]
-    return {"frame": frame, "segments": segments, "ticks": ticks, "labels": labels, "baseline": baseline}
+    return {
+        "frame": frame,
+        "segments": segments,
+        "ticks": ticks,
+        "labels": labels,
+        "points": _points(xs, ys, px, py, frame, value_text),
+        "baseline": baseline,
+        "plot_height": plot_h,
+    }
+
+
+def _points(
+    xs: list[float],
+    ys: list[float | None],
+    px: Callable[[float], float],
+    py: Callable[[float], float],
+    frame: Frame,
+    value_text: Callable[[float], str],
+) -> list[dict[str, Any]]:
+    """The tap targets of a line chart: each point owns the column half-way to its neighbours."""
+    shown = [(px(x), py(v), x, v) for x, v in zip(xs, ys, strict=True) if v is not None]
+    # The last point of a series repeats the one before at the end of the time axis: one target for both.
+    deduped = shown[:-1] if len(shown) > 1 and shown[-1][3] == shown[-2][3] else shown
+    mid = frame.top + (frame.height - frame.top - frame.bottom) / 2
+    points: list[dict[str, Any]] = []
+    for k, (cx, cy, minute, v) in enumerate(deduped):
+        left = frame.left if k == 0 else (deduped[k - 1][0] + cx) / 2
+        right = frame.width - frame.right if k == len(deduped) - 1 else (cx + deduped[k + 1][0]) / 2
+        # The label goes where the line is not: under the point's half of the plot, or above it.
+        tip_y = frame.top + 2 if cy > mid else mid + 2
+        points.append(
+            {
+                "cx": cx,
+                "cy": cy,
+                "hit_x": round(left, 2),
+                "hit_width": round(max(right - left, 0.5), 2),
+                "tip": tip_box([f"{value_text(v)} at {minute:.1f} min"], cx, frame, tip_y),
+            }
+        )
+    return points
 
 
 def _round_step(raw: float) -> float:

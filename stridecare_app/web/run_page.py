@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from recommender import feel
-from recommender.run_detail import run_detail
+from recommender.run_detail import STOPPED_BELOW_MPS, run_detail
 from stridecare.db.models import Athlete
 from stridecare.links import athlete_key
 from stridecare.runtime import Runtime
@@ -36,22 +36,39 @@ def _pace_tick(seconds: float) -> str:
     return f"{total // 60}:{total % 60:02d}"
 
 
+def _pace_label(seconds: float) -> str:
+    return f"{_pace_tick(seconds)} /km"
+
+
+def _cadence_label(spm: float) -> str:
+    return f"{spm:.0f} spm"
+
+
 def render_run(detail: dict[str, Any], token: str = "") -> str:
     """The page of one run from :func:`recommender.run_detail.run_detail`'s result."""
     series = detail["series"]
-    charts = {}
+    charts: dict[str, dict[str, Any]] = {}
     # At least a minute per km of pace and 20 spm of cadence on the axis: an even run draws a flat line.
-    for key, values, invert, span in (
-        ("pace", series["pace_s_per_km"], True, 60.0),
-        ("cadence", series["cadence_spm"], False, 20.0),
+    for key, values, invert, span, text in (
+        ("pace", series["pace_s_per_km"], True, 60.0, _pace_label),
+        ("cadence", series["cadence_spm"], False, 20.0, _cadence_label),
     ):
         charts[key] = {
-            "desk": line_chart(series["t_min"], values, DESK_SMALL, invert=invert, min_span=span),
-            "phone": line_chart(series["t_min"], values, PHONE_SMALL, invert=invert, min_span=span),
+            frame_key: line_chart(series["t_min"], values, frame, invert=invert, min_span=span, value_text=text)
+            for frame_key, frame in (("desk", DESK_SMALL), ("phone", PHONE_SMALL))
         }
     back = with_token(f"/dashboard/{quote(detail['athlete'], safe='')}", token)
     return (
-        environment().get_template("run.html.j2").render(run=detail, charts=charts, back_url=back, pace_tick=_pace_tick)
+        environment()
+        .get_template("run.html.j2")
+        .render(
+            run=detail,
+            charts=charts,
+            back_url=back,
+            pace_tick=_pace_tick,
+            stopped_text=_pace_tick(series.get("stopped_s", 0)),
+            stopped_below_kmh=f"{STOPPED_BELOW_MPS * 3.6:.1f}",
+        )
     )
 
 
