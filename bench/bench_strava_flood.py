@@ -40,6 +40,7 @@ from fake_strava import FakeClock, add_stridecare_athlete, connect_account, make
 from sqlalchemy import func, select  # noqa: E402
 
 from ingest.strava.events import process_event, sweep  # noqa: E402
+from recommender.planner import replan  # noqa: E402
 from stridecare.db.models import Run, StravaEvent  # noqa: E402
 from stridecare.runtime import Runtime  # noqa: E402
 from stridecare.settings import Settings  # noqa: E402
@@ -80,7 +81,9 @@ def measure(interval_s: int, events: int) -> dict[str, Any]:
 
         def worker() -> None:
             while (event_id := broker.get()) is not None:
-                process_event(rt, event_id)
+                outcome = process_event(rt, event_id)
+                if outcome.replan_athlete is not None:  # as the event task ends
+                    replan(rt.db, rt.settings, outcome.replan_athlete, rt.now())
 
         def beat() -> None:
             while not stop.wait(rt.settings.relay_interval_s):

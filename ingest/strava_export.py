@@ -561,15 +561,7 @@ class _Importer:
                         item.parsed.source_key: {"activity": item.activity, "streams": None, "from": "export"}
                         for _, item in new
                     }
-                    stored = store_parsed(
-                        session,
-                        settings,
-                        athlete,
-                        [item.parsed for _, item in new],
-                        self.now,
-                        defer=True,
-                        records=records,
-                    )
+                    stored = store_parsed(session, athlete, [item.parsed for _, item in new], records=records).runs
                     by_key = {run.source_key: run for run in stored}
                     for i, item in new:
                         run = by_key.get(item.parsed.source_key)

@@ -17,12 +17,16 @@ from sqlalchemy import select
 from ingest.runs import store_parsed
 from ingest.service import ingest_path
 from ingest.store import FileReport
+from ingest.strava.backfill import BackfillProgress
+from ingest.strava.events import EventOutcome, process_event
+from ingest.strava.sync import backfill_account
 from recommender.planner import ChunkDone, replan
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.engine import Database
 from stridecare.db.models import Run
 from stridecare.db.run_json import run_json
 from stridecare.domain.run import CadenceSource, ParsedRun, Samples
+from stridecare.runtime import Runtime
 from stridecare.settings import Settings
 
 
@@ -149,3 +153,18 @@ def ingest_planned(
             stored = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(ids)))}
             report.runs = [run_json(stored[i]) for i in ids]
     return report
+
+
+def process_and_plan(rt: Runtime, event_id: int) -> EventOutcome:
+    """``ingest.strava.events.process_event`` and then, as the event task does, the replan it owes."""
+    outcome = process_event(rt, event_id)
+    if outcome.replan_athlete is not None:
+        replan(rt.db, rt.settings, outcome.replan_athlete, rt.now())
+    return outcome
+
+
+def backfill_planned(rt: Runtime, account_id: int, **kwargs: Any) -> BackfillProgress | None:
+    """``ingest.strava.sync.backfill_account`` with the planner as its replan, as the backfill task runs it."""
+    return backfill_account(
+        rt, account_id, replan=lambda athlete_id: replan(rt.db, rt.settings, athlete_id, rt.now()), **kwargs
+    )

@@ -126,7 +126,9 @@ def test_a_strava_delete_recomputes_the_flags_of_later_runs(tmp_path: Path) -> N
         assert later.load is not None and "spike_caution" not in later.load.flags and "ramp" in later.load.flags
         athlete = s.scalars(select(Athlete)).one()
         doomed = s.scalars(select(Run).where(Run.source == "strava")).all()
-        remove_runs(s, rt.settings, athlete, doomed, now)
+        remove_runs(s, athlete, doomed)
+        athlete_id = athlete.id
+    replan(rt.db, rt.settings, athlete_id, now)
     reference = open_rt(tmp_path / "b")
     store_runs(reference.db, reference.settings, "me", [*base, after], now)
     with rt.db.transaction() as s:
@@ -229,19 +231,14 @@ def test_a_batch_that_updates_a_stored_run_recomputes_its_load(tmp_path: Path) -
     first = parsed_run(start, minutes=40, with_samples=False, source="strava", key="7")
     with rt.db.transaction() as s:
         athlete = s.scalars(select(Athlete)).one()
-        store_parsed(s, rt.settings, athlete, [first], now)
+        store_parsed(s, athlete, [first])
+        athlete_id = athlete.id
+    replan(rt.db, rt.settings, athlete_id, now)
     with rt.db.transaction() as s:
         before = s.scalars(select(Run)).one().load.load  # type: ignore[union-attr]
         athlete = s.scalars(select(Athlete)).one()
         # The activity was edited on Strava: twice the time, stored by a backfill page (marked only).
-        store_parsed(
-            s,
-            rt.settings,
-            athlete,
-            [parsed_run(start, minutes=80, with_samples=False, source="strava", key="7")],
-            now,
-            defer=True,
-        )
+        store_parsed(s, athlete, [parsed_run(start, minutes=80, with_samples=False, source="strava", key="7")])
         athlete_id = athlete.id
     replan(rt.db, rt.settings, athlete_id, now)
     with rt.db.transaction() as s:

@@ -27,7 +27,7 @@ import pytest
 import uvicorn
 from channel_settings import channel_settings
 from conftest import make_settings
-from factories import parsed_run, store_runs
+from factories import parsed_run, process_and_plan, store_runs
 from fake_strava import FakeClock, FakeStrava, connect_account, follow_authorize, make_activity, running
 from harness import wait_for
 from kombu import Connection
@@ -37,7 +37,6 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 from webclient import admin, browser, csrf_of
 
-from ingest.strava.events import process_event
 from ingest.strava.oauth import make_connect_token
 from recommender.data_rights import export_athlete, forget_athlete
 from stridecare.clock import write_clock_file
@@ -303,7 +302,7 @@ def test_a_forged_delete_for_an_activity_that_still_exists_deletes_nothing(srt: 
         with srt.db.read() as s:
             event_id = s.scalars(sql_select(StravaEvent.id).order_by(StravaEvent.id.desc())).first()
         assert event_id is not None
-        return process_event(srt, event_id).detail
+        return process_and_plan(srt, event_id).detail
 
     assert deliver("create") == "stored"
     with srt.db.read() as s:

@@ -22,6 +22,7 @@ from test_more_sources import gpx_xml, track_points
 from ingest.sandbox import decode_for
 from ingest.strava.convert import convert_activity
 from ingest.strava.sync import store_parsed
+from recommender.planner import replan
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.models import Run
 from stridecare.domain.flags import evaluate_flags
@@ -247,7 +248,9 @@ def _store_history(rt: Runtime) -> float:
     runs.append(dataclasses.replace(last, cadence_source=CadenceSource.STREAM, avg_cadence_spm=170.0))
     with rt.db.transaction() as session:
         athlete = ensure_athlete(session, "me", rt.settings)
-        store_parsed(session, rt.settings, athlete, runs, DAY + timedelta(days=1))
+        store_parsed(session, athlete, runs)
+        athlete_id = athlete.id
+    replan(rt.db, rt.settings, athlete_id, DAY + timedelta(days=1))
     with rt.db.transaction() as session:
         run = session.scalar(select(Run).where(Run.source_key == "last"))
         assert run is not None and run.load is not None

@@ -74,15 +74,16 @@ def test_a_second_writer_of_runs_is_found(tmp_path: Path) -> None:
     assert set(found) == {"recommender/rogue.py", "ingest/strava/sync.py"}
 
 
-def test_ingest_does_not_import_the_recommender_but_for_the_strava_sync() -> None:
-    """Storing never imports planning (``lint-imports`` enforces it too); the Strava sync's inline planning is
-    the one exception left, named in the contract."""
+def test_ingest_does_not_import_the_recommender() -> None:
+    """Storing never imports planning (``lint-imports`` enforces it too): every way in ends with its caller's
+    replan."""
     importers = {
         path.relative_to(ROOT).as_posix()
         for path in (ROOT / "ingest").rglob("*.py")
         if re.search(r"^\s*(from recommender|import recommender)", path.read_text(), re.M)
     }
-    assert importers == {"ingest/strava/sync.py"}
+    assert importers == set()
+    assert "ingest never imports the recommender" in (ROOT / "pyproject.toml").read_text()
 
 
 # -- every entry point stores the same rows -------------------------------------------------------------------
@@ -188,12 +189,12 @@ def test_a_strava_activity_stored_by_an_event_and_by_the_backfill_gives_identica
     event, backfill = open_rt(tmp_path / "event"), open_rt(tmp_path / "backfill")
     with event.db.transaction() as s:  # an event stores in its own transaction, then replans
         athlete = ensure_athlete(s, "me", event.settings, lock=True)
-        store_parsed(s, event.settings, athlete, [parsed], NOW, defer=True, records=record)
+        store_parsed(s, athlete, [parsed], records=record)
         aid = athlete.id
     replan(event.db, event.settings, aid, NOW)
     with backfill.db.transaction() as s:
         bid = ensure_athlete(s, "me", backfill.settings).id
-    store_runs(backfill.db, backfill.settings, bid, [parsed], NOW, defer=True, records=record)
+    store_runs(backfill.db, bid, [parsed], records=record)
     replan(backfill.db, backfill.settings, bid, NOW)
     assert rows(event) == rows(backfill)
     assert rows(event)[0][-3] is not None  # planned: it has its load
@@ -213,7 +214,7 @@ def test_recompute_after_a_model_change_equals_a_fresh_import(tmp_path: Path) ->
         assert isinstance(parsed, ParsedRun)
         with rt.db.transaction() as s:
             aid = ensure_athlete(s, "me", rt.settings).id
-        store_runs(rt.db, rt.settings, aid, [parsed], NOW, defer=True, records={"7": {"activity": activity}})
+        store_runs(rt.db, aid, [parsed], records={"7": {"activity": activity}})
         replan(rt.db, rt.settings, aid, NOW)
 
     old = open_rt(tmp_path / "old")

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from ingest.fit import FitSource
 from ingest.strava.sync import store_parsed
+from recommender.planner import replan
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.models import ImportedFile, Run, RunLoad
 from stridecare.domain.load import run_load
@@ -212,7 +213,7 @@ def test_an_implausible_strava_activity_is_not_stored_and_the_rest_are(tx_rt: Ru
     bad = session(EASY, key="101", elapsed_s=48 * 86_400.0, start_time=START + timedelta(days=1))
     with tx_rt.db.transaction() as s:
         athlete = ensure_athlete(s, "me", tx_rt.settings)
-        stored = store_parsed(s, tx_rt.settings, athlete, [good, bad], NOW)
+        stored = store_parsed(s, athlete, [good, bad]).runs
     assert [r.source_key for r in stored] == ["100"]
     assert count(tx_rt, Run) == 1
 
@@ -284,8 +285,11 @@ def test_property_every_stored_load_is_finite_and_within_the_bounds(tx_rt: Runti
     run = dataclasses.replace(run, source_key=f"p{n}")
     with tx_rt.db.transaction() as s:
         athlete = ensure_athlete(s, f"athlete-{n}", tx_rt.settings)
-        store_parsed(s, tx_rt.settings, athlete, [run], NOW)
-        stored = s.scalar(select(Run).where(Run.athlete_id == athlete.id))
+        store_parsed(s, athlete, [run])
+        athlete_id = athlete.id
+    replan(tx_rt.db, tx_rt.settings, athlete_id, NOW)
+    with tx_rt.db.transaction() as s:
+        stored = s.scalar(select(Run).where(Run.athlete_id == athlete_id))
         if stored is None:
             assert implausibility(run) is not None
             return

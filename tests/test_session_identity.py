@@ -24,6 +24,7 @@ from ingest.dedupe import overlap_fraction, same_session
 from ingest.strava.convert import convert_activity
 from ingest.strava.sync import remove_runs, store_parsed
 from recommender.data_rights import forget_athlete
+from recommender.planner import replan
 from stridecare.db.athletes import ensure_athlete, get_athlete
 from stridecare.db.models import DailyLoad, Prompt, Run, RunLoad
 from stridecare.domain.load import DEFAULT_CONSTANTS
@@ -104,9 +105,13 @@ def ingest(rt: Runtime, path: Path, athlete: str = "me", now: datetime = NOW) ->
 
 
 def store_strava(rt: Runtime, parsed: ParsedRun, now: datetime = NOW) -> None:
+    """Store a Strava activity as an event does, then the replan it owes."""
     with rt.db.transaction() as s:
         athlete = ensure_athlete(s, "me", rt.settings, lock=True)
-        store_parsed(s, rt.settings, athlete, [parsed], now)
+        owed = store_parsed(s, athlete, [parsed]).replan_owed
+        athlete_id = athlete.id
+    if owed:
+        replan(rt.db, rt.settings, athlete_id, now)
 
 
 # -- the rule ----------------------------------------------------------------------------------------------------
@@ -218,7 +223,9 @@ def test_removing_the_primary_elects_the_copy_and_recomputes(any_rt: Runtime, tm
     primary = assert_one_session(any_rt)
     with any_rt.db.transaction() as s:
         athlete = get_athlete(s, "me")
-        remove_runs(s, any_rt.settings, athlete, [s.get(Run, primary.id)], NOW)  # type: ignore[list-item]
+        remove_runs(s, athlete, [s.get(Run, primary.id)])  # type: ignore[list-item]
+        athlete_id = athlete.id
+    replan(any_rt.db, any_rt.settings, athlete_id, NOW)
     heir = assert_one_session(any_rt, copies=1)
     assert heir.source == "strava"
 

@@ -4,9 +4,10 @@ across windows of the fake clock, and 429 deferral with nothing lost."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fake_strava import (
@@ -32,18 +33,22 @@ NOW = datetime(2026, 3, 2, 8, 3, tzinfo=UTC)
 
 
 class Sink:
-    """The caller's store: remembers every run and how often each was handed over."""
+    """The caller's store: remembers every run, how often each was handed over, and what Strava said of it."""
 
     def __init__(self) -> None:
         self.runs: dict[str, ParsedRun] = {}
         self.times: Counter[str] = Counter()
+        self.records: dict[str, Mapping[str, Any]] = {}
         self.calls = 0
 
-    def __call__(self, runs: Sequence[ParsedRun]) -> None:
+    def __call__(self, runs: Sequence[ParsedRun], records: Mapping[str, Mapping[str, Any]]) -> None:
         self.calls += 1
         for r in runs:
             self.runs[r.source_key] = r
             self.times[r.source_key] += 1
+            # Every run comes with the activity it was converted from: recompute rebuilds it from this.
+            assert records[r.source_key]["activity"]["id"] == int(r.source_key)
+            self.records[r.source_key] = records[r.source_key]
 
 
 @pytest.fixture

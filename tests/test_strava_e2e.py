@@ -24,7 +24,7 @@ import uvicorn
 from channel_settings import channel_settings
 from conftest import make_settings
 from cryptography.fernet import Fernet
-from factories import ingest_planned
+from factories import backfill_planned, ingest_planned, process_and_plan
 from fake_strava import (
     FERNET_KEY,
     FakeClock,
@@ -42,9 +42,8 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 import stridecare_app.web.strava as web_strava
-from ingest.strava.events import process_event, sweep
+from ingest.strava.events import sweep
 from ingest.strava.oauth import deauthorize
-from ingest.strava.sync import backfill_account
 from stridecare.clock import write_clock_file
 from stridecare.crypto import Vault
 from stridecare.db.models import Athlete, DailyLoad, Delivery, Prompt, Run, StravaAccount, StravaEvent
@@ -154,7 +153,7 @@ def process_all(rt: Runtime) -> list[str]:
     """What the worker does: process every stored event (the task calls process_event with the id)."""
     with rt.db.read() as s:
         ids = list(s.scalars(select(StravaEvent.id).order_by(StravaEvent.id)))
-    return [process_event(rt, i).status for i in ids]
+    return [process_and_plan(rt, i).status for i in ids]
 
 
 def add_run(fake: FakeStrava, aid: int, start: datetime, **kwargs: Any) -> dict[str, Any]:
@@ -326,7 +325,7 @@ def test_create_event_stores_run_with_stream_steps_and_one_prompt(
         stored = s.scalars(select(StravaEvent)).one()
     assert recorder.ids == [stored.id]
 
-    assert process_event(srt, stored.id).status == "done"
+    assert process_and_plan(srt, stored.id).status == "done"
     (run,) = runs(srt)
     assert run.source == "strava"
     assert run.source_key == "900001"
@@ -344,7 +343,7 @@ def test_create_event_stores_run_with_stream_steps_and_one_prompt(
     assert fake.counts()["GET /api/v3/activities/{id}/streams"] == 1
 
     # Processing the same id again (a redelivered task) changes nothing.
-    assert process_event(srt, stored.id).status == "skipped"
+    assert process_and_plan(srt, stored.id).status == "skipped"
     assert len(runs(srt)) == 1
     assert len(prompts(srt)) == 1
 
@@ -360,7 +359,7 @@ def test_strava_retry_of_the_same_event_is_processed_once(
     assert count(srt, StravaEvent) == 1
     assert len(recorder.ids) == 1
     for event_id in recorder.ids * 2:  # and the task may even run twice
-        process_event(srt, event_id)
+        process_and_plan(srt, event_id)
     assert len(runs(srt)) == 1
     assert len(prompts(srt)) == 1
     # One list read answers the event; its summary needs no fetch of the activity itself.
@@ -616,7 +615,7 @@ def test_subscribe_command_creates_a_validated_subscription(
         == 200
     )
     assert len(recorder.ids) == 1
-    process_event(srt, recorder.ids[0])
+    process_and_plan(srt, recorder.ids[0])
     assert [r.source_key for r in runs(srt)] == ["900010"]
 
 
@@ -777,7 +776,7 @@ def test_periodic_tick_enqueues_events_whose_enqueue_was_lost(srt: Runtime, fake
     run_periodic(srt, enqueue)
     assert events_sent == []  # within the grace period the web's own enqueue may still be on its way
     assert len(backfills_sent) == 1  # the new account's history import is due
-    progress = backfill_account(srt, backfills_sent[0])  # what the stridecare.strava_backfill task runs
+    progress = backfill_planned(srt, backfills_sent[0])  # what the stridecare.strava_backfill task runs
     assert progress is not None
     assert progress.state == "done"
     advance(srt, fake, 61)
@@ -785,7 +784,7 @@ def test_periodic_tick_enqueues_events_whose_enqueue_was_lost(srt: Runtime, fake
     run_periodic(srt, enqueue)  # not again on the next tick
     assert len(events_sent) == 1
     # The backfill already stored the activity: the event finds it and changes nothing, no second prompt.
-    assert process_event(srt, events_sent[0]).status == "done"
+    assert process_and_plan(srt, events_sent[0]).status == "done"
     assert len(runs(srt)) == 1
     assert len(prompts(srt)) == 1
 
@@ -814,7 +813,7 @@ def test_a_strava_run_gets_its_console_line_and_prompt_line(
     connected(srt, fake)
     add_run(fake, 900077, fake.clock.now() - timedelta(hours=1), moving_time=3000, distance=10000.0)
     post(web, event("create", 900077))
-    assert process_event(srt, recorder.ids[0]).runs_changed
+    assert process_and_plan(srt, recorder.ids[0]).runs_changed
     with caplog.at_level("INFO", logger="stridecare.console"):
         announce_strava_event(srt.db, srt.settings, recorder.ids[0])
     lines = [r.getMessage() for r in caplog.records if r.name == "stridecare.console"]

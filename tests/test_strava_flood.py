@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 from conftest import make_settings
+from factories import process_and_plan
 from fake_strava import FakeClock, FakeStrava, Limits, add_stridecare_athlete, connect_account, make_activity, running
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
-from ingest.strava.events import LISTING, NOT_LISTED, due_event_ids, process_event, sweep
+from ingest.strava.events import LISTING, NOT_LISTED, due_event_ids, sweep
 from stridecare.clock import write_clock_file
 from stridecare.db.models import Prompt, Run, StravaEvent
 from stridecare.runtime import Runtime
@@ -70,7 +71,7 @@ class Queue:
 
     def work(self, rt: Runtime) -> list[str]:
         taken, self.ids = self.ids, []
-        return [process_event(rt, i).status for i in taken]
+        return [process_and_plan(rt, i).status for i in taken]
 
 
 def advance(rt: Runtime, fake: FakeStrava, seconds: float) -> None:
@@ -171,7 +172,7 @@ def test_a_burst_of_real_events_costs_one_list_and_every_run_arrives(srt: Runtim
     with TestClient(create_app(srt, enqueue=queue), base_url="http://127.0.0.1:8080") as web:
         for n in range(5):
             assert web.post("/strava/webhook", json=body("create", 556000 + n)).status_code == 200
-    outcomes = [process_event(srt, i) for i in queue.ids]
+    outcomes = [process_and_plan(srt, i) for i in queue.ids]
     assert keys(srt) == [str(556000 + n) for n in range(5)]
     assert fake.count(LIST) == 1
     assert fake.count("GET /api/v3/activities/{id}") == 0  # the list's summaries carry what a run needs
@@ -238,7 +239,7 @@ def test_the_sweep_hands_one_waiting_event_per_athlete_to_the_workers(srt: Runti
     advance(srt, fake, INTERVAL_S + 1)
     due = due_event_ids(srt, srt.now())
     assert len(due) == 1  # its list answers the other 39
-    assert process_event(srt, due[0]).status == "done"
+    assert process_and_plan(srt, due[0]).status == "done"
     assert statuses(srt) == {"done": 40}
 
 

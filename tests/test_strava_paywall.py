@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import make_settings
+from factories import backfill_planned, process_and_plan
 from fake_strava import (
     FERNET_KEY,
     FakeClock,
@@ -33,7 +34,7 @@ from typer.testing import CliRunner
 
 from ingest.strava.client import BaseUrlSession, TokenOutsideHeader
 from ingest.strava.errors import APP_INACTIVE_MESSAGE, StravaAthleteLimit, StravaConnectError
-from ingest.strava.events import process_event, sweep
+from ingest.strava.events import sweep
 from ingest.strava.oauth import (
     athlete_client,
     authorization_url,
@@ -44,7 +45,6 @@ from ingest.strava.oauth import (
 )
 from ingest.strava.ratelimit import PROBE_INTERVAL, app_status
 from ingest.strava.reader import ApiReader
-from ingest.strava.sync import backfill_account
 from stridecare.clock import write_clock_file
 from stridecare.db.models import Run, StravaAccount, StravaEvent
 from stridecare.runtime import Runtime
@@ -128,7 +128,7 @@ def run_due(rt: Runtime) -> list[str]:
     """What the beat and the workers do: enqueue what is due, then process it."""
     due: list[int] = []
     sweep(rt, enqueue_event=due.append, enqueue_backfill=lambda _id: None)
-    return [process_event(rt, i).status for i in due]
+    return [process_and_plan(rt, i).status for i in due]
 
 
 def console_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -171,7 +171,7 @@ def test_an_inactive_app_pauses_every_read_keeps_every_run_and_asks_again_hourly
     caplog.set_level(logging.INFO, logger="stridecare.console")
     account_id = connected(srt, fake)
     add_run(fake, 700001, fake.clock.now() - timedelta(days=3))
-    progress = backfill_account(srt, account_id)
+    progress = backfill_planned(srt, account_id)
     assert progress is not None and progress.state == "done"
     assert stored_keys(srt) == ["700001"]
 
@@ -183,12 +183,12 @@ def test_an_inactive_app_pauses_every_read_keeps_every_run_and_asks_again_hourly
             post_event(web, "create", aid)
     with srt.db.read() as s:
         ids = list(s.scalars(select(StravaEvent.id).order_by(StravaEvent.id)))
-    outcomes = [process_event(srt, i) for i in ids]
+    outcomes = [process_and_plan(srt, i) for i in ids]
     # One request found out; every other read paused without asking.
     assert fake.count() == 1 and fake.count(INACTIVE_LIST, 403) == 1
     assert APP_INACTIVE_MESSAGE in outcomes[0].detail
     # A history import pauses too, with the same words and no request.
-    restarted = backfill_account(srt, account_id, restart=True)
+    restarted = backfill_planned(srt, account_id, restart=True)
     assert restarted is not None and restarted.state == "deferred"
     assert restarted.reason == APP_INACTIVE_MESSAGE
     assert restarted.resume_at is not None and restarted.resume_at <= srt.now() + PROBE_INTERVAL
@@ -399,7 +399,7 @@ def test_tokens_travel_in_the_authorization_header_only(srt: Runtime, fake: Fake
     account_id = connected(srt, fake)
     # The fake refuses a token anywhere else (as Strava will from 2027), and every read here still works.
     add_run(fake, 700010, fake.clock.now() - timedelta(hours=1))
-    progress = backfill_account(srt, account_id)
+    progress = backfill_planned(srt, account_id)
     assert progress is not None and progress.state == "done" and stored_keys(srt) == ["700010"]
     deauthorize(srt.db, srt.settings, account_id)
     assert fake.count("POST /oauth/deauthorize", 200) == 1
@@ -424,7 +424,7 @@ def test_the_api_host_is_a_setting_apart_from_the_oauth_host(tmp_path: Path, fak
             assert fake.requests[-1].path == "/oauth/token"
             add_run(fake, 700020, fake.clock.now() - timedelta(hours=1))
             fake.reset_counts()
-            progress = backfill_account(rt, account_id)  # the API on the new one, without /api/v3
+            progress = backfill_planned(rt, account_id)  # the API on the new one, without /api/v3
             assert progress is not None and progress.state == "done" and progress.requests >= 1
             assert stored_keys(rt) == ["700020"]
             assert fake.count(INACTIVE_LIST) == 1

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from ingest.strava.sync import store_parsed
+from recommender.planner import replan
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.models import Run
 from stridecare.domain.load import (
@@ -153,7 +154,9 @@ def test_walking_and_running_steps_are_stored_on_the_runs_load(tx_rt: Runtime) -
     samples = stream(*[(540.0, 3.333, 170.0), (60.0, 1.4, 110.0)] * 5)
     with tx_rt.db.transaction() as session:
         athlete = ensure_athlete(session, "me", tx_rt.settings)
-        store_parsed(session, tx_rt.settings, athlete, [_parsed(samples)], START + timedelta(days=1))
+        store_parsed(session, athlete, [_parsed(samples)])
+        athlete_id = athlete.id
+    replan(tx_rt.db, tx_rt.settings, athlete_id, START + timedelta(days=1))
     with tx_rt.db.transaction() as session:
         run = session.scalar(select(Run).where(Run.source_key == "42"))
         assert run is not None and run.load is not None

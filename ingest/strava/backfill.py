@@ -21,7 +21,7 @@ idempotent (``(source, source_key)`` is unique); a crash in between only repeats
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,7 +45,8 @@ PER_PAGE = 200
 # After an unexpected failure (network, 5xx) try again after this long.
 ERROR_RETRY = timedelta(minutes=5)
 
-Store = Callable[[Sequence[ParsedRun]], None]
+# The runs of a batch, and what Strava said of each (activity id → {"activity": …, "streams": …}).
+Store = Callable[[Sequence[ParsedRun], Mapping[str, Mapping[str, Any]]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +128,10 @@ def backfill_step(
 
     def checkpoint(batch: list[ParsedRun], state: str, resume_at: datetime | None, detail: str | None) -> None:
         if batch:
-            store(batch)
+            store(batch, records)
             counts["stored"] += len(batch)
             batch.clear()
+            records.clear()
         with db.transaction() as s:
             account = s.get(StravaAccount, account_id)
             assert account is not None
@@ -147,6 +149,7 @@ def backfill_step(
         )
 
     batch: list[ParsedRun] = []
+    records: dict[str, Mapping[str, Any]] = {}
     try:
         while True:
             before_epoch = int(cursor.timestamp()) if cursor.microsecond == 0 else int(cursor.timestamp()) + 1
@@ -170,6 +173,7 @@ def backfill_step(
                 result = convert_activity(activity, settings.load.constants, streams)
                 if isinstance(result, ParsedRun):
                     batch.append(result)
+                    records[result.source_key] = {"activity": activity, "streams": streams}
                 else:
                     counts["skipped"] += 1
                 next_cursor = started + timedelta(seconds=1)

@@ -108,6 +108,8 @@ class EventOutcome:
     runs_changed: bool = False
     # The events whose runs changed (one list can answer several): each gets its console line.
     changed_events: tuple[int, ...] = ()
+    # The athlete whose replan this processing owes: the caller replans, as after any store.
+    replan_athlete: int | None = None
 
 
 class _Retry(Exception):
@@ -360,9 +362,9 @@ def _owner_of(activity: Mapping[str, Any]) -> int | None:
 
 def _fetch(
     rt: Runtime, account_id: int, owner_id: int, activity_id: int, now: datetime, with_streams: bool
-) -> ParsedRun | str:
-    """The activity as a run, or why there is none (``"gone"`` for 404 or an activity that is not the
-    owner's, a skip reason for other sports)."""
+) -> tuple[ParsedRun, dict[str, Any]] | str:
+    """The activity as a run with what Strava said of it (kept with the run), or why there is none
+    (``"gone"`` for 404 or an activity that is not the owner's, a skip reason for other sports)."""
     api = _reader(rt, account_id, now)
     try:
         try:
@@ -384,10 +386,11 @@ def _fetch(
                 )
             except strava_exc.ObjectNotFound:
                 streams = None  # no streams recorded: the summary's average cadence still counts
+        record = {"activity": activity, "streams": streams}
         if streams is None:
-            return parsed_summary
+            return parsed_summary, record
         parsed = convert_activity(activity, rt.settings.load.constants, streams)
-        return parsed if isinstance(parsed, ParsedRun) else parsed.reason
+        return (parsed, record) if isinstance(parsed, ParsedRun) else parsed.reason
     finally:
         api.save()
 
@@ -399,9 +402,9 @@ def _activity_changed(
         account = session.get(StravaAccount, account_id)
         if account is None:
             return EventOutcome("ignored", "account disconnected")
-        stored = find_run(session, account.athlete_id, activity_id) is not None
+        held = find_run(session, account.athlete_id, activity_id) is not None
     # Streams only for a run we do not have yet: an update changes title, type or visibility, not samples.
-    fetched = _fetch(rt, account_id, owner_id, activity_id, now, with_streams=created or not stored)
+    fetched = _fetch(rt, account_id, owner_id, activity_id, now, with_streams=created or not held)
     with rt.db.transaction() as session:
         if session.get(StravaEvent, event_id) is None:
             return EventOutcome("deleted", "account forgotten meanwhile")
@@ -410,22 +413,25 @@ def _activity_changed(
         if athlete is None:
             return EventOutcome("ignored", "account disconnected")
         run = find_run(session, athlete.id, activity_id)
-        if isinstance(fetched, ParsedRun):
-            changed = store_parsed(session, rt.settings, athlete, [fetched], now)
+        if not isinstance(fetched, str):
+            parsed, record = fetched
+            stored = store_parsed(session, athlete, [parsed], records={parsed.source_key: record})
+            changed = bool(stored.runs)
             row = session.get(StravaEvent, event_id)
             assert row is not None
             # Marked in the same transaction as the run: a crash after it cannot process the event twice.
             row.status, row.detail, row.processed_at = "done", "stored" if changed else "unchanged", now
             _answer_alike(session, event_id, owner_id, activity_id, "update", now, "done", "unchanged")
-            return EventOutcome("done", "stored" if changed else "unchanged", bool(changed))
+            owed = athlete.id if stored.replan_owed else None
+            return EventOutcome("done", "stored" if changed else "unchanged", changed, replan_athlete=owed)
         # Gone (deleted, or now private without activity:read_all) or no longer a foot sport: remove our copy.
-        removed = remove_runs(session, rt.settings, athlete, [run] if run is not None else [], now)
-        detail = f"not stored: {fetched}" + ("; run removed" if removed else "")
+        owes = remove_runs(session, athlete, [run] if run is not None else [])
+        detail = f"not stored: {fetched}" + ("; run removed" if run is not None else "")
         row = session.get(StravaEvent, event_id)
         assert row is not None
         row.status, row.detail, row.processed_at = "done", detail[:500], now
         _answer_alike(session, event_id, owner_id, activity_id, "update", now, "done", detail)
-        return EventOutcome("done", detail, bool(removed))
+        return EventOutcome("done", detail, run is not None, replan_athlete=athlete.id if owes else None)
 
 
 def _answer_alike(
@@ -489,13 +495,14 @@ def _activity_deleted(
         if athlete is None:
             return EventOutcome("ignored", "account disconnected")
         run = find_run(session, athlete.id, activity_id)
-        removed = remove_runs(session, rt.settings, athlete, [run] if run is not None else [], now)
+        owes = remove_runs(session, athlete, [run] if run is not None else [])
+        removed = run is not None
         detail = "run removed" if removed else "no such run"
         row = session.get(StravaEvent, event_id)
         if row is not None:
             row.status, row.detail, row.processed_at = "done", detail, now
         _answer_alike(session, event_id, owner_id, activity_id, "delete", now, "done", detail)
-        return EventOutcome("done", detail, bool(removed))
+        return EventOutcome("done", detail, removed, replan_athlete=athlete.id if owes else None)
 
 
 def _still_authorized(rt: Runtime, account_id: int, now: datetime) -> bool:
@@ -527,11 +534,12 @@ def _deauthorized(rt: Runtime, event_id: int, account_id: int, now: datetime) ->
         account = session.get(StravaAccount, account_id)
         if account is None:
             return EventOutcome("ignored", "account already gone")
-        strava_id = account.strava_athlete_id
-        deleted = forget_account(session, rt.settings, account, now)
+        strava_id, athlete_id = account.strava_athlete_id, account.athlete_id
+        deleted = forget_account(session, account)
     log.info("Strava athlete %s deauthorized: account and %d runs deleted", strava_id, deleted)
     # The event row went with the account's events.
-    return EventOutcome("deleted", f"deauthorized; {deleted} runs deleted", bool(deleted))
+    owed = athlete_id if deleted else None
+    return EventOutcome("deleted", f"deauthorized; {deleted} runs deleted", bool(deleted), replan_athlete=owed)
 
 
 # -- the activity list: events are hints, the list is the truth ----------------------------------------------
@@ -642,6 +650,7 @@ def _list_and_resolve(
             if isinstance(item, Mapping) and str(item.get("id", "")).isdigit() and _owner_of(item) in (None, strava_id):
                 shown[int(item["id"])] = item
         results: dict[int, ParsedRun | str] = {}
+        records: dict[str, dict[str, Any]] = {}
         deferred: datetime | None = None
         streams_since = started - timedelta(days=rt.settings.strava_streams_days)
         for activity_id in sorted(set(waiting.values()) & shown.keys()):
@@ -664,9 +673,11 @@ def _list_and_resolve(
                     break  # the rest wait for the next list, when the budget allows
             parsed = convert_activity(activity, rt.settings.load.constants, streams) if streams else summary
             results[activity_id] = parsed if isinstance(parsed, ParsedRun) else parsed.reason
+            if isinstance(parsed, ParsedRun):
+                records[parsed.source_key] = {"activity": dict(activity), "streams": streams}
     finally:
         api.save()
-    return _resolve(rt, event_id, account_id, waiting, shown, results, started, deferred)
+    return _resolve(rt, event_id, account_id, waiting, shown, results, records, started, deferred)
 
 
 def _resolve(
@@ -676,6 +687,7 @@ def _resolve(
     waiting: Mapping[int, int],
     shown: Mapping[int, Mapping[str, Any]],
     results: Mapping[int, ParsedRun | str],
+    records: Mapping[str, Mapping[str, Any]],
     started: datetime,
     deferred: datetime | None,
 ) -> EventOutcome:
@@ -688,7 +700,9 @@ def _resolve(
         if account is None or athlete is None:
             return EventOutcome("ignored", "account disconnected")
         runs = [p for p in results.values() if isinstance(p, ParsedRun)]
-        changed = {r.source_key for r in store_parsed(session, rt.settings, athlete, runs, started)} if runs else set()
+        stored = store_parsed(session, athlete, runs, records=records)
+        changed = {r.source_key for r in stored.runs}
+        owed = athlete.id if stored.replan_owed else None
         again: datetime | None = deferred
         outcome = EventOutcome("done", "")
         announced: list[int] = []
@@ -698,9 +712,9 @@ def _resolve(
             activity_id = waiting[row.id]
             result = results.get(activity_id)
             if isinstance(result, ParsedRun):
-                stored = result.source_key in changed
-                status, detail = "done", "stored" if stored else "unchanged"
-                if stored:
+                is_new = result.source_key in changed
+                status, detail = "done", "stored" if is_new else "unchanged"
+                if is_new:
                     announced.append(row.id)
             elif isinstance(result, str):
                 status, detail = "done", f"not stored: {result}"
@@ -730,7 +744,7 @@ def _resolve(
         len(shown),
         len(changed),
     )
-    return EventOutcome(outcome.status, outcome.detail, bool(changed), tuple(announced))
+    return EventOutcome(outcome.status, outcome.detail, bool(changed), tuple(announced), owed)
 
 
 # -- the periodic sweep --------------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ from stridecare.db.engine import Database
 from stridecare.db.models import Athlete, Run, SourceRecord, StravaAccount, StravaEvent
 from stridecare.domain.run import ParsedRun
 from stridecare.runtime import Runtime
-from stridecare.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,79 +75,59 @@ def kept_record(row: SourceRecord) -> dict[str, Any]:
 
 def store_parsed(
     session: Session,
-    settings: Settings,
     athlete: Athlete,
     parsed_runs: Sequence[ParsedRun],
-    now: datetime,
     *,
-    defer: bool = False,
     records: Mapping[str, Mapping[str, Any]] | None = None,
-) -> list[Run]:
+) -> runs.Stored:
     """Insert new Strava runs (linking a file copy of the same session) or update stored ones through the one
-    writer (``ingest.runs``), keeping each activity's record (``records``: activity id → what Strava said);
-    returns the runs inserted or changed. Storing the same activity again changes nothing. ``defer`` leaves
-    the planning to the caller's replan."""
+    writer (``ingest.runs``), keeping each activity's record (``records``: activity id → what Strava said), in
+    the caller's transaction. Storing the same activity again changes nothing. The caller ends as every
+    entry point does: if the result owes the athlete's replan, replan."""
     for key, record in (records or {}).items():
         keep_record(session, athlete.id, key, record)
-    stored = runs.store_parsed(session, athlete, parsed_runs)
-    if stored.runs and not defer:
-        _plan_now(session, settings, athlete, stored.runs, now)
-    return stored.runs
-
-
-def _plan_now(session: Session, settings: Settings, athlete: Athlete, changed: Sequence[Run], now: datetime) -> None:
-    # deferred: transitional, until every Strava entry point replans after its commit
-    from recommender.planner import runs_changed
-
-    runs_changed(session, settings, athlete, changed, now)
+    return runs.store_parsed(session, athlete, parsed_runs)
 
 
 def store_runs(
     db: Database,
-    settings: Settings,
     athlete_id: int,
     parsed_runs: Sequence[ParsedRun],
-    now: datetime,
     *,
-    defer: bool = False,
     records: Mapping[str, Mapping[str, Any]] | None = None,
-) -> int:
-    """Store ``parsed_runs`` for the athlete in one transaction (the backfill's ``store``); returns how many
-    runs were inserted or changed. Idempotent, and safe against an event storing the same activity at once.
-    ``defer``: see :func:`store_parsed`."""
+) -> runs.Stored:
+    """Store ``parsed_runs`` for the athlete in one transaction (the backfill's ``store``). Idempotent, and safe
+    against an event storing the same activity at once."""
     for attempt in range(2):
         try:
             with db.transaction() as session:
                 athlete = session.get(Athlete, athlete_id)
                 if athlete is None:
-                    return 0
-                return len(store_parsed(session, settings, athlete, parsed_runs, now, defer=defer, records=records))
+                    return runs.Stored()
+                return store_parsed(session, athlete, parsed_runs, records=records)
         except IntegrityError:
             # A concurrent event stored one of these activities first: the second pass updates it instead.
             if attempt:
                 raise
-    return 0  # pragma: no cover - the loop returns or raises
+    return runs.Stored()  # pragma: no cover - the loop returns or raises
 
 
-def remove_runs(session: Session, settings: Settings, athlete: Athlete, doomed: Sequence[Run], now: datetime) -> int:
-    """Delete ``doomed`` through the one writer and recompute the athlete's load from the earliest affected
-    day. Returns how many runs were deleted."""
-    if not doomed:
-        return 0
-    if runs.remove_runs(session, athlete, doomed):
-        _plan_now(session, settings, athlete, [], now)
-    return len(doomed)
+def remove_runs(session: Session, athlete: Athlete, doomed: Sequence[Run]) -> bool:
+    """Delete ``doomed`` through the one writer; whether the athlete's replan is owed."""
+    return runs.remove_runs(session, athlete, doomed)
 
 
-def forget_account(session: Session, settings: Settings, account: StravaAccount, now: datetime) -> int:
+def forget_account(session: Session, account: StravaAccount) -> int:
     """Delete everything we hold from Strava for this account: its runs (with samples and load), its records,
     its push events and the account with its tokens, as Strava's API agreement requires after a
-    deauthorization. Load is recomputed without those runs. Returns the number of runs deleted."""
+    deauthorization. The athlete is marked for the replan that recomputes load without those runs. Returns
+    the number of runs deleted."""
     athlete = session.get(Athlete, account.athlete_id)
     deleted = 0
     if athlete is not None:
         doomed = list(session.scalars(select(Run).where(Run.athlete_id == athlete.id, Run.source == SOURCE)))
-        deleted = remove_runs(session, settings, athlete, doomed, now)
+        remove_runs(session, athlete, doomed)
+        deleted = len(doomed)
         session.execute(
             delete(SourceRecord).where(SourceRecord.athlete_id == athlete.id, SourceRecord.source == SOURCE)
         )
@@ -196,6 +175,7 @@ def backfill_account(
     max_requests: int | None = BACKFILL_STEP_REQUESTS,
     max_steps: int | None = 1,
     on_step: OnStep | None = None,
+    replan: Callable[[int], object],
 ) -> BackfillProgress | None:
     """Import the account's Strava history under its backfill lease: the one backfill loop.
 
@@ -206,7 +186,8 @@ def backfill_account(
     cursor has passed it; ``restart`` (or ``since`` on a finished import) starts again from the newest
     activity. Returns the totals, or ``None`` when another process holds the lease or the account is gone.
     A step that stops at its request cap leaves the backfill due at once, so the next periodic tick
-    continues it.
+    continues it. After each step that stored runs the athlete is replanned by ``replan(athlete_id)`` (the
+    planner, which this loop does not import: storing stands apart from planning).
     """
     owner = lease_owner()
     name = backfill_lease(account_id)
@@ -228,10 +209,14 @@ def backfill_account(
             settings = settings.model_copy(update={"strava_streams_days": min(settings.strava_streams_days, days)})
         totals = {"requests": 0, "stored": 0, "skipped": 0, "streams": 0}
 
-        def store(parsed: Sequence[ParsedRun]) -> None:
+        owed = False
+
+        def store(parsed: Sequence[ParsedRun], records: Mapping[str, Mapping[str, Any]]) -> None:
+            nonlocal owed
             kept = [p for p in parsed if since is None or p.start_time >= since]
             totals["stored"] += len(kept)
-            store_runs(rt.db, rt.settings, athlete_id, kept, rt.now(), defer=True)
+            kept_records = {p.source_key: records[p.source_key] for p in kept if p.source_key in records}
+            owed = store_runs(rt.db, athlete_id, kept, records=kept_records).replan_owed or owed
 
         steps = 0
         while True:
@@ -240,7 +225,9 @@ def backfill_account(
             )
             steps += 1
             # The step's pages were stored with their runs only marked: one recompute, in short transactions.
-            _replan(rt, athlete_id)
+            if owed:
+                replan(athlete_id)
+                owed = False
             leases.acquire(rt.db, name, owner, datetime.now(UTC), BACKFILL_LEASE_S)  # renew
             totals["requests"] += step.requests
             totals["skipped"] += step.skipped
@@ -274,13 +261,6 @@ def backfill_account(
         progress.stored,
     )
     return progress
-
-
-def _replan(rt: Runtime, athlete_id: int) -> None:
-    # deferred: transitional, until the backfill's callers replan after each step
-    from recommender.planner import replan
-
-    replan(rt.db, rt.settings, athlete_id, rt.now())
 
 
 # -- keys ----------------------------------------------------------------------------------------------------

@@ -267,6 +267,7 @@ def backfill(
     # deferred: start-up time of the command line (stravalib, which only the Strava commands need)
     from ingest.strava.backfill import BackfillProgress
     from ingest.strava.sync import backfill_account
+    from recommender.planner import replan
 
     rt = runtime()
     athlete_id, handle = _athlete_id(rt, athlete)
@@ -315,6 +316,7 @@ def backfill(
             max_requests=CLI_STEP_REQUESTS,
             max_steps=None,
             on_step=draw,
+            replan=lambda athlete_id: replan(rt.db, rt.settings, athlete_id, rt.now()),
         )
     if result is None:
         fail("a worker is importing this account's history right now; try again later")
