@@ -14,9 +14,11 @@ top of the estimate's range. So a session that passes cannot be stored with a lo
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+
+import numpy as np
+import numpy.typing as npt
 
 from stridecare.domain.load import DEFAULT_CONSTANTS, LoadConstants
 from stridecare.domain.load_arrays import run_load
@@ -99,7 +101,7 @@ def _non_finite(run: ParsedRun, _b: PlausibilityBounds, _c: LoadConstants) -> st
         if value is not None and not math.isfinite(value):
             return f"its {name} is not a finite number ({value})"
     s = run.samples
-    if any(not math.isfinite(t) for t in s.t):
+    if not np.isfinite(np.asarray(s.t, dtype=np.float64)).all():
         return "a sample's time is not a finite number"
     # NaN stands for "not recorded" in sample series; an infinity is a broken value.
     for name, series in (
@@ -108,9 +110,14 @@ def _non_finite(run: ParsedRun, _b: PlausibilityBounds, _c: LoadConstants) -> st
         ("cadence", s.cadence_spm),
         ("altitude", s.altitude_m),
     ):
-        if any(v is not None and math.isinf(v) for v in series):
+        if np.isinf(_floats(series)).any():
             return f"a sample's {name} is infinite"
     return None
+
+
+def _floats(series: Sequence[float | None]) -> npt.NDArray[np.float64]:
+    """A sample series as floats, NaN where nothing was recorded."""
+    return np.array([math.nan if v is None else v for v in series], dtype=np.float64)
 
 
 def _negative(run: ParsedRun, _b: PlausibilityBounds, _c: LoadConstants) -> str | None:
@@ -209,43 +216,47 @@ def _timed_seconds(samples: Samples) -> float:
 
 
 def _speed_intervals(samples: Samples) -> list[tuple[float, float]]:
-    """``(speed, seconds)`` of each timed interval: the speed field, else the distance covered."""
-    out: list[tuple[float, float]] = []
-    prev_d: float | None = None
-    for v, d, dt in zip(samples.speed_mps, samples.distance_m, interval_weights(samples), strict=True):
-        d = None if d is None or math.isnan(d) else d
-        if dt > 0:
-            speed = None if v is None or math.isnan(v) else v
-            if speed is None and d is not None and prev_d is not None:
-                speed = max(0.0, d - prev_d) / dt
-            if speed is not None:
-                out.append((speed, dt))
-        if d is not None:
-            prev_d = d
-    return out
+    """``(speed, seconds)`` of each timed interval: the speed field, else the distance covered since the last
+    recorded distance."""
+    weights = np.asarray(interval_weights(samples), dtype=np.float64)
+    distance = _floats(samples.distance_m)
+    n = len(distance)
+    recorded = np.where(~np.isnan(distance), np.arange(n), -1)
+    last = np.maximum.accumulate(np.concatenate(([-1], recorded[:-1]))) if n else recorded
+    previous = np.where(last >= 0, distance[np.maximum(last, 0)], np.nan)
+    timed = weights > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        from_distance = np.maximum(0.0, distance - previous) / np.where(timed, weights, 1.0)
+    speed = _floats(samples.speed_mps)
+    speed = np.where(np.isnan(speed), from_distance, speed)
+    keep = timed & ~np.isnan(speed)
+    return list(zip(speed[keep].tolist(), weights[keep].tolist(), strict=True))
 
 
 def _worst_window_mean(pairs: Sequence[tuple[float, float]], window_s: float) -> float | None:
     """The highest time-weighted mean of ``(value, seconds)`` over any run of consecutive intervals lasting at
-    least ``window_s`` (the whole series when it is shorter); None for an empty series."""
-    total_t = sum(w for _, w in pairs)
+    least ``window_s`` (the whole series when it is shorter); None for an empty series.
+
+    For each interval the window ends at, it starts at the latest interval that still leaves it ``window_s``
+    long (prefix sums and a binary search, not a loop per interval)."""
+    if not pairs:
+        return None
+    values = np.minimum(np.array([v for v, _ in pairs], dtype=np.float64), _VALUE_CAP)
+    weights = np.array([w for _, w in pairs], dtype=np.float64)
+    total_t = float(weights.sum())
     if total_t <= 0:
         return None
     if total_t <= window_s:
-        return sum(min(v, _VALUE_CAP) * w for v, w in pairs) / total_t
-    worst = -math.inf
-    window: deque[tuple[float, float]] = deque()
-    acc_vw = acc_w = 0.0
-    for value, w in pairs:
-        v = min(value, _VALUE_CAP)
-        window.append((v, w))
-        acc_vw += v * w
-        acc_w += w
-        # Drop from the left while the window stays at least window_s long.
-        while window and acc_w - window[0][1] >= window_s:
-            lv, lw = window.popleft()
-            acc_vw -= lv * lw
-            acc_w -= lw
-        if acc_w >= window_s:
-            worst = max(worst, acc_vw / acc_w)
-    return worst
+        return float((values * weights).sum()) / total_t
+    w_acc = np.concatenate(([0.0], np.cumsum(weights)))
+    vw_acc = np.concatenate(([0.0], np.cumsum(values * weights)))
+    ends = np.arange(1, len(w_acc))
+    # The window over intervals [start, end) with the latest start whose length is still at least window_s.
+    starts = np.searchsorted(w_acc, w_acc[ends] - window_s, side="right") - 1
+    full = starts >= 0
+    ends, starts = ends[full], starts[full]
+    lengths = w_acc[ends] - w_acc[starts]
+    ok = lengths >= window_s
+    if not ok.any():
+        return -math.inf
+    return float(((vw_acc[ends] - vw_acc[starts])[ok] / lengths[ok]).max())

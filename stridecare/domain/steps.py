@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 from stridecare.domain.run import CadenceSource, Samples
 
 # A median per-foot cadence above this is impossible for a human (it would be > 240 steps/min), so the device
@@ -98,12 +100,12 @@ def interval_weights(samples: Samples) -> list[float]:
     so an interval that spans a pause never counts. Long gaps are not capped: smart recording writes every
     1–9 s. Out-of-order or duplicate times give zero weight rather than a negative one.
     """
-    weights: list[float] = []
-    prev = 0.0
-    for t, running in zip(samples.t, samples.timer_running, strict=True):
-        dt = t - prev
-        weights.append(dt if running and dt > 0 else 0.0)
-        prev = max(prev, t)
+    t = np.asarray(samples.t, dtype=np.float64)
+    if not len(t):
+        return []
+    before = np.maximum.accumulate(np.concatenate(([0.0], t[:-1])))
+    dt = t - before
+    weights: list[float] = np.where(np.asarray(samples.timer_running, dtype=bool) & (dt > 0), dt, 0.0).tolist()
     return weights
 
 
