@@ -330,6 +330,10 @@ def test_run_page_pace_without_pauses_and_values_on_tap(site: Site, chromium: An
     tip = point.locator(".tip")
     assert tip.is_visible() and re.fullmatch(r"5:33 /km at \d+\.\d min", tip.locator("text").text_content() or "")
     _check(page, "phone-charts-run-paused", width, shots)
+    # Keys and screen readers get the same values as a table, the stops in it too.
+    page.locator("#run-values summary").click()
+    assert page.locator("#run-values tr.stop").count() == 2
+    assert page.locator("#run-values tbody tr").count() > 40
     page.context.close()
 
 
