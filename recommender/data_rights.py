@@ -60,6 +60,7 @@ from stridecare.db.models import (
     RunSamples,
     SeenFile,
     Shoe,
+    SourceRecord,
     StravaAccount,
     StravaEvent,
 )
@@ -260,9 +261,11 @@ def export_athlete(session: Session, athlete: Athlete, out_dir: Path) -> list[Pa
 
 @dataclass(frozen=True, slots=True)
 class Forgotten:
-    """How many rows of each table were deleted."""
+    """How many rows of each table were deleted, and the kept originals (paths relative to the data home) that
+    no other athlete's import names: the caller deletes those files once the transaction is committed."""
 
     counts: dict[str, int]
+    originals: tuple[str, ...] = ()
 
     @property
     def total(self) -> int:
@@ -307,7 +310,18 @@ def forget_athlete(session: Session, athlete: Athlete) -> Forgotten:
     )
     run("runs", delete(Run).where(Run.athlete_id == aid))
     run("daily_loads", delete(DailyLoad).where(DailyLoad.athlete_id == aid))
+    theirs = set(
+        session.scalars(
+            select(ImportedFile.original).where(ImportedFile.athlete_id == aid, ImportedFile.original.is_not(None))
+        )
+    )
+    shared = set(
+        session.scalars(
+            select(ImportedFile.original).where(ImportedFile.athlete_id != aid, ImportedFile.original.in_(theirs))
+        )
+    )
     run("imported_files", delete(ImportedFile).where(ImportedFile.athlete_id == aid))
+    run("source_records", delete(SourceRecord).where(SourceRecord.athlete_id == aid))
     run("seen_files", delete(SeenFile).where(SeenFile.athlete_id == aid))
     run("shoes", delete(Shoe).where(Shoe.athlete_id == aid))
     run("feel_scores", delete(FeelScore).where(FeelScore.athlete_id == aid))
@@ -326,4 +340,4 @@ def forget_athlete(session: Session, athlete: Athlete) -> Forgotten:
     run("strava_accounts", delete(StravaAccount).where(StravaAccount.athlete_id == aid))
     run("athletes", delete(Athlete).where(Athlete.id == aid))
     session.expunge_all()
-    return Forgotten({k: v for k, v in counts.items() if v})
+    return Forgotten({k: v for k, v in counts.items() if v}, tuple(sorted(p for p in theirs - shared if p)))

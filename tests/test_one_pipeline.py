@@ -271,3 +271,32 @@ def test_ingesting_a_file_hashes_it_once_in_this_process(tmp_path: Path, monkeyp
     made.clear()
     assert ingest_path(rt.db, rt.settings, "me", path, NOW).status == "duplicate"
     assert len(made) == 1
+
+
+def test_forget_deletes_the_kept_originals_and_records_no_one_else_names(tmp_path: Path) -> None:
+    rt = open_rt(tmp_path / "rt")
+    files = session_files(tmp_path / "files")
+    for athlete in ("anna", "ben"):
+        assert ingest_planned(rt.db, rt.settings, athlete, files[0], NOW).status == "ingested"  # both have a.fit
+    ingest_planned(rt.db, rt.settings, "anna", files[1], NOW)
+    activity = make_activity(9, START, distance=5000.0)
+    with rt.db.transaction() as s:
+        anna = ensure_athlete(s, "anna", rt.settings)
+        store_parsed_strava(s, anna, activity)
+    with rt.db.read() as s:
+        kept = {f.original for f in s.scalars(select(ImportedFile)) if f.original}
+    assert len(kept) == 2 and all((rt.settings.data_home / k).is_file() for k in kept)
+    cli(rt, "forget", "anna", "--yes")
+    left = {k for k in kept if (rt.settings.data_home / k).exists()}
+    with rt.db.read() as s:
+        assert s.scalars(select(SourceRecord)).all() == []
+        bens = {f.original for f in s.scalars(select(ImportedFile))}
+    assert left == bens and len(left) == 1  # ben's copy of a.fit stays; anna's b.fit is gone
+
+
+def store_parsed_strava(session: Any, athlete: Any, activity: dict[str, Any]) -> None:
+    from ingest.strava.sync import store_parsed
+
+    parsed = convert_activity(activity, Settings().load.constants)
+    assert isinstance(parsed, ParsedRun)
+    store_parsed(session, athlete, [parsed], records={parsed.source_key: {"activity": activity, "streams": None}})

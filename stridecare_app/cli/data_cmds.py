@@ -48,6 +48,8 @@ def forget(
     with rt.db.transaction() as session:
         who = athlete_or_fail(session, athlete)
         result = forget_athlete(session, who)
+    for relative in result.originals:  # the kept copies of their files, now that no row names them
+        (rt.settings.data_home / relative).unlink(missing_ok=True)
     detail = ", ".join(f"{n} {table}" for table, n in sorted(result.counts.items()))
     typer.echo(f"forgot {athlete}: {detail}")
     folders = [str(path) for name, path in rt.settings.inbox_map() if name == athlete]
