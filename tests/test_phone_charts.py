@@ -31,7 +31,7 @@ from stridecare.db.models import Athlete, Run
 from stridecare.domain.flags import acwr_flag, spike_flag
 from stridecare.runtime import Runtime
 from stridecare_app.web.app import create_app
-from stridecare_app.web.charts import DESK, PHONE, Frame, load_chart
+from stridecare_app.web.charts import DESK, PHONE, PHONE_SMALL, Frame, line_chart, load_chart
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "fit"
 # A real Garmin run (MANIFEST.tsv: garmin, running, 62.9 min timer) with fifteen stops while the watch ran:
@@ -122,6 +122,15 @@ def test_every_bar_carries_its_values_for_a_tap() -> None:
     for bar in (chart["bars"][0], chart["bars"][-1]):
         assert bar["tip"]["x"] >= 0 and bar["tip"]["x"] + bar["tip"]["width"] <= PHONE.width
     assert all(b["hit_width"] > b["width"] for b in chart["bars"])  # the whole column takes the tap
+
+
+@pytest.mark.parametrize(("value", "invert"), [(170.0, False), (333.0, True), (360.0, True)])
+def test_an_even_line_is_drawn_above_the_x_axis_not_on_it(value: float, invert: bool) -> None:
+    xs = [float(m) for m in range(41)]
+    chart = line_chart(xs, [value] * 41, PHONE_SMALL, invert=invert, min_span=20.0, value_text="{:.0f}".format)
+    ys = {float(p.split(",")[1]) for seg in chart["segments"] for p in seg.split()}
+    assert len(ys) == 1 and ys.pop() < chart["baseline"] - 5
+    assert chart["points"][0]["tip"]["lines"][0]["text"] == f"{value:.0f} at 0.0 min"
 
 
 def test_a_flag_list_line_keeps_the_numbers_and_the_advice_comes_once_per_kind() -> None:

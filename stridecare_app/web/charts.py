@@ -276,8 +276,14 @@ def line_chart(
     plot_h = frame.height - frame.top - frame.bottom
     lo, hi = min(present), max(present)
     step = _round_step(max(hi - lo, min_span) / 3)
+    low, high = lo, hi
     lo = max(0.0, math.floor(lo / step) * step)
     hi = max(lo + 3 * step, math.ceil(hi / step) * step)
+    # A line lying on the x axis is hidden by it (an even 170 spm on a 170 tick): one more step below it.
+    if invert and high >= hi:
+        hi += step
+    elif not invert and low <= lo and lo >= step:
+        lo -= step
     span_x = max(xs[-1] - xs[0], 1e-6)
     baseline = frame.top + plot_h
 
