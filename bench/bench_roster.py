@@ -268,9 +268,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--pg", help="a PostgreSQL URL to run on (its tables are dropped and recreated)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--dir", help="where to make the scratch database (default: the system temp folder)")
+    parser.add_argument("--reuse", help="a data home to keep the seeded SQLite database in and reuse when it exists")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-roster-") as tmp:
-        home = Path(tmp) / "home"
+    with tempfile.TemporaryDirectory(prefix="bench-roster-", dir=args.dir) as tmp:
+        home = Path(args.reuse) if args.reuse else Path(tmp) / "home"
+        reused = bool(args.reuse) and (home / "stridecare.db").exists()
         if args.pg:
             from stridecare.db.engine import Database
 
@@ -284,7 +287,7 @@ def main() -> None:
                 "database": rt.db.engine.dialect.name,
                 "athletes": args.athletes,
                 "runs_per_athlete": args.runs,
-                "seed_s": {k: round(v, 1) for k, v in seed(rt, args.athletes, args.runs).items()},
+                "seed_s": {} if reused else {k: round(v, 1) for k, v in seed(rt, args.athletes, args.runs).items()},
             }
             result.update(measure(rt, args.repeat))
         finally:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import String, cast, func, select
 from sqlalchemy.orm import Session
 
 from recommender.feel import HIGH, WINDOW_DAYS, gentle_reasons, score_text
@@ -86,10 +86,12 @@ def roster(session: Session, now: datetime, group: str | None = None) -> list[di
     rows = {a.id: RosterRow(a.id, a.name, a.display_name or a.name, a.group_name, None) for a in athletes}
     by_id = {a.id: a for a in athletes}
 
-    # The newest run of each: one index lookup per athlete (max over the (athlete, start) index).
+    # The newest run of each: the (athlete, start) index read backwards to its first primary run, per athlete.
     newest = (
-        select(func.max(Run.start_time))
+        select(Run.start_time)
         .where(Run.athlete_id == Athlete.id, Run.duplicate_of_id.is_(None))
+        .order_by(Run.start_time.desc())
+        .limit(1)
         .correlate(Athlete)
         .scalar_subquery()
     )
@@ -99,13 +101,14 @@ def roster(session: Session, now: datetime, group: str | None = None) -> list[di
 
     # Scores of the last two weeks (the rules' window), oldest first.
     oldest_today = min(today.values())
-    scores: dict[int, list[FeelScore]] = defaultdict(list)
-    for score in session.scalars(
-        select(FeelScore)
+    # Plain tuples, not ORM objects: a few thousand rows, read on every view.
+    scores: dict[int, list[tuple[date, int, str | None]]] = defaultdict(list)
+    for athlete_id, day, value, where in session.execute(
+        select(FeelScore.athlete_id, FeelScore.day, FeelScore.score, FeelScore.location)
         .where(FeelScore.athlete_id.in_(ids), FeelScore.day >= oldest_today - timedelta(days=WINDOW_DAYS))
         .order_by(FeelScore.day)
     ):
-        scores[score.athlete_id].append(score)
+        scores[athlete_id].append((day, value, where))
 
     # Flagged runs of the last week: only recent rows, through the (athlete, start) index.
     flagged: dict[int, list[tuple[date, list[str], dict[str, str]]]] = defaultdict(list)
@@ -113,7 +116,13 @@ def roster(session: Session, now: datetime, group: str | None = None) -> list[di
     for athlete_id, start, flags, facts in session.execute(
         select(Run.athlete_id, Run.start_time, RunLoad.flags, RunLoad.facts)
         .join(RunLoad, RunLoad.run_id == Run.id)
-        .where(Run.athlete_id.in_(ids), Run.start_time >= since, Run.duplicate_of_id.is_(None))
+        .where(
+            Run.athlete_id.in_(ids),
+            Run.start_time >= since,
+            Run.duplicate_of_id.is_(None),
+            # Only flagged runs reach Python (the list is stored as JSON text; most runs raise none).
+            cast(RunLoad.flags, String) != "[]",
+        )
         .order_by(Run.start_time.desc())
     ):
         if flags:
@@ -148,7 +157,12 @@ def roster(session: Session, now: datetime, group: str | None = None) -> list[di
     shoe_due: dict[int, dict[int, str]] = defaultdict(dict)
     for athlete_id, key, facts in session.execute(
         select(Prompt.athlete_id, Prompt.dedupe_key, Prompt.facts).where(
-            Prompt.athlete_id.in_(ids), Prompt.kind == "shoe"
+            Prompt.athlete_id.in_(ids),
+            Prompt.kind == "shoe",
+            # Every alert's key starts "shoe:": the range keeps the planner on the (athlete, kind, key) index,
+            # where it would otherwise scan every prompt (it cannot know alerts are rare among them).
+            Prompt.dedupe_key >= "shoe:",
+            Prompt.dedupe_key < "shoe;",
         )
     ):
         shoe_id = _shoe_id(key)
@@ -162,16 +176,16 @@ def roster(session: Session, now: datetime, group: str | None = None) -> list[di
         start = last_start.get(a.id)
         row.last_run = local_day(start, a.timezone) if start is not None else None
         mine = scores.get(a.id, [])
-        by_day = {s.day: s for s in mine}
-        why = gentle_reasons([(s.day, s.score, s.location) for s in mine], day)
+        by_day = {answer[0]: answer for answer in mine}
+        why = gentle_reasons(mine, day)
         if why:
             row.reasons.append({"kind": "feel", "text": " ".join(why[:-1]).replace("this prompt is", "prompts are")})
         for flag_day, names, reasons in flagged.get(a.id, []):
             for name in names:
                 text = f"{_day_text(flag_day)}: {flag_title(name)} — {reasons.get(name, name)}"
-                high = by_day.get(flag_day)
-                if high is not None and high.score >= HIGH:
-                    text += f" (feet {score_text(high.score, high.location)} that day)"
+                answer = by_day.get(flag_day)
+                if answer is not None and answer[1] >= HIGH:
+                    text += f" (feet {score_text(answer[1], answer[2])} that day)"
                 row.reasons.append({"kind": "flag", "text": text})
         total, open_ = missed.get(a.id, (0, 0))
         if open_ >= MISSED_AT_LEAST:
