@@ -162,6 +162,8 @@ def setup_logging(settings: Settings) -> None:
     # Alembic announces its dialect on every start; only real migrations are worth a line.
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # httpx logs every request at INFO: a first connector sync would print a line per activity.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     root._stridecare = True  # type: ignore[attr-defined]
     root._stridecare_handler = handler  # type: ignore[attr-defined]
 

@@ -42,11 +42,12 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 import stridecare_app.web.strava as web_strava
+from ingest.connectors.ledger import connect as connect_connector
 from ingest.strava.events import sweep
 from ingest.strava.oauth import deauthorize
 from stridecare.clock import write_clock_file
 from stridecare.crypto import Vault
-from stridecare.db.models import Athlete, DailyLoad, Delivery, Prompt, Run, StravaAccount, StravaEvent
+from stridecare.db.models import Athlete, ConnectorAccount, DailyLoad, Delivery, Prompt, Run, StravaAccount, StravaEvent
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
 from stridecare_app.web.app import create_app
@@ -670,10 +671,12 @@ def test_rotate_keys_reencrypts_tokens_and_webhook_secrets(
         athlete.channel_settings = channel_settings(
             srt.vault, webhook="https://hook.example/", webhook_secret="whsec_dGVzdHNlY3JldA=="
         )
+    connect_connector(srt.db, srt.settings, "me", "intervals", "i42", "intervals-api-key", srt.now())
     new_key = Fernet.generate_key().decode()
     cli_env(monkeypatch, srt.settings, STRIDECARE_ENCRYPTION_KEYS=f"{new_key},{FERNET_KEY}")
     result = cli("strava", "rotate-keys")
     assert result.exit_code == 0, result.output
+    assert "the credentials of 1 connector accounts" in result.output
     only_new = Vault([new_key])
     with srt.db.read() as s:
         account = s.scalars(select(StravaAccount)).one()
@@ -681,6 +684,8 @@ def test_rotate_keys_reencrypts_tokens_and_webhook_secrets(
         assert only_new.decrypt(account.refresh_token_enc) == fake.grants[-1].refresh_token
         stored = s.scalars(select(Athlete.channel_settings)).one()["webhook"]["secret"]
         assert only_new.decrypt(stored) == "whsec_dGVzdHNlY3JldA=="
+        key = s.scalars(select(ConnectorAccount.credentials_enc)).one()
+        assert key is not None and only_new.decrypt(key) == "intervals-api-key"
 
 
 # -- a real worker -------------------------------------------------------------------------------------------

@@ -353,18 +353,24 @@ def backfill(
 
 @strava_app.command("rotate-keys")
 def rotate_keys_cmd() -> None:
-    """Re-encrypt every Strava token and webhook secret with the newest key of STRIDECARE_ENCRYPTION_KEYS.
+    """Re-encrypt every secret held at rest — Strava tokens, connector credentials (intervals.icu keys, Garmin
+    tokens), webhook secrets, push URLs — with the newest key of STRIDECARE_ENCRYPTION_KEYS.
 
     Put the new key first in the list, keep the old ones after it, run this, then drop the old keys.
     """
+    from ingest.connectors.ledger import rotate_credentials  # deferred: start-up time of the command line
     from ingest.strava.sync import rotate_keys  # deferred: start-up time of the command line (stravalib)
 
     rt = runtime()
     try:
         accounts, secrets = rotate_keys(rt)
+        connectors = rotate_credentials(rt.db, rt.settings)
     except SecretsError as exc:
         fail(f"{exc}; keep the old key in STRIDECARE_ENCRYPTION_KEYS until this has run")
-    err.print(f"Re-encrypted the tokens of {accounts} Strava accounts and {secrets} webhook secrets.")
+    err.print(
+        f"Re-encrypted the tokens of {accounts} Strava accounts, the credentials of {connectors} connector "
+        f"accounts and {secrets} channel secrets."
+    )
 
 
 @strava_app.command()
