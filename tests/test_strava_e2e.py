@@ -676,7 +676,7 @@ def test_rotate_keys_reencrypts_tokens_and_webhook_secrets(
     cli_env(monkeypatch, srt.settings, STRIDECARE_ENCRYPTION_KEYS=f"{new_key},{FERNET_KEY}")
     result = cli("strava", "rotate-keys")
     assert result.exit_code == 0, result.output
-    assert "the credentials of 1 connector accounts" in result.output
+    assert "the credentials of 1 connector accounts" in " ".join(result.output.split())
     only_new = Vault([new_key])
     with srt.db.read() as s:
         account = s.scalars(select(StravaAccount)).one()
