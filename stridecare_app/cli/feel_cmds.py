@@ -25,7 +25,10 @@ Examples: `stridecare feel 3f9a1c 2`, `stridecare feel 5 --where heel --athlete 
 
 @app.command(help=_HELP)
 def feel(
-    args: Annotated[list[str], typer.Argument(help="[PROMPT] SCORE: the prompt (optional) and the score 0-10.")],
+    args: Annotated[
+        list[str],
+        typer.Argument(metavar="[PROMPT] SCORE", help="The prompt it answers (optional) and the score, 0 to 10."),
+    ],
     where: Annotated[
         str | None, typer.Option("--where", help=f"Where: {' | '.join(WHERE.values())} (optional).")
     ] = None,
