@@ -44,8 +44,8 @@ def settings_for(home: Path, pg: str | None) -> Settings:
     return Settings(
         data_home=home,
         database_url=pg,
-        encryption_keys=["6vYg1GDm8N3gTk6u0p5mYw4QG1vXh2Jq9v6Tq3l0W0c="],  # type: ignore[list-item]
-        secret_key="bench-signing-key",  # type: ignore[arg-type]
+        encryption_keys=["6vYg1GDm8N3gTk6u0p5mYw4QG1vXh2Jq9v6Tq3l0W0c="],
+        secret_key="bench-signing-key",
     )
 
 
@@ -63,7 +63,7 @@ def seed(rt: Runtime, athletes: int, runs: int) -> dict[str, float]:
     groups = ["juniors", "club", "masters", None]
     with rt.db.engine.begin() as conn:
         conn.execute(
-            insert(Athlete.__table__),
+            insert(Athlete),
             [
                 {
                     "name": f"a{i:04d}",
@@ -80,13 +80,13 @@ def seed(rt: Runtime, athletes: int, runs: int) -> dict[str, float]:
         )
         ids = [row[0] for row in conn.execute(text("SELECT id FROM athletes ORDER BY id"))]
         conn.execute(
-            insert(Shoe.__table__),
+            insert(Shoe),
             [
                 {"athlete_id": a, "name": "Pegasus", "remind_at_km": 700.0, "retired": False, "start_km": 0.0}
                 for a in ids
             ],
         )
-        shoes = dict(conn.execute(text("SELECT athlete_id, id FROM shoes")).all())
+        shoes: dict[int, int] = {int(a): int(s) for a, s in conn.execute(text("SELECT athlete_id, id FROM shoes"))}
     took["athletes"] = time.perf_counter() - started
 
     run_rows: list[dict[str, Any]] = []
@@ -117,8 +117,8 @@ def seed(rt: Runtime, athletes: int, runs: int) -> dict[str, float]:
                 )
                 next_id += 1
                 if len(run_rows) >= BATCH:
-                    _flush(conn, Run.__table__, run_rows)
-        _flush(conn, Run.__table__, run_rows)
+                    _flush(conn, Run, run_rows)
+        _flush(conn, Run, run_rows)
     took["runs"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -168,13 +168,13 @@ def seed(rt: Runtime, athletes: int, runs: int) -> dict[str, float]:
                 )
                 run_id += 1
                 if len(load_rows) >= BATCH:
-                    _flush(conn, RunLoad.__table__, load_rows)
-                    _flush(conn, Prompt.__table__, prompt_rows)
-        _flush(conn, RunLoad.__table__, load_rows)
-        _flush(conn, Prompt.__table__, prompt_rows)
+                    _flush(conn, RunLoad, load_rows)
+                    _flush(conn, Prompt, prompt_rows)
+        _flush(conn, RunLoad, load_rows)
+        _flush(conn, Prompt, prompt_rows)
         # Scores: two weeks of answers for every athlete, some high; shoe alerts for a few.
         conn.execute(
-            insert(FeelScore.__table__),
+            insert(FeelScore),
             [
                 {
                     "athlete_id": a,
@@ -188,7 +188,7 @@ def seed(rt: Runtime, athletes: int, runs: int) -> dict[str, float]:
             ],
         )
         conn.execute(
-            insert(Prompt.__table__),
+            insert(Prompt),
             [
                 {
                     "id": f"shoe{a:028x}",
@@ -226,7 +226,7 @@ def _stats(samples: list[float]) -> dict[str, float]:
 
 
 def measure(rt: Runtime, repeat: int) -> dict[str, Any]:
-    from webclient import admin
+    from webclient import admin  # type: ignore[import-not-found]
 
     from recommender.roster import roster
     from stridecare_app.web.app import create_app
