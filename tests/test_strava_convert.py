@@ -27,6 +27,7 @@ def run(activity: Any, streams: Any = None) -> ParsedRun:
 
 
 def streams_of(t: list[float], cadence: list[float | None] | None, moving: list[bool] | None = None) -> dict[str, Any]:
+    # 3 m/s: the activities these go with state a distance that fits (a step length a foot can take).
     out: dict[str, Any] = {"time": {"data": t}, "distance": {"data": [3.0 * x for x in t]}}
     if cadence is not None:
         out["cadence"] = {"data": cadence}
@@ -46,7 +47,7 @@ def test_per_foot_cadence_stream_is_doubled() -> None:
 
 def test_stream_already_in_steps_per_minute_is_not_doubled() -> None:
     t = [float(i) for i in range(601)]
-    parsed = run(make_activity(1, START, moving_time=600), streams_of(t, [170.0] * 601))
+    parsed = run(make_activity(1, START, moving_time=600, distance=1800.0), streams_of(t, [170.0] * 601))
     assert parsed.steps == pytest.approx(1700.0)
     assert parsed.avg_cadence_spm == pytest.approx(170.0)
 
@@ -55,7 +56,7 @@ def test_steps_only_while_moving() -> None:
     # 0-600 s running, 600-900 s stopped at a light (cadence still reported), 900-1200 s running.
     t = [float(i) for i in range(1201)]
     moving = [not (600 < i <= 900) for i in range(1201)]
-    parsed = run(make_activity(1, START, moving_time=900), streams_of(t, [85.0] * 1201, moving))
+    parsed = run(make_activity(1, START, moving_time=900, distance=2700.0), streams_of(t, [85.0] * 1201, moving))
     assert parsed.steps == pytest.approx(170 * 900 / 60)
     assert parsed.samples.timer_running[700] is False
 
@@ -63,7 +64,7 @@ def test_steps_only_while_moving() -> None:
 def test_sample_gaps_are_not_dropped() -> None:
     # Smart recording: a sample every 5 s covers 5 s of running each.
     t = [float(i * 5) for i in range(121)]
-    parsed = run(make_activity(1, START, moving_time=600), streams_of(t, [90.0] * 121))
+    parsed = run(make_activity(1, START, moving_time=600, distance=1800.0), streams_of(t, [90.0] * 121))
     assert parsed.steps == pytest.approx(180 * 600 / 60)
 
 
@@ -163,14 +164,14 @@ def test_streams_list_form_and_descent() -> None:
         {"type": "cadence", "data": [85] * 5},
         {"type": "altitude", "data": [100.0, 98.0, 99.0, 95.0, 95.5]},
     ]
-    parsed = run(make_activity(1, START, moving_time=4), streams)
+    parsed = run(make_activity(1, START, moving_time=4, distance=12.0), streams)
     assert parsed.steps == pytest.approx(170 * 4 / 60)
     # One drop from 100 to 95: the 1 m rebound to 99 is below the 3 m noise threshold.
     assert parsed.descent_m == pytest.approx(5.0)
 
 
 def test_steps_from_samples_ignores_non_increasing_time() -> None:
-    parsed = run(make_activity(1, START, moving_time=2), streams_of([0.0, 1.0, 1.0, 2.0], [85.0] * 4))
+    parsed = run(make_activity(1, START, moving_time=2, distance=6.0), streams_of([0.0, 1.0, 1.0, 2.0], [85.0] * 4))
     assert steps_from_samples(parsed.samples) == pytest.approx(170 * 2 / 60)
 
 
