@@ -11,8 +11,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
-
 from stridecare.domain.run import CadenceSource, Samples
 
 # A median per-foot cadence above this is impossible for a human (it would be > 240 steps/min), so the device
@@ -100,6 +98,8 @@ def interval_weights(samples: Samples) -> list[float]:
     so an interval that spans a pause never counts. Long gaps are not capped: smart recording writes every
     1–9 s. Out-of-order or duplicate times give zero weight rather than a negative one.
     """
+    import numpy as np  # deferred: start-up time (the settings import this module; NumPy costs 80 ms)
+
     t = np.asarray(samples.t, dtype=np.float64)
     if not len(t):
         return []
