@@ -52,7 +52,7 @@ from stridecare.domain.load import (
     baseline_cadence_spm,
 )
 from stridecare.domain.load_arrays import run_load
-from stridecare.domain.long_run import classify_long_run
+from stridecare.domain.long_run import LongRunDecision, classify_long_run
 from stridecare.domain.run import CadenceSource, ParsedRun, Samples
 from stridecare.settings import Settings
 
@@ -718,8 +718,6 @@ def post_run_prompt(session: Session, settings: Settings, athlete: Athlete, run:
 
 
 def _long_decision(load: RunLoad) -> Any:
-    from stridecare.domain.long_run import LongRunDecision
-
     return LongRunDecision(
         is_long=load.long_run,
         rule=str(load.facts.get("long_run_rule", "")),

@@ -44,7 +44,7 @@ def rows(rt: Runtime) -> list[ImportedFile]:
 
 
 def test_a_timed_out_read_is_retried_later_with_more_time_and_never_taken_for_damaged(tmp_path: Path) -> None:
-    busy = open_rt(tmp_path, decode_timeout_s=0.02)  # a machine so busy that nothing finishes in time
+    busy = open_rt(tmp_path, decode_timeout_s=0.001)  # a machine so busy that nothing finishes in time
     inbox = Path(busy.settings.inbox_map()[0][1])
     inbox.mkdir(parents=True)
     path = long_run(inbox / "ultra.fit")
@@ -83,7 +83,7 @@ def test_a_timed_out_read_is_retried_later_with_more_time_and_never_taken_for_da
 
 
 def test_reads_that_never_finish_end_rejected_after_a_bounded_number_of_tries(tmp_path: Path) -> None:
-    busy = open_rt(tmp_path, decode_timeout_s=0.001)  # even 16 times this is too short
+    busy = open_rt(tmp_path, decode_timeout_s=0.0001)  # even 16 times this is too short
     path = long_run(tmp_path / "ultra.fit")
     statuses = [ingest_path(busy.db, busy.settings, "me", path, busy.now()).status for _ in range(6)]
     assert statuses == [RETRY, RETRY, RETRY, RETRY, "rejected", "duplicate"]
@@ -104,7 +104,7 @@ def cli(rt: Runtime, *args: str) -> tuple[int, str]:
 
 
 def test_stridecare_retry_reads_rejected_and_quarantined_files_again(tmp_path: Path) -> None:
-    busy = open_rt(tmp_path, decode_timeout_s=0.02)
+    busy = open_rt(tmp_path, decode_timeout_s=0.001)
     inbox = Path(busy.settings.inbox_map()[0][1])
     inbox.mkdir(parents=True)
     slow = long_run(inbox / "ultra.fit")

@@ -17,7 +17,7 @@ from recommender.figures import figure_text
 from recommender.routines import routine
 from recommender.silence import PromptOutcome, outcomes_for_runs
 from stridecare.db.engine import Database
-from stridecare.db.models import Athlete, ImportedFile, Run
+from stridecare.db.models import Athlete, ImportedFile, Run, StravaAccount, StravaEvent
 from stridecare.db.run_json import run_json
 from stridecare.logging import event
 from stridecare.settings import Settings
@@ -129,8 +129,6 @@ def announce_stored(db: Database, settings: Settings, run_ids: list[int]) -> Non
 def announce_strava_event(db: Database, settings: Settings, event_id: int) -> None:
     """The console's line for a Strava event that changed runs: the activity's run with distance and load, or
     that it was removed, then its prompt line (or why none)."""
-    from stridecare.db.models import StravaAccount, StravaEvent
-
     with db.read() as session:  # the console only reads: no write lock on the worker's path
         row = session.get(StravaEvent, event_id)
         if row is None:

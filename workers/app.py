@@ -16,7 +16,7 @@ from stridecare.runtime import Runtime, reset_after_fork
 from stridecare.settings import Settings, load_settings
 
 # The task modules define shared tasks: importing them registers their tasks on every app made here.
-from workers import connector_tasks, strava_tasks, tasks  # noqa: F401
+from workers import connector_tasks, strava_tasks, tasks, tick  # noqa: F401
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -30,7 +30,16 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from delivery.outbox import deliver_one, due_delivery_ids
+from ingest.export_drop import import_dropped_export
+from ingest.retry import due_item, read_again
+from ingest.service import ingest_path
 from ingest.watch import EXPORT_SUFFIX
+from recommender.home_assistant import publish_figures
+from recommender.messages import build_message
+from recommender.planner import ChunkDone
+from recommender.planner import replan as replan_athlete
+from workers.announce import announce, announce_stored
 from workers.context import runtime_of
 
 log = logging.getLogger(__name__)
@@ -54,7 +63,6 @@ def ingest_file(self: Task, athlete: str, path: str, root: str | None = None, mo
 @shared_task(bind=True, name="stridecare.retry_file")  # type: ignore[untyped-decorator]
 def retry_file(self: Task, file_id: int) -> None:
     """Read again a file whose reading did not finish (its import log row ``file_id``), when it is still due."""
-    from ingest.retry import due_item, read_again
 
     rt = runtime_of(self.app)
     item = due_item(rt.db, int(file_id))
@@ -68,7 +76,6 @@ def retry_file(self: Task, file_id: int) -> None:
 def _ingest_one(rt: Any, athlete: str, path: Path, root: Path | None) -> int | None:
     """Store one file's runs; print its line now if none of them will get a load. The athlete's id when this
     call owes the athlete's replan."""
-    from ingest.service import ingest_path
 
     if path.name.lower().endswith(EXPORT_SUFFIX):
         return _import_export(rt, athlete, path, root)
@@ -79,8 +86,6 @@ def _ingest_one(rt: Any, athlete: str, path: Path, root: Path | None) -> int | N
 def _import_export(rt: Any, athlete: str, path: Path, root: Path | None) -> int | None:
     """A Strava export dropped into the inbox: every activity in it, a line for each one not stored, and one
     line for the archive."""
-    from ingest.export_drop import import_dropped_export
-    from workers.announce import announce
 
     def said(report: Any) -> None:
         if report.status in ("rejected", "skipped"):
@@ -93,7 +98,6 @@ def _import_export(rt: Any, athlete: str, path: Path, root: Path | None) -> int 
 
 def _reported(rt: Any, athlete: str, report: Any) -> int | None:
     """Print the file's line now if none of its runs will get a load; the athlete's id when a replan is owed."""
-    from workers.announce import announce
 
     if not (report.status == "ingested" and any(r["duplicate_of"] is None for r in report.runs)):
         announce(rt.db, rt.settings, athlete, report)  # nothing of it will get a load: its line is due now
@@ -116,11 +120,6 @@ def plan_athlete(rt: Any, athlete_id: int, run_ids: list[int] | None = None) -> 
     """How every way in ends when its store owes a replan: plan the athlete from their stale mark, print the
     lines of the files whose runs got their first load and of their prompts, and hand new deliveries to the
     workers."""
-    from delivery.outbox import due_delivery_ids
-    from recommender.home_assistant import publish_figures
-    from recommender.planner import ChunkDone
-    from recommender.planner import replan as replan_athlete
-    from workers.announce import announce_stored
 
     announced: set[int] = set()
 
@@ -143,8 +142,6 @@ def plan_athlete(rt: Any, athlete_id: int, run_ids: list[int] | None = None) -> 
 @shared_task(bind=True, name="stridecare.deliver")  # type: ignore[untyped-decorator]
 def deliver(self: Task, delivery_id: int) -> None:
     """Attempt one outbox delivery (claimed atomically, so a duplicate message does nothing)."""
-    from delivery.outbox import deliver_one
-    from recommender.messages import build_message
 
     deliver_one(runtime_of(self.app), delivery_id, build_message)
 
@@ -152,25 +149,6 @@ def deliver(self: Task, delivery_id: int) -> None:
 @shared_task(bind=True, name="stridecare.dispatch_due")  # type: ignore[untyped-decorator]
 def dispatch_due(self: Task) -> None:
     """Enqueue every outbox row that is due now."""
-    from delivery.outbox import due_delivery_ids
 
     for delivery_id in due_delivery_ids(runtime_of(self.app)):
         deliver.delay(delivery_id)
-
-
-@shared_task(bind=True, name="stridecare.tick")  # type: ignore[untyped-decorator]
-def tick(self: Task) -> None:
-    """The periodic job: scheduled prompts, due deliveries, due Strava work. Idempotent, so a second beat or a
-    redelivered tick changes nothing."""
-    from workers.periodic import Enqueue, run_periodic
-    from workers.strava_tasks import strava_backfill, strava_event
-
-    run_periodic(
-        runtime_of(self.app),
-        Enqueue(
-            delivery=deliver.delay,
-            strava_event=strava_event.delay,
-            strava_backfill=strava_backfill.delay,
-            retry_file=retry_file.delay,
-        ),
-    )

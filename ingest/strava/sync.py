@@ -27,6 +27,7 @@ from stridecare.db import leases
 from stridecare.db.engine import Database
 from stridecare.db.models import Athlete, Run, SourceRecord, StravaAccount, StravaEvent
 from stridecare.domain.run import ParsedRun
+from stridecare.plugins import rotate_channel_secrets
 from stridecare.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -276,8 +277,6 @@ def rotate_keys(rt: Runtime) -> tuple[int, int]:
             account.access_token_enc = vault.rotate(account.access_token_enc)
             account.refresh_token_enc = vault.rotate(account.refresh_token_enc)
             accounts += 1
-        from stridecare.plugins import rotate_channel_secrets
-
         for athlete in session.scalars(select(Athlete).with_for_update()):
             secrets_ += rotate_channel_secrets(athlete, vault)  # webhook secrets, push URLs, plugin channels' secrets
     return accounts, secrets_

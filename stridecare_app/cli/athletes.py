@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from delivery.push import check_push_url
+from delivery.ssrf import ForbiddenTarget, TargetUnresolvable, check_target, parse_networks
+from recommender.schedule import reschedule_held
 from stridecare.crypto import Vault, new_webhook_secret
 from stridecare.db.models import Athlete
 from stridecare.handles import InvalidHandle, check_handle
+from stridecare.links import dashboard_url
 from stridecare.plugins import (
     InvalidChannelSettings,
     channel_classes,
@@ -23,7 +28,7 @@ from stridecare.plugins import (
     store_channel_settings,
 )
 from stridecare.settings import Settings
-from stridecare_app.cli.main import app, athlete_or_fail, emit_json, fail, runtime
+from stridecare_app.cli.app import app, athlete_or_fail, emit_json, fail, runtime
 
 athlete_app = typer.Typer(help="Add athletes and set how and when they receive prompts.", no_args_is_help=True)
 app.add_typer(athlete_app, name="athlete")
@@ -285,7 +290,11 @@ def set_(
     channel: ChannelOpt = None,
     group: GroupOpt = None,
 ) -> None:
-    """Change an athlete's details; options not given stay as they are."""
+    """Change an athlete's details; options not given stay as they are.
+
+    Changing --quiet or --timezone re-times prompts held for quiet hours at once: a prompt no longer in quiet
+    hours goes out at the runner's next relay pass, and each held prompt's new time is printed.
+    """
     rt = runtime()
     with rt.db.transaction() as session:
         athlete = athlete_or_fail(session, name)
@@ -301,12 +310,24 @@ def set_(
             if len(cleaned) > 64 or any(not c.isprintable() for c in cleaned):
                 fail("a group name is up to 64 printable characters")
             athlete.group_name = cleaned or None
+        held = _reschedule_held(session, athlete, rt.now()) if timezone is not None or quiet is not None else []
     typer.echo(f"updated {name}")
+    for line in held:
+        typer.echo(line)
     if secret:
         typer.echo(f"webhook secret (shown once, verify signatures with it): {secret}")
     _warn_if_refused(webhook, rt.settings)
     if warning:
         typer.echo(f"warning: {warning}", err=True)
+
+
+def _reschedule_held(session: Session, athlete: Athlete, now: datetime) -> list[str]:
+    """Held prompts re-timed for new quiet hours or a new time zone; a line for each that changed."""
+    done = reschedule_held(session, athlete, now)
+    zone = ZoneInfo(athlete.timezone)
+    lines = [f"held prompt {pid} released: it goes out now" for pid in done.released]
+    lines += [f"held prompt {pid} now goes out at {due.astimezone(zone):%Y-%m-%d %H:%M %Z}" for pid, due in done.moved]
+    return lines
 
 
 def _warn_if_refused(webhook: str | None, settings: Settings) -> None:
@@ -317,8 +338,6 @@ def _warn_if_refused(webhook: str | None, settings: Settings) -> None:
     """
     if not webhook:
         return
-    from delivery.ssrf import ForbiddenTarget, TargetUnresolvable, check_target, parse_networks
-
     try:
         check_target(webhook, parse_networks(settings.webhook_allowed_networks))
     except ForbiddenTarget as exc:
@@ -349,6 +368,4 @@ def link(name: NameArg) -> None:
     with rt.db.transaction() as session:
         athlete = athlete_or_fail(session, name)
         token = athlete.dashboard_token
-    from stridecare.links import dashboard_url
-
     typer.echo(dashboard_url(rt.settings.effective_public_url, name, token))

@@ -14,12 +14,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from cryptography.fernet import Fernet
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from ingest.strava.errors import APP_INACTIVE_MESSAGE
+from stridecare.db.migrate import alembic_config
+from stridecare.db.models import ApiBudget, Athlete
 from stridecare.settings import Settings, load_settings
-from stridecare_app.cli.main import app, emit_json, state
+from stridecare_app.cli.app import app, emit_json, state
 
 # Long enough for a server under load, short enough that a container health check does not time out first.
 CONNECT_TIMEOUT_S = 5
@@ -88,10 +92,9 @@ def _engine(url: str) -> Engine:
 
 def check_database(settings: Settings) -> Check:
     """The database answers ``SELECT 1`` and its Alembic revision is the newest migration."""
+    # deferred: start-up time of the command line (Alembic, which only this check and a migration need)
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
-
-    from stridecare.db.migrate import alembic_config
 
     url = settings.effective_database_url
     parsed = make_url(url)
@@ -122,13 +125,13 @@ def check_database(settings: Settings) -> Check:
 
 def check_broker(settings: Settings) -> Check:
     """Redis answers PING; the embedded SQLite broker file exists or can be created; others connect."""
-    from kombu.utils.url import sanitize_url
+    from kombu.utils.url import sanitize_url  # deferred: start-up time of the command line (kombu)
 
     url = settings.effective_broker_url
     shown = sanitize_url(url)
     try:
         if url.startswith(("redis://", "rediss://")):
-            import redis
+            import redis  # deferred: start-up time of the command line (the Redis client)
 
             client = redis.Redis.from_url(
                 url, socket_timeout=CONNECT_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S
@@ -145,7 +148,7 @@ def check_broker(settings: Settings) -> Check:
             if _writable_dir(path.parent):
                 return Check("broker", True, f"{shown}: file is created with the first message")
             return Check("broker", False, f"{shown}: {path.parent} is missing or not writable")
-        from kombu.connection import Connection
+        from kombu.connection import Connection  # deferred: start-up time of the command line (kombu)
 
         # Any other transport Celery supports (AMQP, …): kombu connects with a single attempt.
         with Connection(url, connect_timeout=CONNECT_TIMEOUT_S) as conn:  # type: ignore[no-untyped-call]
@@ -205,8 +208,6 @@ def check_smtp(settings: Settings, *, database_ok: bool) -> Check:
 
 
 def _athletes_with_email(settings: Settings) -> int | None:
-    from stridecare.db.models import Athlete
-
     engine = _engine(settings.effective_database_url)
     try:
         with engine.connect() as conn:
@@ -221,8 +222,6 @@ def _athletes_with_email(settings: Settings) -> int | None:
 
 def check_keys(settings: Settings) -> Check:
     """The link-signing key is long enough and every configured encryption key is a Fernet key."""
-    from cryptography.fernet import Fernet
-
     if settings.secret_key is not None and len(settings.secret_key.get_secret_value()) < MIN_SECRET_KEY_CHARS:
         return Check(
             "keys",
@@ -239,14 +238,12 @@ def check_keys(settings: Settings) -> Check:
     else:
         source = f"encryption key kept in {settings.data_home / 'secret.keys'}"
     signing = "STRIDECARE_SECRET_KEY" if settings.secret_key is not None else "a key derived from it"
+    return Check("keys", True, f"{source}; links signed with {signing}")
 
 
 def check_strava(settings: Settings) -> Check:
     """Strava still serves this app: it fails while Strava answers 403 Application/Status/Inactive (the app's
     owner needs a subscription); stored runs are kept and imports resume by themselves once it is active."""
-    from ingest.strava.errors import APP_INACTIVE_MESSAGE
-    from stridecare.db.models import ApiBudget
-
     engine = _engine(settings.effective_database_url)
     try:
         with engine.connect() as conn:
@@ -261,4 +258,3 @@ def check_strava(settings: Settings) -> Check:
         return Check("strava", True, "the app is active (or has not been refused)")
     nxt = f"; checked again at {row.app_probe_at:%Y-%m-%d %H:%M} UTC" if row.app_probe_at is not None else ""
     return Check("strava", False, f"{APP_INACTIVE_MESSAGE}{nxt}")
-    return Check("keys", True, f"{source}; links signed with {signing}")
