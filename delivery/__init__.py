@@ -1,5 +1,5 @@
-"""Delivery channels for rendered prompts: console log, email (SMTP), signed outgoing webhooks and push (Apprise),
-with the outbox that claims, sends and records every delivery.
+"""Delivery channels for rendered prompts: console log, email (SMTP), signed outgoing webhooks, push (Apprise) and
+MQTT events for Home Assistant, with the outbox that claims, sends and records every delivery.
 
 Each channel implements :class:`stridecare.plugins.Channel` (the built-ins subclass ``SettingsChannel``: their
 per-athlete settings live in ``athlete.channel_settings``, one schema per channel) and is registered as an entry

@@ -30,7 +30,6 @@ from recommender.routines import TOE_ISOLATION
 from recommender.shoes import shoe_reminders
 from stridecare.db.athletes import lock_athlete
 from stridecare.db.engine import Database
-from stridecare.db.marks import mark_changed, session_starts
 from stridecare.db.models import Athlete, DailyLoad, Prompt, Run, RunLoad, utcnow
 from stridecare.db.samples import unpack_samples
 from stridecare.domain.flags import SPIKE_FLAGS, Flag, evaluate_flags
@@ -78,7 +77,7 @@ def constants(settings: Settings) -> LoadConstants:
     return settings.load.constants
 
 
-def parsed_from_row(run: Run) -> ParsedRun:
+def _parsed_from_row(run: Run) -> ParsedRun:
     """A stored run back in the domain's shape, samples included."""
     samples = unpack_samples(run.samples.data) if run.samples is not None else Samples.empty()
     return ParsedRun(
@@ -143,7 +142,7 @@ def _load_result(
 ) -> RunLoadResult:
     speed = run.distance_m / run.timer_s if run.timer_s > 0 else 0.0
     return run_load(
-        parsed_from_row(run),
+        _parsed_from_row(run),
         cadence_base_spm=baseline_cadence_spm(history, speed),
         cadence_history=history,
         sex=athlete.sex,
@@ -152,18 +151,11 @@ def _load_result(
     )
 
 
-def compute_run_load(session: Session, settings: Settings, athlete: Athlete, run: Run) -> RunLoadResult:
-    """The model's figures for ``run`` with the athlete's cadence baseline at similar speed (90 days)."""
-    since = run.start_time - timedelta(days=settings.load.cadence_baseline_days)
-    earlier = _primary_runs(session, athlete.id, since, run.start_time)
-    return _load_result(settings, athlete, run, _cadence_history(run, earlier))
-
-
 def _inputs_key(
     run: Run, athlete: Athlete, history: Sequence[tuple[float, float]], base: float | None, model: str
 ) -> str:
-    """A digest of everything a run's load depends on besides its own record: a changed record is passed to
-    :func:`runs_changed` or :func:`mark_changed`, which recompute it whatever its key.
+    """A digest of everything a run's load depends on besides its own record: a changed record's key is cleared
+    when it is marked (``stridecare.db.marks.mark_changed``), so it is recomputed whatever its key.
 
     A run whose key is unchanged keeps its stored load: recomputing it from its samples would give the same
     figures, and skipping that keeps a late or batched arrival from re-reading every later run's samples.
@@ -176,18 +168,6 @@ def _inputs_key(
 
 def _day_bounds(day: date, tz: str) -> tuple[datetime, datetime]:
     return utc_bounds_of_local_day(day, tz)
-
-
-def refresh_daily(session: Session, settings: Settings, athlete: Athlete, from_day: date) -> list[DailyLoad]:
-    """Recompute the athlete's daily rows from ``from_day`` on (a late, changed or deleted run).
-
-    Only the daily series: callers that changed runs use :func:`runs_changed`, which also brings loads and
-    flags up to date.
-    """
-    first_run = _first_run_start(session, athlete.id)
-    chunk = _primary_runs(session, athlete.id, _day_bounds(from_day, athlete.timezone)[0])
-    rows = _rebuild_daily(session, settings, athlete, from_day, chunk, first_run, final=True)
-    return rows
 
 
 def _first_run_start(session: Session, athlete_id: int) -> datetime | None:
@@ -306,37 +286,6 @@ def _as_rows(rows: Sequence[DailyLoad], first: date | None) -> list[DailyLoadRow
 # -- the one entry point -----------------------------------------------------------------------------------
 
 
-def runs_changed(
-    session: Session,
-    settings: Settings,
-    athlete: Athlete,
-    runs: Sequence[Run],
-    now: datetime,
-    *,
-    since: datetime | None = None,
-) -> ChunkDone | None:
-    """Every change to an athlete's runs ends here, in the caller's transaction: inserted, updated, linked or
-    unlinked ``runs`` (primaries or copies), and ``since`` for what no longer exists (a deleted run's start,
-    an updated run's old start). Loads, the daily series, flags and long-run marks are recomputed from the
-    earliest affected local day (or from an earlier stale mark a batch left), and fresh new runs get their
-    post-run prompt, once.
-
-    For many runs at once store them first, call :func:`mark_changed` in the same transaction, and finish
-    with :func:`replan` (or use :func:`planning_batch`), which works in short transactions. Returns what the
-    recompute did (None when nothing changed).
-    """
-    marks = [r.start_time for r in runs]
-    if since is not None:
-        marks.append(since)
-    if not marks and athlete.replan_from is None:
-        return None
-    marks.extend(session_starts(session, runs))
-    mark_changed(session, athlete, since=min(marks) if marks else None)
-    done = _replan_chunk(session, settings, athlete, now, changed={r.id for r in runs}, limit=None)
-    shoe_reminders(session, settings, athlete, now)  # a pair past its remind-at distance: once
-    return done
-
-
 def replan(
     db: Database,
     settings: Settings,
@@ -436,7 +385,7 @@ def _replan_chunk(
             continue
         end = rules.run_end(run.start_time, run.elapsed_s)
         if rules.is_fresh(end, now, settings.fresh_window_hours):
-            post_run_prompt(session, settings, athlete, run, now)
+            _post_run_prompt(session, settings, athlete, run, now)
     athlete.replan_from = boundary
     athlete.replan_progress_at = None if boundary is None else utcnow()  # alive, for marks.mark_stale
     session.flush()
@@ -615,7 +564,7 @@ def given_on(session: Session, athlete_id: int, day: date) -> set[str]:
     return given
 
 
-def post_run_prompt(session: Session, settings: Settings, athlete: Athlete, run: Run, now: datetime) -> Prompt | None:
+def _post_run_prompt(session: Session, settings: Settings, athlete: Athlete, run: Run, now: datetime) -> Prompt | None:
     """Write the post-run prompt and its outbox rows for ``run`` (once: unique per run)."""
     key = f"run:{run.id}"
     # The same run seen from two sources is one run: a prompt already made for a copy that this run replaced
