@@ -109,7 +109,7 @@ def _imports(path: Path, module: str) -> Iterator[Import]:
                     targets=_targets(node, module, is_package),
                     in_function=in_function,
                     # A reason above a run of imports covers the run; one on a line covers it and those after.
-                    marked=any(MARKER in text for text in lines[group_start : node.end_lineno]),
+                    marked=any(MARKER in text.partition("#")[2] for text in lines[group_start : node.end_lineno]),
                     text=lines[node.lineno - 1].strip(),
                 )
             elif isinstance(node, ast.If) and _is_type_checking(node.test):
