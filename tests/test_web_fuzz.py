@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
+import httpx
 import pytest
 from conftest import make_settings
 from factories import parsed_run, store_runs
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 from starlette.routing import Route
@@ -49,7 +50,7 @@ PARAMS = (
     "hub.verify_token",
 )
 FORM_FIELDS = ("csrf", "t", "password", "List-Unsubscribe")
-FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 class Site:
@@ -214,7 +215,10 @@ def test_no_input_gets_a_500(site: Site, method: str, template: str) -> None:
                 kwargs["headers"] = {"content-type": "application/json"}
             else:
                 kwargs["data"] = form
-        answer = client.request(method, path, **kwargs)
+        try:
+            answer = client.request(method, path, **kwargs)
+        except httpx.InvalidURL:
+            reject()  # a URL past what a client will send (httpx's 64 KB): no server ever sees it
         assert answer.status_code < 500, (method, path, query, answer.status_code, answer.text[:300])
 
     check()
