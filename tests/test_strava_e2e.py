@@ -45,12 +45,15 @@ import stridecare_app.web.strava as web_strava
 from ingest.connectors.ledger import connect as connect_connector
 from ingest.strava.events import sweep
 from ingest.strava.oauth import deauthorize
+from ingest.strava.sync import backfill_account
+from recommender.planner import replan
 from stridecare.clock import write_clock_file
 from stridecare.crypto import Vault
 from stridecare.db.models import Athlete, ConnectorAccount, DailyLoad, Delivery, Prompt, Run, StravaAccount, StravaEvent
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
 from stridecare_app.web.app import create_app
+from workers.announce import announce_stored
 
 STRAVA_ID = 5150
 SUB_ID = 1001  # the fake's first subscription id
@@ -826,3 +829,44 @@ def test_a_strava_run_gets_its_console_line_and_prompt_line(
         r"me: Strava activity 900077 created: run \d+, running, 10\.0 km, load [\d,]+ ref\. steps", lines[0]
     ), lines
     assert len(lines) == 2 and ("prompt" in lines[1])
+
+
+def test_the_log_names_the_address_each_request_really_went_to(
+    srt: Runtime, fake: FakeStrava, web: TestClient, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    connected(srt, fake)
+    add_run(fake, 900101, fake.clock.now() - timedelta(hours=1))
+    post(web, event("create", 900101))
+    with caplog.at_level(logging.INFO):
+        assert process_and_plan(srt, recorder.ids[0]).status == "done"
+    lines = [r.getMessage() for r in caplog.records if "Strava" in r.getMessage() or "strava.com" in r.getMessage()]
+    requests_logged = [line for line in lines if line.startswith("Strava GET ")]
+    assert requests_logged and all(fake.base_url in line for line in requests_logged)
+    assert not [line for line in lines if "www.strava.com" in line]
+
+
+def test_a_history_import_names_every_activity_it_stores_or_ignores_on_the_console(
+    srt: Runtime, fake: FakeStrava, caplog: pytest.LogCaptureFixture
+) -> None:
+    account_id = connected(srt, fake)
+    now = fake.clock.now()
+    for i in range(3):
+        add_run(fake, 700000 + i, now - timedelta(days=3 + i))
+    add_run(fake, 700010, now - timedelta(days=9), sport_type="Ride")
+    stored: list[int] = []
+
+    def replan_and_announce(athlete_id: int) -> None:
+        # What the backfill task's replan does: plan, and a console line per activity once its load is known.
+        replan(srt.db, srt.settings, athlete_id, srt.now(), on_chunk=lambda done: stored.extend(done.first_loads))
+        announce_stored(srt.db, srt.settings, list(stored), activities=True)
+
+    with caplog.at_level(logging.INFO, logger="stridecare.console"):
+        backfill_account(srt, account_id, max_steps=None, replan=replan_and_announce)
+    lines = [r.getMessage() for r in caplog.records if r.name == "stridecare.console"]
+    for i in range(3):
+        assert any(
+            re.match(rf"me: Strava activity {700000 + i} stored: run \d+, running, .* ref\. steps", x) for x in lines
+        )
+    assert "me: Strava activity 700010 ignored: not a foot sport (Ride)" in " ".join(lines) or any(
+        x.startswith("me: Strava activity 700010 ignored:") for x in lines
+    )

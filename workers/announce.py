@@ -105,12 +105,18 @@ def announce_prompts(db: Database, settings: Settings, run_ids: list[int]) -> No
         )
 
 
-def announce_stored(db: Database, settings: Settings, run_ids: list[int]) -> None:
+def announce_stored(db: Database, settings: Settings, run_ids: list[int], *, activities: bool = False) -> None:
     """The lines of the files that stored ``run_ids``, once their figures are known: a deferred store (an inbox
-    burst) has no load to show until its replan, which calls this."""
+    burst) has no load to show until its replan, which calls this. ``activities``: the runs stored from an API
+    rather than a file (a Strava history import) get a line each too."""
     reports: dict[int, tuple[str, FileReport]] = {}
+    api_runs: list[tuple[str, dict[str, Any]]] = []
     with db.read() as session:  # the console only reads: no write lock on the worker's path
         for run in session.scalars(select(Run).where(Run.id.in_(run_ids)).order_by(Run.start_time, Run.id)):
+            if run.file_id is None and activities:
+                owner = session.get(Athlete, run.athlete_id)
+                api_runs.append((owner.name if owner is not None else str(run.athlete_id), run_json(run)))
+                continue
             if run.file_id is None or (imported := session.get(ImportedFile, run.file_id)) is None:
                 continue
             if run.file_id not in reports:
@@ -121,7 +127,12 @@ def announce_stored(db: Database, settings: Settings, run_ids: list[int]) -> Non
     # Every file's line, then the prompt lines of all their runs from one read (a chunk holds many files).
     for name, report in reports.values():
         announce(db, settings, name, report, prompts=False)
+    for name, stored in api_runs:
+        source, key = stored["source"], stored["source_key"]
+        text = f"{name}: {source.capitalize()} activity {key} stored: {_run_text(stored)}"
+        event(log, "activity", text, athlete=name, source=source, activity_id=key, run=stored)
     ingested = [int(r["id"]) for _name, report in reports.values() if report.status == "ingested" for r in report.runs]
+    ingested += [int(stored["id"]) for _name, stored in api_runs]
     if ingested:
         announce_prompts(db, settings, ingested)
 

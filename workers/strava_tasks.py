@@ -41,6 +41,8 @@ def strava_event(self: Task, event_id: int) -> None:
 def strava_backfill(self: Task, account_id: int) -> None:
     """One step of an account's Strava backfill; the periodic sweep enqueues the next one when it is due."""
     rt = runtime_of(self.app)
-    progress = backfill_account(rt, int(account_id), replan=lambda athlete_id: plan_athlete(rt, athlete_id))
+    progress = backfill_account(
+        rt, int(account_id), replan=lambda athlete_id: plan_athlete(rt, athlete_id, activities=True)
+    )
     if progress is not None and progress.stored:
         dispatch_due.delay()

@@ -116,7 +116,7 @@ def replan(self: Task, athlete_id: int, run_ids: list[int] | None = None) -> Non
     plan_athlete(runtime_of(self.app), athlete_id, run_ids)
 
 
-def plan_athlete(rt: Any, athlete_id: int, run_ids: list[int] | None = None) -> None:
+def plan_athlete(rt: Any, athlete_id: int, run_ids: list[int] | None = None, *, activities: bool = False) -> None:
     """How every way in ends when its store owes a replan: plan the athlete from their stale mark, print the
     lines of the files whose runs got their first load and of their prompts, and hand new deliveries to the
     workers."""
@@ -126,7 +126,7 @@ def plan_athlete(rt: Any, athlete_id: int, run_ids: list[int] | None = None) -> 
     def chunk_done(done: ChunkDone) -> None:
         # The console's line per file and per prompt, now that the runs' load is known.
         if done.first_loads:
-            announce_stored(rt.db, rt.settings, list(done.first_loads))
+            announce_stored(rt.db, rt.settings, list(done.first_loads), activities=activities)
             announced.update(done.first_loads)
 
     looked_at = replan_athlete(rt.db, rt.settings, athlete_id, rt.now(), on_chunk=chunk_done)

@@ -35,11 +35,13 @@ from ingest.strava.convert import STREAM_KEYS, convert_activity, is_foot_activit
 from ingest.strava.errors import StravaAuthError, StravaDeferred, StravaError
 from ingest.strava.reader import ApiReader
 from stridecare.db.engine import Database
-from stridecare.db.models import StravaAccount
+from stridecare.db.models import Athlete, StravaAccount
 from stridecare.domain.run import ParsedRun
+from stridecare.logging import event
 from stridecare.settings import Settings
 
 log = logging.getLogger(__name__)
+console = logging.getLogger("stridecare.console")
 
 PER_PAGE = 200
 # After an unexpected failure (network, 5xx) try again after this long.
@@ -119,6 +121,8 @@ def backfill_step(
         if account.backfill_state == "done":
             return BackfillProgress("done", cursor=account.backfill_before)
         before = account.backfill_before or now
+        owner = s.get(Athlete, account.athlete_id)
+        athlete_name = owner.name if owner is not None else str(account.athlete_id)
         seen: set[int] = set(account.backfill_seen_ids or [])
         pages = account.backfill_page
         account.backfill_state = "running"
@@ -176,6 +180,17 @@ def backfill_step(
                     records[result.source_key] = {"activity": activity, "streams": streams}
                 else:
                     counts["skipped"] += 1
+                    # Said on the console, as an ignored file is: the stored ones get their line once planned.
+                    event(
+                        console,
+                        "activity",
+                        f"{athlete_name}: Strava activity {activity['id']} ignored: {result.reason}",
+                        athlete=athlete_name,
+                        source="strava",
+                        activity_id=str(activity["id"]),
+                        status="ignored",
+                        reason=result.reason,
+                    )
                 next_cursor = started + timedelta(seconds=1)
                 if next_cursor != cursor:
                     cursor, cursor_seen = next_cursor, set()

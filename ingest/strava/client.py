@@ -81,7 +81,10 @@ class BaseUrlSession(requests.Session):
         if _carries_access_token(str(url), kwargs.get("params"), kwargs.get("data")):
             raise TokenOutsideHeader("an access token may only be sent in the Authorization header")
         kwargs.setdefault("timeout", self.timeout_s)
-        return super().request(method, self.rebase(str(url)), *args, **kwargs)
+        target = self.rebase(str(url))
+        # The address the request really goes to (stravalib's own line names www.strava.com whatever the settings).
+        log.info("Strava %s %s", method, target.split("?", 1)[0])
+        return super().request(method, target, *args, **kwargs)
 
 
 def _under(url: str, prefix: str) -> bool:
@@ -101,6 +104,10 @@ def rebase_url(base_url: str, url: str, api_base: str | None = None) -> str:
 
 class _ApiV3(ApiV3):
     """stravalib's protocol without its environment-driven token refresh."""
+
+    # stravalib logs every request under the class's own name, with the URL before it is rebased: the session
+    # above logs the real one instead.
+    logging.getLogger(f"{__module__}._ApiV3").setLevel(logging.WARNING)
 
     def _check_credentials(self) -> None:
         # stravalib reads STRAVA_CLIENT_ID/SECRET from the environment and then refreshes expired tokens by

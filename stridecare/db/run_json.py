@@ -13,6 +13,7 @@ def run_json(run: Run) -> dict[str, Any]:
     return {
         "id": run.id,
         "source": run.source,
+        "source_key": run.source_key,
         "sport": run.sport,
         "sub_sport": run.sub_sport,
         "start_time": run.start_time.isoformat().replace("+00:00", "Z"),
