@@ -63,10 +63,16 @@ _WARM_MODULES = ("gpxpy", "gpxpy.gpx", "gpxpy.parser", "fitparse", "tcxreader.tc
 _MAX_REQUEST = 1 << 16
 # A server killed from outside is started again, as often as that happens (each request is retried on a server
 # started after the one that failed it); only this many servers in a row that died before acknowledging any
-# request mean a crash loop (a server that cannot start), which ends the retries.
-_CRASH_LOOP = 3
+# request mean a crash loop (a server that cannot start), which ends the retries. Not fewer: a server killed
+# while its first child runs, before its acknowledgement is read, also counts as one that took nothing, so a
+# machine whose servers are killed now and then under load can show three in a row without any crash loop.
+_CRASH_LOOP = 6
 # And a bound for one request whatever happens, so no caller can wait forever.
 _MAX_TRIES = 100
+
+
+class SandboxUnavailable(RuntimeError):
+    """The decode server cannot be kept running (it dies as it starts): no file can be decoded now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,8 +380,8 @@ def decode_sandboxed(
         if outcome is not None:
             return outcome
         if _server.crash_loop(generation):
-            raise RuntimeError(f"the decode server died {_CRASH_LOOP} times in a row before it took any file")
-    raise RuntimeError(f"the decode server died {_MAX_TRIES} times before it took {path.name}")
+            raise SandboxUnavailable(f"the decode server died {_CRASH_LOOP} times in a row before it took any file")
+    raise SandboxUnavailable(f"the decode server died {_MAX_TRIES} times before it took {path.name}")
 
 
 def _decode_once(

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from ingest.decode import Decoded, supported_suffixes
 from ingest.files import iter_files
 from ingest.retry import chosen, read_again
+from ingest.sandbox import SandboxUnavailable
 from ingest.service import CheckedFile, check, ingest_checked, ingest_path, read_guarded, sandboxed
 from ingest.store import FileReport, store_decoded
 from recommender.planner import replan
@@ -139,7 +140,12 @@ def import_archive(
     if not folder.is_dir():
         fail(f"{folder} is not a folder")
     reasons: Reasons = {}
-    summary = import_folder(rt, folder, name, workers or rt.settings.import_workers, as_json=as_json, reasons=reasons)
+    try:
+        summary = import_folder(
+            rt, folder, name, workers or rt.settings.import_workers, as_json=as_json, reasons=reasons
+        )
+    except SandboxUnavailable as exc:
+        fail(f"{exc}: decoding stopped; the files read so far are stored, and running the import again goes on")
     _print_summary(folder, summary, reasons, "no files")
     if summary.get("rejected"):
         raise typer.Exit(2)
