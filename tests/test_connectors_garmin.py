@@ -5,9 +5,12 @@ installed library still has what the real adapter calls."""
 
 from __future__ import annotations
 
+import ast
 import inspect
 import io
 import json
+import subprocess
+import sys
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -289,3 +292,63 @@ def test_the_installed_library_still_has_what_the_adapter_uses() -> None:
     assert callable(unlogged.client.dumps) and hasattr(unlogged, "display_name")
     adapter = GarminAdapter()
     assert adapter._lib is garminconnect
+
+
+def _published_wheel(folder: Path) -> Path:
+    """The newest python-garminconnect wheel the adapter allows, fetched from the package index (not installed:
+    it needs Python 3.12, which CI may not have); skips with the reason when the index cannot be reached."""
+    download = ["download", "--quiet", "--no-deps", "--only-binary=:all:", "--python-version", "3.12"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", *download, "--dest", str(folder), "garminconnect>=0.3.20"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    wheels = sorted(folder.glob("garminconnect-*.whl"))
+    if result.returncode != 0 or not wheels:
+        pytest.skip(f"the package index cannot be reached to fetch python-garminconnect: {result.stderr[-300:]}")
+    return wheels[-1]
+
+
+def test_the_published_library_declares_what_the_adapter_uses(tmp_path: Path) -> None:
+    """The same contract as above, read from the published wheel's source, so that it is checked on every
+    Python this project runs on, including one the library does not install on."""
+    classes: dict[str, ast.ClassDef] = {}
+    functions: dict[str, list[list[str]]] = {}
+    with zipfile.ZipFile(_published_wheel(tmp_path)) as wheel:
+        for name in wheel.namelist():
+            if not (name.startswith("garminconnect/") and name.endswith(".py")):
+                continue
+            for node in ast.walk(ast.parse(wheel.read(name))):
+                if isinstance(node, ast.ClassDef):
+                    classes[node.name] = node
+                elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    a = node.args
+                    functions.setdefault(node.name, []).append(
+                        [x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs]]
+                    )
+
+    def methods(cls: str) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for base in [cls, *[getattr(b, "id", "") for b in classes[cls].bases]]:
+            for node in classes.get(base, classes[cls]).body:
+                if isinstance(node, ast.FunctionDef) and node.name not in found:
+                    a = node.args
+                    found[node.name] = [x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs]]
+        return found
+
+    for name in (
+        "GarminConnectTooManyRequestsError",
+        "GarminConnectAuthenticationError",
+        "GarminConnectConnectionError",
+    ):
+        assert name in classes, name
+    garmin = methods("Garmin")
+    assert {"email", "password", "prompt_mfa", "retry_attempts"} <= set(garmin["__init__"])
+    assert "tokenstore" in garmin["login"]
+    assert ["self", "startdate", "enddate", "activitytype", "sortorder"] in functions["get_activities_by_date"]
+    assert any("dl_fmt" in args for args in functions["download_activity"])
+    formats = classes["ActivityDownloadFormat"]
+    assert any(
+        isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "ORIGINAL" for t in n.targets) for n in formats.body
+    )
