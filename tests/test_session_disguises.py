@@ -50,10 +50,27 @@ def prompts(rt: Runtime) -> int:
         return len(list(s.scalars(select(Prompt).where(Prompt.kind == "post_run"))))
 
 
-@pytest.mark.parametrize("order", list(itertools.permutations(["fit", "gpx", "strava"])))
+ORDERS = list(itertools.permutations(["fit", "gpx", "strava"]))
+
+
+@pytest.mark.parametrize("order", ORDERS)
 def test_copies_whose_labels_disagree_are_one_session_in_every_order(
-    any_rt: Runtime, tmp_path: Path, order: tuple[str, ...]
+    rt: Runtime, tmp_path: Path, order: tuple[str, ...]
 ) -> None:
+    copies_whose_labels_disagree(rt, tmp_path, order)
+
+
+def test_copies_whose_labels_disagree_are_one_session_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    from conftest import make_settings
+
+    rt = Runtime.open(make_settings(tmp_path, database_url=pg_url))
+    try:
+        copies_whose_labels_disagree(rt, tmp_path, ORDERS[-1])
+    finally:
+        rt.close()
+
+
+def copies_whose_labels_disagree(any_rt: Runtime, tmp_path: Path, order: tuple[str, ...]) -> None:
     arrive: dict[str, Callable[[], None]] = {
         "fit": lambda: ingest(any_rt, uphill_fit(tmp_path), now=FRESH),
         "gpx": lambda: ingest(any_rt, uphill_gpx(tmp_path), now=FRESH),
