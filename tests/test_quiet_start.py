@@ -10,21 +10,25 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, make_settings
 from harness import processes, settings_env, stridecare, wait_for
+from webclient import free_port
 
 pytestmark = pytest.mark.slow
 
 
 def test_run_starts_without_library_warnings_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    proc = stridecare("run", ["run", "--no-web"], settings_env(make_settings(tmp_path)), tmp_path / "logs")
+    settings = make_settings(tmp_path, web_port=free_port())
+    proc = stridecare("run", ["run"], settings_env(settings), tmp_path / "logs")
     with processes(proc):
         wait_for(lambda: "inbox for me" in proc.output(), timeout=60, what="the banner")
         wait_for(lambda: "new athlete" in proc.output(), timeout=30, what="the worker up")
+        wait_for(lambda: "log in at" in proc.output(), timeout=30, what="the web app up")
         proc.popen.send_signal(signal.SIGINT)
         code = proc.popen.wait(timeout=60)
     out = proc.output()
     assert code == 0, out
     assert "stopping: running work finishes, queued work waits for the next start" in out
-    for noise in ("SecurityWarning", "superuser", "Hitting Ctrl+C", "Warm shutdown", "DeprecationWarning"):
+    noise_lines = ("SecurityWarning", "superuser", "Hitting Ctrl+C", "Warm shutdown", "DeprecationWarning")
+    for noise in (*noise_lines, "Uvicorn running", "Started server process", "Waiting for application"):
         assert noise not in out, out
 
 

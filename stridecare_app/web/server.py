@@ -29,9 +29,9 @@ def uvicorn_config(app: ASGIApp, host: str, port: int, log_level: str = "info") 
     )
 
 
-def _server(rt: Runtime, host: str | None, port: int | None) -> uvicorn.Server:
+def _server(rt: Runtime, host: str | None, port: int | None, log_level: str | None = None) -> uvicorn.Server:
     config = uvicorn_config(
-        create_app(rt), host or rt.settings.web_host, port or rt.settings.web_port, rt.settings.log_level
+        create_app(rt), host or rt.settings.web_host, port or rt.settings.web_port, log_level or rt.settings.log_level
     )
     return uvicorn.Server(config)
 
@@ -54,7 +54,8 @@ def serve(rt: Runtime, host: str | None = None, port: int | None = None) -> None
 
 
 def serve_in_thread(rt: Runtime, host: str | None = None, port: int | None = None) -> uvicorn.Server:
-    """Serve from a daemon thread (the embedded runner); returns the server so callers can stop it."""
-    server = _server(rt, host, port)
+    """Serve from a daemon thread (the embedded runner); returns the server so callers can stop it. Its console
+    is for what happens to runs: uvicorn's start-up lines stay out of it (warnings still show)."""
+    server = _server(rt, host, port, "warning")
     threading.Thread(target=server.run, name="stridecare-web", daemon=True).start()
     return server
