@@ -11,11 +11,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# pip's own chatter (the build backend's notes on editable installs) goes to a log, shown only when it fails.
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[fast]'
+	@$(BIN)/python -m pip install --quiet -e '.[fast]' > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
 
 install-test: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@$(BIN)/python -m pip install --quiet -e '.[test]' > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
 
 run: install
 	$(BIN)/stridecare run
