@@ -46,6 +46,9 @@ class FileReport:
     # Else a replan is queued or running and plans these runs too.
     replan_owed: bool = False
     athlete_id: int | None = None
+    # For a duplicate: the path the content was first imported from, and when.
+    first_path: str | None = None
+    first_at: datetime | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The documented JSON shape."""
@@ -80,7 +83,9 @@ def existing_report(session: Session, path: str, imported: ImportedFile) -> File
     """The report for content imported before, naming the first copy."""
     runs = session.scalars(select(Run).where(Run.file_id == imported.id).order_by(Run.start_time)).all()
     reason = f"same content as {imported.path} ({imported.status})"
-    return FileReport(path, "duplicate", reason, [run_json(r) for r in runs])
+    return FileReport(
+        path, "duplicate", reason, [run_json(r) for r in runs], first_path=imported.path, first_at=imported.created_at
+    )
 
 
 def store_decoded(

@@ -3,9 +3,10 @@ named once as ignored, a sync tool's temporary file passes quietly. A real ``str
 
 from __future__ import annotations
 
+import logging
 import re
 import zipfile
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from fitgen import write_activity
 from harness import processes, settings_env, stridecare, wait_for
 from sqlalchemy import select
 
+from recommender.planner import replan
 from stridecare.db.models import Run, SeenFile
 from stridecare.runtime import Runtime
 
@@ -73,3 +75,28 @@ def test_an_export_zip_is_imported_and_other_files_are_named_as_ignored(tmp_path
     assert "me: notes.txt ignored: not an activity file" in out, out
     assert out.count("notes.txt") == 1  # said once, not at every rescan
     assert "run.fit.part" not in out
+
+
+def test_the_same_file_handed_on_again_gets_no_second_line_but_a_later_drop_does(
+    rt: Runtime, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sqlalchemy import update
+
+    from ingest.service import ingest_path
+    from stridecare.db.models import ImportedFile
+    from workers.tasks import _reported
+
+    path = tmp_path / "run.fit"
+    write_activity(path, start=datetime(2026, 11, 30, 7, tzinfo=UTC), duration_s=1200)
+    first = ingest_path(rt.db, rt.settings, "me", path, rt.now())
+    assert first.status == "ingested" and first.replan_owed
+    with caplog.at_level(logging.INFO, logger="stridecare.console"):
+        # A second hand-off of the same path while the first awaits its replan: no line, the replan is owed.
+        assert _reported(rt, "me", ingest_path(rt.db, rt.settings, "me", path, rt.now())) == first.athlete_id
+        assert not [r for r in caplog.records if "duplicate" in r.getMessage()]
+        replan(rt.db, rt.settings, first.athlete_id, rt.now())  # type: ignore[arg-type]
+        with rt.db.transaction() as s:  # dropped again long after: a person's duplicate, named
+            s.execute(update(ImportedFile).values(created_at=datetime.now(UTC) - timedelta(hours=1)))
+        _reported(rt, "me", ingest_path(rt.db, rt.settings, "me", path, rt.now()))
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("run.fit is a duplicate of run" in line for line in lines), lines

@@ -25,6 +25,7 @@ finishes any mark left once no run has arrived for its grace. A single live file
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,9 @@ from workers.announce import announce, announce_stored
 from workers.context import runtime_of
 
 log = logging.getLogger(__name__)
+
+# How long after a file's store a second hand-off of the same path is the watcher's own repeat, not a person's.
+REPEAT_S = 120.0
 
 
 @shared_task(bind=True, name="stridecare.ingest_file")  # type: ignore[untyped-decorator]
@@ -97,9 +101,20 @@ def _import_export(rt: Any, athlete: str, path: Path, root: Path | None) -> int 
 
 
 def _reported(rt: Any, athlete: str, report: Any) -> int | None:
-    """Print the file's line now if none of its runs will get a load; the athlete's id when a replan is owed."""
+    """Print the file's line now if none of its runs will get a load; the athlete's id when a replan is owed.
 
-    if not (report.status == "ingested" and any(r["duplicate_of"] is None for r in report.runs)):
+    The same file handed on again (a hand-off redelivered, the watcher's second look) is not a duplicate a
+    person made: no second line while its first is still to come (its runs await their replan) or was said
+    within the hand-off's lifetime. The same file dropped again later is named a duplicate."""
+    again = (
+        report.status == "duplicate"
+        and report.first_path == report.path
+        and (
+            any(r["load"] is None and r["duplicate_of"] is None for r in report.runs)
+            or (report.first_at is not None and (datetime.now(UTC) - report.first_at).total_seconds() < REPEAT_S)
+        )
+    )
+    if not again and not (report.status == "ingested" and any(r["duplicate_of"] is None for r in report.runs)):
         announce(rt.db, rt.settings, athlete, report)  # nothing of it will get a load: its line is due now
     # A duplicate whose runs still have no load is a redelivery after a crash between the store and the
     # enqueue: its replan is still owed.
