@@ -41,16 +41,16 @@ class Recomputed:
     replan_athlete: int | None = None
 
 
-def _source_file(settings: Settings, row: ImportedFile) -> Path | None:
-    """The bytes this import log row was read from: the kept original, else the recorded path if its content
-    is still the same."""
-    if row.original:
-        kept = original(settings.data_home, row.original)
-        if kept.is_file():
-            return kept
-    path = Path(row.path)
+def _source_file(settings: Settings, recorded: str, kept: str | None, digest: str) -> Path | None:
+    """The bytes an import log row was read from: the kept original, else the recorded path if its content is
+    still the same."""
+    if kept:
+        copy = original(settings.data_home, kept)
+        if copy.is_file():
+            return copy
+    path = Path(recorded)
     try:
-        if path.is_file() and content_hash(path) == row.content_hash:
+        if path.is_file() and content_hash(path) == digest:
             return path
     except OSError:
         return None
@@ -80,8 +80,7 @@ def recompute_athlete(
             )
         )
     for file_id, path, kept, digest in files:
-        row = ImportedFile(id=file_id, path=path, original=kept, content_hash=digest)
-        source = _source_file(settings, row)
+        source = _source_file(settings, path, kept, digest)
         if source is None:
             assert out.missing is not None
             out.missing.append(f"{path}: neither the kept original nor the file itself is there any more")

@@ -12,8 +12,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from ingest.runs import store_parsed
 from ingest.service import ingest_path
 from ingest.store import FileReport
@@ -23,11 +21,10 @@ from ingest.strava.sync import backfill_account
 from recommender.planner import ChunkDone, replan
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.engine import Database
-from stridecare.db.models import Run
-from stridecare.db.run_json import run_json
 from stridecare.domain.run import CadenceSource, ParsedRun, Samples
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
+from stridecare_app.cli.ingest_cmds import planned
 
 
 def steady_samples(
@@ -143,16 +140,9 @@ def history(first: datetime, count: int, *, seed: int = 11) -> list[ParsedRun]:
 def ingest_planned(
     db: Database, settings: Settings, athlete: str, path: Path, now: datetime, **kwargs: Any
 ) -> FileReport:
-    """``ingest.service.ingest_path`` followed, as every entry point ends, by the replan it owes; the report's
-    runs carry their planned figures."""
-    report = ingest_path(db, settings, athlete, path, now, **kwargs)
-    if report.replan_owed and report.athlete_id is not None:
-        replan(db, settings, report.athlete_id, now)
-        ids = [int(r["id"]) for r in report.runs]
-        with db.read() as session:
-            stored = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(ids)))}
-            report.runs = [run_json(stored[i]) for i in ids]
-    return report
+    """``ingest.service.ingest_path`` followed, as every entry point ends, by the replan it owes (the command
+    line's ``planned``); the report's runs carry their planned figures."""
+    return planned(db, settings, ingest_path(db, settings, athlete, path, now, **kwargs), now)
 
 
 def process_and_plan(rt: Runtime, event_id: int) -> EventOutcome:

@@ -14,7 +14,7 @@ from factories import history, parsed_run, store_runs
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from ingest.strava.sync import remove_runs
+from ingest.runs import remove_runs
 from recommender.planner import ChunkDone, replan
 from stridecare.db.models import Athlete, DailyLoad, Prompt, Run, RunLoad
 from stridecare.runtime import Runtime

@@ -21,8 +21,9 @@ from sqlalchemy import select
 from test_more_sources import gpx_xml, track_points
 
 from ingest.dedupe import overlap_fraction, same_session
+from ingest.runs import remove_runs
 from ingest.strava.convert import convert_activity
-from ingest.strava.sync import remove_runs, store_parsed
+from ingest.strava.sync import store_parsed
 from recommender.data_rights import forget_athlete
 from recommender.planner import replan
 from stridecare.db.athletes import ensure_athlete, get_athlete

@@ -41,6 +41,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from stravalib import exc as strava_exc
 
+from ingest.runs import remove_runs
 from ingest.strava.backfill import due_backfills
 from ingest.strava.convert import STREAM_KEYS, convert_activity
 from ingest.strava.errors import (
@@ -52,7 +53,7 @@ from ingest.strava.errors import (
     StravaError,
 )
 from ingest.strava.reader import ApiReader
-from ingest.strava.sync import find_run, forget_account, remove_runs, store_parsed
+from ingest.strava.sync import find_run, forget_account, store_parsed
 from stridecare.db.engine import is_sqlite
 from stridecare.db.models import Athlete, StravaAccount, StravaEvent
 from stridecare.domain.run import ParsedRun

@@ -113,11 +113,6 @@ def store_runs(
     return runs.Stored()  # pragma: no cover - the loop returns or raises
 
 
-def remove_runs(session: Session, athlete: Athlete, doomed: Sequence[Run]) -> bool:
-    """Delete ``doomed`` through the one writer; whether the athlete's replan is owed."""
-    return runs.remove_runs(session, athlete, doomed)
-
-
 def forget_account(session: Session, account: StravaAccount) -> int:
     """Delete everything we hold from Strava for this account: its runs (with samples and load), its records,
     its push events and the account with its tokens, as Strava's API agreement requires after a
@@ -127,7 +122,7 @@ def forget_account(session: Session, account: StravaAccount) -> int:
     deleted = 0
     if athlete is not None:
         doomed = list(session.scalars(select(Run).where(Run.athlete_id == athlete.id, Run.source == SOURCE)))
-        remove_runs(session, athlete, doomed)
+        runs.remove_runs(session, athlete, doomed)
         deleted = len(doomed)
         session.execute(
             delete(SourceRecord).where(SourceRecord.athlete_id == athlete.id, SourceRecord.source == SOURCE)

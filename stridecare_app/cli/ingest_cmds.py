@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -22,9 +23,11 @@ from ingest.store import FileReport, store_decoded
 from recommender.planner import replan
 from recommender.silence import outcomes_for_runs
 from stridecare.db.athletes import UnknownAthlete, ensure_athlete, get_athlete
+from stridecare.db.engine import Database
 from stridecare.db.models import ImportedFile, Run, SeenFile
 from stridecare.db.run_json import run_json
 from stridecare.runtime import Runtime
+from stridecare.settings import Settings
 from stridecare_app.cli.app import app, emit_json, fail, runtime
 from workers.announce import prompt_line
 
@@ -48,7 +51,7 @@ def ingest(
     summary: dict[str, int] = {}
     reasons: Reasons = {}
     for path in paths:
-        report = planned(rt, ingest_path(rt.db, rt.settings, name, path, rt.now()))
+        report = planned(rt.db, rt.settings, ingest_path(rt.db, rt.settings, name, path, rt.now()), rt.now())
         rejected |= report.status == "rejected"
         summary[report.status] = summary.get(report.status, 0) + 1
         _count_reason(reasons, report)
@@ -61,13 +64,13 @@ def ingest(
         raise typer.Exit(2)
 
 
-def planned(rt: Runtime, report: FileReport) -> FileReport:
+def planned(db: Database, settings: Settings, report: FileReport, now: datetime) -> FileReport:
     """The report after the replan it owes (run here, in this process), with its runs' figures as planned."""
     if not report.replan_owed or report.athlete_id is None:
         return report
-    replan(rt.db, rt.settings, report.athlete_id, rt.now())
+    replan(db, settings, report.athlete_id, now)
     ids = [int(r["id"]) for r in report.runs]
-    with rt.db.read() as session:
+    with db.read() as session:
         stored = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(ids)))}
         report.runs = [run_json(stored[i]) if i in stored else r for i, r in zip(ids, report.runs, strict=True)]
     return report
@@ -319,7 +322,7 @@ def retry(
     summary: dict[str, int] = {}
     reasons: Reasons = {}
     for item in items:
-        report = planned(rt, read_again(rt.db, rt.settings, item, rt.now()))
+        report = planned(rt.db, rt.settings, read_again(rt.db, rt.settings, item, rt.now()), rt.now())
         summary[report.status] = summary.get(report.status, 0) + 1
         _count_reason(reasons, report)
         _print_report(report, as_json)
