@@ -1,34 +1,68 @@
 """The ``stridecare`` command line's application object and what every command shares: settings and runtime for
 the invocation, the one-line failure, JSON output, the athlete by handle.
 
-Command modules (``athletes``, ``ingest_cmds``, …) attach their commands to ``app``; ``main`` imports them all.
+Command modules (``athletes``, ``ingest_cmds``, …) attach their commands to ``app``. They are imported only when
+one of their commands runs (the list in ``commands.py`` says which module holds which), so ``stridecare --help``
+starts without SQLAlchemy, pydantic or Celery; what this module needs of those is imported where it is used.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
+import textwrap
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from pydantic import ValidationError
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session
 from typer.core import TyperGroup
 
-from stridecare.db.athletes import UnknownAthlete, get_athlete
-from stridecare.db.models import Athlete
 from stridecare.handles import InvalidHandle
-from stridecare.logging import setup_logging
-from stridecare.runtime import Runtime
-from stridecare.settings import Settings, load_settings
+from stridecare_app.cli.commands import COMMANDS
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from stridecare.db.models import Athlete
+    from stridecare.runtime import Runtime
+    from stridecare.settings import Settings
+
+_PACKAGE = "stridecare_app.cli"
 
 
-class _PlainErrors(TyperGroup):
-    """Turns errors a user can cause into one plain line instead of a traceback: a name that is no athlete
-    handle, and the database refusing a change or being unreachable."""
+class _Commands(TyperGroup):
+    """The top-level group: commands are imported when named, and errors a user can cause become one plain line
+    instead of a traceback (a name that is no athlete handle, the database refusing a change or unreachable)."""
+
+    def list_commands(self, ctx: Any) -> list[str]:  # typer's own click types: Any keeps overrides compatible
+        """Every command, in the order ``--help`` teaches them."""
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        """The command ``cmd_name``, importing the module that defines it the first time it is asked for."""
+        found = self.commands.get(cmd_name)
+        if found is not None or cmd_name not in COMMANDS:
+            return found
+        importlib.import_module(f"{_PACKAGE}.{COMMANDS[cmd_name].module}")
+        # The module attached its commands to ``app``; typer turns them into click commands.
+        found = typer.main.get_group(app).commands.get(cmd_name)
+        if found is not None:
+            self.add_command(found, cmd_name)
+        return found
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """The command list by section, from ``commands.py``: no command module is imported to show it."""
+        width = max(len(name) for name in COMMANDS)
+        limit = formatter.width - 6 - width
+        sections: dict[str, list[tuple[str, str]]] = {}
+        for name, entry in COMMANDS.items():
+            short = textwrap.shorten(entry.help, limit, placeholder="...")
+            # Names padded to one width, so the sections line up as one list.
+            sections.setdefault(entry.section, []).append((name.ljust(width), short))
+        for title, rows in sections.items():
+            with formatter.section(title):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: Any) -> Any:  # typer's own click Context; Any keeps the override compatible
         """Run the command; known failures become ``stridecare: <sentence>`` and exit code 2 (1 for the
@@ -37,13 +71,17 @@ class _PlainErrors(TyperGroup):
             return super().invoke(ctx)
         except InvalidHandle as exc:
             fail(str(exc))
-        except SQLAlchemyError as exc:
-            if state.verbose:
-                raise  # the operator asked for the details
+        except Exception as exc:
+            # A command that never touched the database cannot raise its errors: no need to import them.
+            errors = sys.modules.get("sqlalchemy.exc")
+            if errors is None or not isinstance(exc, errors.SQLAlchemyError) or state.verbose:
+                raise  # not the database's, or the operator asked for the details
             fail(_database_message(exc), 1)
 
 
 def _database_message(exc: Exception) -> str:
+    from sqlalchemy.exc import IntegrityError, OperationalError  # deferred: start-up time (already loaded here)
+
     if isinstance(exc, IntegrityError):
         return (
             "the database refused the change: it conflicts with data already stored (perhaps written by another "
@@ -56,7 +94,7 @@ def _database_message(exc: Exception) -> str:
 
 app = typer.Typer(
     name="stridecare",
-    cls=_PlainErrors,
+    cls=_Commands,
     help=(
         "Foot care for runners: runs in from FIT folders and Strava, foot load out, and the routine that fits "
         "after every run.\n\n"
@@ -92,6 +130,11 @@ def _global(
 
 def settings() -> Settings:
     """The settings for this invocation; a clear message and exit 2 when they cannot be read."""
+    from pydantic import ValidationError  # deferred: start-up time (--help reads no settings)
+
+    from stridecare.logging import setup_logging  # deferred: start-up time
+    from stridecare.settings import load_settings  # deferred: start-up time
+
     try:
         s = load_settings(state.config)
     except ValidationError as exc:
@@ -106,6 +149,8 @@ def settings() -> Settings:
 
 def runtime() -> Runtime:
     """Open the database for this invocation (migrating it on first use)."""
+    from stridecare.runtime import Runtime  # deferred: start-up time (--help opens no database)
+
     s = settings()
     try:
         return Runtime.open(s)
@@ -125,6 +170,8 @@ def _setting_error(error: Any) -> str:
 
 
 def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url  # deferred: start-up time (only on a failure to open)
+
     return make_url(url).render_as_string(hide_password=True)
 
 
@@ -136,6 +183,8 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def athlete_or_fail(session: Session, handle: str) -> Athlete:
     """The athlete named ``handle``; an unknown one ends the command with its message, like :func:`fail`."""
+    from stridecare.db.athletes import UnknownAthlete, get_athlete  # deferred: start-up time
+
     try:
         return get_athlete(session, handle)
     except UnknownAthlete as exc:

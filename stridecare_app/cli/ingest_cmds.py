@@ -1,4 +1,4 @@
-"""Commands that bring runs in: ``ingest``, ``import``, ``watch`` and ``runs``."""
+"""Commands that bring runs in: ``ingest``, ``import``, ``watch``, ``retry`` and ``recompute``."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from ingest.service import CheckedFile, check, ingest_checked, ingest_path, read
 from ingest.store import FileReport, store_decoded
 from recommender.planner import replan
 from recommender.silence import outcomes_for_runs
-from stridecare.db.athletes import UnknownAthlete, ensure_athlete, get_athlete
+from stridecare.db.athletes import UnknownAthlete, ensure_athlete
 from stridecare.db.engine import Database
 from stridecare.db.models import ImportedFile, Run, SeenFile
 from stridecare.db.run_json import run_json
@@ -273,9 +273,7 @@ def _count_unread(reasons: Reasons | None, why: str) -> None:
         group[why] = group.get(why, 0) + 1
 
 
-def _decode_all(
-    todo: list[CheckedFile], workers: int, decode: Callable[[CheckedFile], Decoded]
-) -> Iterator[Decoded]:
+def _decode_all(todo: list[CheckedFile], workers: int, decode: Callable[[CheckedFile], Decoded]) -> Iterator[Decoded]:
     """Decoded files in completion order, ``workers`` at a time, each in its own sandboxed child process (the
     threads here only wait for them: a file that crashes or exhausts its child is one rejected file, never the
     import); bounded so memory stays flat."""
@@ -366,48 +364,6 @@ def recompute(
     typer.echo(f"recomputed {name}: {done.sources} sources read, {done.changed} runs changed, figures recomputed")
     if done.missing:
         raise typer.Exit(2)
-
-
-@app.command()
-def runs(
-    athlete: Annotated[str | None, typer.Option(help="Athlete handle (default: STRIDECARE_DEFAULT_ATHLETE).")] = None,
-    limit: Annotated[int, typer.Option(help="How many of the newest runs.")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout.")] = False,
-) -> None:
-    """List stored runs, newest first, with distance, steps, cadence source and load."""
-    rt = runtime()
-    name = athlete or rt.settings.default_athlete
-    with rt.db.transaction() as session:
-        try:
-            who = get_athlete(session, name)
-        except UnknownAthlete as exc:
-            if as_json:
-                emit_json([])
-                return
-            fail(str(exc))
-        rows = session.scalars(
-            select(Run).where(Run.athlete_id == who.id).order_by(Run.start_time.desc()).limit(limit)
-        ).all()
-        data = [run_json(r) for r in rows]
-    if as_json:
-        emit_json(data)
-        return
-    if not data:
-        typer.echo("no runs yet: drop FIT files into the inbox, or `stridecare ingest FILE`")
-        return
-    typer.echo(
-        f"{'id':>5} {'start (UTC)':20} {'sport':10} {'km':>7} {'min':>6} {'steps':>7} {'spm':>5} "
-        f"{'cadence':9} {'load (ref. steps)':>17}"
-    )
-    for r in data:
-        cad = "" if r["avg_cadence_spm"] is None else f"{r['avg_cadence_spm']:.0f}"
-        # A copy of a session counts nothing of its own: it points at the run that counts.
-        load = f"= run {r['duplicate_of']}" if r["duplicate_of"] else "" if r["load"] is None else f"{r['load']:,.0f}"
-        typer.echo(
-            f"{r['id']:>5} {r['start_time'][:19]:20} {r['sport']:10} {r['distance_m'] / 1000:7.2f} "
-            f"{r['timer_s'] / 60:6.1f} {r['steps']:7d} {cad:>5} {r['cadence_source']:9} {load:>17}"
-            + ("  long" if r["long_run"] else "")
-        )
 
 
 @app.command()

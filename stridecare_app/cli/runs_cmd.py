@@ -1,0 +1,55 @@
+"""``stridecare runs``: the newest stored runs, read with no more than the database and the models."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from sqlalchemy import select
+
+from stridecare.db.athletes import UnknownAthlete, get_athlete
+from stridecare.db.models import Run
+from stridecare.db.run_json import run_json
+from stridecare_app.cli.app import app, emit_json, fail, runtime
+
+
+@app.command()
+def runs(
+    athlete: Annotated[str | None, typer.Option(help="Athlete handle (default: STRIDECARE_DEFAULT_ATHLETE).")] = None,
+    limit: Annotated[int, typer.Option(help="How many of the newest runs.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout.")] = False,
+) -> None:
+    """List stored runs, newest first, with distance, steps, cadence source and load."""
+    rt = runtime()
+    name = athlete or rt.settings.default_athlete
+    with rt.db.transaction() as session:
+        try:
+            who = get_athlete(session, name)
+        except UnknownAthlete as exc:
+            if as_json:
+                emit_json([])
+                return
+            fail(str(exc))
+        rows = session.scalars(
+            select(Run).where(Run.athlete_id == who.id).order_by(Run.start_time.desc()).limit(limit)
+        ).all()
+        data = [run_json(r) for r in rows]
+    if as_json:
+        emit_json(data)
+        return
+    if not data:
+        typer.echo("no runs yet: drop FIT files into the inbox, or `stridecare ingest FILE`")
+        return
+    typer.echo(
+        f"{'id':>5} {'start (UTC)':20} {'sport':10} {'km':>7} {'min':>6} {'steps':>7} {'spm':>5} "
+        f"{'cadence':9} {'load (ref. steps)':>17}"
+    )
+    for r in data:
+        cad = "" if r["avg_cadence_spm"] is None else f"{r['avg_cadence_spm']:.0f}"
+        # A copy of a session counts nothing of its own: it points at the run that counts.
+        load = f"= run {r['duplicate_of']}" if r["duplicate_of"] else "" if r["load"] is None else f"{r['load']:,.0f}"
+        typer.echo(
+            f"{r['id']:>5} {r['start_time'][:19]:20} {r['sport']:10} {r['distance_m'] / 1000:7.2f} "
+            f"{r['timer_s'] / 60:6.1f} {r['steps']:7d} {cad:>5} {r['cadence_source']:9} {load:>17}"
+            + ("  long" if r["long_run"] else "")
+        )
