@@ -16,7 +16,7 @@ from ingest.runs import store_parsed
 from ingest.service import ingest_path
 from ingest.store import FileReport
 from ingest.strava.backfill import BackfillProgress
-from ingest.strava.events import EventOutcome, process_event
+from ingest.strava.events import EventOutcome, drain, process_event
 from ingest.strava.sync import backfill_account
 from recommender.planner import ChunkDone, replan
 from stridecare.db.athletes import ensure_athlete
@@ -151,6 +151,20 @@ def process_and_plan(rt: Runtime, event_id: int) -> EventOutcome:
     if outcome.replan_athlete is not None:
         replan(rt.db, rt.settings, outcome.replan_athlete, rt.now())
     return outcome
+
+
+def drain_and_plan(rt: Runtime) -> list[str]:
+    """``ingest.strava.events.drain`` with each event's replan, as the ``stridecare.strava_drain`` task runs it;
+    the statuses of the events it processed, in order."""
+    statuses: list[str] = []
+
+    def after(_event_id: int, outcome: EventOutcome) -> None:
+        statuses.append(outcome.status)
+        if outcome.replan_athlete is not None:
+            replan(rt.db, rt.settings, outcome.replan_athlete, rt.now())
+
+    drain(rt, after)
+    return statuses
 
 
 def backfill_planned(rt: Runtime, account_id: int, **kwargs: Any) -> BackfillProgress | None:

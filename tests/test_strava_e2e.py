@@ -24,7 +24,7 @@ import uvicorn
 from channel_settings import channel_settings
 from conftest import make_settings
 from cryptography.fernet import Fernet
-from factories import backfill_planned, ingest_planned, process_and_plan
+from factories import backfill_planned, drain_and_plan, ingest_planned, process_and_plan
 from fake_strava import (
     FERNET_KEY,
     FakeClock,
@@ -648,10 +648,10 @@ def test_backfill_command_defers_on_rate_limit_and_the_periodic_sweep_continues(
     assert resume > now
 
     enqueued: list[int] = []
-    sweep(srt, enqueue_event=lambda _i: None, enqueue_backfill=enqueued.append)
+    sweep(srt, enqueue_backfill=enqueued.append)
     assert enqueued == []  # not due yet
     advance(srt, fake, (resume - now).total_seconds() + 1)
-    sweep(srt, enqueue_event=lambda _i: None, enqueue_backfill=enqueued.append)
+    sweep(srt, enqueue_backfill=enqueued.append)
     assert enqueued == [account_id]
 
     resumed = cli("strava", "backfill", "--since", (now - timedelta(days=100)).date().isoformat(), "--json")
@@ -768,7 +768,7 @@ def test_real_celery_worker_processes_a_webhook_event(tmp_path: Path, fake: Fake
         rt.close()
 
 
-def test_periodic_tick_enqueues_events_whose_enqueue_was_lost(srt: Runtime, fake: FakeStrava) -> None:
+def test_periodic_tick_drains_events_whose_nudge_was_lost(srt: Runtime, fake: FakeStrava) -> None:
     from workers.periodic import Enqueue, run_periodic
 
     def broker_down(_event_id: int) -> None:
@@ -778,21 +778,22 @@ def test_periodic_tick_enqueues_events_whose_enqueue_was_lost(srt: Runtime, fake
     add_run(fake, 900012, fake.clock.now() - timedelta(hours=1))
     with TestClient(create_app(srt, enqueue=broker_down), base_url="http://127.0.0.1:8080") as web:
         post(web, event("create", 900012))  # still 200: the event is stored
-    events_sent: list[int] = []
+    drains: list[bool] = []
     backfills_sent: list[int] = []
-    enqueue = Enqueue(delivery=lambda _i: None, strava_event=events_sent.append, strava_backfill=backfills_sent.append)
+    enqueue = Enqueue(
+        delivery=lambda _i: None, strava_drain=lambda: drains.append(True), strava_backfill=backfills_sent.append
+    )
     run_periodic(srt, enqueue)
-    assert events_sent == []  # within the grace period the web's own enqueue may still be on its way
+    assert drains == [True]  # the event is due: the tick asks for the drain the lost nudge did not
     assert len(backfills_sent) == 1  # the new account's history import is due
     progress = backfill_planned(srt, backfills_sent[0])  # what the stridecare.strava_backfill task runs
     assert progress is not None
     assert progress.state == "done"
-    advance(srt, fake, 61)
+    # What the stridecare.strava_drain task runs: the backfill already stored the activity, so the event finds
+    # it and changes nothing, no second prompt.
+    assert drain_and_plan(srt) == ["done"]
     run_periodic(srt, enqueue)
-    run_periodic(srt, enqueue)  # not again on the next tick
-    assert len(events_sent) == 1
-    # The backfill already stored the activity: the event finds it and changes nothing, no second prompt.
-    assert process_and_plan(srt, events_sent[0]).status == "done"
+    assert drains == [True]  # nothing due any more: no further drain
     assert len(runs(srt)) == 1
     assert len(prompts(srt)) == 1
 

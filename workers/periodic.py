@@ -40,11 +40,12 @@ def _nowhere(_id: int) -> None:
 class Enqueue:
     """Where the periodic pass hands work on: one callable per task, each taking an id.
 
-    The beat's tick passes the Celery tasks' ``delay``; tests pass recorders.
+    The beat's tick passes the Celery tasks' ``delay``; tests pass recorders. Strava events are not handed on
+    one by one: ``strava_drain`` (no argument) asks for a drain of the events table when any is due.
     """
 
     delivery: Callable[[int], Any]
-    strava_event: Callable[[int], Any] = _nowhere
+    strava_drain: Callable[[], Any] = lambda: None
     strava_backfill: Callable[[int], Any] = _nowhere
     retry_file: Callable[[int], Any] = _nowhere
 
@@ -65,8 +66,9 @@ def run_periodic(rt: Runtime, enqueue: Enqueue) -> None:
     for file_id in due_retries(rt.db, rt.now()):  # files whose reading did not finish: their next try is due
         enqueue.retry_file(file_id)
     if rt.settings.strava_client_id:
-        # Strava events whose enqueue was lost or whose retry is due; backfills due after a rate-limit pause.
-        sweep(rt, enqueue_event=enqueue.strava_event, enqueue_backfill=enqueue.strava_backfill)
+        # Strava events left due (a lost nudge, a drain killed half-way, a retry whose time came, an athlete's
+        # list): one drain takes them all; backfills due after a rate-limit pause.
+        sweep(rt, enqueue_backfill=enqueue.strava_backfill, enqueue_drain=enqueue.strava_drain)
 
 
 def finish_stale_marks(rt: Runtime) -> int:

@@ -7,7 +7,7 @@ from celery import Task, shared_task
 
 from workers.context import runtime_of
 from workers.periodic import Enqueue, run_periodic
-from workers.strava_tasks import strava_backfill, strava_event
+from workers.strava_tasks import strava_backfill, strava_drain
 from workers.tasks import deliver, retry_file
 
 
@@ -19,7 +19,7 @@ def tick(self: Task) -> None:
         runtime_of(self.app),
         Enqueue(
             delivery=deliver.delay,
-            strava_event=strava_event.delay,
+            strava_drain=strava_drain.delay,
             strava_backfill=strava_backfill.delay,
             retry_file=retry_file.delay,
         ),

@@ -1,9 +1,12 @@
-"""Strava push events: stored on receipt, processed later by a worker, swept up when an enqueue was lost.
+"""Strava push events: appended on receipt, drained by the workers from the events table, swept up by the tick.
 
 Strava needs a 200 within 2 seconds and retries otherwise, and its events are not signed. So the web handler
-only checks the ``subscription_id`` and stores the event (:func:`store_event`; unique on its content, so a
-retry is stored once), then enqueues its id. A worker calls :func:`process_event`, which treats the event as a
-hint, never as the truth:
+only checks the ``subscription_id`` and appends the event (:func:`append_events`, through the web app's group
+commit: the events of a burst share one transaction; unique on their content, so a retry is stored once). The
+events table is the queue: the broker carries no event, only a "look" (one ``stridecare.strava_drain`` per
+batch at most), and :func:`drain` claims due events in batches, processes each with :func:`process_claimed`
+and finishes it. A worker calls the same processing for one id (:func:`process_event`), which treats the event
+as a hint, never as the truth:
 
 * a ``create`` (or an ``update`` of an activity we do not hold) makes the athlete's recent-activities list due.
   The list is read at most once per ``strava_list_interval_s`` per athlete, and one list answers every event
@@ -15,12 +18,13 @@ hint, never as the truth:
   window for new runs); a ``delete`` removes a run only once the API confirms the activity is gone;
 * a deauthorization deletes data only after a token call has failed.
 
-:func:`sweep` (every periodic tick) re-enqueues events whose enqueue was lost or whose retry is due, one event
-per athlete whose list is due, and due backfills.
+:func:`sweep` (every periodic tick) hands one athlete's waiting event on when its list is due and asks for a
+drain when any event is due (a lost nudge, a drain killed half-way, a retry whose time came), and hands due
+backfills on.
 
-Event statuses: ``pending`` (``next_attempt_at`` = when the sweep enqueues it again), ``processing``
-(``next_attempt_at`` = when a crashed worker's claim lapses), ``listing`` (waiting for the athlete's next
-activity list, due at ``next_attempt_at``), and the final ``done``, ``ignored``, ``failed``.
+Event statuses: ``pending`` (due at ``next_attempt_at``: at once when received, later for a retry),
+``processing`` (claimed; ``next_attempt_at`` = when a crashed worker's claim lapses), ``listing`` (waiting for
+the athlete's next activity list, due at ``next_attempt_at``), and the final ``done``, ``ignored``, ``failed``.
 """
 
 from __future__ import annotations
@@ -28,16 +32,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import requests
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from stravalib import exc as strava_exc
 
@@ -64,8 +66,13 @@ log = logging.getLogger(__name__)
 
 OBJECT_TYPES = frozenset({"activity", "athlete"})
 ASPECT_TYPES = frozenset({"create", "update", "delete"})
-# An event the web handler enqueued is enqueued again by the sweep only if still pending after this long.
+# A listing event the sweep passed over (another event of its athlete was handed on for the list) is looked at
+# again after this long.
 ENQUEUE_GRACE = timedelta(seconds=60)
+# Events one drain claims at a time (one transaction), and at most per drain task (then it asks for another, so
+# a flood does not hold a worker slot that files wait for).
+DRAIN_BATCH = 50
+DRAIN_MAX = 1000
 # A worker that claimed an event and died gives it back after this long.
 CLAIM_TTL = timedelta(minutes=10)
 # Retry delays after transient failures (network, 5xx); then the event is marked failed.
@@ -87,9 +94,6 @@ RECHECK_WITHIN = timedelta(seconds=60)
 NOT_LISTED = (
     "not in the athlete's recent activities at Strava (deleted, private without activity:read_all, or never there)"
 )
-
-
-_SQLITE_EVENT_WRITES = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,40 +179,59 @@ def subscription_matches(settings: Settings, event: Mapping[str, Any]) -> bool:
     return expected is not None and event.get("subscription_id") == expected
 
 
-def store_event(rt: Runtime, event: Mapping[str, Any]) -> StoredEvent:
-    """Store a parsed event once (no API call); returns its id and whether it is new."""
-    # SQLite has one writer at a time, and its busy handler polls with growing sleeps: under a burst of events
-    # some requests lose every race and wait seconds (past Strava's 2 s). Queueing this process's event
-    # writes on a lock serves them in turn instead.
-    guard: AbstractContextManager[Any] = _SQLITE_EVENT_WRITES if is_sqlite(rt.db.engine) else nullcontext()
-    with guard:
-        return _store_event(rt, event)
+def _insert(conn: Connection) -> Any:
+    """An INSERT that skips a row whose dedupe key is already stored (Strava's retry of an event)."""
+    table = StravaEvent.__table__
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
 
 
-def _store_event(rt: Runtime, event: Mapping[str, Any]) -> StoredEvent:
-    key = dedupe_key(event)
-    now = rt.now()
+def append_events(conn: Connection, events: Sequence[Mapping[str, Any]], now: datetime) -> list[StoredEvent]:
+    """Append parsed events in the caller's transaction (SQLAlchemy Core: no ORM flush), each due at once; one
+    result per event, in order. A retry of an event already stored (or twice in ``events``) is not stored
+    again and comes back with ``created`` False."""
+    keyed = [(dedupe_key(e), e) for e in events]
+    rows: dict[str, dict[str, Any]] = {}
+    for key, event in keyed:
+        rows.setdefault(
+            key,
+            {
+                "dedupe_key": key,
+                "payload": dict(event),
+                "status": "pending",
+                "attempts": 0,
+                "list_misses": 0,
+                "received_at": now,
+                "next_attempt_at": now,
+            },
+        )
+    table = StravaEvent.__table__
+    ids: dict[str, StoredEvent] = {}
     for _ in range(3):
-        try:
-            with rt.db.transaction() as session:
-                row = StravaEvent(
-                    dedupe_key=key,
-                    payload=dict(event),
-                    status="pending",
-                    received_at=now,
-                    # The handler enqueues it right after commit; the sweep steps in only if that is lost.
-                    next_attempt_at=now + ENQUEUE_GRACE,
-                )
-                session.add(row)
-                session.flush()
-                return StoredEvent(row.id, True)
-        except IntegrityError:
-            with rt.db.read() as session:
-                found = session.scalar(select(StravaEvent.id).where(StravaEvent.dedupe_key == key))
-            if found is not None:
-                return StoredEvent(found, False)
-            # The row we collided with was deleted meanwhile (a deauthorization): try again.
-    raise RuntimeError("could not store the Strava event")  # pragma: no cover - needs three races in a row
+        todo = [row for key, row in rows.items() if key not in ids]
+        if not todo:
+            break
+        inserted = conn.execute(_insert(conn).values(todo).returning(table.c.id, table.c.dedupe_key))
+        ids.update({key: StoredEvent(id_, True) for id_, key in inserted})
+        missing = [key for key in rows if key not in ids]
+        if missing:
+            found = conn.execute(select(table.c.id, table.c.dedupe_key).where(table.c.dedupe_key.in_(missing)))
+            ids.update({key: StoredEvent(id_, False) for id_, key in found})
+        # A key neither inserted nor found collided with a row deleted meanwhile (a deauthorization): again.
+    if len(ids) < len(rows):  # pragma: no cover - needs three races in a row
+        raise RuntimeError("could not store the Strava event")
+    out: list[StoredEvent] = []
+    for key, _event in keyed:
+        out.append(ids[key])
+        ids[key] = StoredEvent(ids[key].id, False)  # the same event twice in one batch: stored once
+    return out
+
+
+def store_event(rt: Runtime, event: Mapping[str, Any]) -> StoredEvent:
+    """Store one parsed event in a transaction of its own (no API call); its id and whether it is new."""
+    with rt.db.transaction() as session:
+        (stored,) = append_events(session.connection(), [event], rt.now())
+    return stored
 
 
 # -- processing ----------------------------------------------------------------------------------------------
@@ -258,8 +281,8 @@ def _reschedule(rt: Runtime, event_id: int, now: datetime, retry: _Retry) -> Eve
 
 
 def process_event(rt: Runtime, event_id: int) -> EventOutcome:
-    """Process one stored event (what the ``stridecare.strava_event`` task calls). Safe to call twice: only
-    a pending event (or one whose claim lapsed) is processed.
+    """Process one stored event by id (the ``stridecare.strava_event`` task; :func:`drain` takes them in
+    batches). Safe to call twice: only a pending event (or one whose claim lapsed) is processed.
 
     * activity create (or update of an activity we do not hold) → the athlete's recent-activities list is due:
       read now when ``strava_list_interval_s`` has passed since the last one (the event then answers every
@@ -277,6 +300,11 @@ def process_event(rt: Runtime, event_id: int) -> EventOutcome:
     event = _claim(rt, event_id, now)
     if event is None:
         return EventOutcome("skipped", "not pending")
+    return process_claimed(rt, event_id, event, now)
+
+
+def process_claimed(rt: Runtime, event_id: int, event: Mapping[str, Any], now: datetime) -> EventOutcome:
+    """Process an event this worker has claimed (``processing``) and finish it, or schedule its retry."""
     try:
         outcome = _handle(rt, event_id, event, now)
     except _Retry as retry:
@@ -294,6 +322,64 @@ def process_event(rt: Runtime, event_id: int) -> EventOutcome:
         _finish(rt, event_id, now, outcome.status, outcome.detail)
     log.info("Strava event %s: %s %s", event_id, outcome.status, outcome.detail)
     return outcome
+
+
+def claim_due(rt: Runtime, now: datetime, limit: int = DRAIN_BATCH) -> list[tuple[int, dict[str, Any]]]:
+    """Claim up to ``limit`` due events, oldest first, in one transaction: pending ones whose time has come and
+    claims of crashed workers that lapsed. Each is ``processing`` until ``now + CLAIM_TTL``; concurrent drains
+    claim disjoint batches (PostgreSQL: rows another drain is claiming are skipped, not waited for)."""
+    due = (
+        select(StravaEvent.id)
+        .where(StravaEvent.status.in_(("pending", "processing")), StravaEvent.next_attempt_at <= now)
+        .order_by(StravaEvent.id)
+        .limit(limit)
+    )
+    with rt.db.transaction() as session:
+        if not is_sqlite(rt.db.engine):
+            due = due.with_for_update(skip_locked=True)
+        # SQLite: the transaction holds the one write lock from its start (BEGIN IMMEDIATE), so no other
+        # drain reads between this select and the update.
+        ids = list(session.scalars(due))
+        if not ids:
+            return []
+        session.execute(
+            update(StravaEvent)
+            .where(StravaEvent.id.in_(ids))
+            .values(status="processing", attempts=StravaEvent.attempts + 1, next_attempt_at=now + CLAIM_TTL)
+            .execution_options(synchronize_session=False)
+        )
+        rows = session.execute(
+            select(StravaEvent.id, StravaEvent.payload).where(StravaEvent.id.in_(ids)).order_by(StravaEvent.id)
+        ).all()
+    return [(int(id_), dict(payload)) for id_, payload in rows]
+
+
+def drain(
+    rt: Runtime,
+    after: Callable[[int, EventOutcome], Any] | None = None,
+    *,
+    batch: int = DRAIN_BATCH,
+    max_events: int = DRAIN_MAX,
+) -> tuple[int, bool]:
+    """Process due events, a claimed batch at a time, until none is due or ``max_events`` were taken;
+    ``after(event_id, outcome)`` follows each (the task's replan and console line). Returns how many were
+    processed and whether more were due when it stopped.
+
+    Killed half-way, a batch's finished events stay finished and the rest (the one in progress included) are
+    claimed again once their claim lapses: a run is stored under its unique key and a prompt once, so nothing
+    is doubled."""
+    done = 0
+    while done < max_events:
+        now = rt.now()
+        claimed = claim_due(rt, now, min(batch, max_events - done))
+        if not claimed:
+            return done, False
+        for event_id, payload in claimed:
+            outcome = process_claimed(rt, event_id, payload, now)
+            done += 1
+            if after is not None:
+                after(event_id, outcome)
+    return done, True
 
 
 def _describe(err: BaseException) -> str:
@@ -752,21 +838,10 @@ def _resolve(
 
 
 def due_event_ids(rt: Runtime, now: datetime, limit: int = 500) -> list[int]:
-    """Events to enqueue now: pending ones whose enqueue grace or retry time has passed, claims of crashed
-    workers, and one event per athlete whose activity list is due (its list answers the others). Each is given
-    a new grace period, so a slow queue does not get it again on every tick."""
+    """Events due now: pending ones whose time has come, claims of crashed workers, and one event per athlete
+    whose activity list is due (made pending; its list answers the others, which are looked at again after
+    :data:`ENQUEUE_GRACE`)."""
     with rt.db.transaction() as session:
-        rows = list(
-            session.scalars(
-                select(StravaEvent)
-                .where(StravaEvent.status.in_(("pending", "processing")), StravaEvent.next_attempt_at <= now)
-                .order_by(StravaEvent.id)
-                .limit(limit)
-            )
-        )
-        for row in rows:
-            row.status = "pending"
-            row.next_attempt_at = now + ENQUEUE_GRACE
         owners: set[Any] = set()
         for row in session.scalars(
             select(StravaEvent)
@@ -774,24 +849,43 @@ def due_event_ids(rt: Runtime, now: datetime, limit: int = 500) -> list[int]:
             .order_by(StravaEvent.id)
             .limit(limit)
         ):
-            row.next_attempt_at = now + ENQUEUE_GRACE
             owner = row.payload.get("owner_id")
             if owner not in owners:
                 owners.add(owner)
-                row.status = "pending"
-                rows.append(row)
-        return [row.id for row in rows]
+                row.status, row.next_attempt_at = "pending", now
+            else:
+                row.next_attempt_at = now + ENQUEUE_GRACE
+        session.flush()
+        return list(
+            session.scalars(
+                select(StravaEvent.id)
+                .where(StravaEvent.status.in_(("pending", "processing")), StravaEvent.next_attempt_at <= now)
+                .order_by(StravaEvent.id)
+                .limit(limit)
+            )
+        )
 
 
-def sweep(rt: Runtime, enqueue_event: Callable[[int], Any], enqueue_backfill: Callable[[int], Any]) -> tuple[int, int]:
-    """Enqueue due events and due backfills (ids only); returns how many of each. Called on every tick."""
+def sweep(
+    rt: Runtime,
+    enqueue_event: Callable[[int], Any] | None = None,
+    enqueue_backfill: Callable[[int], Any] = lambda _id: None,
+    *,
+    enqueue_drain: Callable[[], Any] | None = None,
+) -> tuple[int, int]:
+    """Hand due Strava work on; returns how many events were due and how many backfills were handed on.
+    Called on every tick. With ``enqueue_drain`` one drain is asked for when any event is due (the workers'
+    way); else each due event's id goes to ``enqueue_event``."""
     now = rt.now()
     event_ids = due_event_ids(rt, now)
-    for event_id in event_ids:
-        enqueue_event(event_id)
+    if event_ids and enqueue_drain is not None:
+        enqueue_drain()
+    elif enqueue_event is not None:
+        for event_id in event_ids:
+            enqueue_event(event_id)
     account_ids = due_backfills(rt.db, now)
     for account_id in account_ids:
         enqueue_backfill(account_id)
     if event_ids or account_ids:
-        log.debug("Strava sweep: %d events, %d backfills enqueued", len(event_ids), len(account_ids))
+        log.debug("Strava sweep: %d events due, %d backfills enqueued", len(event_ids), len(account_ids))
     return len(event_ids), len(account_ids)

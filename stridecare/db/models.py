@@ -434,7 +434,8 @@ class StravaEvent(Base):
     """A push event as received; unique on its content so Strava's retries are processed once."""
 
     __tablename__ = "strava_events"
-    __table_args__ = (UniqueConstraint("dedupe_key"),)
+    # The events table is the queue the drain claims from (status, next_attempt_at).
+    __table_args__ = (UniqueConstraint("dedupe_key"), Index("ix_strava_events_due", "status", "next_attempt_at"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dedupe_key: Mapped[str] = mapped_column(String(200))

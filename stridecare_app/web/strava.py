@@ -7,8 +7,11 @@ links); the POST spends the link and sends the browser to Strava with a signed `
 a cookie. ``/strava/callback`` checks both and the accepted scope, and the state is spent before the code is
 exchanged. Every refusal, an unknown athlete included, gets the same answer: no endpoint tells which names
 exist. ``/strava/webhook`` answers Strava's validation GET (verify token compared in constant time) and takes
-events by POST (bodies capped by :mod:`stridecare_app.web.limits`): it stores the event and answers 200 at
-once, with no API call; a worker processes it. Every database touch runs off the event loop.
+events by POST (bodies capped by :mod:`stridecare_app.web.limits`): it appends the event and answers 200 once
+it is committed, with no API call and no broker message of its own. Events that arrive together share one
+commit (:class:`stridecare.db.group_commit.GroupCommit`), and each commit that stored a new event tells the
+workers to look (one ``stridecare.strava_drain`` nudge, at most one per :data:`NUDGE_INTERVAL_S`): the events
+table is the queue. Every database touch runs off the event loop.
 """
 
 from __future__ import annotations
@@ -19,16 +22,19 @@ import json
 import logging
 import re
 import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ingest.strava.errors import InvalidEvent, StravaError, StravaStateError
-from ingest.strava.events import parse_event, store_event, subscription_matches
+from ingest.strava.events import StoredEvent, append_events, parse_event, subscription_matches
 from ingest.strava.oauth import (
     STATE_TTL,
     authorization_url,
@@ -37,6 +43,7 @@ from ingest.strava.oauth import (
     make_connect_token,
     make_state,
 )
+from stridecare.db.group_commit import GroupCommit
 from stridecare.db.models import Athlete
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
@@ -57,30 +64,48 @@ _REFUSED = (
 )
 
 
-class CeleryEnqueue:
-    """Enqueues ``stridecare.strava_event`` with an event id on the broker of ``settings``.
+# The workers are told to look at most this often: a nudge asked for meanwhile is sent when the interval ends, so
+# the last events of a burst are never left without one. A drain takes every event due when it runs.
+NUDGE_INTERVAL_S = 0.05
+
+
+class CeleryNudge:
+    """Tells the workers that events wait: sends ``stridecare.strava_drain`` on the broker of ``settings``, from
+    a thread of its own (a commit never waits for the broker) and at most once per :data:`NUDGE_INTERVAL_S`.
 
     The Celery app is built for these settings on first use and the task is taken from it, not from Celery's
-    "current app": that one is thread-local, and the handlers' threadpool threads would otherwise fall back to
-    Celery's default app and broker.
+    "current app": that one is thread-local. A nudge lost with a broker that is down, or with the process, is
+    made up by the beat's tick, which asks for a drain whenever an event is due.
     """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._task: Any = None
+        self._wanted = threading.Event()
         self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
-    def __call__(self, event_id: int) -> None:
-        """Send the task (ids only: arguments end up in broker and worker logs)."""
+    def __call__(self, _last_event_id: int) -> None:
+        """Ask for a drain (the id of the batch's newest event is not needed: a drain takes all that are due)."""
+        self._wanted.set()
         with self._lock:
-            if self._task is None:
-                # deferred: start-up time of the web app (Celery, loaded by the first event it hands on)
-                from workers.app import make_app
-                from workers.strava_tasks import STRAVA_EVENT_TASK
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="strava-nudge", daemon=True)
+                self._thread.start()
 
-                self._task = make_app(self._settings).tasks[STRAVA_EVENT_TASK]
-            task = self._task
-        task.apply_async(args=[event_id])
+    def _run(self) -> None:
+        # deferred: start-up time of the web app (Celery, loaded by the first event it hands on)
+        from workers.app import make_app
+        from workers.strava_tasks import STRAVA_DRAIN_TASK
+
+        task = make_app(self._settings).tasks[STRAVA_DRAIN_TASK]
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            try:
+                task.apply_async()
+            except Exception as err:  # the broker is down: the tick asks for the drain instead
+                log.warning("Strava events stored but no drain asked for (%s)", type(err).__name__)
+            time.sleep(NUDGE_INTERVAL_S)
 
 
 def connect_link(rt: Runtime, athlete_id: int) -> str:
@@ -99,8 +124,28 @@ def callback_url(settings: Settings) -> str:
 
 
 def routes(rt: Runtime, enqueue: Enqueue | None = None) -> list[BaseRoute]:
-    """The Strava routes for ``rt``; events are enqueued with ``enqueue`` (default: the Celery task)."""
-    send: Enqueue = enqueue if enqueue is not None else CeleryEnqueue(rt.settings)
+    """The Strava routes for ``rt``. After each commit that stored new events, ``enqueue`` is called once with
+    the newest one's id (default: :class:`CeleryNudge`, the drain task's nudge)."""
+    send: Enqueue = enqueue if enqueue is not None else CeleryNudge(rt.settings)
+
+    def write(conn: Connection, events: Sequence[dict[str, Any]]) -> Sequence[StoredEvent]:
+        return append_events(conn, events, rt.now())
+
+    def committed(stored: Sequence[StoredEvent]) -> None:
+        # Before the callers are answered, so that whoever got a 200 may count on the nudge having been asked.
+        new = [s.id for s in stored if s.created]
+        if not new:
+            return  # Strava's retries of events already stored (and drained, or left to the tick)
+        try:
+            send(max(new))
+        except Exception as err:  # the broker is down: the tick asks for a drain while any event is due
+            log.warning(
+                "Strava events %s..%s stored but no drain asked for (%s)", min(new), max(new), type(err).__name__
+            )
+
+    appender: GroupCommit[dict[str, Any], StoredEvent] = GroupCommit(
+        rt.db, write, after_commit=committed, name="strava-events"
+    )
     secure_cookie = rt.settings.effective_public_url.startswith("https://")
 
     def check_link(token: str, spend: bool) -> str:
@@ -194,16 +239,6 @@ def routes(rt: Runtime, enqueue: Enqueue | None = None) -> list[BaseRoute]:
             return JSONResponse({"error": "forbidden"}, status_code=403)
         return JSONResponse({"hub.challenge": challenge})
 
-    def store_and_enqueue(event: dict[str, Any]) -> None:
-        # One threadpool hop for both: under load each hop back to the event loop costs more than the work.
-        stored = store_event(rt, event)
-        if not stored.created:
-            return  # Strava's retry of an event already stored (and enqueued, or left to the sweep)
-        try:
-            send(stored.id)  # after the commit: the worker finds the row
-        except Exception as err:  # the broker is down: the periodic sweep enqueues it later
-            log.warning("Strava event %s stored but not enqueued (%s)", stored.id, type(err).__name__)
-
     async def receive(request: Request) -> Response:
         # The app's BodyLimit stops the read at MAX_EVENT_BYTES (413); this bounds the body even without it.
         chunks: list[bytes] = []
@@ -223,7 +258,8 @@ def routes(rt: Runtime, enqueue: Enqueue | None = None) -> list[BaseRoute]:
             # and the same answer as for the right id, so the answer does not tell an outsider which id is ours.
             log.info("Strava event for unknown subscription %s ignored", event["subscription_id"])
             return JSONResponse({"status": "ok"})
-        await run_in_threadpool(store_and_enqueue, event)
+        # Answered once the event is committed (with whatever arrived alongside it): a 200 is never lost.
+        await appender.append(event)
         return JSONResponse({"status": "ok"})
 
     return [
