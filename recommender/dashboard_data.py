@@ -11,8 +11,8 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, String, cast, func, select
+from sqlalchemy.orm import Session, joinedload, raiseload
 
 from recommender.figures import UNITS
 from recommender.planner import constants
@@ -20,7 +20,7 @@ from recommender.run_detail import flag_explanation, flag_summary, flag_title
 from recommender.shoes import shoe_usage
 from recommender.silence import why_no_prompt
 from recommender.status import figures_as_of
-from stridecare.db.models import Athlete, Completion, DailyLoad, Prompt, Run
+from stridecare.db.models import Athlete, Completion, DailyLoad, Prompt, Run, RunLoad
 from stridecare.domain.history import EwmaState, local_day, recompute_from, utc_bounds_of_local_day
 from stridecare.settings import Settings
 
@@ -38,15 +38,22 @@ def daily_series(
     Days before the athlete's history are zeros; days after the last stored row (rest days up to today) carry
     the averages decayed the same way ``stridecare status`` decays them.
     """
+    # Plain rows of the range only (never ORM objects, never the days before it): the page costs the same
+    # whatever the length of the history.
     rows = {
         r.day: r
-        for r in session.scalars(
-            select(DailyLoad).where(DailyLoad.athlete_id == athlete.id, DailyLoad.day >= first, DailyLoad.day <= last)
+        for r in session.execute(
+            select(
+                DailyLoad.day, DailyLoad.load, DailyLoad.acute, DailyLoad.chronic, DailyLoad.distance_m, DailyLoad.steps
+            ).where(DailyLoad.athlete_id == athlete.id, DailyLoad.day >= first, DailyLoad.day <= last)
         )
     }
-    stored_last = session.scalar(
-        select(DailyLoad).where(DailyLoad.athlete_id == athlete.id).order_by(DailyLoad.day.desc()).limit(1)
-    )
+    stored_last = session.execute(
+        select(DailyLoad.day, DailyLoad.acute, DailyLoad.chronic)
+        .where(DailyLoad.athlete_id == athlete.id)
+        .order_by(DailyLoad.day.desc())
+        .limit(1)
+    ).first()
     decayed: dict[date, tuple[float, float]] = {}
     if stored_last is not None and stored_last.day < last:
         first_day = session.scalar(
@@ -85,34 +92,44 @@ def daily_series(
     return out
 
 
-def _primary_runs_between(session: Session, athlete: Athlete, first: date, last: date) -> list[Run]:
-    lo, _ = utc_bounds_of_local_day(first, athlete.timezone)
-    _, hi = utc_bounds_of_local_day(last, athlete.timezone)
-    return list(
-        session.scalars(
-            select(Run)
-            .where(
-                Run.athlete_id == athlete.id,
-                Run.duplicate_of_id.is_(None),
-                Run.start_time >= lo,
-                Run.start_time < hi,
-            )
-            .order_by(Run.start_time)
-        )
-    )
+def _utc_window(athlete: Athlete, first: date, last: date) -> tuple[datetime, datetime]:
+    """The UTC instants bounding local days ``first``..``last`` of the athlete."""
+    return utc_bounds_of_local_day(first, athlete.timezone)[0], utc_bounds_of_local_day(last, athlete.timezone)[1]
+
+
+def _primary_between(athlete: Athlete, first: date, last: date) -> list[ColumnElement[bool]]:
+    """The conditions of the athlete's primary runs on local days ``first``..``last`` (the (athlete, start)
+    index bounds the rows read)."""
+    lo, hi = _utc_window(athlete, first, last)
+    return [Run.athlete_id == athlete.id, Run.duplicate_of_id.is_(None), Run.start_time >= lo, Run.start_time < hi]
+
+
+def _run_count(session: Session, athlete: Athlete, first: date, last: date) -> int:
+    return int(session.scalar(select(func.count(Run.id)).where(*_primary_between(athlete, first, last))) or 0)
 
 
 def week_totals(session: Session, athlete: Athlete, first: date, last: date) -> dict[str, Any]:
     """Distance, time, steps, load and run count of the primary runs on local days ``first``..``last``."""
-    runs = _primary_runs_between(session, athlete, first, last)
+    n, distance, timer, steps, load = session.execute(
+        select(
+            func.count(Run.id),
+            func.sum(Run.distance_m),
+            func.sum(Run.timer_s),
+            func.sum(Run.steps),
+            func.sum(RunLoad.load),  # a run not planned yet has no load row: it adds nothing
+        )
+        .outerjoin(RunLoad, RunLoad.run_id == Run.id)
+        .where(*_primary_between(athlete, first, last))
+    ).one()
     return {
         "first_day": first.isoformat(),
         "last_day": last.isoformat(),
-        "runs": len(runs),
-        "distance_m": round(sum(r.distance_m for r in runs), 1),
-        "timer_s": round(sum(r.timer_s for r in runs)),
-        "steps": round(sum(r.steps for r in runs)),
-        "load": round(sum(r.load.load for r in runs if r.load is not None), 1),
+        # A sum over no rows is NULL: 0, as an empty week has always shown it.
+        "runs": int(n),
+        "distance_m": round(distance or 0, 1),
+        "timer_s": round(timer or 0),
+        "steps": round(steps or 0),
+        "load": round(load or 0, 1),
     }
 
 
@@ -132,14 +149,19 @@ def weekly_table(session: Session, athlete: Athlete, first: date, last: date) ->
             "load": 0.0,
         }
         monday += timedelta(days=7)
-    for run in _primary_runs_between(session, athlete, min(weeks), last):
-        day = local_day(run.start_time, athlete.timezone)
+    for start, distance, timer, steps, load in session.execute(
+        select(Run.start_time, Run.distance_m, Run.timer_s, Run.steps, RunLoad.load)
+        .outerjoin(RunLoad, RunLoad.run_id == Run.id)
+        .where(*_primary_between(athlete, min(weeks), last))
+        .order_by(Run.start_time)
+    ):
+        day = local_day(start, athlete.timezone)
         week = weeks[day - timedelta(days=day.weekday())]
         week["runs"] += 1
-        week["distance_m"] += run.distance_m
-        week["timer_s"] += run.timer_s
-        week["steps"] += run.steps
-        week["load"] += run.load.load if run.load is not None else 0.0
+        week["distance_m"] += distance
+        week["timer_s"] += timer
+        week["steps"] += steps
+        week["load"] += load if load is not None else 0.0
     return [
         {
             **w,
@@ -168,17 +190,25 @@ def routine_prompts(session: Session, athlete: Athlete, first: date, last: date)
 
 def adherence(session: Session, athlete: Athlete, first: date, last: date) -> list[dict[str, Any]]:
     """Per routine: how often it was prompted on local days ``first``..``last`` and how often reported done."""
-    prompts = routine_prompts(session, athlete, first, last)
+    routines_by_prompt = {
+        prompt_id: set(routines)
+        for prompt_id, routines in session.execute(
+            select(Prompt.id, Prompt.routines).where(
+                Prompt.athlete_id == athlete.id,
+                Prompt.kind.in_(ROUTINE_KINDS),
+                Prompt.local_day >= first,
+                Prompt.local_day <= last,
+            )
+        )
+    }
     prompted: dict[str, int] = defaultdict(int)
-    for p in prompts:
-        for key in set(p.routines):
+    for keys in routines_by_prompt.values():
+        for key in keys:
             prompted[key] += 1
     done: dict[str, int] = defaultdict(int)
-    ids = [p.id for p in prompts]
-    if ids:
-        routines_by_prompt = {p.id: set(p.routines) for p in prompts}
+    if routines_by_prompt:
         for prompt_id, routine in session.execute(
-            select(Completion.prompt_id, Completion.routine).where(Completion.prompt_id.in_(ids))
+            select(Completion.prompt_id, Completion.routine).where(Completion.prompt_id.in_(list(routines_by_prompt)))
         ):
             # A completion counts for a routine that prompt asked for (Completion is unique per prompt+routine).
             if routine in routines_by_prompt.get(prompt_id, set()):
@@ -194,6 +224,32 @@ def adherence(session: Session, athlete: Athlete, first: date, last: date) -> li
     ]
 
 
+# A run's columns as the runs list and the flags read them: the run and its load row, plain values.
+_RUN_ROW = (
+    Run.id,
+    Run.start_time,
+    Run.name,
+    Run.sport,
+    Run.distance_m,
+    Run.timer_s,
+    Run.steps,
+    RunLoad.run_id.label("load_id"),
+    RunLoad.load,
+    RunLoad.long_run,
+    RunLoad.flags,
+    RunLoad.facts,
+)
+
+
+def _no_prompt_reasons(session: Session, settings: Settings, ids: list[int]) -> dict[int, str]:
+    """Why each of the runs ``ids`` (which have no prompt) got none: a few runs of the range, each with its load
+    row loaded with it (no lazy load per run)."""
+    if not ids:
+        return {}
+    runs = session.scalars(select(Run).options(joinedload(Run.load), raiseload("*")).where(Run.id.in_(ids)))
+    return {run.id: why_no_prompt(session, settings, run) for run in runs}
+
+
 def recent_runs(
     session: Session,
     athlete: Athlete,
@@ -204,22 +260,33 @@ def recent_runs(
 ) -> list[dict[str, Any]]:
     """The newest primary runs (on local days ``first``..``last`` when given) with their flags and the prompts
     made for them (routines, done or not); with ``settings``, why a run without a prompt got none."""
-    query = select(Run).where(Run.athlete_id == athlete.id, Run.duplicate_of_id.is_(None))
+    query = (
+        select(*_RUN_ROW)
+        .outerjoin(RunLoad, RunLoad.run_id == Run.id)
+        .where(Run.athlete_id == athlete.id, Run.duplicate_of_id.is_(None))
+    )
     if first is not None:
         query = query.where(Run.start_time >= utc_bounds_of_local_day(first, athlete.timezone)[0])
     if last is not None:
         query = query.where(Run.start_time < utc_bounds_of_local_day(last, athlete.timezone)[1])
-    runs = list(session.scalars(query.order_by(Run.start_time.desc()).limit(limit)))
-    prompts: dict[int, list[Prompt]] = defaultdict(list)
+    runs = list(session.execute(query.order_by(Run.start_time.desc()).limit(limit)))
+    prompts: dict[int | None, list[Any]] = defaultdict(list)
     if runs:
-        for p in session.scalars(
-            select(Prompt).where(Prompt.athlete_id == athlete.id, Prompt.run_id.in_([r.id for r in runs]))
+        for p in session.execute(
+            select(Prompt.id, Prompt.run_id, Prompt.kind, Prompt.routines, Prompt.done_at, Prompt.created_at).where(
+                Prompt.athlete_id == athlete.id, Prompt.run_id.in_([r.id for r in runs])
+            )
         ):
-            assert p.run_id is not None
             prompts[p.run_id].append(p)
+    silent = (
+        _no_prompt_reasons(session, settings, [r.id for r in runs if not prompts.get(r.id)])
+        if settings is not None
+        else {}
+    )
     out: list[dict[str, Any]] = []
     for run in runs:
-        load = run.load
+        loaded = run.load_id is not None
+        facts = run.facts if loaded and isinstance(run.facts, dict) else {}
         out.append(
             {
                 "id": run.id,
@@ -230,13 +297,11 @@ def recent_runs(
                 "distance_m": round(run.distance_m, 1),
                 "timer_s": round(run.timer_s),
                 "steps": round(run.steps),
-                "load": round(load.load, 1) if load is not None else None,
-                "long_run": bool(load.long_run) if load is not None else False,
-                "flags": list(load.flags) if load is not None else [],
-                "flag_reasons": dict(load.facts.get("flag_reasons", {})) if load is not None else {},
-                "no_prompt_reason": (
-                    why_no_prompt(session, settings, run) if settings is not None and not prompts.get(run.id) else None
-                ),
+                "load": round(run.load, 1) if loaded else None,
+                "long_run": bool(run.long_run) if loaded else False,
+                "flags": list(run.flags) if loaded else [],
+                "flag_reasons": dict(facts.get("flag_reasons", {})),
+                "no_prompt_reason": silent.get(run.id),
                 "prompts": [
                     {
                         "id": p.id,
@@ -255,17 +320,25 @@ def recent_runs(
 def flagged_runs(session: Session, athlete: Athlete, first: date, last: date) -> list[dict[str, Any]]:
     """Primary runs on local days ``first``..``last`` that raised a flag, with each flag's reason."""
     out: list[dict[str, Any]] = []
-    for run in _primary_runs_between(session, athlete, first, last):
-        if run.load is None or not run.load.flags:
+    for run_id, start, flags, facts in session.execute(
+        select(Run.id, Run.start_time, RunLoad.flags, RunLoad.facts)
+        .join(RunLoad, RunLoad.run_id == Run.id)
+        .where(
+            *_primary_between(athlete, first, last),
+            # Only flagged runs reach Python (the list is stored as JSON text; most runs raise none).
+            cast(RunLoad.flags, String) != "[]",
+        )
+        .order_by(Run.start_time)
+    ):
+        if not flags:
             continue
-        reasons: dict[str, str] = run.load.facts.get("flag_reasons", {})
+        reasons: dict[str, str] = facts.get("flag_reasons", {}) if isinstance(facts, dict) else {}
         out.append(
             {
-                "run_id": run.id,
-                "day": local_day(run.start_time, athlete.timezone).isoformat(),
+                "run_id": run_id,
+                "day": local_day(start, athlete.timezone).isoformat(),
                 "flags": [
-                    {"name": f, "reason": reasons.get(f, f), "summary": flag_summary(reasons.get(f, f))}
-                    for f in run.load.flags
+                    {"name": f, "reason": reasons.get(f, f), "summary": flag_summary(reasons.get(f, f))} for f in flags
                 ],
             }
         )
@@ -325,9 +398,10 @@ def _last_run_day(session: Session, athlete: Athlete) -> date | None:
     return local_day(last, athlete.timezone) if last is not None else None
 
 
-def default_range(session: Session, athlete: Athlete, today: date) -> str:
-    """The shortest range that shows the newest run: an imported archive opens on its runs, not on empty weeks."""
-    last = _last_run_day(session, athlete)
+def default_range(session: Session, athlete: Athlete, today: date, last: date | None = None) -> str:
+    """The shortest range that shows the newest run (on local day ``last``, looked up when not given): an
+    imported archive opens on its runs, not on empty weeks."""
+    last = last if last is not None else _last_run_day(session, athlete)
     if last is None:
         return "6w"
     for key, (_, days) in RANGES.items():
@@ -417,19 +491,20 @@ def dashboard_data(
     shortest range that shows the newest run. Plain JSON-able values only.
     """
     today = local_day(now, athlete.timezone)
+    last_run = _last_run_day(session, athlete)
     if days is not None and range_key is None:
         if days < 1:
             raise ValueError("days must be at least 1")
         key = "custom"
         first = today - timedelta(days=days - 1)
     else:
-        key = range_key or default_range(session, athlete, today)
+        key = range_key or default_range(session, athlete, today, last_run)
         first = range_first_day(session, athlete, today, key)
     series = daily_series(session, settings, athlete, first, today)
     unit = bin_unit(len(series))
     # Weeks of a long range are the bars themselves; the table keeps to the last 12 to stay readable.
     week_from = max(first, today - timedelta(days=83))
-    runs_total = len(_primary_runs_between(session, athlete, first, today))
+    runs_total = _run_count(session, athlete, first, today)
     last_7 = sum(d["load"] for d in series[-7:])
     flags = flagged_runs(session, athlete, first, today)
     return {
@@ -457,5 +532,5 @@ def dashboard_data(
         "adherence": adherence(session, athlete, today - timedelta(days=ADHERENCE_DAYS - 1), today),
         "adherence_days": ADHERENCE_DAYS,
         "shoes": [u.as_json() for u in shoe_usage(session, athlete)],
-        "has_runs": _last_run_day(session, athlete) is not None,
+        "has_runs": last_run is not None,
     }

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from delivery.outbox import channels_for
 from recommender.run_detail import routine_title
-from stridecare.db.models import Athlete, Delivery, ImportedFile, Prompt, Run, StravaAccount
+from stridecare.db.models import Athlete, Delivery, ImportedFile, Prompt, Run, RunLoad, StravaAccount
 from stridecare.domain.history import local_day
 from stridecare.settings import Settings
 
@@ -24,9 +24,11 @@ LAST_PROMPTS = 3
 
 
 def _athlete_view(session: Session, settings: Settings, athlete: Athlete) -> dict[str, Any]:
+    # Plain rows with each run's load joined: no query per run.
     runs = list(
-        session.scalars(
-            select(Run)
+        session.execute(
+            select(Run.id, Run.start_time, Run.distance_m, Run.sport, RunLoad.load)
+            .outerjoin(RunLoad, RunLoad.run_id == Run.id)
             .where(Run.athlete_id == athlete.id, Run.duplicate_of_id.is_(None))
             .order_by(Run.start_time.desc())
             .limit(LAST_RUNS)
@@ -54,7 +56,7 @@ def _athlete_view(session: Session, settings: Settings, athlete: Athlete) -> dic
                 "id": r.id,
                 "day": local_day(r.start_time, athlete.timezone).isoformat(),
                 "distance_km": round(r.distance_m / 1000, 1),
-                "load": round(r.load.load) if r.load is not None else None,
+                "load": round(r.load) if r.load is not None else None,
                 "sport": r.sport,
             }
             for r in runs

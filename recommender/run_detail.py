@@ -14,12 +14,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload, raiseload
 
 from recommender.routines import ROUTINES
 from recommender.shoes import run_shoe
 from recommender.silence import why_no_prompt
-from stridecare.db.models import Athlete, DailyLoad, Prompt, Run, Shoe
+from stridecare.db.models import Athlete, DailyLoad, Prompt, Run, RunLoad, Shoe
 from stridecare.db.samples import unpack_samples
 from stridecare.domain.history import local_day
 from stridecare.settings import Settings
@@ -168,18 +168,19 @@ def moving_stretches(
 def _comparison(session: Session, athlete: Athlete, run: Run) -> dict[str, Any]:
     """How this run's load compares with the primary runs of the :data:`COMPARE_DAYS` days before it."""
     since = run.start_time - timedelta(days=COMPARE_DAYS)
-    earlier = [
-        r.load.load
-        for r in session.scalars(
-            select(Run).where(
+    # The loads alone, one query (a run not planned yet has no load row and is left out).
+    earlier = list(
+        session.scalars(
+            select(RunLoad.load)
+            .join(Run, Run.id == RunLoad.run_id)
+            .where(
                 Run.athlete_id == athlete.id,
                 Run.duplicate_of_id.is_(None),
                 Run.start_time >= since,
                 Run.start_time < run.start_time,
             )
         )
-        if r.load is not None
-    ]
+    )
     if run.load is None or not earlier:
         return {"runs": len(earlier), "median": None, "ratio": None, "rank": None, "text": None}
     median = statistics.median(earlier)
@@ -206,7 +207,8 @@ def _comparison(session: Session, athlete: Athlete, run: Run) -> dict[str, Any]:
 
 def run_detail(session: Session, settings: Settings, athlete: Athlete, run_id: int) -> dict[str, Any] | None:
     """Everything the page of run ``run_id`` shows, or None when the athlete has no such run."""
-    run = session.get(Run, run_id)
+    # The run with its load and samples in one query; any other relationship read by accident raises.
+    run = session.get(Run, run_id, options=[joinedload(Run.load), joinedload(Run.samples), raiseload("*")])
     if run is None or run.athlete_id != athlete.id:
         return None
     tz = athlete.timezone

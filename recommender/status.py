@@ -8,10 +8,10 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from recommender.figures import UNITS, LoadFigures
-from recommender.planner import constants, daily_rows
+from recommender.planner import constants
 from stridecare.db.models import Athlete, DailyLoad, Delivery, Prompt, Run
 from stridecare.db.run_json import run_json
 from stridecare.domain.history import EwmaState, acwr, local_day, recompute_from
@@ -45,24 +45,45 @@ def prompts_for(
             select(Prompt).where(Prompt.athlete_id == athlete.id).order_by(Prompt.created_at.desc()).limit(limit)
         )
     )
+    # Every prompt's deliveries in one query, not one per prompt.
+    by_prompt: dict[str, list[Delivery]] = {p.id: [] for p in prompts}
+    if prompts:
+        for d in session.scalars(select(Delivery).where(Delivery.prompt_id.in_(list(by_prompt))).order_by(Delivery.id)):
+            by_prompt[d.prompt_id].append(d)
     out = []
     for p in prompts:
-        deliveries = list(session.scalars(select(Delivery).where(Delivery.prompt_id == p.id)))
+        deliveries = by_prompt[p.id]
         if pending_only and not any(d.status == "pending" for d in deliveries):
             continue
         out.append(prompt_json(p, deliveries))
     return out
 
 
+# The longest rolling sum of the shared figures (load of the last 28 days).
+SUM_DAYS = 28
+
+
 def figures_as_of(session: Session, settings: Settings, athlete: Athlete, day: date) -> LoadFigures:
     """The shared load figures of the athlete's local ``day``: acute and chronic load at that day (rest days
     after the last stored one decay them), ACWR when it may be shown, and the sums of daily load over the 7
     and 28 local days ending with it. Every surface that shows these figures takes them from here."""
-    rows = daily_rows(session, athlete.id, through=day)
-    if not rows:
+    # Three bounded reads, whatever the length of the history: the first day (for the ACWR's history), the
+    # averages of the last stored day, and the 28 daily loads the sums need.
+    first = session.scalar(
+        select(DailyLoad.day)
+        .where(DailyLoad.athlete_id == athlete.id, DailyLoad.day <= day)
+        .order_by(DailyLoad.day)
+        .limit(1)
+    )
+    stored = session.execute(
+        select(DailyLoad.day, DailyLoad.acute, DailyLoad.chronic)
+        .where(DailyLoad.athlete_id == athlete.id, DailyLoad.day <= day)
+        .order_by(DailyLoad.day.desc())
+        .limit(1)
+    ).first()
+    if first is None or stored is None:
         return LoadFigures(0.0, 0.0, None, 0.0, 0.0)
-    first, last = rows[0].day, rows[-1].day
-    acute, chronic = rows[-1].acute, rows[-1].chronic
+    last, acute, chronic = stored.day, stored.acute, stored.chronic
     if day > last:
         decayed = recompute_from(
             [],
@@ -75,13 +96,22 @@ def figures_as_of(session: Session, settings: Settings, athlete: Athlete, day: d
         acute, chronic = decayed[-1].acute, decayed[-1].chronic
     history_days = (day - first).days + 1
     ratio = acwr(acute, chronic, history_days, min_history_days=settings.load.acwr_min_history_days)
-    by_day = {r.day: r.load for r in rows}
+    by_day: dict[date, float] = {
+        d: load
+        for d, load in session.execute(
+            select(DailyLoad.day, DailyLoad.load).where(
+                DailyLoad.athlete_id == athlete.id,
+                DailyLoad.day > day - timedelta(days=SUM_DAYS),
+                DailyLoad.day <= day,
+            )
+        )
+    }
     return LoadFigures(
         acute_load=acute,
         chronic_load=chronic,
         acwr=ratio,
         load_last_7_days=sum(by_day.get(day - timedelta(days=k), 0.0) for k in range(7)),
-        load_last_28_days=sum(by_day.get(day - timedelta(days=k), 0.0) for k in range(28)),
+        load_last_28_days=sum(by_day.get(day - timedelta(days=k), 0.0) for k in range(SUM_DAYS)),
     )
 
 
@@ -98,6 +128,7 @@ def athlete_status(session: Session, settings: Settings, athlete: Athlete, now: 
     recent = list(
         session.scalars(
             select(Run)
+            .options(joinedload(Run.load))  # read for every run below: loaded with them, not one query each
             .where(Run.athlete_id == athlete.id, Run.duplicate_of_id.is_(None))
             .order_by(Run.start_time.desc())
             .limit(10)

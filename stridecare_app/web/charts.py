@@ -8,6 +8,7 @@ chosen so that a label renders at 12 px or more in both.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -101,11 +102,13 @@ def load_chart(data: dict[str, Any], frame: Frame) -> dict[str, Any]:
                 "flag_numbers": [],
             }
         )
-    for d in data["days"]:
-        for i, b in enumerate(bins):
-            if b["start"] <= d["day"] <= b["end"]:
-                bin_of_day[d["day"]] = i
-                break
+    # The bin of each flagged day: bins are in order and do not overlap, so the last one starting on or before
+    # the day (a search, not a walk over every day and bin: a range of years has thousands of days).
+    starts = [b["start"] for b in bins]
+    for flagged in data["flags"]:
+        found = bisect_right(starts, flagged["day"]) - 1
+        if found >= 0 and flagged["day"] <= bins[found]["end"]:
+            bin_of_day[flagged["day"]] = found
 
     def line(key: str) -> str:
         return " ".join(f"{b['cx']},{y(b[key])}" for b in bars)
