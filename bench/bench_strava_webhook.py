@@ -1,11 +1,17 @@
-"""Strava webhook intake under load: our web app (uvicorn, loopback) taking event POSTs from many clients.
+"""Strava webhook intake under load: our web app (uvicorn, loopback) taking event POSTs from many clients,
+against a bare Starlette app on uvicorn answering 200 to the same POSTs, measured in turns in the same run.
 
-Run from the repository root: ``.venv/bin/python bench/bench_strava_webhook.py [--db sqlite|postgres]``.
-It starts ``stridecare web`` as a subprocess (its own interpreter, so the load generator does not share its
-GIL) with the broker on the local Redis, so every new event is really enqueued as a Celery task. Then it
-fires ``--events`` distinct event POSTs from ``--clients`` concurrent httpx clients and reports latency
-percentiles and errors, and checks that every event was stored once and enqueued once. Strava wants a 200
-within 2 s.
+Run from the repository root: ``.venv/bin/python bench/bench_strava_webhook.py [--mode embedded|distributed|both]``.
+
+* ``embedded``: ``stridecare run`` (SQLite database, SQLite broker, the worker, beat and web app in one process);
+* ``distributed``: ``stridecare web`` on PostgreSQL with the broker on the local Redis, and one Celery worker
+  process draining the events.
+
+Each is its own interpreter (the load generator does not share its GIL), as is the bare app. Rounds of
+``--events`` distinct event POSTs from ``--clients`` concurrent httpx clients go to the bare app and to
+stridecare in turn; percentiles, the ratio of stridecare's p99 to the bare app's, and ``os.getloadavg()`` are
+printed per round and over all rounds, and the bench checks that every event was stored once, and counts the
+broker messages (drain nudges) the intake caused. Strava wants a 200 within 2 s.
 """
 
 from __future__ import annotations
@@ -146,76 +152,339 @@ async def _with_client(client: httpx.AsyncClient, loop: Any) -> None:
         await loop(client)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--events", type=int, default=2000)
-    parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--redis-db", type=int, default=12, help="Redis database number used (flushed)")
-    args = parser.parse_args()
+# -- the bare app: what uvicorn and Starlette alone cost for the same POST ---------------------------------------
 
-    import redis
 
-    broker = f"{REDIS}/{args.redis_db}"
-    r = redis.Redis.from_url(broker)
-    r.flushdb()
-    pg_name = None
-    with tempfile.TemporaryDirectory(prefix="sc-bench-") as tmp:
-        if args.db == "postgres":
-            db_url, pg_name = make_pg_database()
-        else:
-            db_url = f"sqlite:///{tmp}/bench.db"
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STRIDECARE_")}
-        env.update(
-            {
-                "STRIDECARE_DATA_HOME": tmp,
-                "STRIDECARE_DATABASE_URL": db_url,
-                "STRIDECARE_BROKER_URL": broker,
-                "STRIDECARE_ENCRYPTION_KEYS": FERNET_KEY,
-                "STRIDECARE_SECRET_KEY": "bench-signing-key",
-                "STRIDECARE_STRAVA_SUBSCRIPTION_ID": str(SUBSCRIPTION_ID),
-                "STRIDECARE_LOG_LEVEL": "WARNING",
-            }
+def bare_app() -> Any:
+    """A Starlette app answering the event POST as stridecare does, without storing anything."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def receive(request: Request) -> JSONResponse:
+        json.loads(await request.body())
+        return JSONResponse({"status": "ok"})
+
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(routes=[Route("/strava/webhook", receive, methods=["POST"]), Route("/healthz", healthz)])
+
+
+def serve_bare(port: int) -> None:
+    """Serve :func:`bare_app` with the uvicorn settings stridecare's web app is served with."""
+    import uvicorn
+
+    from stridecare_app.web.server import uvicorn_config
+
+    uvicorn.Server(uvicorn_config(bare_app(), "127.0.0.1", port, log_level="warning")).run()
+
+
+@contextmanager
+def bare_server() -> Iterator[str]:
+    """The bare app in a process of its own; its base URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--serve-bare", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the bare app did not start")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@contextmanager
+def worker_process(env: dict[str, str]) -> Iterator[None]:
+    """One Celery worker process (distributed: it drains the events table on the drain nudges)."""
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "worker",
+                "--pool=threads",
+                "--concurrency=2",
+                "--loglevel=WARNING",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
         )
-        base = f"http://127.0.0.1:{port}"
-        with serving(["web", "--host", "127.0.0.1", "--port", f"{port}"], env, base + "/healthz"):
-            url = base + "/strava/webhook"
-            # Warm-up: connections, the Celery producer, SQLite's first writes.
-            asyncio.run(fire(url, 20, 5, owner_base=900))
-            r.flushdb()
-            started = time.perf_counter()
-            latencies, errors = asyncio.run(fire(url, args.events, args.clients, owner_base=100))
-            elapsed = time.perf_counter() - started
-        from sqlalchemy import create_engine, text
+        try:
+            yield
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
-        engine = create_engine(db_url)
-        with engine.connect() as conn:
-            stored = conn.execute(text("SELECT count(*) FROM strava_events")).scalar_one()
-        engine.dispose()
-        queued = r.llen("celery")
-        r.flushdb()
-        if pg_name:
-            drop_pg_database(pg_name)
+
+def summary(latencies: list[float], errors: list[str]) -> dict[str, Any]:
+    """Percentiles of a list of latencies (seconds) in ms, errors, and the 2 s count."""
     ms = [x * 1000 for x in latencies]
-    report = {
-        "db": args.db,
-        "events": args.events,
-        "clients": args.clients,
-        "errors": len(errors),
-        "error_kinds": sorted(set(errors)),
-        "elapsed_s": round(elapsed, 2),
-        "requests_per_s": round(args.events / elapsed, 1),
+    return {
+        "n": len(ms),
         "p50_ms": round(percentile(ms, 50), 1),
         "p90_ms": round(percentile(ms, 90), 1),
         "p99_ms": round(percentile(ms, 99), 1),
         "max_ms": round(max(ms), 1),
         "mean_ms": round(statistics.fmean(ms), 1),
         "over_2s": sum(1 for x in ms if x > 2000),
-        "stored_events": int(stored) - 20,  # minus the warm-up
-        "enqueued_tasks": int(queued),
+        "errors": len(errors),
+        "error_kinds": sorted(set(errors)),
     }
-    print(json.dumps(report, indent=2))
+
+
+class Turns:
+    """Rounds fired in turn at the bare app and at stridecare, with the load average beside each."""
+
+    def __init__(self, bare_url: str, url: str, events: int, clients: int) -> None:
+        self.bare_url, self.url, self.events, self.clients = bare_url, url, events, clients
+        self.rounds: list[dict[str, Any]] = []
+        self.all: dict[str, tuple[list[float], list[str]]] = {"bare": ([], []), "stridecare": ([], [])}
+        self.sent = 0
+
+    def round(self, owner_base: int, label: str = "") -> dict[str, Any]:
+        """One bare round then one stridecare round; their figures and the ratio of the p99s."""
+        row: dict[str, Any] = {"label": label}
+        for name, url in (("bare", self.bare_url), ("stridecare", self.url)):
+            load = os.getloadavg()[0]
+            latencies, errors = asyncio.run(fire(url, self.events, self.clients, owner_base=owner_base))
+            if name == "stridecare":
+                self.sent += self.events
+            self.all[name][0].extend(latencies)
+            self.all[name][1].extend(errors)
+            row[name] = summary(latencies, errors) | {"load": round(load, 2)}
+        row["p99_ratio"] = round(row["stridecare"]["p99_ms"] / row["bare"]["p99_ms"], 2)
+        self.rounds.append(row)
+        return row
+
+    def pooled(self) -> dict[str, Any]:
+        bare, ours = summary(*self.all["bare"]), summary(*self.all["stridecare"])
+        return {"bare": bare, "stridecare": ours, "p99_ratio": round(ours["p99_ms"] / bare["p99_ms"], 2)}
+
+
+def line(label: str, row: dict[str, Any]) -> str:
+    """One printed line: stridecare's figures, the bare app's, the ratio and the load."""
+    s, b = row["stridecare"], row["bare"]
+    return (
+        f"  {label:<24} stridecare p50 {s['p50_ms']:6.1f} p99 {s['p99_ms']:7.1f} max {s['max_ms']:7.1f} ms "
+        f"| bare p50 {b['p50_ms']:5.1f} p99 {b['p99_ms']:6.1f} ms | p99 {row['p99_ratio']:5.2f}x bare "
+        f"| >2 s {s['over_2s']} errors {s['errors']} {s['error_kinds']} "
+        f"| load {s.get('load', os.getloadavg()[0]):.2f}"
+    )
+
+
+def count_events(db_url: str) -> tuple[int, int]:
+    """Events stored, and of them those the workers have processed."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(text("SELECT count(*) FROM strava_events")).scalar_one()
+            pending = conn.execute(
+                text("SELECT count(*) FROM strava_events WHERE status IN ('pending', 'processing')")
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return int(stored), int(stored) - int(pending)
+
+
+class NudgeCounter:
+    """Counts the messages the intake puts on the broker: Redis's MONITOR (distributed), or the SQLite broker's
+    sent messages through a trigger into a table of its own (embedded: the worker deletes each message it
+    takes)."""
+
+    def __init__(self, broker: str) -> None:
+        self.broker = broker
+        self._stop = False
+        self.count = 0
+        self._thread: Any = None
+
+    def start(self) -> None:
+        if self.broker.startswith("redis"):
+            import threading
+
+            import redis
+
+            client = redis.Redis.from_url(self.broker)
+            db = int(self.broker.rsplit("/", 1)[1])
+
+            def watch() -> None:
+                with client.monitor() as monitor:  # type: ignore[no-untyped-call]
+                    for command in monitor.listen():
+                        if self._stop:
+                            return
+                        said = str(command.get("command", ""))
+                        if command.get("db") == db and said.startswith("LPUSH") and "strava_drain" in said:
+                            self.count += 1
+
+            self._thread = threading.Thread(target=watch, daemon=True)
+            self._thread.start()
+        else:
+            import sqlite3
+
+            path = self.broker.removeprefix("sqla+sqlite:///")
+            with sqlite3.connect(path, timeout=30) as lite:
+                lite.execute("CREATE TABLE IF NOT EXISTS bench_sent (n INTEGER)")
+                lite.execute(
+                    "CREATE TRIGGER IF NOT EXISTS bench_count AFTER INSERT ON kombu_message "
+                    "BEGIN INSERT INTO bench_sent VALUES (1); END"
+                )
+
+    def stop(self) -> int:
+        self._stop = True
+        if not self.broker.startswith("redis"):
+            import sqlite3
+
+            path = self.broker.removeprefix("sqla+sqlite:///")
+            with sqlite3.connect(path, timeout=30) as conn:
+                self.count = int(conn.execute("SELECT count(*) FROM bench_sent").fetchone()[0])
+        return self.count
+
+
+@contextmanager
+def stridecare(mode: str, tmp: Path, redis_db: int, **extra: str) -> Iterator[tuple[str, str, str, dict[str, str]]]:
+    """stridecare serving in ``mode``: its base URL, database URL, broker URL and environment."""
+    pg_name = None
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIDECARE_")}
+    home = tmp / "home"
+    env.update(
+        {
+            "STRIDECARE_DATA_HOME": str(home),
+            "STRIDECARE_ENCRYPTION_KEYS": FERNET_KEY,
+            "STRIDECARE_SECRET_KEY": "bench-signing-key",
+            "STRIDECARE_STRAVA_SUBSCRIPTION_ID": str(SUBSCRIPTION_ID),
+            "STRIDECARE_LOG_LEVEL": "WARNING",
+            "STRIDECARE_WEB_PORT": str(port),
+            "STRIDECARE_DEFAULT_ATHLETE": "me",
+        }
+    )
+    env.update(extra)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        if mode == "distributed":
+            import redis
+
+            broker = f"{REDIS}/{redis_db}"
+            redis.Redis.from_url(broker).flushdb()
+            db_url, pg_name = make_pg_database()
+            env.update({"STRIDECARE_DATABASE_URL": db_url, "STRIDECARE_BROKER_URL": broker})
+            subprocess.run(
+                [str(Path(sys.executable).parent / "stridecare"), "migrate"],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            with (
+                worker_process(env),
+                serving(["web", "--host", "127.0.0.1", "--port", f"{port}"], env, base + "/healthz"),
+            ):
+                yield base, db_url, broker, env
+        else:
+            db_url = f"sqlite:///{home}/stridecare.db"
+            broker = f"sqla+sqlite:///{home}/broker.db"
+            with serving(["run"], env, base + "/healthz", start_timeout=60, stop_timeout=30):
+                yield base, db_url, broker, env
+    finally:
+        if pg_name:
+            drop_pg_database(pg_name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=["embedded", "distributed", "both"], default="both")
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--redis-db", type=int, default=12, help="Redis database number used (flushed)")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_bare:
+        serve_bare(args.serve_bare)
+        return
+    modes = ["embedded", "distributed"] if args.mode == "both" else [args.mode]
+    reports = []
+    with bare_server() as bare_base:
+        for mode in modes:
+            with (
+                tempfile.TemporaryDirectory(prefix="sc-bench-") as tmp,
+                stridecare(mode, Path(tmp), args.redis_db) as (base, db_url, broker, _env),
+            ):
+                turns = Turns(bare_base + "/strava/webhook", base + "/strava/webhook", args.events, args.clients)
+                turns.events, turns.clients = 20, 5
+                turns.round(owner_base=900)  # warm-up: connections, the Celery producer, first writes
+                turns.events, turns.clients = args.events, args.clients
+                turns.rounds.clear()
+                turns.sent = 0
+                turns.all = {"bare": ([], []), "stridecare": ([], [])}
+                counter = NudgeCounter(broker)
+                counter.start()
+                warm = count_events(db_url)[0]
+                if not args.json:
+                    print(f"{mode}: {args.events} event POSTs from {args.clients} clients a round, in turns")
+                for r in range(args.rounds):
+                    row = turns.round(owner_base=100 + 10 * r, label=f"round {r + 1}")
+                    if not args.json:
+                        print(line(row["label"], row))
+                time.sleep(1.0)  # the last nudge's messages
+                messages = counter.stop()
+                stored, processed = count_events(db_url)
+                pooled = turns.pooled()
+                report = {
+                    "mode": mode,
+                    "events_per_round": args.events,
+                    "clients": args.clients,
+                    "rounds": turns.rounds,
+                    "all": pooled,
+                    "stored_events": stored - warm,
+                    "sent_events": turns.sent,
+                    "processed_when_load_ended": processed - warm,
+                    "broker_messages_during_load": messages,
+                }
+                reports.append(report)
+                if not args.json:
+                    print(
+                        line(
+                            "all rounds",
+                            pooled | {"stridecare": pooled["stridecare"] | {"load": os.getloadavg()[0]}},
+                        )
+                    )
+                    print(
+                        f"  stored {stored - warm} of {turns.sent} events sent, {processed - warm} processed when "
+                        f"the load ended; {messages} broker messages (drain nudges) for them"
+                    )
+    if args.json:
+        print(json.dumps(reports, indent=2))
 
 
 if __name__ == "__main__":

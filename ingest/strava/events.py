@@ -85,6 +85,9 @@ RETRY_DELAYS = (
 )
 # Waiting for the athlete's next activity list.
 LISTING = "listing"
+# Not finished: waiting, or claimed (a drain claims a batch, and one list or fetch answers the batch's other
+# events of the same athlete or activity too; the drain then passes over them).
+UNFINISHED = ("pending", LISTING, "processing")
 # The list shows the newest activities first: one page covers any athlete's last days.
 RECENT_PER_PAGE = 50
 # An activity the list did not show is looked for once more at the next list when its event came this shortly
@@ -354,6 +357,11 @@ def claim_due(rt: Runtime, now: datetime, limit: int = DRAIN_BATCH) -> list[tupl
     return [(int(id_), dict(payload)) for id_, payload in rows]
 
 
+def _still_claimed(rt: Runtime, event_id: int) -> bool:
+    with rt.db.read() as session:
+        return session.scalar(select(StravaEvent.status).where(StravaEvent.id == event_id)) == "processing"
+
+
 def drain(
     rt: Runtime,
     after: Callable[[int, EventOutcome], Any] | None = None,
@@ -375,6 +383,8 @@ def drain(
         if not claimed:
             return done, False
         for event_id, payload in claimed:
+            if not _still_claimed(rt, event_id):
+                continue  # answered by the list or fetch of an event before it in this batch
             outcome = process_claimed(rt, event_id, payload, now)
             done += 1
             if after is not None:
@@ -537,7 +547,7 @@ def _answer_alike(
         update(StravaEvent)
         .where(
             StravaEvent.id != event_id,
-            StravaEvent.status.in_(("pending", LISTING)),
+            StravaEvent.status.in_(UNFINISHED),
             StravaEvent.received_at <= now,
             StravaEvent.payload["owner_id"].as_integer() == owner_id,
             StravaEvent.payload["object_id"].as_integer() == activity_id,
@@ -686,7 +696,7 @@ def _waiting(rt: Runtime, strava_id: int, athlete_id: int, event_id: int, starte
         rows = session.execute(
             select(StravaEvent.id, StravaEvent.payload).where(
                 StravaEvent.payload["owner_id"].as_integer() == strava_id,
-                StravaEvent.status.in_(("pending", LISTING)) | (StravaEvent.id == event_id),
+                StravaEvent.status.in_(UNFINISHED) | (StravaEvent.id == event_id),
                 StravaEvent.received_at <= started,
             )
         ).all()
@@ -794,8 +804,8 @@ def _resolve(
         outcome = EventOutcome("done", "")
         announced: list[int] = []
         for row in session.scalars(select(StravaEvent).where(StravaEvent.id.in_(list(waiting)))):
-            if row.id != event_id and row.status not in ("pending", LISTING):
-                continue  # another worker claimed it meanwhile
+            if row.id != event_id and row.status not in UNFINISHED:
+                continue  # another worker finished it meanwhile
             activity_id = waiting[row.id]
             result = results.get(activity_id)
             if isinstance(result, ParsedRun):
