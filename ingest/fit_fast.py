@@ -20,6 +20,13 @@ give exactly what the fitparse pass would —
 Enum values are named with fitparse's own profile and the header messages (``file_id``) are read by fitparse
 itself (it stops after the first few messages), so names and device strings are fitparse's exactly.
 
+The file is decoded once natively: a walk over its message headers (no field is decoded) counts the messages
+of each kind and copies every message but the records into a small FIT file of its own; the full decode of
+the records checks the whole file's structure and CRCs, and the few other kinds are read from the small copy,
+where each costs next to nothing. A file the walk cannot split exactly (a non-record message timed by a
+compressed timestamp header, which needs the records' times, or a structure it does not follow) is read kind
+by kind from the whole file, as before (``one_pass=False``: the reference the split is tested against).
+
 One quirk is worked around: ``rustyfit`` computes a segment's file CRC without its header when the optional
 header CRC is 0 (which the FIT protocol allows and several older Garmin devices write), and so refuses those
 files. Their CRCs are checked here (``fit_integrity``) and the header CRC filled in on a copy of the bytes.
@@ -82,56 +89,188 @@ def available() -> bool:
     return fitfast is not None
 
 
-def scan(path: Path, *, max_bytes: int = MAX_BYTES, max_records: int = MAX_RECORDS) -> Scan | None:
+def scan(
+    path: Path, *, max_bytes: int = MAX_BYTES, max_records: int = MAX_RECORDS, one_pass: bool = True
+) -> Scan | None:
     """The fitparse pass's ``Scan`` of ``path``, or None when fitparse must decode it (see the module note).
 
     A file over ``max_bytes`` bytes or ``max_records`` records is left to fitparse's streaming pass: these bound
     the native decoder's memory (a process with less room to spare may pass lower ones). Raises OSError when
-    the file cannot be read, like the fitparse pass.
+    the file cannot be read, like the fitparse pass. ``one_pass=False`` reads each message kind from the whole
+    file (the reference for the split, see the module note).
     """
     if fitfast is None or path.stat().st_size > max_bytes:
         return None
     data = _with_header_crcs(path.read_bytes())
     if data is None:
         return None
+    split = _split(data) if one_pass else None
     try:
-        counts = fitfast.message_counts(data)
+        if split is None:
+            counts = fitfast.message_counts(data)  # decodes the whole file: structure and CRCs checked
+            others, checked = data, True
+        else:
+            counts, others = split
+            checked = False  # until the records' full decode (or a count) has read the whole file
         if counts.get("record", 0) > max_records:
             return None
-        return _scan_bytes(path, data, counts)
+        return _scan_bytes(path, data, others, counts, checked)
     except fitfast.FitDecodeError:
         return None
 
 
-def _scan_bytes(path: Path, data: bytes, counts: dict[str, int]) -> Scan | None:
+def _scan_bytes(path: Path, data: bytes, others: bytes, counts: dict[str, int], checked: bool) -> Scan | None:
+    """The scan of ``data``, its records from ``data`` and every other kind from ``others`` (``data`` itself, or
+    the split copy without records). ``checked``: the whole of ``data`` was decoded natively already; else it
+    is before any result is given, so a damaged file is still handed to fitparse."""
     result = _file_id(path)
     if result is None:
         return None
+
+    def whole_file_checked() -> None:
+        if not checked:
+            fitfast.message_counts(data)  # raises FitDecodeError for a damaged file
+
     if result.file_type is not None and result.file_type != "activity":
+        whole_file_checked()
         return result  # FitSource reports it as "not an activity file" from the type alone
-    if counts.get("field_description") and _shadows_native(data):
+    if counts.get("field_description") and _shadows_native(others):
         return None
     if counts.get("session"):
-        result.sessions = _sessions(fitfast.records(data, "session"))
+        result.sessions = _sessions(fitfast.records(others, "session"))
         if _all_non_foot(result.sessions):
             # The sessions alone decide: every one is reported as skipped, and none needs a record.
+            whole_file_checked()
             return result
     if counts.get("record"):
         columns = fitfast.records(data, "record")
+        checked = True
         if columns and not _MOTION_FIELDS & columns.keys():
             # Old devices pack speed and distance into compressed_speed_distance, a byte field the columns
             # leave out and only fitparse expands; a file without either gains nothing from the fast scan.
             return None
         _fill_records(result, columns)
+    else:
+        whole_file_checked()
     if counts.get("event"):
-        result.timer_events = _timer_events(fitfast.records(data, "event"))
+        result.timer_events = _timer_events(fitfast.records(others, "event"))
     if counts.get("activity"):
-        _fill_activity(result, fitfast.records(data, "activity"))
+        _fill_activity(result, fitfast.records(others, "activity"))
     if counts.get("timestamp_correlation"):
-        _fill_correlation(result, fitfast.records(data, "timestamp_correlation"))
+        _fill_correlation(result, fitfast.records(others, "timestamp_correlation"))
     if counts.get("sport"):
-        result.sport_msg = _first_sport(fitfast.records(data, "sport"))
+        result.sport_msg = _first_sport(fitfast.records(others, "sport"))
     return result
+
+
+# -- the split: one walk over the message headers --------------------------------------------------------------
+
+# Global message numbers of the kinds this scan counts (FIT profile).
+_KIND_NAMES = {
+    0: "file_id",
+    12: "sport",
+    18: "session",
+    20: "record",
+    21: "event",
+    34: "activity",
+    162: "timestamp_correlation",
+    206: "field_description",
+}
+_RECORD = 20
+
+
+def _split(data: bytes) -> tuple[dict[str, int], bytes] | None:
+    """The message counts of the kinds this scan reads, and ``data`` without its record messages (every
+    definition and every other message kept, in order, one segment per segment, CRCs made anew); None when
+    the walk cannot tell the messages apart exactly (see the module note). Nothing is decoded or checked here:
+    the records' native decode checks the whole file."""
+    counts: dict[str, int] = {}
+    out = bytearray()
+    pos = 0
+    size = len(data)
+    while pos < size:
+        header_size = data[pos]
+        if header_size not in (12, 14) or pos + header_size > size or data[pos + 8 : pos + 12] != b".FIT":
+            return None
+        (data_size,) = struct.unpack_from("<I", data, pos + 4)
+        start = pos + header_size
+        end = start + data_size
+        if end + 2 > size:
+            return None
+        body = bytearray()
+        if not _split_segment(data, start, end, body, counts):
+            return None
+        head = bytearray(data[pos : pos + 12])
+        head[0] = 12  # no header CRC: the file CRC covers the header
+        struct.pack_into("<I", head, 4, len(body))
+        segment = bytes(head + body)
+        out += segment
+        out += fit_crc(segment).to_bytes(2, "little")
+        pos = end + 2
+    return counts, bytes(out)
+
+
+def _split_segment(data: bytes, pos: int, end: int, out: bytearray, counts: dict[str, int]) -> bool:
+    """Walk one segment's messages ``data[pos:end]``: count them, copy all but records to ``out``."""
+    sizes = [-1] * 16  # local message type -> its data messages' size (-1: not defined yet)
+    kinds = [-1] * 16  # local message type -> global message number
+    records = 0
+    others: dict[int, int] = {}
+    while pos < end:
+        header = data[pos]
+        if header < 0x10:  # a normal data message header (the most common case: records)
+            size = sizes[header]
+            if size < 0:
+                return False
+            following = pos + 1 + size
+            kind = kinds[header]
+            if kind == _RECORD:
+                records += 1
+            else:
+                others[kind] = others.get(kind, 0) + 1
+                out += data[pos:following]
+            pos = following
+        elif header & 0x80:  # compressed timestamp header: a data message of local type 0..3
+            local = (header >> 5) & 0x3
+            if sizes[local] < 0 or kinds[local] != _RECORD:
+                return False  # its time follows the records' times, which the copy leaves out
+            records += 1
+            pos += 1 + sizes[local]
+        elif header & 0x40 and not header & 0x10:  # a definition message
+            if pos + 6 > end:
+                return False
+            arch = data[pos + 2]
+            if arch > 1:
+                return False
+            kind = int.from_bytes(data[pos + 3 : pos + 5], "big" if arch else "little")
+            n_fields = data[pos + 5]
+            following = pos + 6 + 3 * n_fields
+            if following > end:
+                return False
+            message_size = sum(data[pos + 7 : following : 3])
+            if header & 0x20:  # developer fields follow
+                if following >= end:
+                    return False
+                n_dev = data[following]
+                dev_end = following + 1 + 3 * n_dev
+                if dev_end > end:
+                    return False
+                message_size += sum(data[following + 2 : dev_end : 3])
+                following = dev_end
+            local = header & 0x0F
+            sizes[local], kinds[local] = message_size, kind
+            out += data[pos:following]
+            pos = following
+        else:
+            return False  # reserved header bits set: left to the decoders
+    if pos != end:
+        return False
+    counts["record"] = counts.get("record", 0) + records
+    for kind, n in others.items():
+        name = _KIND_NAMES.get(kind)
+        if name is not None:
+            counts[name] = counts.get(name, 0) + n
+    return True
 
 
 def _file_id(path: Path) -> Scan | None:
@@ -157,8 +296,9 @@ def _file_id(path: Path) -> Scan | None:
 def _shadows_native(data: bytes) -> bool:
     """True when a developer field bears the name of a native field this scan reads.
 
-    Field names are strings, which the column form leaves out: the message form is built for the whole file,
-    so this costs a few native passes and is paid only by files that carry developer fields.
+    Field names are strings, which the column form leaves out: the message form builds every message of
+    ``data``, so it is given the split copy without records where there is one; paid only by files that carry
+    developer fields.
     """
     descriptions = fitfast.parse(data).get("field_description", [])
     return any(d.get("field_name") in _SHADOWABLE for d in descriptions)

@@ -61,11 +61,38 @@ def implausibility(
     run: ParsedRun, *, bounds: PlausibilityBounds = DEFAULT_BOUNDS, constants: LoadConstants = DEFAULT_CONSTANTS
 ) -> str | None:
     """The plain reason ``run`` cannot be a real foot session, or None when it is within every bound."""
+    series = _Series.of(run.samples)
     for check in (_non_finite, _negative, _duration, _speed, _cadence, _steps, _load):
-        reason = check(run, bounds, constants)
+        reason = check(run, bounds, constants, series)
         if reason is not None:
             return f"implausible session: {reason}"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Series:
+    """A run's sample series as arrays and its interval weights, built once for every check."""
+
+    t: npt.NDArray[np.float64]
+    distance: npt.NDArray[np.float64]
+    speed: npt.NDArray[np.float64]
+    cadence: npt.NDArray[np.float64]
+    altitude: npt.NDArray[np.float64]
+    weights: npt.NDArray[np.float64]
+    timed_s: float  # Σ weights, summed in order as ``steps.timed_seconds`` does
+
+    @classmethod
+    def of(cls, samples: Samples) -> _Series:
+        weights = interval_weights(samples)
+        return cls(
+            t=np.asarray(samples.t, dtype=np.float64),
+            distance=_floats(samples.distance_m),
+            speed=_floats(samples.speed_mps),
+            cadence=_floats(samples.cadence_spm),
+            altitude=_floats(samples.altitude_m),
+            weights=np.asarray(weights, dtype=np.float64),
+            timed_s=sum(weights),
+        )
 
 
 def first_implausibility(
@@ -86,7 +113,7 @@ def _fmt_hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _non_finite(run: ParsedRun, _b: PlausibilityBounds, _c: LoadConstants) -> str | None:
+def _non_finite(run: ParsedRun, _b: PlausibilityBounds, _c: LoadConstants, series: _Series) -> str | None:
     summary = {
         "elapsed time": run.elapsed_s,
         "timer time": run.timer_s,
@@ -100,17 +127,16 @@ def _non_finite(run: ParsedRun, _b: PlausibilityBounds, _c: LoadConstants) -> st
     for name, value in summary.items():
         if value is not None and not math.isfinite(value):
             return f"its {name} is not a finite number ({value})"
-    s = run.samples
-    if not np.isfinite(np.asarray(s.t, dtype=np.float64)).all():
+    if not np.isfinite(series.t).all():
         return "a sample's time is not a finite number"
     # NaN stands for "not recorded" in sample series; an infinity is a broken value.
-    for name, series in (
-        ("distance", s.distance_m),
-        ("speed", s.speed_mps),
-        ("cadence", s.cadence_spm),
-        ("altitude", s.altitude_m),
+    for name, values in (
+        ("distance", series.distance),
+        ("speed", series.speed),
+        ("cadence", series.cadence),
+        ("altitude", series.altitude),
     ):
-        if np.isinf(_floats(series)).any():
+        if np.isinf(values).any():
             return f"a sample's {name} is infinite"
     return None
 
@@ -120,7 +146,7 @@ def _floats(series: Sequence[float | None]) -> npt.NDArray[np.float64]:
     return np.array([math.nan if v is None else v for v in series], dtype=np.float64)
 
 
-def _negative(run: ParsedRun, _b: PlausibilityBounds, _c: LoadConstants) -> str | None:
+def _negative(run: ParsedRun, _b: PlausibilityBounds, _c: LoadConstants, _s: _Series) -> str | None:
     for name, value in (
         ("elapsed time", run.elapsed_s),
         ("timer time", run.timer_s),
@@ -132,8 +158,8 @@ def _negative(run: ParsedRun, _b: PlausibilityBounds, _c: LoadConstants) -> str 
     return None
 
 
-def _duration(run: ParsedRun, b: PlausibilityBounds, _c: LoadConstants) -> str | None:
-    timer = max(run.timer_s, _timed_seconds(run.samples))
+def _duration(run: ParsedRun, b: PlausibilityBounds, _c: LoadConstants, series: _Series) -> str | None:
+    timer = max(run.timer_s, series.timed_s)
     if timer > b.max_timer_s:
         return f"timer time {_fmt_hours(timer)} is over the {_fmt_hours(b.max_timer_s)} limit"
     elapsed = max(run.elapsed_s, run.samples.t[-1] if len(run.samples) else 0.0)
@@ -142,32 +168,29 @@ def _duration(run: ParsedRun, b: PlausibilityBounds, _c: LoadConstants) -> str |
     return None
 
 
-def _speed(run: ParsedRun, b: PlausibilityBounds, _c: LoadConstants) -> str | None:
-    timer = max(run.timer_s, _timed_seconds(run.samples))
+def _speed(run: ParsedRun, b: PlausibilityBounds, _c: LoadConstants, series: _Series) -> str | None:
+    timer = max(run.timer_s, series.timed_s)
     if timer > 0 and run.distance_m / timer > b.max_speed_mps:
         return f"average speed {run.distance_m / timer:.1f} m/s is over {b.max_speed_mps:g} m/s"
-    worst = _worst_window_mean(_speed_intervals(run.samples), b.speed_window_s)
+    worst = _worst_window_mean(*_speed_intervals(series), b.speed_window_s)
     if worst is not None and worst > b.max_speed_mps:
         minutes = b.speed_window_s / 60
         return f"speed {worst:.1f} m/s sustained over {minutes:g} min is over {b.max_speed_mps:g} m/s"
     return None
 
 
-def _cadence(run: ParsedRun, b: PlausibilityBounds, _c: LoadConstants) -> str | None:
+def _cadence(run: ParsedRun, b: PlausibilityBounds, _c: LoadConstants, series: _Series) -> str | None:
     if run.avg_cadence_spm is not None and run.avg_cadence_spm > b.max_cadence_spm:
         return f"average cadence {run.avg_cadence_spm:.0f} steps/min is over {b.max_cadence_spm:g}"
-    s = run.samples
-    pairs = [
-        (c, w) for c, w in zip(s.cadence_spm, interval_weights(s), strict=True) if c is not None and not math.isnan(c)
-    ]
-    worst = _worst_window_mean(pairs, b.cadence_window_s)
+    recorded = ~np.isnan(series.cadence)
+    worst = _worst_window_mean(series.cadence[recorded], series.weights[recorded], b.cadence_window_s)
     if worst is not None and worst > b.max_cadence_spm:
         return f"cadence {worst:.0f} steps/min sustained over {b.cadence_window_s:g} s is over {b.max_cadence_spm:g}"
     return None
 
 
-def _steps(run: ParsedRun, b: PlausibilityBounds, _c: LoadConstants) -> str | None:
-    timer = max(run.timer_s, _timed_seconds(run.samples))
+def _steps(run: ParsedRun, b: PlausibilityBounds, _c: LoadConstants, series: _Series) -> str | None:
+    timer = max(run.timer_s, series.timed_s)
     if run.steps > 0 and timer <= 0:
         return f"{run.steps:.0f} steps without any timer time"
     if timer > 0 and run.steps * 60.0 / timer > b.max_cadence_spm:
@@ -189,7 +212,7 @@ def worst_case_load(run: ParsedRun, constants: LoadConstants = DEFAULT_CONSTANTS
     return result.load, max(run.timer_s, result.running_time_s)
 
 
-def _load(run: ParsedRun, b: PlausibilityBounds, constants: LoadConstants) -> str | None:
+def _load(run: ParsedRun, b: PlausibilityBounds, constants: LoadConstants, _s: _Series) -> str | None:
     try:
         load, timer = worst_case_load(run, constants)
     except OverflowError:
@@ -211,15 +234,11 @@ def _load(run: ParsedRun, b: PlausibilityBounds, constants: LoadConstants) -> st
     return None
 
 
-def _timed_seconds(samples: Samples) -> float:
-    return sum(interval_weights(samples))
-
-
-def _speed_intervals(samples: Samples) -> list[tuple[float, float]]:
-    """``(speed, seconds)`` of each timed interval: the speed field, else the distance covered since the last
+def _speed_intervals(series: _Series) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Speed and seconds of each timed interval: the speed field, else the distance covered since the last
     recorded distance."""
-    weights = np.asarray(interval_weights(samples), dtype=np.float64)
-    distance = _floats(samples.distance_m)
+    weights = series.weights
+    distance = series.distance
     n = len(distance)
     recorded = np.where(~np.isnan(distance), np.arange(n), -1)
     last = np.maximum.accumulate(np.concatenate(([-1], recorded[:-1]))) if n else recorded
@@ -227,22 +246,23 @@ def _speed_intervals(samples: Samples) -> list[tuple[float, float]]:
     timed = weights > 0
     with np.errstate(divide="ignore", invalid="ignore"):
         from_distance = np.maximum(0.0, distance - previous) / np.where(timed, weights, 1.0)
-    speed = _floats(samples.speed_mps)
-    speed = np.where(np.isnan(speed), from_distance, speed)
+    speed = np.where(np.isnan(series.speed), from_distance, series.speed)
     keep = timed & ~np.isnan(speed)
-    return list(zip(speed[keep].tolist(), weights[keep].tolist(), strict=True))
+    return speed[keep], weights[keep]
 
 
-def _worst_window_mean(pairs: Sequence[tuple[float, float]], window_s: float) -> float | None:
-    """The highest time-weighted mean of ``(value, seconds)`` over any run of consecutive intervals lasting at
-    least ``window_s`` (the whole series when it is shorter); None for an empty series.
+def _worst_window_mean(
+    values: npt.NDArray[np.float64], weights: npt.NDArray[np.float64], window_s: float
+) -> float | None:
+    """The highest time-weighted mean of ``values`` (each held for its ``weights`` seconds) over any run of
+    consecutive intervals lasting at least ``window_s`` (the whole series when it is shorter); None for an
+    empty series.
 
     For each interval the window ends at, it starts at the latest interval that still leaves it ``window_s``
     long (prefix sums and a binary search, not a loop per interval)."""
-    if not pairs:
+    if not len(values):
         return None
-    values = np.minimum(np.array([v for v, _ in pairs], dtype=np.float64), _VALUE_CAP)
-    weights = np.array([w for _, w in pairs], dtype=np.float64)
+    values = np.minimum(values, _VALUE_CAP)
     total_t = float(weights.sum())
     if total_t <= 0:
         return None
