@@ -17,10 +17,31 @@ from stridecare.domain.run import Samples
 ENCODING = "f32z-v1"
 _COLUMNS = ("t", "distance_m", "speed_mps", "cadence_spm", "altitude_m", "timer_running")
 _HEADER = struct.Struct("<4sI")
+# zlib's fastest level: a third of level 6's time for about 8 % more bytes (reading is the same either way).
+_LEVEL = 1
 
 
 def pack_samples(samples: Samples) -> bytes:
-    """Serialise ``samples`` into the compact column format."""
+    """Serialise ``samples`` into the compact column format (the same bytes as
+    :func:`pack_samples_reference`, each column converted in one NumPy pass)."""
+    import numpy as np  # deferred: start-up time (NumPy costs 80 ms; only processes that store runs pack)
+
+    n = len(samples)
+    parts = [_HEADER.pack(b"SCS1", n)]
+    with np.errstate(over="ignore"):  # a value past float32's range is stored as infinity, as array("f") does
+        for name in _COLUMNS:
+            values = getattr(samples, name)
+            if name == "timer_running":
+                column = np.asarray(values, dtype=bool).astype("<f4")
+            else:
+                # None becomes NaN; the double is rounded to float32 as a C cast, like array("f").
+                column = np.asarray(values, dtype=np.float64).astype("<f4")
+            parts.append(column.tobytes())
+    return zlib.compress(b"".join(parts), _LEVEL)
+
+
+def pack_samples_reference(samples: Samples) -> bytes:
+    """The reference for :func:`pack_samples`, one value at a time (kept for the differential test)."""
     n = len(samples)
     blob = bytearray(_HEADER.pack(b"SCS1", n))
     for name in _COLUMNS:
@@ -37,7 +58,7 @@ def pack_samples(samples: Samples) -> bytes:
         if _big_endian():
             col.byteswap()
         blob += col.tobytes()
-    return zlib.compress(bytes(blob), 6)
+    return zlib.compress(bytes(blob), _LEVEL)
 
 
 def unpack_samples(data: bytes) -> Samples:
