@@ -26,6 +26,7 @@ from stridecare.runtime import Runtime
 from stridecare_app.web.server import announce_login, serve_in_thread
 from workers.announce import announce
 from workers.app import make_app
+from workers.queues import BACKLOG, FILES, BurstLanes
 
 log = logging.getLogger(__name__)
 console = logging.getLogger("stridecare.console")
@@ -96,15 +97,27 @@ def make_watcher(
         # The task is taken from an explicit app: Celery's "current app" is per thread, and the watcher runs
         # in a thread of its own.
         task = (celery or make_app(rt.settings, rt)).tasks["stridecare.ingest_file"]
+        # An athlete's first files of a burst go on the files queue, the rest on the backlog queue, so that one
+        # athlete's big drop holds back no other athlete's fresh run (workers.queues).
+        lanes = BurstLanes()
+
+        def send(files: list[Candidate], queue: str) -> None:
+            first, *more = files
+            task.apply_async(
+                (first.athlete, str(first.path), str(first.root), *([[str(c.path) for c in more]] if more else [])),
+                queue=queue,
+            )
 
         def submit(c: Candidate) -> None:
-            task.delay(c.athlete, str(c.path), str(c.root))
+            send([c], lanes.lane(c.athlete))
 
         def submit_group(group: list[Candidate]) -> None:
             # One message for files found ready together (one athlete's folder): a burst crosses the queue
             # in a few messages, and the files of one message are stored in order by one worker.
-            first, *more = group
-            task.delay(first.athlete, str(first.path), str(first.root), [str(c.path) for c in more])
+            fresh, _rest = lanes.split(group[0].athlete, len(group))
+            for files, queue in ((group[:fresh], FILES), (group[fresh:], BACKLOG)):
+                if files:
+                    send(files, queue)
 
         return FolderWatcher(
             scanner, submit, rt.settings.rescan_interval_s, submit_group=submit_group if group_files else None

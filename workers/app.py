@@ -17,12 +17,18 @@ from stridecare.settings import Settings, load_settings
 
 # The task modules define shared tasks: importing them registers their tasks on every app made here.
 from workers import connector_tasks, strava_tasks, tasks, tick  # noqa: F401
+from workers.queues import DEFAULT, QUEUES, ROUTES
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery settings that make redelivery safe: late acks, one prefetch, no results, bounded visibility."""
+    """Celery settings that make redelivery safe (late acks, one prefetch, no results, bounded visibility) and
+    put each kind of work on a queue of its own (:mod:`workers.queues`)."""
     conf: dict[str, Any] = {
         "broker_url": settings.effective_broker_url,
+        # Every queue declared: a worker without -Q consumes them all; `-Q files,planning,delivery` picks some.
+        "task_queues": {name: {"exchange": name, "routing_key": name} for name in QUEUES},
+        "task_default_queue": DEFAULT,
+        "task_routes": (ROUTES,),
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,

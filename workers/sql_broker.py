@@ -21,6 +21,15 @@ than the task it carried (an inbox burst sends two per file). The channel opens 
 could take (the last messages sent) is found again from the database, which is the record of what is owed:
 the watcher re-reads inbox files the import log does not hold, the beat's periodic pass finishes a stale
 athlete and sends due deliveries.
+
+A worker consuming several queues takes from them by priority (:data:`workers.queues.PRIORITY`: delivery,
+planning, files, connectors, backlog, then Strava events), not kombu's round robin of one message per queue in
+turn: one poll looks at the queues in that order, in one transaction, and takes the first message it finds, so
+a file's task, its replan and its delivery each wait for at most the tasks already running, never for a queue
+of Strava events. One take in :data:`workers.queues.ROUND_ROBIN_EVERY` looks at the queues in the reverse order,
+so that a long burst of files slows events down instead of stopping them. The messages of one queue stay in
+the order they were sent; an index on (queue, time, id) finds a queue's first message without reading past
+another queue's thousands.
 """
 
 from __future__ import annotations
@@ -35,10 +44,19 @@ from kombu.utils.json import loads
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
+from workers.queues import PRIORITY, ROUND_ROBIN_EVERY
+
 POLLING_INTERVAL_S = 0.2
 # While messages keep coming the consumer polls far more often: a worker whose slots were full sleeps a whole
 # interval before it takes the next message, which in a burst of small tasks was most of the wall time.
 BUSY_POLLING_INTERVAL_S = 0.02
+# Queues not in PRIORITY (Celery's control queues, a queue someone added) rank before Strava events.
+_UNKNOWN_RANK = PRIORITY.index("celery")
+
+
+def queue_rank(name: str) -> int:
+    """Where a queue comes in the embedded worker's priority order (0 first)."""
+    return PRIORITY.index(name) if name in PRIORITY else _UNKNOWN_RANK
 
 
 def _broker_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -53,6 +71,63 @@ class Channel(sqlalchemy.Channel):
     """kombu's SQLAlchemy channel, deleting each message as it is taken, on a SQLite file in WAL mode."""
 
     _purged = False  # whether this channel has deleted the consumed rows kept by earlier versions
+    _takes = 0  # messages this channel took through _poll: every ROUND_ROBIN_EVERY-th looks the other way
+
+    def _poll(self, cycle: Any, callback: Any, timeout: Any = None) -> Any:
+        """Take the first message of the consumed queues in priority order (once in ROUND_ROBIN_EVERY takes,
+        in reverse order) and hand it to ``callback``; kombu's own poll takes one queue after another in turn."""
+        queues = sorted(dict.fromkeys(self._active_queues), key=queue_rank)
+        if (self._takes + 1) % ROUND_ROBIN_EVERY == 0:
+            queues.reverse()
+        payload, queue = self._take_first(queues)
+        self._takes += 1
+        callback(payload, queue)
+
+    def _take_first(self, queues: list[str]) -> tuple[Any, str]:
+        """The first message of the first of ``queues`` that has one, deleted as it is taken; Empty if none."""
+        ids = [(name, self._get_or_create(name).id) for name in queues]  # type: ignore[no-untyped-call]
+        session = self.session
+        if session.bind.name == "sqlite":
+            session.execute(text("BEGIN IMMEDIATE TRANSACTION"))
+        try:
+            self._tidy(session)
+            for name, queue_id in ids:
+                message = self._first(session, queue_id)
+                if message is not None:
+                    payload = loads(bytes_to_str(message.payload))  # type: ignore[no-untyped-call]
+                    session.delete(message)
+                    self.connection.queue_had_message = True
+                    return payload, name
+            self.connection.queue_had_message = False
+            raise Empty()
+        finally:
+            session.commit()
+
+    def _first(self, session: Any, queue_id: int) -> Any:
+        return (
+            session.query(self.message_cls)
+            .with_for_update()
+            .filter(self.message_cls.queue_id == queue_id)
+            .filter(self.message_cls.visible.is_not(False))
+            .order_by(self.message_cls.sent_at)
+            .order_by(self.message_cls.id)
+            .limit(1)
+            .first()
+        )
+
+    def _tidy(self, session: Any) -> None:
+        """Once per channel: delete the consumed rows earlier versions kept, and index messages by queue."""
+        if self._purged:
+            return
+        # Invisible rows were consumed; an unacknowledged message was restored as a new, visible row.
+        session.query(self.message_cls).filter(self.message_cls.visible.is_(False)).delete()
+        # kombu's only index is (time, id): a queue's first message was found by reading past every older
+        # message of every other queue (16,000 Strava events before a file's message).
+        table = self.message_cls.__tablename__
+        session.execute(
+            text(f"CREATE INDEX IF NOT EXISTS ix_{table}_queue_timestamp_id ON {table} (queue_id, timestamp, id)")
+        )
+        self._purged = True
 
     def _engine_from_config(self) -> Engine:
         engine: Engine = super()._engine_from_config()  # type: ignore[no-untyped-call]
@@ -62,35 +137,9 @@ class Channel(sqlalchemy.Channel):
         return engine
 
     def _get(self, queue: Any, timeout: Any = None) -> Any:
-        # kombu is untyped: its helpers are called as they are.
-        obj = self._get_or_create(queue)  # type: ignore[no-untyped-call]
-        session = self.session
-        if session.bind.name == "sqlite":
-            session.execute(text("BEGIN IMMEDIATE TRANSACTION"))
-        try:
-            if not self._purged:
-                # Invisible rows were consumed; an unacknowledged message was restored as a new, visible row.
-                session.query(self.message_cls).filter(self.message_cls.visible.is_(False)).delete()
-                self._purged = True
-            message = (
-                session.query(self.message_cls)
-                .with_for_update()
-                .filter(self.message_cls.queue_id == obj.id)
-                .filter(self.message_cls.visible.is_not(False))
-                .order_by(self.message_cls.sent_at)
-                .order_by(self.message_cls.id)
-                .limit(1)
-                .first()
-            )
-            if message is None:
-                self.connection.queue_had_message = False
-                raise Empty()
-            payload = loads(bytes_to_str(message.payload))  # type: ignore[no-untyped-call]
-            session.delete(message)
-            self.connection.queue_had_message = True
-            return payload
-        finally:
-            session.commit()
+        """One queue's first message (kombu calls this for a single queue, e.g. ``basic_get``)."""
+        payload, _queue = self._take_first([queue])
+        return payload
 
 
 class Transport(sqlalchemy.Transport):
