@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -210,37 +211,33 @@ def bare_server() -> Iterator[str]:
 
 
 @contextmanager
-def worker_process(env: dict[str, str]) -> Iterator[None]:
-    """One Celery worker process (distributed: it drains the events table on the drain nudges)."""
+def child(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process (its log kept in a file: a pipe nobody reads would block it), stopped on leaving."""
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app",
-                "worker",
-                "--pool=threads",
-                "--concurrency=2",
-                "--loglevel=WARNING",
-                "--without-heartbeat",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
         try:
-            yield
+            yield proc
         finally:
             proc.terminate()
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+CELERY = [sys.executable, "-m", "celery", "-A", "workers.app"]
+QUIET = ["--loglevel=WARNING"]
+
+
+@contextmanager
+def worker_process(env: dict[str, str]) -> Iterator[None]:
+    """One Celery worker process as docker-compose runs it (prefork, two children): it drains the events
+    table on the drain nudges and ingests the watcher's files."""
+    with child(
+        [*CELERY, "worker", "--concurrency=2", *QUIET, "--without-heartbeat", "--without-gossip", "--without-mingle"],
+        env,
+    ):
+        yield
 
 
 def summary(latencies: list[float], errors: list[str]) -> dict[str, Any]:
@@ -369,8 +366,11 @@ class NudgeCounter:
 
 
 @contextmanager
-def stridecare(mode: str, tmp: Path, redis_db: int, **extra: str) -> Iterator[tuple[str, str, str, dict[str, str]]]:
-    """stridecare serving in ``mode``: its base URL, database URL, broker URL and environment."""
+def stridecare(
+    mode: str, tmp: Path, redis_db: int, *, ingest: bool = False, **extra: str
+) -> Iterator[tuple[str, str, str, dict[str, str]]]:
+    """stridecare serving in ``mode``: its base URL, database URL, broker URL and environment. Distributed
+    with ``ingest``, the beat and the folder watcher run as well (embedded, ``stridecare run`` has both)."""
     pg_name = None
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRIDECARE_")}
@@ -396,18 +396,23 @@ def stridecare(mode: str, tmp: Path, redis_db: int, **extra: str) -> Iterator[tu
             redis.Redis.from_url(broker).flushdb()
             db_url, pg_name = make_pg_database()
             env.update({"STRIDECARE_DATABASE_URL": db_url, "STRIDECARE_BROKER_URL": broker})
+            stridecare_bin = str(Path(sys.executable).parent / "stridecare")
             subprocess.run(
-                [str(Path(sys.executable).parent / "stridecare"), "migrate"],
+                [stridecare_bin, "migrate"],
                 cwd=ROOT,
                 env=env,
                 check=True,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            with (
-                worker_process(env),
-                serving(["web", "--host", "127.0.0.1", "--port", f"{port}"], env, base + "/healthz"),
-            ):
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(worker_process(env))
+                if ingest:
+                    stack.enter_context(child([*CELERY, "beat", *QUIET, "-s", str(tmp / "beat-schedule")], env))
+                    stack.enter_context(child([stridecare_bin, "watch"], env))
+                stack.enter_context(
+                    serving(["web", "--host", "127.0.0.1", "--port", f"{port}"], env, base + "/healthz")
+                )
                 yield base, db_url, broker, env
         else:
             db_url = f"sqlite:///{home}/stridecare.db"
