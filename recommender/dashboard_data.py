@@ -3,6 +3,11 @@ weekly distance and steps, recent runs with their prompts, and routine adherence
 
 Kept apart from the web layer so that it is tested against a database without a browser, and so that the
 weekly digest can reuse the same figures.
+
+A page costs what its range holds, not what the history holds: every read is a plain-row query bounded by the
+range (through the (athlete, start) and (athlete, day) indexes), counts and sums are SQL aggregates, the shared
+figures read their 28 days (:func:`recommender.status.figures_as_of`), and no run's load row is fetched on its
+own (``tests/test_page_growth.py`` counts the statements and rows at N and 4N days of history).
 """
 
 from __future__ import annotations
