@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session, selectinload
 
 from delivery.outbox import create_deliveries
@@ -30,7 +30,7 @@ from recommender.routines import TOE_ISOLATION
 from recommender.shoes import shoe_reminders
 from stridecare.db.athletes import lock_athlete
 from stridecare.db.engine import Database
-from stridecare.db.models import Athlete, DailyLoad, Prompt, Run, RunLoad, utcnow
+from stridecare.db.models import Athlete, DailyLoad, Prompt, Run, RunLoad, RunSamples, utcnow
 from stridecare.db.samples import unpack_samples
 from stridecare.domain.flags import SPIKE_FLAGS, Flag, evaluate_flags
 from stridecare.domain.history import (
@@ -77,9 +77,9 @@ def constants(settings: Settings) -> LoadConstants:
     return settings.load.constants
 
 
-def _parsed_from_row(run: Run) -> ParsedRun:
-    """A stored run back in the domain's shape, samples included."""
-    samples = unpack_samples(run.samples.data) if run.samples is not None else Samples.empty()
+def _parsed_from_row(run: Run, packed: bytes | None) -> ParsedRun:
+    """A stored run back in the domain's shape, samples included (``packed``: its stored sample blob, if any)."""
+    samples = unpack_samples(packed) if packed is not None else Samples.empty()
     return ParsedRun(
         source=run.source,
         source_key=run.source_key,
@@ -137,12 +137,20 @@ def _cadence_history(run: Run, earlier: Sequence[Run]) -> list[tuple[float, floa
     return history
 
 
+def _packed_samples(session: Session, run_ids: Sequence[int]) -> dict[int, bytes]:
+    """The stored sample blobs of ``run_ids``, in one query (not one lazy load per run)."""
+    if not run_ids:
+        return {}
+    rows = session.execute(select(RunSamples.run_id, RunSamples.data).where(RunSamples.run_id.in_(run_ids)))
+    return {run_id: data for run_id, data in rows}
+
+
 def _load_result(
-    settings: Settings, athlete: Athlete, run: Run, history: Sequence[tuple[float, float]]
+    settings: Settings, athlete: Athlete, run: Run, history: Sequence[tuple[float, float]], packed: bytes | None
 ) -> RunLoadResult:
     speed = run.distance_m / run.timer_s if run.timer_s > 0 else 0.0
     return run_load(
-        _parsed_from_row(run),
+        _parsed_from_row(run, packed),
         cadence_base_spm=baseline_cadence_spm(history, speed),
         cadence_history=history,
         sex=athlete.sex,
@@ -189,8 +197,9 @@ def _rebuild_daily(
     *,
     final: bool,
     through: date | None = None,
-) -> list[DailyLoad]:
-    """Replace the daily rows from ``from_day`` with the series of ``runs`` (the primaries from that day on).
+) -> int:
+    """Replace the daily rows from ``from_day`` with the series of ``runs`` (the primaries from that day on);
+    returns how many rows were written.
 
     ``final``: these runs reach the end of the history, so rows after the last one go too; otherwise rows are
     rebuilt through ``through`` (the chunk's last day) and later rows are left for the next chunk.
@@ -198,7 +207,7 @@ def _rebuild_daily(
     tz = athlete.timezone
     if first_run is None:
         session.execute(delete(DailyLoad).where(DailyLoad.athlete_id == athlete.id))
-        return []
+        return 0
     first_day = local_day(first_run, tz)
     start = max(from_day, first_day)
     previous: EwmaState | None = None
@@ -229,11 +238,11 @@ def _rebuild_daily(
     session.execute(wipe)
     if final:
         if not summaries:
-            return []
+            return 0
         through = max(local_day(r.start_time, tz) for r in summaries)
     assert through is not None
     if through < start:
-        return []
+        return 0
     totals = daily_totals(summaries, tz, start=start, through=through)
     rows = recompute_from(
         totals,
@@ -243,22 +252,24 @@ def _rebuild_daily(
         first_day=first_day if previous is not None else None,
         constants=constants(settings),
     )
+    # Inserted as plain rows in one executemany: nothing in the transaction needs them as ORM objects (the
+    # flags read the series back with ``daily_rows``), and a series of years is thousands of rows.
     stored = [
-        DailyLoad(
-            athlete_id=athlete.id,
-            day=row.day,
-            load=row.load,
-            acute=row.acute,
-            chronic=row.chronic,
-            distance_m=row.distance_m,
-            steps=row.steps,
-            stimulus=row.stimulus_sum,
-        )
+        {
+            "athlete_id": athlete.id,
+            "day": row.day,
+            "load": row.load,
+            "acute": row.acute,
+            "chronic": row.chronic,
+            "distance_m": row.distance_m,
+            "steps": row.steps,
+            "stimulus": row.stimulus_sum,
+        }
         for row in rows
     ]
-    session.add_all(stored)
-    session.flush()
-    return stored
+    if stored:
+        session.execute(insert(DailyLoad), stored)
+    return len(stored)
 
 
 def daily_rows(
@@ -350,6 +361,7 @@ def _replan_chunk(
     model = repr(constants(settings))  # changed model constants recompute every load
     new_ids: set[int] = set()
     computed: list[int] = []
+    todo: list[tuple[Run, list[tuple[float, float]], str]] = []
     for i, run in enumerate(context[len(earlier) :], start=len(earlier)):
         window = context[bisect_left(starts, run.start_time - baseline_span) : i]
         history = _cadence_history(run, window)
@@ -359,7 +371,12 @@ def _replan_chunk(
             new_ids.add(run.id)
         elif run.id not in changed and run.load.facts.get("inputs_key") == key:
             continue
-        _store_load(session, run, _load_result(settings, athlete, run, history), key)
+        todo.append((run, history, key))
+    # The samples of the runs whose load is computed, read together; each load still depends only on its run
+    # and the earlier runs' records, never on another load, so computing after the loop changes nothing.
+    packed = _packed_samples(session, [run.id for run, _, _ in todo])
+    for run, history, key in todo:
+        _store_load(session, run, _load_result(settings, athlete, run, history, packed.get(run.id)), key)
         computed.append(run.id)
     session.flush()
 
