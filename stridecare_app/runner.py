@@ -158,6 +158,8 @@ def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True, verbose: boo
     # The worker must not swap stdout/stderr for a logger: the console writes to them, and a record written
     # into a stream that logs would be lost.
     celery.conf.worker_redirect_stdouts = False
+    # The worker consumes every queue (workers.queues); the SQLite transport takes them by priority, so files,
+    # replans and deliveries never wait behind queued Strava events.
     for athlete, root in rt.settings.inbox_map():
         root.mkdir(parents=True, exist_ok=True)
         log.debug("watching %s for %s", root, athlete)

@@ -91,6 +91,20 @@ def queued(settings: Settings, queue: str) -> int:
     return int(row[0])
 
 
+def purge(settings: Settings, queue: str) -> None:
+    """Empty ``queue`` on ``settings``' broker (messages a worker already holds are not in it)."""
+    url = settings.effective_broker_url
+    if url.startswith(("redis://", "rediss://")):
+        client = redis.Redis.from_url(url)
+        client.delete(queue)
+        client.close()
+        return
+    with _broker_db(settings) as conn:
+        conn.execute(
+            "DELETE FROM kombu_message WHERE queue_id IN (SELECT id FROM kombu_queue WHERE name = ?)", (queue,)
+        )
+
+
 @contextmanager
 def _broker_db(settings: Settings) -> Iterator[sqlite3.Connection]:
     """The SQLite queue's file, its tables made by kombu first (as a worker's first connection makes them)."""
