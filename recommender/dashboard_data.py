@@ -45,9 +45,9 @@ def daily_series(
     """
     # Plain rows of the range only (never ORM objects, never the days before it): the page costs the same
     # whatever the length of the history.
-    rows = {
-        r.day: r
-        for r in session.execute(
+    rows: dict[date, tuple[float, float, float, float, float]] = {
+        day: (load, acute, chronic, distance, steps)
+        for day, load, acute, chronic, distance, steps in session.execute(
             select(
                 DailyLoad.day, DailyLoad.load, DailyLoad.acute, DailyLoad.chronic, DailyLoad.distance_m, DailyLoad.steps
             ).where(DailyLoad.athlete_id == athlete.id, DailyLoad.day >= first, DailyLoad.day <= last)
@@ -74,12 +74,11 @@ def daily_series(
         ):
             decayed[row.day] = (row.acute, row.chronic)
     out: list[dict[str, Any]] = []
-    day = first
+    day, one_day = first, timedelta(days=1)
     while day <= last:
         stored = rows.get(day)
         if stored is not None:
-            acute, chronic = stored.acute, stored.chronic
-            load, distance, steps = stored.load, stored.distance_m, stored.steps
+            load, acute, chronic, distance, steps = stored
         else:
             acute, chronic = decayed.get(day, (0.0, 0.0))
             load = distance = steps = 0.0
@@ -93,7 +92,7 @@ def daily_series(
                 "steps": round(steps),
             }
         )
-        day += timedelta(days=1)
+        day += one_day
     return out
 
 
