@@ -313,6 +313,8 @@ class Prompt(Base):
         UniqueConstraint("athlete_id", "kind", "dedupe_key"),
         # The roster reads every athlete's recent prompts at once.
         Index("ix_prompts_athlete_day", "athlete_id", "local_day"),
+        # The home page and `stridecare status` read an athlete's newest prompts.
+        Index("ix_prompts_athlete_created", "athlete_id", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
