@@ -328,11 +328,20 @@ def process_claimed(rt: Runtime, event_id: int, event: Mapping[str, Any], now: d
 
 
 def claim_due(rt: Runtime, now: datetime, limit: int = DRAIN_BATCH) -> list[tuple[int, dict[str, Any]]]:
+    """The events :func:`claim_batch` claimed (id and payload)."""
+    return claim_batch(rt, now, limit)[0]
+
+
+def claim_batch(rt: Runtime, now: datetime, limit: int = DRAIN_BATCH) -> tuple[list[tuple[int, dict[str, Any]]], int]:
     """Claim up to ``limit`` due events, oldest first, in one transaction: pending ones whose time has come and
     claims of crashed workers that lapsed. Each is ``processing`` until ``now + CLAIM_TTL``; concurrent drains
-    claim disjoint batches (PostgreSQL: rows another drain is claiming are skipped, not waited for)."""
+    claim disjoint batches (PostgreSQL: rows another drain is claiming are skipped, not waited for).
+
+    Events no worker could act on are finished in the same transaction instead of claimed, as
+    :func:`process_claimed` would finish them one by one: another subscription's, and those of a Strava
+    athlete with no connected account (a forged flood costs one statement, not a few per event)."""
     due = (
-        select(StravaEvent.id)
+        select(StravaEvent.id, StravaEvent.payload)
         .where(StravaEvent.status.in_(("pending", "processing")), StravaEvent.next_attempt_at <= now)
         .order_by(StravaEvent.id)
         .limit(limit)
@@ -342,19 +351,44 @@ def claim_due(rt: Runtime, now: datetime, limit: int = DRAIN_BATCH) -> list[tupl
             due = due.with_for_update(skip_locked=True)
         # SQLite: the transaction holds the one write lock from its start (BEGIN IMMEDIATE), so no other
         # drain reads between this select and the update.
-        ids = list(session.scalars(due))
-        if not ids:
-            return []
-        session.execute(
-            update(StravaEvent)
-            .where(StravaEvent.id.in_(ids))
-            .values(status="processing", attempts=StravaEvent.attempts + 1, next_attempt_at=now + CLAIM_TTL)
-            .execution_options(synchronize_session=False)
+        rows = [(int(id_), dict(payload)) for id_, payload in session.execute(due)]
+        if not rows:
+            return [], 0
+        owners = {int(p["owner_id"]) for _, p in rows if subscription_matches(rt.settings, p)}
+        connected = (
+            set(
+                session.scalars(
+                    select(StravaAccount.strava_athlete_id).where(StravaAccount.strava_athlete_id.in_(owners))
+                )
+            )
+            if owners
+            else set()
         )
-        rows = session.execute(
-            select(StravaEvent.id, StravaEvent.payload).where(StravaEvent.id.in_(ids)).order_by(StravaEvent.id)
-        ).all()
-    return [(int(id_), dict(payload)) for id_, payload in rows]
+        unknown = [i for i, p in rows if not subscription_matches(rt.settings, p)]
+        unconnected = [i for i, p in rows if i not in unknown and int(p["owner_id"]) not in connected]
+        for ids, detail in (
+            (unknown, "unknown subscription_id"),
+            (unconnected, "no connected account for this Strava athlete"),
+        ):
+            if ids:
+                session.execute(
+                    update(StravaEvent)
+                    .where(StravaEvent.id.in_(ids))
+                    .values(status="ignored", detail=detail, processed_at=now, attempts=StravaEvent.attempts + 1)
+                    .execution_options(synchronize_session=False)
+                )
+        finished = set(unknown) | set(unconnected)
+        claimed = [(i, p) for i, p in rows if i not in finished]
+        if claimed:
+            session.execute(
+                update(StravaEvent)
+                .where(StravaEvent.id.in_([i for i, _ in claimed]))
+                .values(status="processing", attempts=StravaEvent.attempts + 1, next_attempt_at=now + CLAIM_TTL)
+                .execution_options(synchronize_session=False)
+            )
+    if finished:
+        log.info("Strava events ignored: %d (another subscription, or no connected account)", len(finished))
+    return claimed, len(finished)
 
 
 def _still_claimed(rt: Runtime, event_id: int) -> bool:
@@ -371,7 +405,7 @@ def drain(
 ) -> tuple[int, bool]:
     """Process due events, a claimed batch at a time, until none is due or ``max_events`` were taken;
     ``after(event_id, outcome)`` follows each (the task's replan and console line). Returns how many were
-    processed and whether more were due when it stopped.
+    taken (those finished at the claim included) and whether more were due when it stopped.
 
     Killed half-way, a batch's finished events stay finished and the rest (the one in progress included) are
     claimed again once their claim lapses: a run is stored under its unique key and a prompt once, so nothing
@@ -379,12 +413,19 @@ def drain(
     done = 0
     while done < max_events:
         now = rt.now()
-        claimed = claim_due(rt, now, min(batch, max_events - done))
-        if not claimed:
+        size = min(batch, max_events - done)
+        claimed, finished = claim_batch(rt, now, size)
+        done += finished
+        if not claimed and not finished:
             return done, False
+        owners: set[Any] = set()
         for event_id, payload in claimed:
-            if not _still_claimed(rt, event_id):
-                continue  # answered by the list or fetch of an event before it in this batch
+            owner = payload.get("owner_id")
+            # An earlier event of the same athlete may have answered this one (one list or fetch answers them).
+            if owner in owners and not _still_claimed(rt, event_id):
+                done += 1
+                continue
+            owners.add(owner)
             outcome = process_claimed(rt, event_id, payload, now)
             done += 1
             if after is not None:
