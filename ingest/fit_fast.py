@@ -122,36 +122,32 @@ def scan(
 def _scan_bytes(path: Path, data: bytes, others: bytes, counts: dict[str, int], checked: bool) -> Scan | None:
     """The scan of ``data``, its records from ``data`` and every other kind from ``others`` (``data`` itself, or
     the split copy without records). ``checked``: the whole of ``data`` was decoded natively already; else it
-    is before any result is given, so a damaged file is still handed to fitparse."""
+    is now, before anything else reads the file, so a damaged or hostile file meets the native decoder (and
+    its memory limit) first, as with a count."""
+    sessions = _sessions(fitfast.records(others, "session")) if counts.get("session") else []
+    # The sessions alone decide a file whose every session is a non-foot sport: none needs a record.
+    non_foot = _all_non_foot(sessions)
+    columns: Columns | None = None
+    if counts.get("record") and not non_foot:
+        columns = fitfast.records(data, "record")  # the whole file decoded: structure and CRCs checked
+    elif not checked:
+        fitfast.message_counts(data)  # raises FitDecodeError for a damaged file
     result = _file_id(path)
     if result is None:
         return None
-
-    def whole_file_checked() -> None:
-        if not checked:
-            fitfast.message_counts(data)  # raises FitDecodeError for a damaged file
-
     if result.file_type is not None and result.file_type != "activity":
-        whole_file_checked()
         return result  # FitSource reports it as "not an activity file" from the type alone
     if counts.get("field_description") and _shadows_native(others):
         return None
-    if counts.get("session"):
-        result.sessions = _sessions(fitfast.records(others, "session"))
-        if _all_non_foot(result.sessions):
-            # The sessions alone decide: every one is reported as skipped, and none needs a record.
-            whole_file_checked()
-            return result
-    if counts.get("record"):
-        columns = fitfast.records(data, "record")
-        checked = True
+    result.sessions = sessions
+    if non_foot:
+        return result  # every session is reported as skipped
+    if columns is not None:
         if columns and not _MOTION_FIELDS & columns.keys():
             # Old devices pack speed and distance into compressed_speed_distance, a byte field the columns
             # leave out and only fitparse expands; a file without either gains nothing from the fast scan.
             return None
         _fill_records(result, columns)
-    else:
-        whole_file_checked()
     if counts.get("event"):
         result.timer_events = _timer_events(fitfast.records(others, "event"))
     if counts.get("activity"):

@@ -72,19 +72,19 @@ def begin_attempt(db: Database, digest: str, path: Path, now: datetime, stale_af
     file); a file that was being read at two deaths is the likely cause. An attempt by a process still alive (a
     concurrent worker) counts only once it is older than ``stale_after_s`` (longer than any decoding may take).
     """
-    with db.transaction() as session:
-        row = session.get(DecodeAttempt, digest)
-        if row is not None:
-            died = _alive(row.owner) is False or (now - row.started_at).total_seconds() > stale_after_s
-            if not died:
-                return True  # someone is decoding it now; decoding twice is harmless (storing is idempotent)
-            if row.attempts >= MAX_INTERRUPTED:
-                return False
-            row.attempts += 1
-            row.owner, row.started_at = _owner(), now
-            return True
     try:
+        # One transaction: the row is read, and written when there is none.
         with db.transaction() as session:
+            row = session.get(DecodeAttempt, digest)
+            if row is not None:
+                died = _alive(row.owner) is False or (now - row.started_at).total_seconds() > stale_after_s
+                if not died:
+                    return True  # someone is decoding it now; decoding twice is harmless (storing is idempotent)
+                if row.attempts >= MAX_INTERRUPTED:
+                    return False
+                row.attempts += 1
+                row.owner, row.started_at = _owner(), now
+                return True
             session.add(
                 DecodeAttempt(content_hash=digest, path=str(path)[:2000], owner=_owner(), started_at=now, attempts=1)
             )
@@ -127,9 +127,7 @@ def known_report(db: Database, settings: Settings, athlete_name: str, checked: C
     known = (
         select(ImportedFile.id)
         .join(Athlete, Athlete.id == ImportedFile.athlete_id)
-        .where(
-            Athlete.name == athlete_name, ImportedFile.content_hash == checked.digest, ImportedFile.status != RETRY
-        )
+        .where(Athlete.name == athlete_name, ImportedFile.content_hash == checked.digest, ImportedFile.status != RETRY)
     )
     with db.read() as session:
         # Most files are new: looked up without SQLite's write lock, which the worker storing the last file
