@@ -18,10 +18,10 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Table, delete, func, insert, select
 from sqlalchemy.orm import Session, selectinload
 
 from delivery.outbox import create_deliveries
@@ -59,6 +59,8 @@ HISTORY_DAYS = 90
 # Runs per write transaction of :func:`replan`: a batch never holds the athlete's (or SQLite's) write lock
 # for long, and a crash loses at most one chunk of work, which the next replan redoes.
 CHUNK_RUNS = 200
+# The daily series is written as plain rows (Core executemany), the same rows the ORM would insert.
+_DAILY_TABLE = cast(Table, DailyLoad.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +270,7 @@ def _rebuild_daily(
         for row in rows
     ]
     if stored:
-        session.execute(insert(DailyLoad), stored)
+        session.connection().execute(insert(_DAILY_TABLE), stored)
     return len(stored)
 
 
@@ -387,7 +389,7 @@ def _replan_chunk(
     # 3. Flags and long-run marks, each from what was known when the run ended: earlier runs only.
     first_day = local_day(first_run, tz) if first_run is not None else from_day
     sums_from = from_day - timedelta(days=28)  # the 28-day sum of the chunk's first day
-    days = {d.day: d for d in daily_rows(session, athlete.id, since=sums_from, through=through)}
+    days = _day_figures(session, athlete.id, since=sums_from, through=through)
     summaries = [_summary(r) for r in context]
     lookback = _lookback(settings)
     for i, run in enumerate(context[len(earlier) :], start=len(earlier)):
@@ -447,9 +449,29 @@ class _DayView:
     load_28d_before: float  # the 28 days before its day: what a week is compared with, never the run itself
 
 
+class _DayFigures(NamedTuple):
+    """The figures of a stored daily row the flags read (a plain row, not an ORM object: a history of years is
+    thousands of days)."""
+
+    day: date
+    load: float
+    acute: float
+    chronic: float
+
+
+def _day_figures(session: Session, athlete_id: int, *, since: date, through: date | None) -> dict[date, _DayFigures]:
+    """The stored daily rows from ``since`` (to ``through`` when given), by day."""
+    query = select(DailyLoad.day, DailyLoad.load, DailyLoad.acute, DailyLoad.chronic).where(
+        DailyLoad.athlete_id == athlete_id, DailyLoad.day >= since
+    )
+    if through is not None:
+        query = query.where(DailyLoad.day <= through)
+    return {row[0]: _DayFigures(*row) for row in session.execute(query)}
+
+
 def _day_view(
     settings: Settings,
-    days: dict[date, DailyLoad],
+    days: dict[date, _DayFigures],
     previous: Sequence[RunSummary],
     this: RunSummary,
     tz: str,
