@@ -126,10 +126,12 @@ def run_load_from_sample_arrays(
     fallback = total_distance / running_time if running_time > 0 else 0.0
     v = np.where(np.isnan(speed), fallback, speed)
 
-    measured = ~np.isnan(cadence) & (cadence > 0) & (cadence >= constants.walk_cadence_max_spm)
-    run_median = _weighted_median(cadence[measured], dt[measured])
     cadence_estimated = not bool((~np.isnan(cadence)).any())
-    base = None if cadence_estimated else (cadence_base_spm or run_median)
+    base = None if cadence_estimated else cadence_base_spm
+    if not cadence_estimated and not base:
+        # The run's own median is the base only without one given (a sort: not paid when it is unused).
+        measured = ~np.isnan(cadence) & (cadence > 0) & (cadence >= constants.walk_cadence_max_spm)
+        base = _weighted_median(cadence[measured], dt[measured])
 
     clamped_v = np.minimum(MAX_SPEED_MPS, np.maximum(0.0, v))
     if cadence_estimated:
