@@ -99,9 +99,10 @@ def stage(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def measure(mode: str, rounds: int, size: int, work: Path) -> dict[str, Any]:
-    """``rounds`` drops with the flood queued and ``rounds`` without, alternating; delays and load."""
-    names = [f"a{i:03d}" for i in range(2 * rounds)]
+def measure(mode: str, rounds: int, size: int, work: Path, warmup: int) -> dict[str, Any]:
+    """``rounds`` drops with the flood queued and ``rounds`` without, alternating, after ``warmup`` drops not
+    counted (each worker process starts its decode server with its first file); delays and load."""
+    names = [f"a{i:03d}" for i in range(2 * rounds + warmup)]
     home = work / mode
     files = stage(home / "staging", len(names))
     with ExitStack() as stack:
@@ -132,6 +133,12 @@ def measure(mode: str, rounds: int, size: int, work: Path) -> dict[str, Any]:
         inboxes = dict(settings.inbox_map())
         results: dict[bool, list[tuple[float, float, int]]] = {True: [], False: []}
         next_id = 2 * 10**9
+        for name in names[2 * rounds :]:
+            before = sent(rt)
+            path = files[names.index(name)]
+            inboxes[name].mkdir(parents=True, exist_ok=True)
+            path.rename(inboxes[name] / path.name)
+            wait_for(lambda b=before: sent(rt) > b, timeout=300, interval=0.02, what=f"warm-up prompt {name}")
         for i in range(rounds):
             for flooded in (True, False) if i % 2 == 0 else (False, True):
                 if flooded:
@@ -157,6 +164,7 @@ def measure(mode: str, rounds: int, size: int, work: Path) -> dict[str, Any]:
             "p95_s": round(pct(delays, 95), 2),
             "max_s": round(max(delays), 2),
             "load_1min": round(sum(load for _d, load, _q in results[flooded]) / len(delays), 2),
+            "delays_s": [round(d, 2) for d in delays],
         }
     out["flooded"]["events_left_min"] = min(q for _d, _l, q in results[True])
     out["p95_ratio_flooded_to_quiet"] = round(out["flooded"]["p95_s"] / out["quiet"]["p95_s"], 2)
@@ -167,12 +175,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="drops with the flood (and as many without)")
     parser.add_argument("--flood", type=int, default=16_000, help="Strava event tasks kept queued")
+    parser.add_argument("--warmup", type=int, default=2, help="drops before measuring, not counted")
     parser.add_argument("--mode", choices=["embedded", "distributed", "both"], default="both")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-queues-{uuid.uuid4().hex[:6]}"
     modes = ["embedded", "distributed"] if args.mode == "both" else [args.mode]
-    report = [measure(mode, args.rounds, args.flood, work) for mode in modes]
+    report = [measure(mode, args.rounds, args.flood, work, args.warmup) for mode in modes]
     if args.json:
         print(json.dumps(report, indent=2))
         return

@@ -54,6 +54,7 @@ from stridecare.crypto import new_webhook_secret
 from stridecare.db.models import Athlete, Delivery, ImportedFile, Prompt, Run
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
+from workers.queues import DELIVERY, QUEUES
 
 pytestmark = pytest.mark.slow
 
@@ -416,7 +417,8 @@ def test_kills_and_restarts_lose_nothing_and_double_nothing(
 
             # 3. Redis restarts empty: every queued ingest and delivery message is gone.
             before = private_redis.client()
-            queued, run_id = int(before.llen("celery")), before.info("server")["run_id"]
+            queued = sum(int(before.llen(q)) for q in QUEUES)
+            run_id = before.info("server")["run_id"]
             private_redis.restart_empty()
             # A new server (the watcher and the beat may have queued new messages on it already).
             assert private_redis.client().info("server")["run_id"] != run_id
@@ -513,7 +515,7 @@ def test_flushed_broker_loses_no_delivery(tmp_path: Path, private_redis: Private
     for delivery_id in dispatched:
         deliver.delay(delivery_id)
     redis = private_redis.client()
-    assert redis.llen("celery") == 4
+    assert redis.llen(DELIVERY) == 4
     redis.flushall()
     assert redis.dbsize() == 0
 

@@ -85,7 +85,7 @@ class Channel(sqlalchemy.Channel):
 
     def _take_first(self, queues: list[str]) -> tuple[Any, str]:
         """The first message of the first of ``queues`` that has one, deleted as it is taken; Empty if none."""
-        ids = [(name, self._get_or_create(name).id) for name in queues]  # type: ignore[no-untyped-call]
+        ids = [(name, self._queue_id(name)) for name in queues]
         session = self.session
         if session.bind.name == "sqlite":
             session.execute(text("BEGIN IMMEDIATE TRANSACTION"))
@@ -102,6 +102,13 @@ class Channel(sqlalchemy.Channel):
             raise Empty()
         finally:
             session.commit()
+
+    def _queue_id(self, name: str) -> int:
+        """The queue's row id, looked up once: a poll looks at every queue, and kombu never deletes a queue row."""
+        cache: dict[str, int] = self.__dict__.setdefault("_queue_ids", {})
+        if name not in cache:
+            cache[name] = int(self._get_or_create(name).id)  # type: ignore[no-untyped-call]
+        return cache[name]
 
     def _first(self, session: Any, queue_id: int) -> Any:
         return (
