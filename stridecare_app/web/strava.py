@@ -66,7 +66,7 @@ _REFUSED = (
 
 # The workers are told to look at most this often: a nudge asked for meanwhile is sent when the interval ends, so
 # the last events of a burst are never left without one. A drain takes every event due when it runs.
-NUDGE_INTERVAL_S = 0.05
+NUDGE_INTERVAL_S = 0.1
 
 
 class CeleryNudge:
