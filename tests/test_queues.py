@@ -130,6 +130,31 @@ def test_the_sqlite_queue_gives_events_one_take_in_eight_while_files_keep_coming
     assert files == list(range(len(files)))
 
 
+def test_the_sqlite_queue_keeps_a_slot_for_files_while_an_event_runs_long(settings: Settings) -> None:
+    settings.data_home.mkdir(parents=True)
+    held: list[Any] = []
+
+    def got(body: dict[str, Any], message: Any) -> None:
+        held.append((body["queue"], message))  # running: acknowledged only when the test says it finished
+
+    with _sql_connection(settings) as conn:
+        _publish(conn, {EVENTS: 5})
+        queues = [Queue(q, Exchange(q), routing_key=q) for q in QUEUES]
+        with Consumer(conn.default_channel, queues, callbacks=[got], prefetch_count=2):
+            conn.drain_events(timeout=10)
+            assert [q for q, _m in held] == [EVENTS]
+            # A second event would take the worker's last slot: it is not handed out while the first runs.
+            with pytest.raises(TimeoutError):
+                conn.drain_events(timeout=0.6)
+            _publish(conn, {FILES: 1})
+            conn.drain_events(timeout=10)
+            assert [q for q, _m in held] == [EVENTS, FILES]
+            held[0][1].ack()  # the long event ends
+            held[1][1].ack()
+            conn.drain_events(timeout=10)
+            assert [q for q, _m in held] == [EVENTS, FILES, EVENTS]
+
+
 # -- between athletes --------------------------------------------------------------------------------------
 
 

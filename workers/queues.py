@@ -16,7 +16,8 @@ robin), so while another queue has work a flood in one queue gets at most every 
 worker on the SQLite queue (:mod:`workers.sql_broker`) takes them in :data:`PRIORITY` order instead: the end
 of a file's way first (delivery, then planning, then files), Strava events last, with one take in
 :data:`ROUND_ROBIN_EVERY` looking at the queues in reverse order, so that a long file burst slows events down
-but never stops them.
+but never stops them; and events, connector pulls and backlog files together hold at most all but one of its
+slots (:data:`KEEP_A_SLOT_FOR`), so a long Strava backfill step cannot make a fresh file wait for its end.
 
 Between athletes: an athlete's first :data:`BurstLanes.FRESH` files within a minute go on ``files``, the rest
 of their burst on ``backlog`` (:class:`BurstLanes`, in the watcher). Another athlete's fresh run thus waits
@@ -46,6 +47,9 @@ PRIORITY: tuple[str, ...] = (DELIVERY, PLANNING, FILES, CONNECTORS, BACKLOG, DEF
 QUEUES: tuple[str, ...] = PRIORITY
 # One take in this many goes round the queues in turn instead of by priority (no queue waits for ever).
 ROUND_ROBIN_EVERY = 8
+# The embedded worker keeps one of its slots for these: the rest (a Strava backfill step, a connector's first
+# sync, a backlog group) may run long, and the worker does not take a new task while all its slots are busy.
+KEEP_A_SLOT_FOR: frozenset[str] = frozenset({DELIVERY, PLANNING, FILES})
 
 # Task name (or glob) → queue. Celery matches exact names first, then the globs in order.
 ROUTES: dict[str, dict[str, Any]] = {

@@ -27,7 +27,10 @@ planning, files, connectors, backlog, then Strava events), not kombu's round rob
 turn: one poll looks at the queues in that order, in one transaction, and takes the first message it finds, so
 a file's task, its replan and its delivery each wait for at most the tasks already running, never for a queue
 of Strava events. One take in :data:`workers.queues.ROUND_ROBIN_EVERY` looks at the queues in the reverse order,
-so that a long burst of files slows events down instead of stopping them. The messages of one queue stay in
+so that a long burst of files slows events down instead of stopping them. Priority decides only what is taken
+next, and a worker takes nothing while its slots are busy: so messages of the other queues (events,
+connectors, backlog) are handed out only while fewer than all but one of the worker's slots (its prefetch
+count) hold one, and one slot stays for :data:`workers.queues.KEEP_A_SLOT_FOR`. The messages of one queue stay in
 the order they were sent; an index on (queue, time, id) finds a queue's first message without reading past
 another queue's thousands.
 """
@@ -44,7 +47,7 @@ from kombu.utils.json import loads
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
-from workers.queues import PRIORITY, ROUND_ROBIN_EVERY
+from workers.queues import KEEP_A_SLOT_FOR, PRIORITY, ROUND_ROBIN_EVERY
 
 POLLING_INTERVAL_S = 0.2
 # While messages keep coming the consumer polls far more often: a worker whose slots were full sleeps a whole
@@ -77,11 +80,37 @@ class Channel(sqlalchemy.Channel):
         """Take the first message of the consumed queues in priority order (once in ROUND_ROBIN_EVERY takes,
         in reverse order) and hand it to ``callback``; kombu's own poll takes one queue after another in turn."""
         queues = sorted(dict.fromkeys(self._active_queues), key=queue_rank)
+        if self._slots_kept() and any(q in KEEP_A_SLOT_FOR for q in queues):
+            queues = [q for q in queues if q in KEEP_A_SLOT_FOR]
         if (self._takes + 1) % ROUND_ROBIN_EVERY == 0:
             queues.reverse()
         payload, queue = self._take_first(queues)
         self._takes += 1
+        if queue not in KEEP_A_SLOT_FOR:
+            self._others_held.add(payload["properties"]["delivery_tag"])
         callback(payload, queue)
+
+    @property
+    def _others_held(self) -> set[str]:
+        """Delivery tags of the messages not of KEEP_A_SLOT_FOR handed out and not yet acknowledged."""
+        held: set[str] = self.__dict__.setdefault("_held", set())
+        return held
+
+    def _slots_kept(self) -> bool:
+        """Whether the other queues hold all the slots they may: all but one of the prefetch count (at least
+        one; none kept without a prefetch limit)."""
+        slots = int(self.qos.prefetch_count or 0)
+        return slots > 0 and len(self._others_held) >= max(1, slots - 1)
+
+    def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+        """Acknowledge, and free the slot the message held (acks can come from the pool's threads)."""
+        self._others_held.discard(delivery_tag)
+        super().basic_ack(delivery_tag, multiple)  # type: ignore[no-untyped-call]
+
+    def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        """Reject (requeued or not), and free the slot the message held."""
+        self._others_held.discard(delivery_tag)
+        super().basic_reject(delivery_tag, requeue)  # type: ignore[no-untyped-call]
 
     def _take_first(self, queues: list[str]) -> tuple[Any, str]:
         """The first message of the first of ``queues`` that has one, deleted as it is taken; Empty if none."""
