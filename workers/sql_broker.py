@@ -38,6 +38,7 @@ another queue's thousands.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from kombu.transport import sqlalchemy
@@ -80,11 +81,13 @@ class Channel(sqlalchemy.Channel):
         """Take the first message of the consumed queues in priority order (once in ROUND_ROBIN_EVERY takes,
         in reverse order) and hand it to ``callback``; kombu's own poll takes one queue after another in turn."""
         queues = sorted(dict.fromkeys(self._active_queues), key=queue_rank)
+        held_back: list[str] = []
         if self._slots_kept() and any(q in KEEP_A_SLOT_FOR for q in queues):
+            held_back = [q for q in queues if q not in KEEP_A_SLOT_FOR]
             queues = [q for q in queues if q in KEEP_A_SLOT_FOR]
         if (self._takes + 1) % ROUND_ROBIN_EVERY == 0:
             queues.reverse()
-        payload, queue = self._take_first(queues)
+        payload, queue = self._take_first(queues, held_back)
         self._takes += 1
         if queue not in KEEP_A_SLOT_FOR:
             self._others_held.add(payload["properties"]["delivery_tag"])
@@ -112,9 +115,13 @@ class Channel(sqlalchemy.Channel):
         self._others_held.discard(delivery_tag)
         super().basic_reject(delivery_tag, requeue)  # type: ignore[no-untyped-call]
 
-    def _take_first(self, queues: list[str]) -> tuple[Any, str]:
-        """The first message of the first of ``queues`` that has one, deleted as it is taken; Empty if none."""
+    def _take_first(self, queues: Sequence[str], held_back: Sequence[str] = ()) -> tuple[Any, str]:
+        """The first message of the first of ``queues`` that has one, deleted as it is taken; Empty if none.
+
+        With none, the transport polls at its idle interval, unless a queue in ``held_back`` (not taken from
+        while the slot is kept) has messages: a flood being worked through goes on at the busy interval."""
         ids = [(name, self._queue_id(name)) for name in queues]
+        waiting = [self._queue_id(name) for name in held_back]
         session = self.session
         if session.bind.name == "sqlite":
             session.execute(text("BEGIN IMMEDIATE TRANSACTION"))
@@ -127,7 +134,7 @@ class Channel(sqlalchemy.Channel):
                     session.delete(message)
                     self.connection.queue_had_message = True
                     return payload, name
-            self.connection.queue_had_message = False
+            self.connection.queue_had_message = any(self._first(session, queue_id) is not None for queue_id in waiting)
             raise Empty()
         finally:
             session.commit()
