@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -230,14 +231,27 @@ QUIET = ["--loglevel=WARNING"]
 
 
 @contextmanager
-def worker_process(env: dict[str, str]) -> Iterator[None]:
+def worker_process(env: dict[str, str], log_path: Path) -> Iterator[None]:
     """One Celery worker process as docker-compose runs it (prefork, two children): it drains the events
-    table on the drain nudges and ingests the watcher's files."""
-    with child(
-        [*CELERY, "worker", "--concurrency=2", *QUIET, "--without-heartbeat", "--without-gossip", "--without-mingle"],
-        env,
-    ):
-        yield
+    table on the drain nudges and ingests the watcher's files. Its log (INFO: a line per task received) goes
+    to ``log_path``."""
+    args = [*CELERY, "worker", "--concurrency=2", "--loglevel=INFO"]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*args, "--without-heartbeat", "--without-gossip", "--without-mingle"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def summary(latencies: list[float], errors: list[str]) -> dict[str, Any]:
@@ -313,62 +327,59 @@ def count_events(db_url: str) -> tuple[int, int]:
 
 
 class NudgeCounter:
-    """Counts the messages the intake puts on the broker: Redis's MONITOR (distributed), or the SQLite broker's
-    sent messages through a trigger into a table of its own (embedded: the worker deletes each message it
-    takes)."""
+    """Counts the drain nudges the broker carried: on Redis, the tasks the worker's log says it received; on the
+    SQLite queue, the messages sent, through a trigger into a table of its own (the worker deletes each message
+    it takes)."""
 
-    def __init__(self, broker: str) -> None:
+    def __init__(self, broker: str, worker_log: Path) -> None:
         self.broker = broker
-        self._stop = False
-        self.count = 0
-        self._thread: Any = None
+        self.worker_log = worker_log
+        self._before = 0
+
+    def _received(self) -> int:
+        if not self.worker_log.exists():
+            return 0
+        text_ = self.worker_log.read_text(errors="replace")
+        return sum(1 for row in text_.splitlines() if "stridecare.strava_drain[" in row and "eceived" in row)
 
     def start(self) -> None:
         if self.broker.startswith("redis"):
-            import threading
+            self._before = self._received()
+            return
+        import sqlite3
 
-            import redis
-
-            client = redis.Redis.from_url(self.broker)
-            db = int(self.broker.rsplit("/", 1)[1])
-
-            def watch() -> None:
-                with client.monitor() as monitor:  # type: ignore[no-untyped-call]
-                    for command in monitor.listen():
-                        if self._stop:
-                            return
-                        said = str(command.get("command", ""))
-                        if command.get("db") == db and said.startswith("LPUSH") and "strava_drain" in said:
-                            self.count += 1
-
-            self._thread = threading.Thread(target=watch, daemon=True)
-            self._thread.start()
-        else:
-            import sqlite3
-
-            path = self.broker.removeprefix("sqla+sqlite:///")
-            with sqlite3.connect(path, timeout=30) as lite:
-                lite.execute("CREATE TABLE IF NOT EXISTS bench_sent (n INTEGER)")
-                lite.execute(
-                    "CREATE TRIGGER IF NOT EXISTS bench_count AFTER INSERT ON kombu_message "
-                    "BEGIN INSERT INTO bench_sent VALUES (1); END"
-                )
+        path = self.broker.removeprefix("sqla+sqlite:///")
+        with sqlite3.connect(path, timeout=30) as lite:
+            lite.execute("CREATE TABLE IF NOT EXISTS bench_sent (payload TEXT)")
+            lite.execute(
+                "CREATE TRIGGER IF NOT EXISTS bench_count AFTER INSERT ON kombu_message "
+                "BEGIN INSERT INTO bench_sent VALUES (NEW.payload); END"
+            )
 
     def stop(self) -> int:
-        self._stop = True
-        if not self.broker.startswith("redis"):
-            import sqlite3
+        if self.broker.startswith("redis"):
+            return self._received() - self._before
+        import sqlite3
 
-            path = self.broker.removeprefix("sqla+sqlite:///")
-            with sqlite3.connect(path, timeout=30) as conn:
-                self.count = int(conn.execute("SELECT count(*) FROM bench_sent").fetchone()[0])
-        return self.count
+        path = self.broker.removeprefix("sqla+sqlite:///")
+        with sqlite3.connect(path, timeout=30) as lite:
+            row = lite.execute("SELECT count(*) FROM bench_sent WHERE payload LIKE '%stridecare.strava_drain%'")
+            return int(row.fetchone()[0])
+
+
+@dataclass(frozen=True)
+class Served:
+    """A running stridecare: where it answers, its database and broker, its environment, its worker's log."""
+
+    base: str
+    db_url: str
+    broker: str
+    env: dict[str, str]
+    worker_log: Path
 
 
 @contextmanager
-def stridecare(
-    mode: str, tmp: Path, redis_db: int, *, ingest: bool = False, **extra: str
-) -> Iterator[tuple[str, str, str, dict[str, str]]]:
+def stridecare(mode: str, tmp: Path, redis_db: int, *, ingest: bool = False, **extra: str) -> Iterator[Served]:
     """stridecare serving in ``mode``: its base URL, database URL, broker URL and environment. Distributed
     with ``ingest``, the beat and the folder watcher run as well (embedded, ``stridecare run`` has both)."""
     pg_name = None
@@ -406,19 +417,19 @@ def stridecare(
                 stderr=subprocess.DEVNULL,
             )
             with contextlib.ExitStack() as stack:
-                stack.enter_context(worker_process(env))
+                stack.enter_context(worker_process(env, tmp / "worker.log"))
                 if ingest:
                     stack.enter_context(child([*CELERY, "beat", *QUIET, "-s", str(tmp / "beat-schedule")], env))
                     stack.enter_context(child([stridecare_bin, "watch"], env))
                 stack.enter_context(
                     serving(["web", "--host", "127.0.0.1", "--port", f"{port}"], env, base + "/healthz")
                 )
-                yield base, db_url, broker, env
+                yield Served(base, db_url, broker, env, tmp / "worker.log")
         else:
             db_url = f"sqlite:///{home}/stridecare.db"
             broker = f"sqla+sqlite:///{home}/broker.db"
             with serving(["run"], env, base + "/healthz", start_timeout=60, stop_timeout=30):
-                yield base, db_url, broker, env
+                yield Served(base, db_url, broker, env, tmp / "worker.log")
     finally:
         if pg_name:
             drop_pg_database(pg_name)
@@ -443,18 +454,18 @@ def main() -> None:
         for mode in modes:
             with (
                 tempfile.TemporaryDirectory(prefix="sc-bench-") as tmp,
-                stridecare(mode, Path(tmp), args.redis_db) as (base, db_url, broker, _env),
+                stridecare(mode, Path(tmp), args.redis_db) as served,
             ):
-                turns = Turns(bare_base + "/strava/webhook", base + "/strava/webhook", args.events, args.clients)
+                turns = Turns(bare_base + "/strava/webhook", served.base + "/strava/webhook", args.events, args.clients)
                 turns.events, turns.clients = 20, 5
                 turns.round(owner_base=900)  # warm-up: connections, the Celery producer, first writes
                 turns.events, turns.clients = args.events, args.clients
                 turns.rounds.clear()
                 turns.sent = 0
                 turns.all = {"bare": ([], []), "stridecare": ([], [])}
-                counter = NudgeCounter(broker)
+                counter = NudgeCounter(served.broker, served.worker_log)
                 counter.start()
-                warm = count_events(db_url)[0]
+                warm = count_events(served.db_url)[0]
                 if not args.json:
                     print(f"{mode}: {args.events} event POSTs from {args.clients} clients a round, in turns")
                 for r in range(args.rounds):
@@ -463,7 +474,7 @@ def main() -> None:
                         print(line(row["label"], row))
                 time.sleep(1.0)  # the last nudge's messages
                 messages = counter.stop()
-                stored, processed = count_events(db_url)
+                stored, processed = count_events(served.db_url)
                 pooled = turns.pooled()
                 report = {
                     "mode": mode,

@@ -104,7 +104,8 @@ def bench(mode: str, args: argparse.Namespace, base_files: list[bytes], bare_bas
         staged = write_files(tmp / "staging", base_files, args.files)
         inbox = tmp / "home" / "inbox"
         inbox.mkdir(parents=True)
-        with stridecare(mode, tmp, args.redis_db, ingest=True) as (base, db_url, _broker, _env):
+        with stridecare(mode, tmp, args.redis_db, ingest=True) as served:
+            base, db_url = served.base, served.db_url
             turns = Turns(bare_base + "/strava/webhook", base + "/strava/webhook", 20, 5)
             turns.round(owner_base=900)  # warm-up
             turns.events, turns.clients = args.events, args.clients
