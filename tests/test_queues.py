@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -35,6 +36,7 @@ from workers.queues import (
     ROUND_ROBIN_EVERY,
     BurstLanes,
 )
+from workers.tasks import _replan_queue
 
 FLOOD = 16_000
 
@@ -174,6 +176,16 @@ def test_an_athletes_burst_goes_to_the_backlog_after_its_first_files() -> None:
     assert lanes.lane("ben") == FILES  # another athlete's run is not behind anna's burst
     clock.t += 61
     assert lanes.split("anna", 10) == (4, 6)  # a fresh run after a quiet minute is first again
+
+
+def test_a_backlog_files_replan_waits_behind_its_burst_and_a_fresh_files_goes_to_planning() -> None:
+    def task(queue: str | None) -> Any:
+        return SimpleNamespace(request=SimpleNamespace(delivery_info={"routing_key": queue} if queue else None))
+
+    # A replan jumping ahead of its own burst's files would run once each time it caught up with the stores.
+    assert _replan_queue(task(BACKLOG)) == BACKLOG
+    assert _replan_queue(task(FILES)) is None  # the route: planning
+    assert _replan_queue(task(None)) is None
 
 
 def test_the_watcher_puts_one_athletes_big_drop_behind_another_athletes_run(tmp_path: Path) -> None:

@@ -22,9 +22,10 @@ slots (:data:`KEEP_A_SLOT_FOR`), so a long Strava backfill step cannot make a fr
 Between athletes: an athlete's first :data:`BurstLanes.FRESH` files within a minute go on ``files``, the rest
 of their burst on ``backlog`` (:class:`BurstLanes`, in the watcher). Another athlete's fresh run thus waits
 for no part of one athlete's thousand-file import but the few files of it being read, and an athlete's own
-fresh run after a quiet minute goes ahead of their backlog. Replans need no such rule: an athlete has at most
-one replan queued at a time (the stale mark, :mod:`workers.tasks`), so the planning queue is one message per
-athlete in the order they became due.
+fresh run after a quiet minute goes ahead of their backlog. Replans are one per athlete already: an athlete
+has at most one replan queued at a time (the stale mark, :mod:`workers.tasks`), so the planning queue is one
+message per athlete in the order they became due; the replan a backlog file owes is queued on ``backlog``,
+behind the rest of its burst, so that a big import still costs one or two replans.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ from recommender.planner import ChunkDone
 from recommender.planner import replan as replan_athlete
 from workers.announce import announce, announce_stored
 from workers.context import runtime_of
+from workers.queues import BACKLOG
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,15 @@ def ingest_file(self: Task, athlete: str, path: str, root: str | None = None, mo
     for one in [path, *(more or ())]:
         owed = _ingest_one(rt, athlete, Path(one), Path(root) if root else None) or owed
     if owed is not None:
-        replan.delay(owed)
+        replan.apply_async((owed,), queue=_replan_queue(self))
+
+
+def _replan_queue(task: Task) -> str | None:
+    """Where the replan a store owes goes: behind the rest of its burst when the file came from the backlog
+    queue (so that a big import still costs one or two replans, not one each time the planner catches up with
+    the stores), else on the planning queue, ahead of every backlog (``None``: the task's route)."""
+    info = task.request.delivery_info or {}
+    return BACKLOG if info.get("routing_key") == BACKLOG else None
 
 
 @shared_task(bind=True, name="stridecare.retry_file")  # type: ignore[untyped-decorator]
