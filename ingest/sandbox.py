@@ -5,7 +5,8 @@ builds a tree of gigabytes must cost one child, never the process that watches f
 
 How: each process that decodes starts, on first use, one small *decode server* (``python -m ingest.sandbox``,
 a fresh interpreter, so neither the caller's threads nor its database connections ever cross a fork). The
-server imports the decoders once and then forks one child per file; the child sets ``RLIMIT_AS``, ``RLIMIT_CPU``
+server imports the decoders once, decodes a small built-in activity so that what a first decode sets up is
+in place before any fork (``warm_fit``), and then forks one child per file; the child sets ``RLIMIT_AS``, ``RLIMIT_CPU``
 and no core dumps on itself, decodes with ``decode_path`` and writes the pickled ``Decoded`` to a pipe that
 only the caller reads. The caller waits at most the wall-clock limit, kills the child if it is still there,
 and turns any death (signal, exhausted limit, no answer) into a rejected ``Decoded`` with a one-line reason.
@@ -41,6 +42,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -49,7 +51,7 @@ from pathlib import Path
 from ingest.decode import Decoded, Known, decode_path, known_digest, registered_sources
 from ingest.files import RefusedFile, check_file, content_hash
 from ingest.fit_integrity import fit_crc
-from stridecare.domain.load import LoadConstants
+from stridecare.domain.load import DEFAULT_CONSTANTS, LoadConstants
 from stridecare.plugins import source_for
 from stridecare.settings import Settings
 
@@ -124,12 +126,61 @@ def _child_main(request: dict[str, object], result_fd: int) -> None:
 
 
 def _warm() -> None:
-    """Import and build once, in the server, what every child would otherwise load again per file."""
+    """Import and build once, in the server, what every child would otherwise load again per file; then decode
+    a small activity a few times, so that what a first decode sets up (the interpreter's specialised bytecode,
+    lazily built tables in the decoders) is in the server's memory before any child is forked from it."""
     registered_sources()
     for name in _WARM_MODULES:
         with contextlib.suppress(ImportError):  # a source that is not installed is simply not warmed
             importlib.import_module(name)
     fit_crc(b"\0\0")  # builds the CRC word table (~15 ms)
+    try:
+        with tempfile.TemporaryDirectory(prefix="stridecare-warm-") as folder:
+            path = Path(folder) / "warm.fit"
+            path.write_bytes(warm_fit())
+            for _ in range(_WARM_DECODES):
+                decode_path(path, None, 1 << 20, DEFAULT_CONSTANTS)
+    except Exception:  # a warm-up is an optimisation: a server that cannot do it still serves
+        log.debug("decode server warm-up failed", exc_info=True)
+
+
+# Decodes of the warm-up activity: enough for the interpreter to specialise the decoders' bytecode.
+_WARM_DECODES = 4
+_FIT_START = 1_000_000_000  # seconds since the FIT epoch (2021-09-09)
+
+
+def warm_fit(records: int = 120) -> bytes:
+    """A small, valid FIT activity (file_id, timer events, ``records`` one-second records with every field the
+    decoders read, a running session, the activity message): the server's warm-up, built here so that no file
+    ships for it."""
+    u8, u16, u32, enum = 0x02, 0x84, 0x86, 0x00
+
+    def definition(local: int, number: int, fields: list[tuple[int, int, int]]) -> bytes:
+        out = bytes([0x40 | local, 0, 0]) + number.to_bytes(2, "little") + bytes([len(fields)])
+        return out + b"".join(bytes(f) for f in fields)
+
+    def u(value: int, size: int) -> bytes:
+        return value.to_bytes(size, "little")
+
+    t0, end = _FIT_START, _FIT_START + records
+    body = definition(0, 0, [(0, 1, enum), (1, 2, u16), (2, 2, u16), (4, 4, u32)])
+    body += b"\x00" + u(4, 1) + u(1, 2) + u(1, 2) + u(t0, 4)  # an activity file from a Garmin device
+    body += definition(1, 21, [(253, 4, u32), (0, 1, enum), (1, 1, enum)])
+    body += b"\x01" + u(t0, 4) + u(0, 1) + u(0, 1)  # timer start
+    body += definition(2, 20, [(253, 4, u32), (5, 4, u32), (6, 2, u16), (4, 1, u8), (2, 2, u16), (3, 1, u8)])
+    for i in range(records):
+        # 3 m/s, 85 strides/min, 100 m up (scale 5, offset 500), heart rate 140
+        body += b"\x02" + u(t0 + i, 4) + u(300 * i, 4) + u(3000, 2) + u(85, 1) + u(3000, 2) + u(140, 1)
+    body += b"\x01" + u(end, 4) + u(0, 1) + u(4, 1)  # timer stop_all
+    body += definition(3, 18, [(253, 4, u32), (2, 4, u32), (7, 4, u32), (8, 4, u32), (9, 4, u32), (5, 1, enum)])
+    body += b"\x03" + u(end, 4) + u(t0, 4) + u(records * 1000, 4) + u(records * 1000, 4) + u(300 * records, 4)
+    body += u(1, 1)  # running
+    body += definition(4, 34, [(253, 4, u32), (5, 4, u32), (1, 2, u16)])
+    body += b"\x04" + u(end, 4) + u(end + 3600, 4) + u(1, 2)
+    header = bytes([14, 0x20]) + u(2132, 2) + u(len(body), 4) + b".FIT"
+    header += u(fit_crc(header), 2)
+    data = header + body
+    return data + u(fit_crc(data), 2)
 
 
 def _serve(control: socket.socket) -> None:

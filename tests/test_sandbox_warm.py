@@ -1,0 +1,33 @@
+"""The decode server's warm-up activity: a valid FIT run that both FIT decoders read alike, so that the warm-up
+exercises the path every real file takes (the fast scan), not a fallback or an error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ingest import fit_fast
+from ingest.decode import decode_path
+from ingest.fit import FitSource
+from ingest.sandbox import warm_fit
+from stridecare.domain.load import DEFAULT_CONSTANTS
+
+
+def test_warm_up_activity_is_one_run_read_alike_by_both_decoders(tmp_path: Path) -> None:
+    path = tmp_path / "warm.fit"
+    path.write_bytes(warm_fit(records=120))
+    if fit_fast.available():
+        assert fit_fast.scan(path) is not None  # the fast scan takes it
+    fast = FitSource().decode(path, "warm")
+    assert fast == FitSource(fast=False).decode(path, "warm")
+    (run,) = fast.runs
+    assert run.sport == "running"
+    assert len(run.samples) == 120
+    assert run.distance_m == 360.0
+    assert run.cadence_source == "stream"
+
+
+def test_warm_up_decodes_through_the_server_path(tmp_path: Path) -> None:
+    path = tmp_path / "warm.fit"
+    path.write_bytes(warm_fit())
+    decoded = decode_path(path, None, 1 << 20, DEFAULT_CONSTANTS)
+    assert decoded.error is None and decoded.result is not None and len(decoded.result.runs) == 1
