@@ -94,13 +94,21 @@ def main() -> None:
     for n in args.n:
         with tempfile.TemporaryDirectory(prefix="sc-import-ratio-") as tmp:
             paths = write_files(Path(tmp) / "files", base, n)
-            load = os.getloadavg()[0]
-            decode_s, runs = decode_cpu(paths)
+            # Interleaved: the decoder alone before and after the import, so that a change in the machine's load
+            # during the run shows as two different decode figures rather than as a skewed ratio.
+            load_before = os.getloadavg()[0]
+            decode_before, runs = decode_cpu(paths)
+            load_import = os.getloadavg()[0]
             imported_s = import_cpu(Path(tmp) / "files", Path(tmp) / "home")
-            per_decode, per_import = decode_s / runs * 1000, imported_s / runs * 1000
+            load_after = os.getloadavg()[0]
+            decode_after, _ = decode_cpu(paths)
+            per_before, per_after = decode_before / runs * 1000, decode_after / runs * 1000
+            per_decode = (per_before + per_after) / 2
+            per_import = imported_s / runs * 1000
             print(
-                f"n={n:4d} files, {runs} runs: decode {per_decode:6.1f} ms/run, import {per_import:6.1f} ms/run "
-                f"(process start included), ratio {per_import / per_decode:4.2f}x  [load {load:.1f}]"
+                f"n={n:4d} files, {runs} runs: decode {per_before:5.1f} ms/run [load {load_before:.1f}] and "
+                f"{per_after:5.1f} ms/run [load {load_after:.1f}], import {per_import:5.1f} ms/run "
+                f"[load {load_import:.1f}] (process start included), ratio {per_import / per_decode:4.2f}x"
             )
 
 
