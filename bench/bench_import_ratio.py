@@ -1,8 +1,9 @@
 """Import against its decoder: CPU per run of ``stridecare import --workers 1`` against ``FitSource.decode`` alone,
 on real device files (corpus runs moved in time so that each copy is a new run), at two sizes.
 
-Run: ``.venv/bin/python bench/bench_import_ratio.py [--n 100 400] [--corpus PATH]``. The target (issue: import
-within 1.5x of decoding) is a ratio measured in the same run, printed with the load average beside it.
+Run: ``.venv/bin/python bench/bench_import_ratio.py [--n 100 400] [--corpus PATH]``. The target (import within
+1.5x of decoding) is a ratio measured in the same run: the decoder alone before and after the import, the
+load average beside each figure.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The fast FIT scan: the same ``Scan`` as ``ingest.fit``'s fitparse pass, from the native ``fitfast`` decoder.
 
 ``fitfast`` (BSD-3-Clause, a binding of the Rust ``rustyfit`` crate, abi3 wheels) decodes a whole file in
-memory and returns one message kind at a time as NumPy columns, with CRCs checked. Each kind is one native
-pass over the bytes, so only the kinds the file holds are asked for (one ``message_counts`` pass says which),
-and a file whose sessions are all non-foot sports is answered from its session messages alone, without
-building its records.
+memory and returns one message kind at a time as NumPy columns, with CRCs checked. Each kind asked for is one
+native pass over the bytes it is given, so only the kinds the file holds are asked for, the small ones from a
+copy without records (below), and a file whose sessions are all non-foot sports is answered from its session
+messages alone, without building its records.
 
 fitparse stays the reference: this module returns ``None`` ("decode it with fitparse") whenever it could not
 give exactly what the fitparse pass would —
