@@ -173,11 +173,15 @@ def test_queue_depth_on_redis(tmp_path: Path, redis_db: str) -> None:
     try:
         for i in range(3):
             client.lpush("celery", f"message {i}")
-        assert scrape(metrics_app(rt))[("stridecare_queue_depth", ())] == 3
+        client.lpush("files", "a dropped file")
+        samples = scrape(metrics_app(rt))
+        assert samples[("stridecare_queue_depth", (("queue", "celery"),))] == 3
+        assert samples[("stridecare_queue_depth", (("queue", "files"),))] == 1
+        assert samples[("stridecare_queue_depth", (("queue", "events"),))] == 0
         # kombu puts prioritised messages on their own list; they are waiting too.
         client.lpush("celery\x06\x163", "urgent")
         samples = scrape(metrics_app(rt))
-        assert samples[("stridecare_queue_depth", ())] == 4
+        assert samples[("stridecare_queue_depth", (("queue", "celery"),))] == 4
         assert samples[("stridecare_source_up", (("source", "broker"),))] == 1
     finally:
         client.close()
@@ -189,14 +193,19 @@ def test_queue_depth_on_the_embedded_sqlite_broker(rt: Runtime) -> None:
 
     app = metrics_app(rt)
     # No broker file yet: nothing was ever queued, and the scrape must not create the file.
-    assert scrape(app)[("stridecare_queue_depth", ())] == 0
+    assert scrape(app)[("stridecare_queue_depth", (("queue", "files"),))] == 0
     assert not (rt.settings.data_home / "broker.db").exists()
 
     # Queue tasks the way the watcher and beat do: through Celery onto the SQLite transport.
     celery = make_app(rt.settings)
     celery.send_task("stridecare.tick")
     celery.send_task("stridecare.dispatch_due")
-    assert scrape(app)[("stridecare_queue_depth", ())] == 2
+    celery.send_task("stridecare.dispatch_due")
+    samples = scrape(app)
+    # Each kind of work waits in its own queue: the tick in planning, deliveries in delivery.
+    assert samples[("stridecare_queue_depth", (("queue", "planning"),))] == 1
+    assert samples[("stridecare_queue_depth", (("queue", "delivery"),))] == 2
+    assert samples[("stridecare_queue_depth", (("queue", "events"),))] == 0
 
 
 def test_unreachable_broker_leaves_the_depth_out_but_keeps_the_rest(tmp_path: Path) -> None:
@@ -206,7 +215,7 @@ def test_unreachable_broker_leaves_the_depth_out_but_keeps_the_rest(tmp_path: Pa
         samples = scrape(metrics_app(rt))
     finally:
         rt.close()
-    assert ("stridecare_queue_depth", ()) not in samples
+    assert not [key for key in samples if key[0] == "stridecare_queue_depth"]
     assert samples[("stridecare_source_up", (("source", "broker"),))] == 0
     assert samples[("stridecare_runs_ingested_total", ())] == 3
 

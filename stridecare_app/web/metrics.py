@@ -36,11 +36,11 @@ from stridecare.db.models import ApiBudget, Delivery, ImportedFile, Prompt, Run
 from stridecare.runtime import Runtime
 from stridecare.settings import Settings
 from stridecare_app.web.auth import is_admin
+from workers.queues import QUEUES
 
 log = logging.getLogger(__name__)
 
 # Celery's default queue; the project routes every task to it.
-QUEUE = "celery"
 # Series that exist even at zero, so that "no failed delivery yet" is a 0 and not a missing series (an alert
 # on ``stridecare_deliveries_total{status="failed"} > 0`` would otherwise never see the first failure rise).
 FILE_STATUSES = ("ingested", "skipped", "rejected")
@@ -115,14 +115,16 @@ class StridecareCollector(Collector):
             up.add_metric(["database"], 1)
             yield from families
 
-        depth = queue_depth(self.rt.settings)
-        up.add_metric(["broker"], 0 if depth is None else 1)
-        if depth is not None:
+        depths = queue_depths(self.rt.settings)
+        up.add_metric(["broker"], 0 if depths is None else 1)
+        if depths is not None:
             gauge = GaugeMetricFamily(
                 "stridecare_queue_depth",
-                f"Messages waiting in the Celery queue {QUEUE!r} (not yet taken by a worker).",
+                "Messages waiting in each Celery queue (not yet taken by a worker); sum them for the whole backlog.",
+                labels=["queue"],
             )
-            gauge.add_metric([], depth)
+            for queue, depth in depths.items():
+                gauge.add_metric([queue], depth)
             yield gauge
         yield up
 
@@ -223,8 +225,9 @@ def strava_budget_shares(budget: ApiBudget, now: datetime) -> list[tuple[str, st
     return shares
 
 
-def queue_depth(settings: Settings, queue: str = QUEUE) -> int | None:
-    """Messages waiting in ``queue`` on the configured broker; ``None`` when it cannot be read.
+def queue_depths(settings: Settings, queues: Iterable[str] = QUEUES) -> dict[str, int] | None:
+    """Messages waiting in each of ``queues`` (every queue of :mod:`workers.queues`) on the configured broker;
+    ``None`` when the broker cannot be read.
 
     Redis: the list lengths (kombu keeps one list per priority step). The embedded SQLite broker (kombu's
     SQLAlchemy transport): visible rows of ``kombu_message``. Other transports are not read.
@@ -232,9 +235,9 @@ def queue_depth(settings: Settings, queue: str = QUEUE) -> int | None:
     url = settings.effective_broker_url
     try:
         if url.startswith(("redis://", "rediss://")):
-            return _redis_depth(url, queue)
+            return _redis_depths(url, list(queues))
         if url.startswith("sqla+"):
-            return _sql_depth(url.removeprefix("sqla+"), queue)
+            return _sql_depths(url.removeprefix("sqla+"), list(queues))
     except Exception:
         log.warning("metrics: cannot read the queue depth from the broker", exc_info=True)
         return None
@@ -250,42 +253,51 @@ def _redis_keys(queue: str) -> list[str]:
     return [queue if step == 0 else f"{queue}{Channel.sep}{step}" for step in PRIORITY_STEPS]
 
 
-def _redis_depth(url: str, queue: str) -> int:
+def _redis_depths(url: str, queues: list[str]) -> dict[str, int]:
     import redis  # deferred: start-up time of the web app (the Redis client, needed only with a Redis broker)
 
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     try:
         pipe = client.pipeline()
-        for key in _redis_keys(queue):
+        keys = [(queue, key) for queue in queues for key in _redis_keys(queue)]
+        for _, key in keys:
             pipe.llen(key)
-        return sum(int(n) for n in pipe.execute())
+        depths = dict.fromkeys(queues, 0)
+        for (queue, _), n in zip(keys, pipe.execute(), strict=True):
+            depths[queue] += int(n)
+        return depths
     finally:
         client.close()
 
 
 _SQL_DEPTH = (
-    "SELECT count(*) FROM kombu_message m JOIN kombu_queue q ON m.queue_id = q.id "
-    "WHERE q.name = :queue AND m.visible = :visible"
+    "SELECT q.name, count(*) FROM kombu_message m JOIN kombu_queue q ON m.queue_id = q.id "
+    "WHERE m.visible = :visible GROUP BY q.name"
 )
 
 
-def _sql_depth(url: str, queue: str) -> int:
+def _sql_depths(url: str, queues: list[str]) -> dict[str, int]:
+    depths = dict.fromkeys(queues, 0)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         path = Path(parsed.database or "")
         if not path.is_file():
-            return 0  # the transport creates its file with the first message: nothing was ever queued
+            return depths  # the transport creates its file with the first message: nothing was ever queued
         # Read-only, so a scrape never creates or locks the broker file for writing.
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2) as conn:
             if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'kombu_message'").fetchone() is None:
-                return 0
-            row = conn.execute(_SQL_DEPTH, {"queue": queue, "visible": 1}).fetchone()
-            return int(row[0]) if row else 0
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            if not inspect(conn).has_table("kombu_message"):
-                return 0
-            return int(conn.execute(text(_SQL_DEPTH), {"queue": queue, "visible": True}).scalar_one())
-    finally:
-        engine.dispose()
+                return depths
+            rows = conn.execute(_SQL_DEPTH, {"visible": 1}).fetchall()
+    else:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                if not inspect(conn).has_table("kombu_message"):
+                    return depths
+                rows = list(conn.execute(text(_SQL_DEPTH), {"visible": True}).tuples())
+        finally:
+            engine.dispose()
+    for name, n in rows:
+        if name in depths:
+            depths[name] = int(n)
+    return depths
