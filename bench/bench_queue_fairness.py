@@ -20,8 +20,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from bench_latency import FERNET_KEY, pct, pg_database, redis_db  # noqa: E402
 from fitgen import write_activity  # noqa: E402
 from harness import Proc, celery_worker, processes, settings_env, stridecare, wait_for  # noqa: E402
 from queue_flood import flood, purge, queued  # noqa: E402
@@ -39,47 +39,7 @@ from stridecare.runtime import Runtime  # noqa: E402
 from stridecare.settings import Settings  # noqa: E402
 from workers.queues import EVENTS  # noqa: E402
 
-PG_ADMIN = os.environ.get("STRIDECARE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REDIS = os.environ.get("STRIDECARE_TEST_REDIS", "redis://127.0.0.1:6379")
-FERNET_KEY = "6vYg1GDm8N3gTk6u0p5mYw4QG1vXh2Jq9v6Tq3l0W0c="
 COMMAND = "python bench/bench_queue_fairness.py"
-
-
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))]
-
-
-@contextmanager
-def pg_database() -> Iterator[str]:
-    """A fresh database on the local PostgreSQL, dropped afterwards."""
-    import psycopg  # deferred: only the distributed half needs it
-
-    name = f"sc_bench_{uuid.uuid4().hex[:8]}"
-    admin = PG_ADMIN.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextmanager
-def redis_db(number: int) -> Iterator[str]:
-    """A Redis database number of our own, flushed before and after."""
-    import redis  # deferred: only the distributed half needs it
-
-    url = f"{REDIS}/{number}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    try:
-        yield url
-    finally:
-        client.flushdb()
-        client.close()
 
 
 def sent(rt: Runtime) -> int:
