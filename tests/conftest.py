@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -23,6 +24,20 @@ from stridecare.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+def distinct_fit_files(corpus: Path = CORPUS / "fit") -> list[Path]:
+    """One path per distinct FIT file content below ``corpus`` (the corpus keeps byte-identical copies); none
+    when the corpus is absent (the tests that use it skip with the reason)."""
+    if not corpus.is_dir():
+        return []
+    seen: dict[str, Path] = {}
+    for path in sorted(corpus.rglob("*")):
+        if path.is_file() and path.suffix.lower() == ".fit":
+            seen.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), path)
+    return list(seen.values())
+
+
 PG_ADMIN_URL = os.environ.get("STRIDECARE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("STRIDECARE_TEST_REDIS", "redis://127.0.0.1:6379")
 

@@ -7,14 +7,13 @@ steps and every sample) or the same one-line reason for refusing it.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, distinct_fit_files
 from fitgen import write_activity, write_bad_crc
 
 from ingest import fit_fast
@@ -33,17 +32,7 @@ EXPECTED_FALLBACKS = {
 }
 
 
-def _distinct_corpus_files() -> list[Path]:
-    if not CORPUS.is_dir():
-        return []
-    seen: dict[str, Path] = {}
-    for path in sorted(CORPUS.rglob("*")):
-        if path.is_file() and path.suffix.lower() == ".fit":
-            seen.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), path)
-    return list(seen.values())
-
-
-FILES = _distinct_corpus_files()
+FILES = distinct_fit_files(CORPUS)
 
 
 @dataclass(frozen=True)

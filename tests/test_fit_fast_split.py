@@ -8,14 +8,13 @@ file only once.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, distinct_fit_files
 from fitgen import Segment, write_activity, write_bad_crc, write_chained, write_non_activity
 
 from ingest import fit_fast
@@ -28,17 +27,7 @@ CORPUS = ROOT.parent / "shared" / "corpus" / "fit"
 START = datetime(2026, 3, 2, 6, 30, tzinfo=UTC)
 
 
-def _corpus_files() -> list[Path]:
-    if not CORPUS.is_dir():
-        return []
-    seen: dict[str, Path] = {}
-    for path in sorted(CORPUS.rglob("*")):
-        if path.is_file() and path.suffix.lower() == ".fit":
-            seen.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), path)
-    return list(seen.values())
-
-
-FILES = _corpus_files()
+FILES = distinct_fit_files(CORPUS)
 
 
 def _comparable(scan: Scan | None) -> Any:
