@@ -180,21 +180,15 @@ def _split(data: bytes) -> tuple[dict[str, int], bytes] | None:
     definition and every other message kept, in order, one segment per segment, CRCs made anew); None when
     the walk cannot tell the messages apart exactly (see the module note). Nothing is decoded or checked here:
     the records' native decode checks the whole file."""
+    segments = _segments(data)
+    if segments is None:
+        return None
     counts: dict[str, int] = {}
     out = bytearray()
-    pos = 0
-    size = len(data)
-    while pos < size:
-        header_size = data[pos]
-        if header_size not in (12, 14) or pos + header_size > size or data[pos + 8 : pos + 12] != b".FIT":
-            return None
-        (data_size,) = struct.unpack_from("<I", data, pos + 4)
+    for pos, header_size, data_size in segments:
         start = pos + header_size
-        end = start + data_size
-        if end + 2 > size:
-            return None
         body = bytearray()
-        if not _split_segment(data, start, end, body, counts):
+        if not _split_segment(data, start, start + data_size, body, counts):
             return None
         head = bytearray(data[pos : pos + 12])
         head[0] = 12  # no header CRC: the file CRC covers the header
@@ -202,8 +196,25 @@ def _split(data: bytes) -> tuple[dict[str, int], bytes] | None:
         segment = bytes(head + body)
         out += segment
         out += fit_crc(segment).to_bytes(2, "little")
-        pos = end + 2
     return counts, bytes(out)
+
+
+def _segments(data: bytes) -> list[tuple[int, int, int]] | None:
+    """Each chained segment of ``data`` as (offset, header size, data size); None when they do not tile the
+    file (a header that is no FIT header, or a segment running past the end)."""
+    segments: list[tuple[int, int, int]] = []
+    pos = 0
+    size = len(data)
+    while pos < size:
+        header_size = data[pos]
+        if header_size not in (12, 14) or pos + header_size > size or data[pos + 8 : pos + 12] != b".FIT":
+            return None
+        (data_size,) = struct.unpack_from("<I", data, pos + 4)
+        if pos + header_size + data_size + 2 > size:
+            return None
+        segments.append((pos, header_size, data_size))
+        pos += header_size + data_size + 2
+    return segments
 
 
 def _split_segment(data: bytes, pos: int, end: int, out: bytearray, counts: dict[str, int]) -> bool:
@@ -303,17 +314,12 @@ def _shadows_native(data: bytes) -> bool:
 def _with_header_crcs(data: bytes) -> bytes | None:
     """``data`` with every zero header CRC filled in, after checking each segment's file CRC here; None when
     the segments do not tile the file or a CRC does not match (fitparse then says why)."""
+    segments = _segments(data)
+    if segments is None:
+        return None
     patched: bytearray | None = None
-    pos = 0
-    size = len(data)
-    while pos < size:
-        header_size = data[pos]
-        if header_size not in (12, 14) or pos + header_size > size or data[pos + 8 : pos + 12] != b".FIT":
-            return None
-        (data_size,) = struct.unpack_from("<I", data, pos + 4)
+    for pos, header_size, data_size in segments:
         covered = header_size + data_size
-        if pos + covered + 2 > size:
-            return None
         if header_size == 14 and data[pos + 12 : pos + 14] == b"\0\0":
             stored = int.from_bytes(data[pos + covered : pos + covered + 2], "little")
             if fit_crc(data[pos : pos + covered]) != stored:
@@ -326,7 +332,6 @@ def _with_header_crcs(data: bytes) -> bytes | None:
             patched[pos + covered : pos + covered + 2] = fit_crc(bytes(patched[pos : pos + covered])).to_bytes(
                 2, "little"
             )
-        pos += covered + 2
     return bytes(patched) if patched is not None else data
 
 
