@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from history_seed import insert_rows  # type: ignore[import-not-found,unused-ignore]  # noqa: E402
 from sqlalchemy import insert, text  # noqa: E402
 
 from stridecare.db.models import Athlete, FeelScore, Prompt, Run, RunLoad, Shoe  # noqa: E402
@@ -52,12 +53,6 @@ def settings_for(home: Path, pg: str | None) -> Settings:
         encryption_keys=["6vYg1GDm8N3gTk6u0p5mYw4QG1vXh2Jq9v6Tq3l0W0c="],
         secret_key="bench-signing-key",
     )
-
-
-def _flush(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(insert(table), rows)
-        rows.clear()
 
 
 def seed(rt: Runtime, athletes: int, runs: int) -> dict[str, float]:
@@ -122,8 +117,8 @@ def seed(rt: Runtime, athletes: int, runs: int) -> dict[str, float]:
                 )
                 next_id += 1
                 if len(run_rows) >= BATCH:
-                    _flush(conn, Run, run_rows)
-        _flush(conn, Run, run_rows)
+                    insert_rows(conn, Run, run_rows)
+        insert_rows(conn, Run, run_rows)
     took["runs"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -173,10 +168,10 @@ def seed(rt: Runtime, athletes: int, runs: int) -> dict[str, float]:
                 )
                 run_id += 1
                 if len(load_rows) >= BATCH:
-                    _flush(conn, RunLoad, load_rows)
-                    _flush(conn, Prompt, prompt_rows)
-        _flush(conn, RunLoad, load_rows)
-        _flush(conn, Prompt, prompt_rows)
+                    insert_rows(conn, RunLoad, load_rows)
+                    insert_rows(conn, Prompt, prompt_rows)
+        insert_rows(conn, RunLoad, load_rows)
+        insert_rows(conn, Prompt, prompt_rows)
         # Scores: two weeks of answers for every athlete, some high; shoe alerts for a few.
         conn.execute(
             insert(FeelScore),

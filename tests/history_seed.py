@@ -37,7 +37,8 @@ SPIKE_REASON = "this run's load 2.1 × your longest of the last 30 days; conside
 ROUTINES = ["roll_out", "toe_spread"]
 
 
-def _flush(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+def insert_rows(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` into ``table`` in one executemany and empty the list (seeders gather rows in batches)."""
     if rows:
         conn.execute(insert(table), rows)
         rows.clear()
@@ -182,13 +183,13 @@ def seed_history(engine: Engine, name: str, runs: int, now: datetime, token: str
                     )
             if len(run_rows) >= BATCH:
                 for table, rows in ((Run, run_rows), (RunLoad, load_rows), (DailyLoad, daily_rows)):
-                    _flush(conn, table, rows)
-                _flush(conn, Prompt, prompt_rows)
-                _flush(conn, Completion, done_rows)
+                    insert_rows(conn, table, rows)
+                insert_rows(conn, Prompt, prompt_rows)
+                insert_rows(conn, Completion, done_rows)
         for table, rows in ((Run, run_rows), (RunLoad, load_rows), (DailyLoad, daily_rows)):
-            _flush(conn, table, rows)
-        _flush(conn, Prompt, prompt_rows)
-        _flush(conn, Completion, done_rows)
+            insert_rows(conn, table, rows)
+        insert_rows(conn, Prompt, prompt_rows)
+        insert_rows(conn, Completion, done_rows)
         conn.execute(
             insert(FeelScore),
             [
