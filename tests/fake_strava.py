@@ -46,10 +46,13 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import httpx
+from conftest import make_settings
 
 from ingest.strava.oauth import ConnectedAccount, authorization_url, exchange_code, make_state
+from stridecare.clock import write_clock_file
 from stridecare.db.engine import Database
 from stridecare.db.models import Athlete, Base
+from stridecare.runtime import Runtime
 from stridecare.settings import Settings
 
 TOKEN_LIFETIME_S = 6 * 3600
@@ -844,6 +847,24 @@ def strava_settings(data_home: Path, fake: FakeStrava, **overrides: Any) -> Sett
     }
     values.update(overrides)
     return Settings(**values)
+
+
+def fake_strava_runtime(tmp_path: Path, fake: FakeStrava, subscription_id: int, **overrides: Any) -> Runtime:
+    """A migrated runtime in ``tmp_path`` aimed at ``fake`` (its app, and the push subscription
+    ``subscription_id``), with the project's clock file set to the fake's clock."""
+    clock = tmp_path / "clock.txt"
+    write_clock_file(clock, fake.clock.now())
+    return Runtime.open(
+        make_settings(
+            tmp_path,
+            strava_client_id=str(fake.client_id),
+            strava_client_secret=fake.client_secret,
+            strava_base_url=fake.base_url,
+            strava_subscription_id=subscription_id,
+            clock_file=clock,
+            **overrides,
+        )
+    )
 
 
 def sqlite_db(path: Path) -> Database:

@@ -26,7 +26,15 @@ import redis
 import uvicorn
 from conftest import make_settings
 from factories import drain_and_plan
-from fake_strava import FakeClock, FakeStrava, add_stridecare_athlete, connect_account, make_activity, running
+from fake_strava import (
+    FakeClock,
+    FakeStrava,
+    add_stridecare_athlete,
+    connect_account,
+    fake_strava_runtime,
+    make_activity,
+    running,
+)
 from harness import wait_for
 from sqlalchemy import Connection, event, func, select
 from starlette.applications import Starlette
@@ -375,22 +383,10 @@ def fake() -> Iterator[FakeStrava]:
 
 @pytest.fixture(params=BACKENDS)
 def srt(request: pytest.FixtureRequest, tmp_path: Path, fake: FakeStrava) -> Iterator[Runtime]:
-    clock = tmp_path / "clock.txt"
-    write_clock_file(clock, fake.clock.now())
     extra: dict[str, Any] = {}
     if request.param == "postgres":
         extra["database_url"] = request.getfixturevalue("pg_url")
-    runtime = Runtime.open(
-        make_settings(
-            tmp_path,
-            strava_client_id=str(fake.client_id),
-            strava_client_secret=fake.client_secret,
-            strava_base_url=fake.base_url,
-            strava_subscription_id=SUB_ID,
-            clock_file=clock,
-            **extra,
-        )
-    )
+    runtime = fake_strava_runtime(tmp_path, fake, SUB_ID, **extra)
     yield runtime
     runtime.close()
 

@@ -28,7 +28,15 @@ import uvicorn
 from channel_settings import channel_settings
 from conftest import make_settings
 from factories import parsed_run, process_and_plan, store_runs
-from fake_strava import FakeClock, FakeStrava, connect_account, follow_authorize, make_activity, running
+from fake_strava import (
+    FakeClock,
+    FakeStrava,
+    connect_account,
+    fake_strava_runtime,
+    follow_authorize,
+    make_activity,
+    running,
+)
 from harness import wait_for
 from kombu import Connection
 from sqlalchemy import select as sql_select
@@ -39,7 +47,6 @@ from webclient import admin, browser, csrf_of
 
 from ingest.strava.oauth import make_connect_token
 from recommender.data_rights import export_athlete, forget_athlete
-from stridecare.clock import write_clock_file
 from stridecare.db.models import Athlete, Prompt, Run, StravaAccount, StravaEvent
 from stridecare.links import athlete_key, done_url, unsubscribe_url
 from stridecare.plugins import channel_options
@@ -131,19 +138,7 @@ def fake() -> Iterator[FakeStrava]:
 @pytest.fixture
 def srt(tmp_path: Path, fake: FakeStrava) -> Iterator[Runtime]:
     """A migrated SQLite runtime aimed at the fake Strava."""
-    clock = tmp_path / "clock.txt"
-    write_clock_file(clock, fake.clock.now())
-    runtime = Runtime.open(
-        make_settings(
-            tmp_path,
-            strava_client_id=str(fake.client_id),
-            strava_client_secret=fake.client_secret,
-            strava_base_url=fake.base_url,
-            strava_verify_token=VERIFY,
-            strava_subscription_id=SUB_ID,
-            clock_file=clock,
-        )
-    )
+    runtime = fake_strava_runtime(tmp_path, fake, SUB_ID, strava_verify_token=VERIFY)
     yield runtime
     runtime.close()
 

@@ -14,7 +14,16 @@ from typing import Any
 import pytest
 from conftest import make_settings
 from factories import process_and_plan
-from fake_strava import FakeClock, FakeStrava, Limits, add_stridecare_athlete, connect_account, make_activity, running
+from fake_strava import (
+    FakeClock,
+    FakeStrava,
+    Limits,
+    add_stridecare_athlete,
+    connect_account,
+    fake_strava_runtime,
+    make_activity,
+    running,
+)
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
@@ -39,23 +48,10 @@ def fake() -> Iterator[FakeStrava]:
 
 @pytest.fixture
 def srt(request: pytest.FixtureRequest, tmp_path: Path, fake: FakeStrava) -> Iterator[Runtime]:
-    clock = tmp_path / "clock.txt"
-    write_clock_file(clock, fake.clock.now())
     extra: dict[str, Any] = {}
     if getattr(request, "param", "sqlite") == "postgres":
         extra["database_url"] = request.getfixturevalue("pg_url")
-    runtime = Runtime.open(
-        make_settings(
-            tmp_path,
-            strava_client_id=str(fake.client_id),
-            strava_client_secret=fake.client_secret,
-            strava_base_url=fake.base_url,
-            strava_subscription_id=SUB_ID,
-            strava_verify_token="verify-flood",
-            clock_file=clock,
-            **extra,
-        )
-    )
+    runtime = fake_strava_runtime(tmp_path, fake, SUB_ID, strava_verify_token="verify-flood", **extra)
     yield runtime
     runtime.close()
 
