@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from channel_settings import channel_settings
 from conftest import REDIS_URL, make_settings, require_redis
 from factories import parsed_run, store_runs
 from harness import Proc, WebhookReceiver, celery_beat, celery_worker, processes, settings_env, wait_for
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from stridecare.clock import write_clock_file
 from stridecare.crypto import new_webhook_secret
@@ -63,6 +65,45 @@ def test_lease_acquire_renew_expire_release(any_rt: Runtime) -> None:
     assert holder(any_rt, "beat") is None
     assert leases.acquire(db, "beat", "a", T0 + timedelta(seconds=53), 30)
     assert holder(any_rt, "beat") == ("a", T0 + timedelta(seconds=83))
+
+
+def test_a_sigterm_inside_the_lease_transaction_still_gives_the_lease_back(
+    any_rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery's SIGTERM handler closes the scheduler from wherever the beat is, then raises SystemExit. When that
+    lands inside the lease's own transaction, close() must neither wait on the row lock that transaction holds
+    (on PostgreSQL: forever, until the supervisor's SIGKILL leaves the lease held for its whole TTL) nor fail;
+    the close() Celery makes after the unwinding gives the lease back."""
+    from workers import beat as beat_mod
+    from workers.app import make_app
+
+    app = make_app(any_rt.settings, runtime=any_rt)
+    sched = beat_mod.LeaderScheduler(app=app, schedule_filename=str(tmp_path / "schedule"))
+    now = datetime.now(UTC)
+    assert leases.acquire(any_rt.db, beat_mod.LEASE, sched._owner, now, beat_mod.LEASE_TTL_S)
+    sched._leader = True
+    closed = threading.Event()
+
+    def acquire_interrupted(db: Any, name: str, owner: str, at: datetime, ttl_s: float) -> bool:
+        with db.transaction() as session:
+            # The renewal's UPDATE takes the row lock (SQLite: the write lock) ...
+            session.execute(update(Lease).where(Lease.name == name).values(expires_at=at + timedelta(seconds=ttl_s)))
+            # ... and the signal arrives: the handler closes the scheduler in this same thread, then exits.
+            closer = threading.Thread(target=lambda: (sched.close(), closed.set()), daemon=True)
+            closer.start()
+            closer.join(timeout=10)
+            assert closed.is_set(), "close() inside the lease transaction hung on that transaction's own lock"
+            raise SystemExit
+
+    monkeypatch.setattr(beat_mod.leases, "acquire", acquire_interrupted)
+    with pytest.raises(SystemExit):
+        sched.tick()
+    assert holder(any_rt, beat_mod.LEASE) is not None  # the interrupted transaction rolled back; still held
+    sched.close()  # Celery's Service.start closes again once the SystemExit has unwound
+    assert holder(any_rt, beat_mod.LEASE) is None
+    # Another beat takes it at once, with no wait for the TTL.
+    monkeypatch.undo()
+    assert leases.acquire(any_rt.db, beat_mod.LEASE, "next-beat", datetime.now(UTC), beat_mod.LEASE_TTL_S)
 
 
 # -- two real beats ------------------------------------------------------------------------------------------
