@@ -84,3 +84,22 @@ def test_help_lists_every_command_in_its_section_and_an_unknown_one_is_refused()
     wrong = CliRunner().invoke(app, ["rnus"])
     assert wrong.exit_code == 2
     assert "No such command 'rnus'" in wrong.output
+
+
+def test_the_worker_and_the_web_app_start_without_stravalib_which_loads_on_the_first_strava_call() -> None:
+    """stravalib builds pint's unit registry on import (about 0.7 s of CPU): a worker, the web app and the
+    file watcher load it only when something talks to Strava."""
+    probe = f"""
+import json, sys
+sys.path.insert(0, {str(ROOT)!r})
+import workers.app, stridecare_app.web.app, ingest.watch, ingest.strava.events, ingest.strava.oauth
+before = "stravalib" in sys.modules
+from ingest.strava.client import strava_exc
+try:
+    raise strava_exc.ObjectNotFound("gone")
+except strava_exc.Fault as err:
+    caught = type(err).__module__
+print(json.dumps([before, "stravalib" in sys.modules, caught]))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [False, True, "stravalib.exc"]

@@ -28,9 +28,9 @@ from typing import Any
 
 import requests
 from sqlalchemy import select
-from stravalib import exc as strava_exc
 
 from ingest.strava import ratelimit
+from ingest.strava.client import strava_exc
 from ingest.strava.convert import STREAM_KEYS, convert_activity, is_foot_activity
 from ingest.strava.errors import StravaAuthError, StravaDeferred, StravaError
 from ingest.strava.reader import ApiReader

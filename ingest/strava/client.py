@@ -14,15 +14,21 @@ from 2027): the session refuses to send a request that carries one anywhere else
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
-from stravalib import Client
-from stravalib.protocol import ApiV3
 
 from stridecare.settings import Settings
+
+if TYPE_CHECKING:
+    from stravalib import exc as _stravalib_exc
+
+    from ingest.strava.api import StravaClient
+
+    strava_exc = _stravalib_exc
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +38,23 @@ STRAVA_API_PREFIX = STRAVA_ORIGIN + "/api/v3"
 DEFAULT_TIMEOUT_S = 30.0
 
 ResponseHook = Callable[[requests.Response], None]
+
+
+class _Deferred:
+    """A module imported on its first attribute access."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+if not TYPE_CHECKING:
+    # stravalib is imported by the first process that talks to Strava, not by every worker, web app and command
+    # at start: importing it builds pint's unit registry (about 0.7 s of CPU). ``strava_exc.Fault`` in an
+    # ``except`` clause is looked up only when an exception reaches it.
+    strava_exc = _Deferred("stravalib.exc")
 
 
 def api_url(settings: Settings) -> str:
@@ -102,33 +125,9 @@ def rebase_url(base_url: str, url: str, api_base: str | None = None) -> str:
     return url
 
 
-class _ApiV3(ApiV3):
-    """stravalib's protocol without its environment-driven token refresh."""
-
-    # stravalib logs every request under the class's own name, with the URL before it is rebased: the session
-    # above logs the real one instead.
-    logging.getLogger(f"{__module__}._ApiV3").setLevel(logging.WARNING)
-
-    def _check_credentials(self) -> None:
-        # stravalib reads STRAVA_CLIENT_ID/SECRET from the environment and then refreshes expired tokens by
-        # itself, keeping the new refresh token only in memory - which would invalidate the stored one - and
-        # otherwise warns on every client. Token refresh is ours (oauth.fresh_access_token), under a row lock.
-        self.client_id = None
-        self.client_secret = None
-
-
-class StravaClient(Client):
-    """A real ``stravalib.Client`` on a given requests session, with no limiter and no automatic refresh."""
-
-    def __init__(self, access_token: str | None, session: requests.Session) -> None:
-        # Client.__init__ only sets ``log`` and ``protocol``; it is bypassed so that ApiV3 is ours.
-        # rate_limiter=None is stravalib's no-op: its own limiter sleeps in-process for up to a day, whereas
-        # we schedule from the recorded headers.
-        self.log = logging.getLogger(f"{Client.__module__}.{Client.__name__}")
-        self.protocol = _ApiV3(access_token=access_token, requests_session=session, rate_limiter=None)
-
-
 def _client(settings: Settings, access_token: str | None, on_response: ResponseHook | None) -> StravaClient:
+    from ingest.strava.api import StravaClient  # deferred: start-up time (stravalib, see strava_exc above)
+
     session = BaseUrlSession(settings.strava_base_url, api_base=api_url(settings))
     if on_response is not None:
 

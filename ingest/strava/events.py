@@ -41,10 +41,10 @@ import requests
 from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
-from stravalib import exc as strava_exc
 
 from ingest.runs import remove_runs
 from ingest.strava.backfill import due_backfills
+from ingest.strava.client import strava_exc
 from ingest.strava.convert import STREAM_KEYS, convert_activity
 from ingest.strava.errors import (
     InvalidEvent,

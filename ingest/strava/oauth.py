@@ -17,22 +17,20 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from stravalib import exc as strava_exc
-from stravalib.protocol import Scope
 
 from ingest.strava import ratelimit
 from ingest.strava.client import (
     STRAVA_ORIGIN,
     BaseUrlSession,
     ResponseHook,
-    StravaClient,
     api_url,
     app_client,
     rebase_url,
+    strava_exc,
 )
 
 # Re-exported: callers have long imported the errors from here.
@@ -55,6 +53,11 @@ from stridecare.db.engine import Database
 from stridecare.db.models import Athlete, StravaAccount
 from stridecare.links import athlete_key, spend_once
 from stridecare.settings import Settings
+
+if TYPE_CHECKING:
+    from stravalib.protocol import Scope
+
+    from ingest.strava.api import StravaClient
 
 log = logging.getLogger(__name__)
 

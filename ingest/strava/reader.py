@@ -19,18 +19,20 @@ Push-event processing, the activity list and the history backfill all read throu
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
-from stravalib import exc as strava_exc
 
 from ingest.strava import ratelimit
-from ingest.strava.client import StravaClient, api_url
+from ingest.strava.client import api_url, strava_exc
 from ingest.strava.errors import StravaAppInactive, StravaDeferred, names_inactive_app
 from ingest.strava.oauth import athlete_client, fresh_access_token
 from ingest.strava.ratelimit import record_active, record_inactive
 from stridecare.db.engine import Database
 from stridecare.settings import Settings
+
+if TYPE_CHECKING:
+    from ingest.strava.api import StravaClient
 
 
 class ApiReader:
