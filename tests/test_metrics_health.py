@@ -340,7 +340,7 @@ def test_health_fails_when_the_schema_is_behind(healthy: Runtime, tmp_path: Path
 
 
 def test_health_does_not_create_a_missing_database(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, fresh=True)
     code, lines = health(env_for(settings))
     assert code == 1
     assert "no database file" in lines["database"]

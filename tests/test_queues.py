@@ -111,7 +111,7 @@ def _take(conn: Connection, queues: list[str], n: int) -> list[tuple[str, int]]:
 
 
 def test_the_sqlite_queue_takes_delivery_planning_and_files_before_queued_events(settings: Settings) -> None:
-    settings.data_home.mkdir(parents=True)
+    settings.data_home.mkdir(parents=True, exist_ok=True)
     with _sql_connection(settings) as conn:
         # Events first in time, then one message of each other kind.
         _publish(conn, {EVENTS: 50})
@@ -122,7 +122,7 @@ def test_the_sqlite_queue_takes_delivery_planning_and_files_before_queued_events
 
 
 def test_the_sqlite_queue_gives_events_one_take_in_eight_while_files_keep_coming(settings: Settings) -> None:
-    settings.data_home.mkdir(parents=True)
+    settings.data_home.mkdir(parents=True, exist_ok=True)
     with _sql_connection(settings) as conn:
         _publish(conn, {EVENTS: 40, FILES: 40})
         taken = _take(conn, list(QUEUES), 4 * ROUND_ROBIN_EVERY)
@@ -133,7 +133,7 @@ def test_the_sqlite_queue_gives_events_one_take_in_eight_while_files_keep_coming
 
 
 def test_the_sqlite_queue_keeps_a_slot_for_files_while_an_event_runs_long(settings: Settings) -> None:
-    settings.data_home.mkdir(parents=True)
+    settings.data_home.mkdir(parents=True, exist_ok=True)
     held: list[Any] = []
 
     def got(body: dict[str, Any], message: Any) -> None:
