@@ -61,7 +61,7 @@ def sample_series(draw: st.DrawFn) -> Samples:
     return Samples(t, distance, speed, cadence, altitude, running)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     samples=sample_series(),
     base=st.none() | st.floats(min_value=100.0, max_value=220.0),
