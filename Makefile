@@ -26,7 +26,9 @@ test: install-test
 	$(BIN)/ruff check stridecare stridecare_app ingest workers recommender delivery tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest -n 3  # three workers: many tests wait on real processes, so two cores carry three
+	# Three workers (many tests wait on real processes, so two cores carry three) that take queued tests from each
+	# other when idle, so no worker runs the last minute alone. PYTEST_ARGS adds options (.ci/run: the clocks).
+	$(BIN)/pytest -n 3 --dist worksteal $(PYTEST_ARGS)
 
 bench: install-test  # the numbers in BENCHMARKS.md; each script's --help tells its options
 	$(BIN)/python bench/bench_decode.py

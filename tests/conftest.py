@@ -73,7 +73,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="NAME|ISO[@ZONE]",
         help=(
             "Run end-to-end tests on the project's clock frozen at this instant: "
-            f"{', '.join(CLOCKS)}, or an ISO 8601 timestamp with offset, optionally @ an IANA zone for new "
+            f"system (the machine's clock), {', '.join(CLOCKS)}, or an ISO 8601 timestamp with offset, "
+            "optionally @ an IANA zone for new "
             "athletes. Repeated: each such test runs once per clock."
         ),
     )
@@ -113,8 +114,9 @@ class E2EClock:
 
 
 def parse_clock(value: str | None, system_now: datetime) -> E2EClock:
-    """The clock ``--clock`` names; without one, the system clock (frozen a little earlier at the week's end)."""
-    if value is None:
+    """The clock ``--clock`` names; without one (or ``system``), the system clock (frozen a little earlier at the
+    week's end)."""
+    if value is None or value == "system":
         week_end = _week_end(system_now, "UTC")
         return E2EClock(None) if system_now < week_end - _WEEK_END_MARGIN else E2EClock(week_end - 2 * _WEEK_END_MARGIN)
     if value in CLOCKS:

@@ -37,7 +37,7 @@ def test_the_dst_night_clock_is_in_the_hour_berlin_lives_twice() -> None:
 
 def test_clock_option_values() -> None:
     now = datetime(2026, 12, 9, 12, 0, tzinfo=UTC)  # a Wednesday
-    assert parse_clock(None, now) == E2EClock(None)
+    assert parse_clock(None, now) == parse_clock("system", now) == E2EClock(None)
     assert parse_clock("dst-night", now) == E2EClock(*CLOCKS["dst-night"])
     tokyo = parse_clock("2026-12-06T18:30:00+09:00@Asia/Tokyo", now)
     assert tokyo == E2EClock(datetime(2026, 12, 6, 9, 30, tzinfo=UTC), "Asia/Tokyo")
