@@ -10,7 +10,7 @@ import warnings
 from typing import Any
 
 from celery import Celery, platforms
-from celery import signals as celery_signals
+from celery.apps.worker import Worker
 from celery.beat import EmbeddedService
 from celery.exceptions import SecurityWarning
 from celery.platforms import EX_OK
@@ -148,6 +148,15 @@ def _stop_on_signals(stop: Any) -> None:
         signal.signal(signal.SIGINT, handler)
 
 
+class _QuietWorker(Worker):  # type: ignore[misc]
+    """Celery's worker, with this process's Ctrl-C handling put back the moment Celery installs its own: a
+    Ctrl-C at any point of the start stops as quietly as one later."""
+
+    def install_platform_tweaks(self, worker: Any) -> None:
+        super().install_platform_tweaks(worker)
+        _stop_quietly()
+
+
 def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True, verbose: bool = False) -> None:
     """Everything in one process: a Celery worker (thread pool) with its beat, the watcher and the web app.
 
@@ -177,12 +186,11 @@ def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True, verbose: boo
     _quiet_warnings()
     if os.geteuid() == 0:
         log.info("running as root: the worker takes JSON messages from its own queue only; a user of its own is wiser")
-    # Again once the worker is up: it installs its own handlers as it starts.
-    celery_signals.worker_ready.connect(_stop_quietly, weak=False)
     try:
         # The worker is built directly, not through ``worker_main``: Celery's command line brings click-repl and
         # prompt_toolkit (about 0.4 s of CPU at every start) for options this process sets itself.
-        worker = celery.Worker(
+        worker = _QuietWorker(
+            app=celery,
             hostname=host_format(default_nodename("stridecare@%h")),
             pool_cls="threads",
             concurrency=concurrency,

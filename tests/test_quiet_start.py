@@ -4,6 +4,8 @@ warnings, and Ctrl-C stops it with one line of ours."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -36,3 +38,30 @@ def test_the_license_is_declared_as_packaging_now_expects() -> None:
     # A table (``{text = …}``) makes every editable install (``make run``) print a block of deprecation text.
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["license"] == "MIT" and (ROOT / project["license-files"][0]).is_file()
+
+
+def test_a_ctrl_c_while_the_worker_connects_stops_as_quietly(tmp_path: Path) -> None:
+    """Celery installs its own Ctrl-C handler as its worker starts, and it prints a block of shutdown text. The
+    Ctrl-C here arrives at the worst moment, deterministically: once that handler is in, as the worker's
+    consumer starts to connect (the probe sends it from there)."""
+    probe = f"""
+import os, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+from celery.worker.consumer.consumer import Consumer
+start = Consumer.start
+def start_after_ctrl_c(self):
+    os.kill(os.getpid(), signal.SIGINT)
+    return start(self)
+Consumer.start = start_after_ctrl_c
+sys.argv = ["stridecare", "run", "--no-web"]
+from stridecare_app.cli.main import main
+main()
+"""
+    settings = make_settings(tmp_path)
+    env = {**settings_env(settings), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert "stopping: running work finishes, queued work waits for the next start" in text
+    for noise in ("Hitting Ctrl+C", "Warm shutdown", "cold shutdown"):
+        assert noise not in text, text
