@@ -262,7 +262,10 @@ def make_settings(tmp_path: Path, *, fresh: bool = False, **overrides: object) -
 
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The environment of a ``stridecare`` command run in this process: a data home under ``tmp_path``."""
+    """The environment of a ``stridecare`` command run in this process: a data home under ``tmp_path``, its
+    database a migrated copy of :func:`migrated_sqlite_template` (the first command finds it at head)."""
+    (tmp_path / "home").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(migrated_sqlite_template(), tmp_path / "home" / "stridecare.db")
     monkeypatch.setenv("STRIDECARE_DATA_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("STRIDECARE_ENCRYPTION_KEYS", "6vYg1GDm8N3gTk6u0p5mYw4QG1vXh2Jq9v6Tq3l0W0c=")
     return tmp_path
