@@ -1,5 +1,7 @@
 """Start-up of the command line: CPU of ``stridecare --help``, ``runs`` and ``status`` against a bare import of
-SQLAlchemy and Celery, interleaved in one run on a migrated SQLite database holding one athlete and a few runs.
+SQLAlchemy and Celery, interleaved in one run on a migrated SQLite database holding one athlete and a few runs;
+and of ``stridecare run --no-web`` up to its worker's start (the worker's start is replaced by a return, so the
+runner stops there: what every start of the embedded default costs before it consumes).
 
 Run: ``.venv/bin/python bench/bench_cli_startup.py [--repeat 10]``. Each figure is the median CPU (user + system)
 of one command over the repeats, with the ratio to the bare import and the load average beside it.
@@ -19,6 +21,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STRIDECARE = str(BIN / "stridecare")
+RUN_TO_WORKER = """
+import sys
+import celery.apps.worker
+celery.apps.worker.Worker.start = lambda self: None
+sys.argv = ["stridecare", "run", "--no-web"]
+from stridecare_app.cli.main import main
+main()
+"""
 
 COMMANDS: dict[str, list[str]] = {
     "python -c pass": [sys.executable, "-c", "pass"],
@@ -27,6 +37,7 @@ COMMANDS: dict[str, list[str]] = {
     "stridecare runs": [STRIDECARE, "runs"],
     "stridecare status": [STRIDECARE, "status"],
     "stridecare runs --help": [STRIDECARE, "runs", "--help"],
+    "stridecare run --no-web, to its worker's start": [sys.executable, "-c", RUN_TO_WORKER],
 }
 
 
