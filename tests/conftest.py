@@ -74,8 +74,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=(
             "Run end-to-end tests on the project's clock frozen at this instant: "
             f"system (the machine's clock), {', '.join(CLOCKS)}, or an ISO 8601 timestamp with offset, "
-            "optionally @ an IANA zone for new "
-            "athletes. Repeated: each such test runs once per clock."
+            "optionally @ an IANA zone for new athletes. Repeated: each such test runs once per clock."
         ),
     )
 
@@ -253,19 +252,25 @@ def make_settings(tmp_path: Path, *, fresh: bool = False, **overrides: object) -
     }
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
-    database = settings.data_home / "stridecare.db"
-    if not fresh and settings.database_url is None and not database.exists():
-        settings.data_home.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(migrated_sqlite_template(), database)
+    if not fresh and settings.database_url is None:
+        seed_data_home(settings.data_home)
     return settings
+
+
+def seed_data_home(home: Path) -> None:
+    """Start the data home ``home`` with a migrated copy of :func:`migrated_sqlite_template`, unless it already
+    holds a database."""
+    database = home / "stridecare.db"
+    if not database.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(migrated_sqlite_template(), database)
 
 
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The environment of a ``stridecare`` command run in this process: a data home under ``tmp_path``, its
     database a migrated copy of :func:`migrated_sqlite_template` (the first command finds it at head)."""
-    (tmp_path / "home").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(migrated_sqlite_template(), tmp_path / "home" / "stridecare.db")
+    seed_data_home(tmp_path / "home")
     monkeypatch.setenv("STRIDECARE_DATA_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("STRIDECARE_ENCRYPTION_KEYS", "6vYg1GDm8N3gTk6u0p5mYw4QG1vXh2Jq9v6Tq3l0W0c=")
     return tmp_path
