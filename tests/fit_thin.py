@@ -8,6 +8,8 @@ the bulk of the records, so both decoders still meet each device's encoding.
 
 from __future__ import annotations
 
+from fit_walk import NotFit, messages
+
 from ingest.fit_integrity import fit_crc
 
 RECORD = 20  # the FIT profile's global message number of ``record``
@@ -26,41 +28,16 @@ def thin_records(data: bytes, keep_every: int) -> bytes | None:
     if header_size not in (12, 14) or data[8:12] != b".FIT" or header_size + data_size + 2 != len(data):
         return None
     body = data[header_size : header_size + data_size]
-    definitions: dict[int, tuple[int, int]] = {}  # local message type -> (global number, data size)
     out = bytearray()
     records = 0
-    pos = 0
     try:
-        while pos < len(body):
-            head = body[pos]
-            if head & 0x80:  # compressed-timestamp header: a data message of local type 0-3
-                number, size = definitions[(head >> 5) & 0x03]
-                length, is_data = 1 + size, True
-            elif head & 0x40:  # a definition message
-                big_endian = body[pos + 2] == 1
-                number = int.from_bytes(body[pos + 3 : pos + 5], "big" if big_endian else "little")
-                fields = body[pos + 5]
-                size = sum(body[pos + 6 + 3 * i + 1] for i in range(fields))
-                length = 6 + 3 * fields
-                if head & 0x20:  # developer fields follow
-                    dev_fields = body[pos + length]
-                    size += sum(body[pos + length + 1 + 3 * i + 1] for i in range(dev_fields))
-                    length += 1 + 3 * dev_fields
-                definitions[head & 0x0F] = (number, size)
-                is_data = False
-            else:
-                number, size = definitions[head & 0x0F]
-                length, is_data = 1 + size, True
-            if pos + length > len(body):
-                return None
-            keep = True
-            if is_data and number == RECORD:
-                keep = records % keep_every == 0
+        for message in messages(body, 0, len(body)):
+            if message.is_data and message.definition.number == RECORD:
                 records += 1
-            if keep:
-                out += body[pos : pos + length]
-            pos += length
-    except (KeyError, IndexError):
+                if (records - 1) % keep_every:  # the 1st, (n+1)-th, … record stays
+                    continue
+            out += body[message.start : message.start + message.length]
+    except NotFit:
         return None
     header = bytearray(data[:header_size])
     header[4:8] = len(out).to_bytes(4, "little")

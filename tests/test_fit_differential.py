@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import fitfast
 import pytest
 from conftest import ROOT, distinct_fit_files
 from fit_thin import thin_records
@@ -63,8 +64,6 @@ def _summary(result: DecodeResult) -> list[tuple[Any, ...]]:
 @pytest.mark.skipif(not FILES, reason=f"FIT corpus not found at {CORPUS}")
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(CORPUS)))
 def test_corpus_file_decodes_as_fitparse_does(path: Path, tmp_path: Path) -> None:
-    import fitfast
-
     data = path.read_bytes()
     try:
         records = fitfast.message_counts(data).get("record", 0)
