@@ -46,7 +46,7 @@ def _quiet_warnings() -> None:
     warnings.filterwarnings("ignore", category=SecurityWarning)
 
 
-def _stop_quietly(**_kwargs: Any) -> None:
+def _stop_quietly() -> None:
     """Ctrl-C (or SIGTERM) stops the worker as Celery's warm shutdown does — running tasks finish, queued work
     stays queued — with one line of ours instead of Celery's shutdown chatter; a second one stops at once."""
 
