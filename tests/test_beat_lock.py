@@ -26,6 +26,8 @@ from stridecare.crypto import new_webhook_secret
 from stridecare.db import leases
 from stridecare.db.models import Athlete, Delivery, Lease, Prompt
 from stridecare.runtime import Runtime
+from workers import beat as beat_mod
+from workers.app import make_app
 
 T0 = datetime(2026, 3, 7, 12, 0, tzinfo=UTC)  # a Saturday; the weekly balance prompt is due Sundays 18:00 UTC
 SUNDAY_1 = datetime(2026, 3, 8, 18, 5, tzinfo=UTC)
@@ -74,9 +76,6 @@ def test_a_sigterm_inside_the_lease_transaction_still_gives_the_lease_back(
     lands inside the lease's own transaction, close() must neither wait on the row lock that transaction holds
     (on PostgreSQL: forever, until the supervisor's SIGKILL leaves the lease held for its whole TTL) nor fail;
     the close() Celery makes after the unwinding gives the lease back."""
-    from workers import beat as beat_mod
-    from workers.app import make_app
-
     app = make_app(any_rt.settings, runtime=any_rt)
     sched = beat_mod.LeaderScheduler(app=app, schedule_filename=str(tmp_path / "schedule"))
     now = datetime.now(UTC)
