@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from fit_tool.definition_message import DefinitionMessage
 from fit_tool.field import Field
 from fit_tool.fit_file_builder import FitFileBuilder
 from fit_tool.fit_file_header import FitFileHeader
@@ -288,20 +289,20 @@ _RECORD_FIELDS_BY_NAME = {f.name: f for f in _RECORD_PROTOTYPE.fields}
 class _Packer:
     """Packs record messages of one set of fields under one definition, as fit_tool's DataMessage would."""
 
-    def __init__(self, definition: object, names: tuple[str, ...]) -> None:
+    def __init__(self, definition: DefinitionMessage, names: tuple[str, ...]) -> None:
         self.definition = definition
         by_id = {_RECORD_FIELDS_BY_NAME[name].field_id: name for name in names}
-        order = [fd.field_id for fd in definition.field_definitions]  # type: ignore[attr-defined]
+        order = [fd.field_id for fd in definition.field_definitions]
         sizes_fit = all(
             fd.size == _RECORD_FIELDS_BY_NAME[by_id[fd.field_id]].base_type.size
-            for fd in definition.field_definitions  # type: ignore[attr-defined]
+            for fd in definition.field_definitions
             if fd.field_id in by_id
         )
         # Only a definition of exactly these fields, each one value wide: anything else takes fit_tool's path.
-        self.usable = sizes_fit and sorted(order) == sorted(by_id) and not definition.developer_field_definitions  # type: ignore[attr-defined]
+        self.usable = sizes_fit and sorted(order) == sorted(by_id) and not definition.developer_field_definitions
         self.fields = [_RECORD_FIELDS_BY_NAME[by_id[i]] for i in order if i in by_id]
         self.names = [by_id[i] for i in order if i in by_id]
-        header = definition.local_id & 0x0F  # type: ignore[attr-defined]  # a normal data record's header
+        header = definition.local_id & 0x0F  # a normal data record's header
         self.header = bytes([header])
         self.struct = struct.Struct("<" + "".join(f.base_type.struct_format for f in self.fields))
 
