@@ -1,11 +1,12 @@
-"""Packing a run's samples over NumPy gives the very bytes of the value-at-a-time reference."""
+"""Packing a run's samples over NumPy gives the very bytes of the value-at-a-time reference, and unpacking the very
+values."""
 
 from __future__ import annotations
 
 import math
 import random
 
-from stridecare.db.samples import pack_samples, pack_samples_reference, unpack_samples
+from stridecare.db.samples import pack_samples, pack_samples_reference, unpack_samples, unpack_samples_reference
 from stridecare.domain.run import Samples
 
 
@@ -37,3 +38,15 @@ def test_packed_samples_read_back() -> None:
     assert back.timer_running == samples.timer_running
     assert [v is None for v in back.distance_m] == [v is None for v in samples.distance_m]
     assert back.cadence_spm == samples.cadence_spm  # whole numbers survive float32 exactly
+
+
+def test_unpacked_values_equal_the_reference() -> None:
+    rng = random.Random(11)
+    for n in (0, 1, 2, 17, 3_600):
+        packed = pack_samples(_samples(rng, n))
+        back, reference = unpack_samples(packed), unpack_samples_reference(packed)
+        for name in ("t", "distance_m", "speed_mps", "cadence_spm", "altitude_m", "timer_running"):
+            got, want = getattr(back, name), getattr(reference, name)
+            # NaN never compares equal: compared by their text, which also tells None, inf and the types apart
+            assert [repr(v) for v in got] == [repr(v) for v in want], name
+            assert [type(v) for v in got] == [type(v) for v in want], name

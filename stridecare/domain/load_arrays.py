@@ -36,8 +36,8 @@ Floats = npt.NDArray[np.float64]
 
 
 def _column(values: list[float | None]) -> Floats:
-    """A sample series as floats, NaN where nothing was recorded."""
-    return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+    """A sample series as floats, NaN where nothing was recorded (NumPy turns None into NaN for a float dtype)."""
+    return np.array(values, dtype=np.float64)
 
 
 def _weights(t: Floats, running: npt.NDArray[np.bool_]) -> Floats:

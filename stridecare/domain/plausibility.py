@@ -142,8 +142,8 @@ def _non_finite(run: ParsedRun, _b: PlausibilityBounds, _c: LoadConstants, serie
 
 
 def _floats(series: Sequence[float | None]) -> npt.NDArray[np.float64]:
-    """A sample series as floats, NaN where nothing was recorded."""
-    return np.array([math.nan if v is None else v for v in series], dtype=np.float64)
+    """A sample series as floats, NaN where nothing was recorded (NumPy turns None into NaN for a float dtype)."""
+    return np.array(series, dtype=np.float64)
 
 
 def _negative(run: ParsedRun, _b: PlausibilityBounds, _c: LoadConstants, _s: _Series) -> str | None:
