@@ -4,12 +4,14 @@ A handle names folders and files (export folders, inbox mappings) and appears in
 is safe in all of them: 1 to 64 characters of lower-case letters, digits, ``.``, ``_`` and ``-``, starting
 with a letter or digit. That rules out path separators and ``..``, so a handle joined to a folder never
 leaves it, and the length matches the database column, so a long name is refused with a sentence instead of
-a database error.
+a database error. A valid handle no athlete has is :class:`UnknownAthlete`, with the one message every look-up
+gives (through the ORM, ``stridecare.db.athletes``, or through Core, ``stridecare.db.run_list``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 MAX_HANDLE_CHARS = 64
 _HANDLE = re.compile(rf"[a-z0-9][a-z0-9_.-]{{0,{MAX_HANDLE_CHARS - 1}}}")
@@ -37,3 +39,13 @@ def check_handle(name: str) -> str:
         f"athlete handle {shown!r} is not allowed: use lower-case letters, digits, '.', '_' or '-', "
         "starting with a letter or digit"
     )
+
+
+class UnknownAthlete(LookupError):
+    """No athlete has that handle."""
+
+
+def unknown_athlete(name: str, known: Iterable[str]) -> UnknownAthlete:
+    """The error for a handle no athlete has, naming the ``known`` handles (in the order given)."""
+    listed = ", ".join(known) or "none yet"
+    return UnknownAthlete(f"no athlete named {name!r} (known: {listed}); add one with `stridecare athlete add`")

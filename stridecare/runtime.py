@@ -6,12 +6,15 @@ import os
 import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from stridecare import clock
-from stridecare.crypto import Vault, signing_key
 from stridecare.db.engine import Database
 from stridecare.db.migrate import upgrade
 from stridecare.settings import Settings
+
+if TYPE_CHECKING:
+    from stridecare.crypto import Vault
 
 
 @dataclass(eq=False)  # identity, not value: runtimes are tracked in a weak set
@@ -37,12 +40,16 @@ class Runtime:
     def vault(self) -> Vault:
         """Encryption for tokens and secrets at rest."""
         if self._vault is None:
+            from stridecare.crypto import Vault  # deferred: start-up time (cryptography; a read needs no key)
+
             self._vault = Vault.from_settings(self.settings)
         return self._vault
 
     @property
     def link_key(self) -> bytes:
         """The key that signs links in prompts."""
+        from stridecare.crypto import signing_key  # deferred: start-up time (cryptography; a read needs no key)
+
         return signing_key(self.settings)
 
     def now(self) -> datetime:

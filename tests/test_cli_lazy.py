@@ -1,5 +1,6 @@
 """The command line starts at once: ``--help`` imports no command module, and the list that stands in for them
-(``stridecare_app/cli/commands.py``) is exactly the commands the modules define, help text included."""
+(``stridecare_app/cli/commands.py``) is exactly the commands the modules define, help text included; ``runs``
+reads through SQLAlchemy Core, without the ORM or the models, and prints what the ORM's runs would show."""
 
 from __future__ import annotations
 
@@ -8,14 +9,23 @@ import json
 import pkgutil
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import typer
-from conftest import ROOT
+from conftest import ROOT, seed_data_home
+from sqlalchemy import select
+from test_session_identity import START, fit, ingest, store_strava, strava_run
 from typer.testing import CliRunner
 
 import stridecare_app.cli
+from stridecare.db.athletes import get_athlete
+from stridecare.db.models import Base, Run
+from stridecare.db.run_json import run_json
+from stridecare.db.run_list import ATHLETES, RUN_LOADS, RUNS, newest_runs
+from stridecare.handles import UnknownAthlete
+from stridecare.runtime import Runtime
 from stridecare_app.cli.app import app
 from stridecare_app.cli.commands import COMMANDS
 
@@ -35,10 +45,16 @@ print(json.dumps(sorted(m for m in sys.modules if m in {heavy!r} or m.split(".")
 """
 
 
-def _imported_by(argv: list[str], env: dict[str, str] | None = None) -> list[str]:
+def _printed_and_imported(argv: list[str], env: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """The lines ``stridecare ARGV`` printed, and the heavy modules it imported."""
     probe = _PROBE.format(root=str(ROOT), argv=argv, heavy=_HEAVY)
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
-    return list(json.loads(out.stdout.strip().splitlines()[-1]))
+    *printed, loaded = out.stdout.strip().splitlines()
+    return printed, list(json.loads(loaded))
+
+
+def _imported_by(argv: list[str], env: dict[str, str] | None = None) -> list[str]:
+    return _printed_and_imported(argv, env)[1]
 
 
 def _all_command_modules() -> list[str]:
@@ -53,8 +69,79 @@ def test_help_imports_neither_the_orm_nor_celery_nor_any_command_module() -> Non
 def test_runs_imports_neither_celery_nor_the_recommender(tmp_path: Path) -> None:
     env = {"STRIDECARE_DATA_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     loaded = _imported_by(["runs"], env)
-    assert "sqlalchemy.orm" in loaded  # it did read the database
+    assert "sqlalchemy" in loaded  # it did read the database
     assert not [m for m in loaded if m.startswith(("celery", "recommender", "ingest"))]
+
+
+def _the_orm_runs(rt: Runtime, handle: str = "me", limit: int = 20) -> list[dict[str, object]]:
+    """The runs as ``stridecare runs --json`` printed them when it read them through the ORM."""
+    with rt.db.read() as session:
+        who = get_athlete(session, handle)
+        query = select(Run).where(Run.athlete_id == who.id).order_by(Run.start_time.desc()).limit(limit)
+        return [run_json(run) for run in session.scalars(query)]
+
+
+def _a_run_its_copy_and_a_later_run(rt: Runtime, tmp_path: Path) -> None:
+    ingest(rt, fit(tmp_path / "watch.fit"), now=START + timedelta(hours=1))
+    store_strava(rt, strava_run(START, moving_time=1700, elapsed_time=1800), now=START + timedelta(hours=1))
+    later = START + timedelta(days=2)
+    ingest(rt, fit(tmp_path / "later.fit", start=later, duration_s=5400), now=later + timedelta(hours=2))
+
+
+def test_runs_on_a_migrated_database_imports_neither_the_orm_nor_the_models(rt: Runtime, tmp_path: Path) -> None:
+    """``stridecare runs`` reads through Core: the ORM and the models (about 0.3 s of CPU) stay unimported, and
+    the JSON and the table show what the ORM's runs showed, a copy pointing at the run that counts."""
+    _a_run_its_copy_and_a_later_run(rt, tmp_path)
+    expected = json.loads(json.dumps(_the_orm_runs(rt), default=str))
+    assert len(expected) == 3 and [r["load"] is None for r in expected].count(True) == 1
+    env = {"STRIDECARE_DATA_HOME": str(rt.settings.data_home), "PATH": "/usr/bin:/bin"}
+
+    printed, loaded = _printed_and_imported(["runs", "--json"], env)
+    assert json.loads(printed[-1]) == expected
+    assert "sqlalchemy" in loaded and not {"sqlalchemy.orm", "stridecare.db.models"} & set(loaded)
+
+    printed, loaded = _printed_and_imported(["runs", "--limit", "2"], env)
+    header, *lines = printed
+    assert "load (ref. steps)" in header and len(lines) == 2
+    assert [int(line.split()[0]) for line in lines] == [r["id"] for r in expected[:2]]
+    copy = next(r for r in expected if r["duplicate_of"])
+    assert any(line.split()[0] == str(copy["id"]) and line.endswith(f"= run {copy['duplicate_of']}") for line in lines)
+    assert not {"sqlalchemy.orm", "stridecare.db.models"} & set(loaded)
+
+
+def test_runs_of_an_athlete_not_yet_added_on_a_migrated_database(tmp_path: Path) -> None:
+    seed_data_home(tmp_path / "home")
+    env = {"STRIDECARE_DATA_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    printed, loaded = _printed_and_imported(["runs", "--json"], env)
+    assert printed == ["[]"] and "stridecare.db.models" not in loaded
+
+
+def test_the_core_run_list_shows_what_the_orm_showed_on_sqlite_and_postgresql(any_rt: Runtime, tmp_path: Path) -> None:
+    _a_run_its_copy_and_a_later_run(any_rt, tmp_path)
+    for limit in (20, 2, 0):
+        assert newest_runs(any_rt.db, "me", limit) == _the_orm_runs(any_rt, limit=limit)
+    got = newest_runs(any_rt.db, "me", 20)
+    assert got[0]["start_time"].endswith("Z") and {r["long_run"] for r in got} <= {True, False, None}
+    with pytest.raises(UnknownAthlete) as core:
+        newest_runs(any_rt.db, "nobody", 20)
+    with pytest.raises(UnknownAthlete) as orm, any_rt.db.read() as session:
+        get_athlete(session, "nobody")
+    assert str(core.value) == str(orm.value) and "(known: me)" in str(core.value)
+    env = {"STRIDECARE_DATA_HOME": str(any_rt.settings.data_home)}
+    if any_rt.settings.database_url:
+        env["STRIDECARE_DATABASE_URL"] = any_rt.settings.database_url
+    listed = CliRunner().invoke(app, ["runs", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == json.loads(json.dumps(_the_orm_runs(any_rt), default=str))
+
+
+def test_the_core_tables_name_columns_of_the_models() -> None:
+    """The lightweight tables of stridecare/db/run_list.py name real columns, with the models' types."""
+    for light in (ATHLETES, RUNS, RUN_LOADS):
+        model = Base.metadata.tables[light.name]
+        for col in light.columns:
+            assert col.name in model.columns, (light.name, col.name)
+            assert type(col.type) is type(model.columns[col.name].type), (light.name, col.name)
 
 
 def test_the_list_holds_every_command_the_modules_define_with_their_own_help() -> None:

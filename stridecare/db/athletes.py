@@ -7,12 +7,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from stridecare.db.models import Athlete
-from stridecare.handles import check_handle
+from stridecare.handles import UnknownAthlete, check_handle, unknown_athlete
 from stridecare.settings import Settings
 
-
-class UnknownAthlete(LookupError):
-    """No athlete has that handle."""
+__all__ = ["UnknownAthlete", "ensure_athlete", "get_athlete", "lock_athlete"]
 
 
 def get_athlete(session: Session, name: str) -> Athlete:
@@ -21,8 +19,7 @@ def get_athlete(session: Session, name: str) -> Athlete:
     check_handle(name)
     athlete = session.scalar(select(Athlete).where(Athlete.name == name))
     if athlete is None:
-        known = ", ".join(session.scalars(select(Athlete.name).order_by(Athlete.name))) or "none yet"
-        raise UnknownAthlete(f"no athlete named {name!r} (known: {known}); add one with `stridecare athlete add`")
+        raise unknown_athlete(name, session.scalars(select(Athlete.name).order_by(Athlete.name)))
     return athlete
 
 

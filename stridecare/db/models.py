@@ -15,7 +15,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Date,
-    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -27,7 +26,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-from sqlalchemy.types import TypeDecorator
+
+from stridecare.db.column_types import UTCDateTime as UTCDateTime  # migrations name it here
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -46,25 +46,6 @@ def utcnow() -> datetime:
 def new_id() -> str:
     """A random identifier for rows that leave the system (prompt ids appear in links and webhook ids)."""
     return uuid.uuid4().hex
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A DateTime that always comes back timezone-aware UTC, on SQLite as on PostgreSQL."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):

@@ -1,15 +1,14 @@
-"""``stridecare runs``: the newest stored runs, read with no more than the database and the models."""
+"""``stridecare runs``: the newest stored runs, read through SQLAlchemy Core (no ORM, no models: the command
+starts in about half the time; stridecare/db/run_list.py)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
-from sqlalchemy import select
 
-from stridecare.db.athletes import UnknownAthlete, get_athlete
-from stridecare.db.models import Run
-from stridecare.db.run_json import run_json
+from stridecare.db.run_list import newest_runs
+from stridecare.handles import UnknownAthlete
 from stridecare_app.cli.app import app, emit_json, fail, runtime
 
 
@@ -21,19 +20,13 @@ def runs(
 ) -> None:
     """List stored runs, newest first, with distance, steps, cadence source and load."""
     rt = runtime()
-    name = athlete or rt.settings.default_athlete
-    with rt.db.transaction() as session:
-        try:
-            who = get_athlete(session, name)
-        except UnknownAthlete as exc:
-            if as_json:
-                emit_json([])
-                return
-            fail(str(exc))
-        rows = session.scalars(
-            select(Run).where(Run.athlete_id == who.id).order_by(Run.start_time.desc()).limit(limit)
-        ).all()
-        data = [run_json(r) for r in rows]
+    try:
+        data = newest_runs(rt.db, athlete or rt.settings.default_athlete, limit)
+    except UnknownAthlete as exc:
+        if as_json:
+            emit_json([])
+            return
+        fail(str(exc))
     if as_json:
         emit_json(data)
         return
