@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
 from recommender.figures import UNITS, LoadFigures
-from recommender.planner import constants
 from stridecare.db.models import Athlete, DailyLoad, Delivery, Prompt, Run
 from stridecare.db.run_json import run_json
 from stridecare.domain.history import EwmaState, acwr, local_day, recompute_from
@@ -91,7 +90,7 @@ def figures_as_of(session: Session, settings: Settings, athlete: Athlete, day: d
             through=day,
             previous=EwmaState(last, acute, chronic),
             first_day=first,
-            constants=constants(settings),
+            constants=settings.load.constants,
         )
         acute, chronic = decayed[-1].acute, decayed[-1].chronic
     history_days = (day - first).days + 1

@@ -30,7 +30,18 @@ from stridecare_app.cli.app import app
 from stridecare_app.cli.commands import COMMANDS
 
 # What a command module brings with it; none of it is needed to print the command list.
-_HEAVY = ("sqlalchemy", "sqlalchemy.orm", "celery", "pydantic", "stridecare.db.models", "recommender", "ingest")
+_HEAVY = (
+    "sqlalchemy",
+    "sqlalchemy.orm",
+    "celery",
+    "pydantic",
+    "stridecare.db.models",
+    "recommender",
+    "ingest",
+    "delivery",
+    "numpy",
+    "jinja2",
+)
 
 _PROBE = """
 import json, sys
@@ -133,6 +144,17 @@ def test_the_core_run_list_shows_what_the_orm_showed_on_sqlite_and_postgresql(an
     listed = CliRunner().invoke(app, ["runs", "--json"], env=env)
     assert listed.exit_code == 0, listed.output
     assert json.loads(listed.stdout) == json.loads(json.dumps(_the_orm_runs(any_rt), default=str))
+
+
+def test_status_imports_neither_the_planner_with_numpy_nor_the_prompts_rendering(tmp_path: Path) -> None:
+    """``stridecare status`` shows figures: the planner (NumPy, about 0.17 s of CPU) and the prompts' rendering
+    (Jinja) stay unimported."""
+    seed_data_home(tmp_path / "home")
+    env = {"STRIDECARE_DATA_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    assert CliRunner().invoke(app, ["athlete", "add", "me"], env=env).exit_code == 0
+    printed, loaded = _printed_and_imported(["status", "--athlete", "me"], env)
+    assert printed[0].startswith("me on ") and "recommender.status" in loaded
+    assert not {"numpy", "jinja2", "recommender.planner", "delivery.render"} & set(loaded)
 
 
 def test_the_core_tables_name_columns_of_the_models() -> None:

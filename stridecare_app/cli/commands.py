@@ -30,7 +30,7 @@ COMMANDS: dict[str, Entry] = {
     "run": Entry("operate", "Run everything in one process: watcher, worker, scheduler and web app.", START),
     "athlete": Entry("athletes", "Add athletes and set how and when they receive prompts.", START),
     "status": Entry(
-        "prompts_cmds",
+        "status_cmd",
         "Acute and chronic foot load, ACWR (after 28 days, as information), flags, recent runs, pending prompts.",
         START,
     ),
