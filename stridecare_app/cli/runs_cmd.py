@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from stridecare.db.run_list import newest_runs
 from stridecare.handles import UnknownAthlete
 from stridecare_app.cli.app import app, emit_json, fail, runtime
 
@@ -19,6 +18,8 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout.")] = False,
 ) -> None:
     """List stored runs, newest first, with distance, steps, cadence source and load."""
+    from stridecare.db.run_list import newest_runs  # deferred: start-up time (`runs --help` needs no SQLAlchemy)
+
     rt = runtime()
     try:
         data = newest_runs(rt.db, athlete or rt.settings.default_athlete, limit)
