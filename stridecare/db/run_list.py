@@ -1,7 +1,7 @@
 """An athlete's newest runs, read with SQLAlchemy Core alone: what ``stridecare runs`` prints.
 
-The command reads a few rows, and importing the ORM and the models costs about 0.3 s of CPU, more than all the
-rest of its work; so this read names only the columns it reads, with lightweight ``table()``/``column()``
+The command reads a few rows, and importing the ORM and the models costs about 0.2 s of CPU, far more than the
+query; so this read names only the columns it reads, with lightweight ``table()``/``column()``
 constructs. ``stridecare.db.models`` stays the schema: tests/test_cli_lazy.py checks these names against it, and
 the rows become JSON through the same mapping as the ORM's runs (:func:`~stridecare.db.run_json.run_row_json`).
 The same statements serve SQLite and PostgreSQL.
