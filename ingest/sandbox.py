@@ -6,34 +6,55 @@ builds a tree of gigabytes must cost one child, never the process that watches f
 How: each process that decodes starts, on first use, one small *decode server* (``python -m ingest.sandbox``,
 a fresh interpreter, so neither the caller's threads nor its database connections ever cross a fork). The
 server imports the decoders once, decodes a small built-in activity so that what a first decode sets up is
-in place before any fork (``warm_fit``), and then forks one child per file; the child sets ``RLIMIT_AS``, ``RLIMIT_CPU``
-and no core dumps on itself, decodes with ``decode_path`` and writes the pickled ``Decoded`` to a pipe that
-only the caller reads. The caller waits at most the wall-clock limit, kills the child if it is still there,
+in place before any fork (``warm_fit``), freezes what it built out of the collector's reach, and then hands
+each file to a child forked from it. The child sets ``RLIMIT_AS``, ``RLIMIT_CPU`` and no core dumps on itself,
+decodes with ``decode_path`` and writes the pickled ``Decoded`` to a pipe that only the caller reads.
+
+A child takes up to ``_FILES_PER_CHILD`` files in turn (one at a time, each with a pipe of its own), under
+limits per file: for each file it raises its soft CPU limit to what it has used so far plus the file's
+allowance (rounded up to a whole second), and its address-space limit by what earlier files left mapped, so
+that every file has the room and the time it would have in a fresh child. A child takes another file only
+after a clean outcome (decoded, or judged damaged by the decoder), while its address space stays within
+``_CHILD_SLACK_BYTES`` of the server's, and only files under the limits it was started with (a file read again
+with a larger budget gets a fresh child); it is let go after ``_CHILD_IDLE_S`` without work. A file that
+kills its child, exhausts a limit, runs out of memory, nests too deep or trips a decoder bug costs that child
+and only its own file: the child held no other file, and the next file goes to a fresh child.
+
+The server enforces each file's wall-clock limit: past it, the server kills the child (it alone knows whether
+the child is still on that file or already on the next one), and turns any death into an ``exit`` report. The
+caller waits at most the wall-clock limit for the answer, then for that report (killing the child itself only
+when the server does not report within ``_KILL_GRACE_S``: a server that does not answer hands out no file),
 and turns any death (signal, exhausted limit, no answer) into a rejected ``Decoded`` with a one-line reason.
 
 Forking from a warm server costs a few milliseconds per file (see ``bench/bench_hostile.py``) where a fresh
-interpreter would cost ~0.7 s of imports; and a fresh child per file keeps the CPU limit per file and leaves
-nothing one file did (a fragmented heap) to the next. ``multiprocessing``'s own fork server was tried first:
-it re-runs the caller's main script in every child, which is unsafe for a script without a main guard.
+interpreter would cost ~0.7 s of imports; a child that decodes files in turn saves most of the rest (the fork,
+the exit, and the pages a fresh child faults in and copies: ~9 ms per file of a real device run).
+``multiprocessing``'s own fork server was tried first: it re-runs the caller's main script in every child,
+which is unsafe for a script without a main guard.
 
 Protocol, one Unix seqpacket socket (message boundaries kept) from the caller to its server: per file the
 caller sends one pickled request with two pipe write ends attached (SCM_RIGHTS): ``result`` (the pickled
-``Decoded``) and ``status`` (the server writes ``pid <n>`` when the child starts and ``exit <code>`` when it
-has reaped it, negative for a signal, as ``Popen.returncode``).
+``Decoded``) and ``status`` (the server writes ``pid <n>`` when a child has the file and ``exit <code>`` when the
+file is done: 0 when the child reported it done, else the child's exit status, negative for a signal, as
+``Popen.returncode``). The server hands a file on to a child over the child's own seqpacket socket, with the
+``result`` end attached; the child answers ``done 1`` (it takes another file) or ``done 0`` (it exits).
 
 When the server dies (killed by an operator or the out-of-memory killer), every request it had not
 acknowledged is sent again to a fresh server, started once per death: ``_Server`` counts its starts
 (generations) and a thread that reports a failure names the generation it saw, so a late report never kills a
 server another thread has just started. Children the dead server had forked finish and answer on their own
-pipes. Only servers that die before acknowledging anything, three in a row, end the retries (a crash loop).
+pipes, then exit. Only servers that die before acknowledging anything, three in a row, end the retries (a crash
+loop).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import importlib
 import logging
+import math
 import os
 import pickle
 import resource
@@ -94,14 +115,44 @@ class Limits:
 # --- the server side (runs in ``python -m ingest.sandbox``) ---------------------------------------------------
 
 
-def _child_main(request: dict[str, object], result_fd: int) -> None:
-    """In the forked child: limits first, before a byte of the file is read; then decode and answer."""
-    limits = request["limits"]
-    assert isinstance(limits, Limits)
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-    # At the soft limit the kernel sends SIGXCPU (which kills); the hard limit is the backstop.
-    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 2))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash on a hostile file leaves no core dump behind
+# A child decodes at most this many files in turn before it is replaced by a fresh fork of the server.
+_FILES_PER_CHILD = 32
+# A child whose address space grew more than this over the server's (what earlier files left mapped) is not
+# given another file: each file gets the same room as in a fresh child, and what is left mapped stays small.
+_CHILD_SLACK_BYTES = 48 * 1024 * 1024
+# The server lets a child that has waited this long for another file go (a service that decodes a file an hour
+# keeps no idle child around).
+_CHILD_IDLE_S = 3.0
+# The server ends a child's file at its wall-clock limit; the caller waits this much longer for the report
+# before it kills the child itself (a server that does not report is dead or stuck and hands out no file).
+_KILL_GRACE_S = 5.0
+
+
+def _address_space() -> int:
+    """This process's address space in bytes (what ``RLIMIT_AS`` counts)."""
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[0]) * resource.getpagesize()
+
+
+def _cpu_used() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _set_file_limits(limits: Limits, base: int) -> None:
+    """Limits for the next file of this child: of address space, ``limits.memory_bytes`` plus what the child
+    holds mapped beyond the server's ``base`` (so each file gets the room it would have in a fresh child); of
+    CPU, ``limits.cpu_s`` more than the child has used so far (rounded up to a whole second, the unit of
+    ``RLIMIT_CPU``: between ``cpu_s`` and ``cpu_s + 1`` per file)."""
+    held = max(0, _address_space() - base)
+    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes + held, limits.memory_bytes + _CHILD_SLACK_BYTES))
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    resource.setrlimit(resource.RLIMIT_CPU, (min(math.ceil(_cpu_used()) + limits.cpu_s, hard), hard))
+
+
+def _decode_request(request: dict[str, object]) -> tuple[Decoded, bool]:
+    """Decode one requested file: the outcome, and whether the child may take another file after it (not
+    after running out of memory, too deep a structure or a decoder bug: what that left behind is not reused)."""
     path = Path(str(request["path"]))
     root = Path(str(request["root"])) if request["root"] is not None else None
     max_bytes = int(str(request["max_bytes"]))
@@ -109,20 +160,66 @@ def _child_main(request: dict[str, object], result_fd: int) -> None:
     assert isinstance(constants, LoadConstants)
     known = request.get("known")
     try:
-        decoded = decode_path(path, root, max_bytes, constants, known)  # type: ignore[arg-type]
+        return decode_path(path, root, max_bytes, constants, known), True  # type: ignore[arg-type]
     except MemoryError:
-        decoded = Decoded(path, None, None, None, None, _MEMORY)
+        return Decoded(path, None, None, None, None, _MEMORY), False
     except RecursionError:
-        decoded = Decoded(path, None, None, None, None, "damaged: structure nested too deeply to read")
+        return Decoded(path, None, None, None, None, "damaged: structure nested too deeply to read"), False
     except Exception as exc:  # a decoder bug on odd input: one line for the user, the details in the log
         log.warning("decoder failed on %s", path, exc_info=True)
-        decoded = Decoded(path, None, None, None, None, f"damaged: the decoder failed ({type(exc).__name__})")
+        return Decoded(path, None, None, None, None, f"damaged: the decoder failed ({type(exc).__name__})"), False
+
+
+def _answer(decoded: Decoded, result_fd: int) -> bool:
+    """Write the pickled outcome to the caller's pipe and close it; False when it did not fit in memory."""
+    fits = True
     try:
         data = pickle.dumps(decoded, protocol=pickle.HIGHEST_PROTOCOL)
     except MemoryError:
-        data = pickle.dumps(Decoded(path, None, None, None, None, _MEMORY))
+        data, fits = pickle.dumps(Decoded(decoded.path, None, None, None, None, _MEMORY)), False
     with os.fdopen(result_fd, "wb") as out:
         out.write(data)
+    return fits
+
+
+def _child_main(request: dict[str, object], result_fd: int, sock: socket.socket) -> None:
+    """In the forked child: limits first, before a byte of the file is read; then decode and answer; then, while
+    the child is fit for it, the next file the server hands over ``sock``, under its own limits.
+
+    After each file the child tells the server ``done 1`` (it takes another) or ``done 0`` (it exits now). It
+    takes another only when the file ended cleanly (decoded or judged damaged), it has decoded fewer than
+    ``_FILES_PER_CHILD`` files and its address space is within ``_CHILD_SLACK_BYTES`` of the server's."""
+    base = _address_space()  # the server's, as forked
+    limits = request["limits"]
+    assert isinstance(limits, Limits)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash on a hostile file leaves no core dump behind
+    # The hard CPU limit is the backstop over the child's whole life: every file's allowance, plus 2 s. At a
+    # file's soft limit the kernel sends SIGXCPU (which kills).
+    cpu_hard = _FILES_PER_CHILD * (limits.cpu_s + 1) + 2
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, cpu_hard))
+    files = 0
+    while True:
+        _set_file_limits(limits, base)
+        decoded, clean = _decode_request(request)
+        clean = _answer(decoded, result_fd) and clean
+        files += 1
+        again = clean and files < _FILES_PER_CHILD and _address_space() - base <= _CHILD_SLACK_BYTES
+        try:
+            sock.send(b"done 1" if again else b"done 0")
+        except OSError:
+            return  # the server is gone
+        if not again:
+            return
+        try:  # the server hangs up on a child idle for _CHILD_IDLE_S (it alone decides, so no file is lost)
+            message, fds, _flags, _addr = socket.recv_fds(sock, _MAX_REQUEST, 1)
+        except OSError:
+            return
+        if not message or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            return  # the server is gone (or said nothing sensible)
+        # From our own server over a socketpair; it hands a child only files under the limits it started with.
+        request, result_fd = pickle.loads(message), fds[0]  # noqa: S301
 
 
 def _warm() -> None:
@@ -183,55 +280,149 @@ def warm_fit(records: int = 120) -> bytes:
     return data + u(fit_crc(data), 2)
 
 
-def _serve(control: socket.socket) -> None:
-    """Fork a child per request until the caller closes the socket; report each child's pid and exit status."""
-    _warm()
-    status_fds: dict[int, int] = {}  # child pid -> its status pipe
-    while True:
-        readable, _, _ = select.select([control], [], [], 0.05 if status_fds else 1.0)
-        if readable:
+@dataclass(slots=True)
+class _Child:
+    """The server's view of one decoding child: the socket it takes files over, the limits it was started with
+    (it takes only files under the same), and the status pipe of the file it decodes now (None: idle)."""
+
+    pid: int
+    sock: socket.socket | None
+    limits: Limits
+    status_fd: int | None = None
+    deadline: float = 0.0
+    killed: bool = False
+    idle_since: float = 0.0
+
+
+def _report(child: _Child, code: int) -> None:
+    """Tell the caller of the child's current file how it ended (``exit <code>``), once."""
+    if child.status_fd is not None:
+        with contextlib.suppress(OSError):  # the caller gave up on it already
+            os.write(child.status_fd, f"exit {code}\n".encode())
+        os.close(child.status_fd)
+        child.status_fd = None
+
+
+def _hang_up(child: _Child) -> None:
+    if child.sock is not None:
+        child.sock.close()
+        child.sock = None
+
+
+def _fork_child(
+    control: socket.socket, children: dict[int, _Child], request: dict[str, object], result_fd: int, status_fd: int
+) -> _Child:
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            control.close()
+            mine.close()
+            for other in children.values():  # nothing of another file's, so its pipes end with its own child
+                if other.sock is not None:
+                    other.sock.close()
+                if other.status_fd is not None:
+                    os.close(other.status_fd)
+            os.close(status_fd)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            _child_main(request, result_fd, theirs)
+            code = 0
+        finally:
+            os._exit(code)
+    theirs.close()
+    limits = request["limits"]
+    assert isinstance(limits, Limits)
+    child = _Child(pid, mine, limits)
+    children[pid] = child
+    return child
+
+
+def _hand_over(
+    control: socket.socket, children: dict[int, _Child], message: bytes, result_fd: int, status_fd: int
+) -> None:
+    """Give one file to an idle child started under the same limits, or to a fresh child."""
+    request = pickle.loads(message)  # noqa: S301 - from our own parent over a private socketpair
+    limits = request["limits"]
+    chosen: _Child | None = None
+    for child in children.values():
+        if child.sock is not None and child.status_fd is None and child.limits == limits:
             try:
-                message, fds, _flags, _addr = socket.recv_fds(control, _MAX_REQUEST, 2)
+                socket.send_fds(child.sock, [message], [result_fd])
             except OSError:
-                message, fds = b"", []
-            if not message:
-                return  # the caller is gone: its children finish (or hit their limits) on their own
-            if len(fds) != 2:
-                for fd in fds:
-                    os.close(fd)
+                _hang_up(child)  # it went away while idle: it is reaped like any other
                 continue
-            result_fd, status_fd = fds
-            request = pickle.loads(message)  # noqa: S301 - from our own parent over a private socketpair
-            pid = os.fork()
-            if pid == 0:
-                code = 1
+            chosen = child
+            break
+    if chosen is None:
+        chosen = _fork_child(control, children, request, result_fd, status_fd)
+    os.close(result_fd)
+    os.write(status_fd, f"pid {chosen.pid}\n".encode())
+    chosen.status_fd, chosen.deadline, chosen.killed = status_fd, time.monotonic() + limits.wall_s, False
+
+
+def _serve(control: socket.socket) -> None:
+    """Hand each request to a child until the caller closes the socket; report each file's child pid and how it
+    ended (a child's report ``done``: 0; its death: its exit status). A child that outlives its file's wall-clock
+    limit is killed here, by the one process that knows which file it is on."""
+    _warm()
+    # What the warm-up built is never collected: no child's collections touch (and so copy) those pages.
+    gc.freeze()
+    children: dict[int, _Child] = {}  # pid -> child, until reaped
+    while True:
+        busy = any(c.status_fd is not None or c.sock is None for c in children.values())
+        watched = [control, *(c.sock for c in children.values() if c.sock is not None)]
+        readable, _, _ = select.select(watched, [], [], 0.05 if busy else 1.0)
+        for sock in readable:
+            if sock is control:
                 try:
-                    control.close()
-                    for fd in status_fds.values():
+                    message, fds, _flags, _addr = socket.recv_fds(control, _MAX_REQUEST, 2)
+                except OSError:
+                    message, fds = b"", []
+                if not message:
+                    # The caller is gone: idle children see their socket end and exit; busy ones finish their
+                    # file (or hit its limits) and exit.
+                    for child in children.values():
+                        _hang_up(child)
+                    return
+                if len(fds) != 2:
+                    for fd in fds:
                         os.close(fd)
-                    os.close(status_fd)
-                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    _child_main(request, result_fd)
-                    code = 0
-                finally:
-                    os._exit(code)
-            os.close(result_fd)
-            os.write(status_fd, f"pid {pid}\n".encode())
-            status_fds[pid] = status_fd
-        while status_fds:
+                    continue
+                _hand_over(control, children, message, *fds)
+                continue
+            child = next(c for c in children.values() if c.sock is sock)
+            try:
+                said = sock.recv(64)
+            except OSError:
+                said = b""
+            if said.startswith(b"done"):
+                _report(child, 0)
+                child.idle_since = time.monotonic()
+                if said != b"done 1":
+                    _hang_up(child)  # it exits now
+            else:
+                _hang_up(child)  # it exited or died: its file's status is its exit status, once reaped
+        now = time.monotonic()
+        for child in children.values():
+            if child.status_fd is not None and not child.killed and now > child.deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGKILL)
+                child.killed = True
+            elif child.status_fd is None and child.sock is not None and now - child.idle_since > _CHILD_IDLE_S:
+                _hang_up(child)  # idle too long: it sees the end of its socket and exits
+        while children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
                 break
-            if pid not in status_fds:
+            gone = children.pop(pid, None)
+            if gone is None:
                 continue
-            fd = status_fds.pop(pid)
-            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            with contextlib.suppress(OSError):  # the caller gave up on it already
-                os.write(fd, f"exit {code}\n".encode())
-            os.close(fd)
+            _hang_up(gone)
+            _report(gone, -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
 
 
 # --- the caller side --------------------------------------------------------------------------------------------
@@ -470,11 +661,14 @@ def _decode_once(
         exitcode: int | None = 0
         if result is None:
             # No answer: only now does the exit status matter (a whole answer is taken without waiting for the
-            # server to reap the child).
-            if not finished:
+            # server's report). Past the deadline the server kills the child (it alone knows whether the child
+            # is still on this file or already on another one) and reports it; only a server that does not
+            # report within the grace is bypassed.
+            line, _ = _read_until(status_r, time.monotonic() + (10.0 if finished else _KILL_GRACE_S), True)
+            if not line and not finished:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)  # the server reaps it and reports the kill
-            line, _ = _read_until(status_r, time.monotonic() + 10.0, stop_at_newline=True)
+                    os.kill(pid, signal.SIGKILL)
+                line, _ = _read_until(status_r, time.monotonic() + 10.0, stop_at_newline=True)
             exitcode = int(line.split()[1]) if line.startswith(b"exit ") else None
     finally:
         os.close(result_r)

@@ -195,6 +195,8 @@ def test_a_decoder_that_crashes_is_a_rejection_with_the_signal_named(rt: Runtime
     slow = tiny_record_fit(tmp_path / "slow.fit", MAX_FIT_MESSAGES - 10)
     _vm_size(sandbox._server)  # the server runs
     server_pid = sandbox._server._proc.pid  # type: ignore[union-attr]
+    # A child left idle by an earlier decode is let go after a while: then the only child is the one decoding.
+    wait_for(lambda: not _children_of(server_pid), timeout=sandbox._CHILD_IDLE_S + 10, what="idle children to go")
     out: list[Decoded] = []
     worker = threading.Thread(
         target=lambda: out.append(

@@ -1,0 +1,163 @@
+"""A decoding child takes several files in turn, each under its own limits, and a hostile file still costs one
+child and only its own file: the next file decodes in a fresh child, and no other file is lost when a child
+is killed in the middle of a batch."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fitgen import write_activity
+from harness import wait_for
+from test_hostile_files import tiny_record_fit
+
+from ingest import sandbox
+from ingest.decode import Decoded, decode_path
+from ingest.fit_integrity import MAX_FIT_MESSAGES
+from ingest.sandbox import Limits, decode_sandboxed
+from stridecare.domain.load import DEFAULT_CONSTANTS
+
+START = datetime(2026, 3, 2, 6, 30, tzinfo=UTC)
+MAX_BYTES = 1 << 26
+
+
+def _children(pid: int) -> set[int]:
+    """Living (not zombie) processes whose parent is ``pid``."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.add(int(entry.name))
+    return out
+
+
+def _runs(folder: Path, count: int) -> list[Path]:
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"run{i}.fit"
+        write_activity(path, start=START + timedelta(days=i), duration_s=600 + 60 * i)
+        paths.append(path)
+    return paths
+
+
+def _server_without_children(limits: Limits, tmp_path: Path) -> int:
+    """The decode server's pid once it runs and any child an earlier test left idle has gone."""
+    warm = _runs(tmp_path / "warm", 1)[0]
+    assert decode_sandboxed(warm, None, MAX_BYTES, limits, DEFAULT_CONSTANTS).result is not None
+    proc = sandbox._server._proc
+    assert proc is not None
+    wait_for(lambda: not _children(proc.pid), timeout=sandbox._CHILD_IDLE_S + 10, what="idle children to go")
+    return proc.pid
+
+
+def _same_outcome(a: Decoded, b: Decoded) -> bool:
+    return (a.content_hash, a.source, a.error, a.result) == (b.content_hash, b.source, b.error, b.result)
+
+
+def test_one_child_decodes_files_in_turn_each_with_its_own_cpu_allowance(tmp_path: Path) -> None:
+    # Every file costs about a third of a CPU second; the child's allowance is 1 s per file, not per child.
+    limits = Limits(1 << 30, 1, 60.0)
+    server = _server_without_children(limits, tmp_path)
+    files = [tiny_record_fit(tmp_path / f"busy{i}.fit", 15_000 + i) for i in range(6)]
+    files += _runs(tmp_path / "runs", 3)
+    seen: set[int] = set()
+    for path in files:
+        decoded = decode_sandboxed(path, None, MAX_BYTES, limits, DEFAULT_CONSTANTS)
+        assert decoded.error is None, decoded.error
+        assert _same_outcome(decoded, decode_path(path, None, MAX_BYTES, DEFAULT_CONSTANTS))
+        seen |= _children(server)
+    assert len(seen) == 1  # one child, waiting idle between the files
+
+
+def test_a_hostile_file_in_a_used_child_costs_that_child_and_only_its_own_file(tmp_path: Path) -> None:
+    limits = Limits(1 << 30, 1, 60.0)
+    server = _server_without_children(limits, tmp_path)
+    first, after = _runs(tmp_path / "runs", 2)
+    assert decode_sandboxed(first, None, MAX_BYTES, limits, DEFAULT_CONSTANTS).result is not None
+    used = _children(server)
+    assert len(used) == 1
+    hostile = tiny_record_fit(tmp_path / "slow.fit", 200_000)  # several CPU seconds
+    decoded = decode_sandboxed(hostile, None, MAX_BYTES, limits, DEFAULT_CONSTANTS)
+    assert decoded.result is None and "CPU" in (decoded.error or "")
+    assert not (used & _children(server))  # that child is gone
+    fine = decode_sandboxed(after, None, MAX_BYTES, limits, DEFAULT_CONSTANTS)
+    assert _same_outcome(fine, decode_path(after, None, MAX_BYTES, DEFAULT_CONSTANTS))
+
+
+def test_a_used_child_past_its_wall_clock_limit_is_ended_by_the_server_and_the_next_file_decodes(
+    tmp_path: Path,
+) -> None:
+    limits = Limits(1 << 30, 60, 1.0)
+    server = _server_without_children(limits, tmp_path)
+    first, after = _runs(tmp_path / "runs", 2)
+    assert decode_sandboxed(first, None, MAX_BYTES, limits, DEFAULT_CONSTANTS).result is not None
+    used = _children(server)
+    hostile = tiny_record_fit(tmp_path / "slow.fit", 300_000)
+    began = time.monotonic()
+    decoded = decode_sandboxed(hostile, None, MAX_BYTES, limits, DEFAULT_CONSTANTS)
+    took = time.monotonic() - began
+    assert decoded.result is None and (decoded.error or "").startswith("timed out") and decoded.retryable
+    assert took < limits.wall_s + sandbox._KILL_GRACE_S  # the server killed it; the caller did not have to
+    assert not (used & _children(server))
+    fine = decode_sandboxed(after, None, MAX_BYTES, limits, DEFAULT_CONSTANTS)
+    assert _same_outcome(fine, decode_path(after, None, MAX_BYTES, DEFAULT_CONSTANTS))
+
+
+def test_a_used_child_out_of_memory_rejects_that_file_only(tmp_path: Path) -> None:
+    probe = Limits(1 << 30, 60, 60.0)
+    server = _server_without_children(probe, tmp_path)
+    size = 0
+    for line in Path(f"/proc/{server}/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            size = int(line.split()[1]) * 1024
+    limits = Limits(size + 40 * 1024 * 1024, 60, 120.0)
+    runs = _runs(tmp_path / "runs", 3)
+    for path in runs[:2]:  # the child holds what two files left behind; the next file has its full room
+        assert decode_sandboxed(path, None, MAX_BYTES, limits, DEFAULT_CONSTANTS).result is not None
+    heavy = tiny_record_fit(tmp_path / "heavy.fit", MAX_FIT_MESSAGES - 10)
+    decoded = decode_sandboxed(heavy, None, MAX_BYTES, limits, DEFAULT_CONSTANTS)
+    assert decoded.result is None and ("memory" in (decoded.error or "") or "damaged" in (decoded.error or ""))
+    fine = decode_sandboxed(runs[2], None, MAX_BYTES, limits, DEFAULT_CONSTANTS)
+    assert _same_outcome(fine, decode_path(runs[2], None, MAX_BYTES, DEFAULT_CONSTANTS))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGSEGV, signal.SIGKILL])
+def test_a_child_killed_in_the_middle_of_a_batch_loses_no_other_file(tmp_path: Path, sig: signal.Signals) -> None:
+    limits = Limits(1 << 30, 60, 120.0)
+    server = _server_without_children(limits, tmp_path)
+    runs = _runs(tmp_path / "runs", 12)
+    victim = tiny_record_fit(tmp_path / "victim.fit", 300_000)  # seconds of work: time to find and kill it
+    work = [*runs[:6], victim, *runs[6:]]
+    out: dict[Path, Decoded] = {}
+
+    def decode_some(paths: list[Path]) -> None:
+        for path in paths:
+            out[path] = decode_sandboxed(path, None, MAX_BYTES, limits, DEFAULT_CONSTANTS)
+
+    threads = [threading.Thread(target=decode_some, args=(work[i::3],)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    # The victim's child (which decoded two files before it) is the one still busy once the other threads are
+    # done: its thread has the victim and two files after it left.
+    ahead = [p for p in work if p not in work[6::3]]
+    wait_for(lambda: victim in out or all(p in out for p in ahead), timeout=60, what="the quick files")
+    busy = _children(server)
+    assert victim not in out and busy
+    for pid in busy:  # the idle children of the other threads are killed too: none of them holds a file
+        os.kill(pid, sig)
+    for thread in threads:
+        thread.join(60)
+    assert out[victim].result is None
+    for path in runs:
+        assert _same_outcome(out[path], decode_path(path, None, MAX_BYTES, DEFAULT_CONSTANTS)), path
+    assert decode_sandboxed(runs[0], None, MAX_BYTES, limits, DEFAULT_CONSTANTS).result is not None
