@@ -21,6 +21,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from ingest.decode import Decoded, registered_sources
 from ingest.files import FileStat, RefusedFile, check_file, content_hash
@@ -72,25 +73,33 @@ def begin_attempt(db: Database, digest: str, path: Path, now: datetime, stale_af
     file); a file that was being read at two deaths is the likely cause. An attempt by a process still alive (a
     concurrent worker) counts only once it is older than ``stale_after_s`` (longer than any decoding may take).
     """
+    return _begin(db, digest, path, now, stale_after_s) is not None
+
+
+def _begin(db: Database, digest: str, path: Path, now: datetime, stale_after_s: float) -> int | None:
+    """:func:`begin_attempt`, and in the same transaction :func:`unfinished_reads`: None when the file is not to
+    be read now, else how many times reading it did not finish."""
     try:
         # One transaction: the row is read, and written when there is none.
         with db.transaction() as session:
+            unfinished = _unfinished(session, digest)
             row = session.get(DecodeAttempt, digest)
             if row is not None:
                 died = _alive(row.owner) is False or (now - row.started_at).total_seconds() > stale_after_s
                 if not died:
-                    return True  # someone is decoding it now; decoding twice is harmless (storing is idempotent)
+                    return unfinished  # someone is decoding it now; decoding twice is harmless (storing is idempotent)
                 if row.attempts >= MAX_INTERRUPTED:
-                    return False
+                    return None
                 row.attempts += 1
                 row.owner, row.started_at = _owner(), now
-                return True
+                return unfinished
             session.add(
                 DecodeAttempt(content_hash=digest, path=str(path)[:2000], owner=_owner(), started_at=now, attempts=1)
             )
+            return unfinished
     except IntegrityError:
         pass  # a concurrent worker recorded it first: as above
-    return True
+    return unfinished_reads(db, digest)
 
 
 def end_attempt(db: Database, digest: str) -> None:
@@ -183,11 +192,13 @@ def sandboxed(settings: Settings) -> Decoder:
 def unfinished_reads(db: Database, digest: str) -> int:
     """How many times reading this content did not finish (the import log's retry count, any athlete's)."""
     with db.read() as session:
-        found = session.scalar(
-            select(func.max(ImportedFile.attempts)).where(
-                ImportedFile.content_hash == digest, ImportedFile.status == RETRY
-            )
-        )
+        return _unfinished(session, digest)
+
+
+def _unfinished(session: Session, digest: str) -> int:
+    found = session.scalar(
+        select(func.max(ImportedFile.attempts)).where(ImportedFile.content_hash == digest, ImportedFile.status == RETRY)
+    )
     return int(found or 0)
 
 
@@ -196,13 +207,14 @@ def read_guarded(db: Database, settings: Settings, checked: CheckedFile, now: da
     not finish. A file that was being read at two deaths of its reader is not read again now but left to a
     later retry (``INTERRUPTED``)."""
     stale_after_s = settings.decode_timeout_s * 8 + 60.0
-    if not begin_attempt(db, checked.digest, checked.path, now, stale_after_s):
+    unfinished = _begin(db, checked.digest, checked.path, now, stale_after_s)
+    if unfinished is None:
         end_attempt(db, checked.digest)  # the retry starts counting afresh
         source = source_for(checked.path, registered_sources())
         name = source.name if source else None
         return Decoded(checked.path, checked.stat, checked.digest, name, None, INTERRUPTED, retryable=True)
     try:
-        return decode(checked, float(2 ** unfinished_reads(db, checked.digest)))
+        return decode(checked, float(2**unfinished))
     finally:
         # Whatever happened in the child, this process lived to record it: the attempt is over.
         end_attempt(db, checked.digest)
