@@ -54,7 +54,8 @@ def shoe_window(shoe: Shoe) -> PairWindow:
 def _shoe_for(session: Session, athlete_id: int, gear_id: str | None, start: datetime) -> int | None:
     """The pair a newly stored run that started at ``start`` is counted on: the one mapped to the source's gear
     id (whatever the date, until it was retired), else the default pair from its in-use-from day on."""
-    row = session.execute(select(Athlete.default_shoe_id, Athlete.timezone).where(Athlete.id == athlete_id)).one()
+    row = session.get(Athlete, athlete_id)  # the caller's, already loaded in this transaction: no statement
+    assert row is not None
     day = local_day(start, row.timezone)
     if gear_id:
         named = list(session.scalars(select(Shoe).where(Shoe.athlete_id == athlete_id, Shoe.strava_gear_id == gear_id)))
@@ -192,17 +193,23 @@ def link_duplicate(session: Session, athlete_id: int, run: Run) -> Run:
     # The caller took the athlete's row lock before inserting (stridecare.db.athletes.lock_athlete), so on
     # PostgreSQL two transactions inserting two copies at once cannot each miss the other (read committed)
     # and both stay primary.
+    return _link(session, athlete_id, run)[0]
+
+
+def _link(session: Session, athlete_id: int, run: Run) -> tuple[Run, bool]:
+    """:func:`link_duplicate`, and whether the run met another record of its session (if not, it is a session of
+    its own: no other run points at it)."""
     if run.duplicate_of_id is not None:
-        return run
+        return run, True
     matches = find_matches(session, athlete_id, run)
     if not matches:
-        return run
+        return run, False
     primary = primary_of([run, *matches])
     for other in [run, *matches]:
         if other is not primary:
             _demote(session, other, primary)
     session.flush()
-    return primary
+    return primary, True
 
 
 def _elect_heir(session: Session, primary: Run, leaving: Collection[int] = ()) -> Run | None:
@@ -277,14 +284,17 @@ def store_parsed(
     file_id: int | None = None,
     existing: dict[str, Run] | None = None,
     checked: bool = False,
+    locked: bool = False,
 ) -> Stored:
     """Store ``parsed_runs`` for the athlete in the caller's transaction: each is inserted, or copied onto the
     stored run of the same source and key (``existing`` maps keys to runs a caller already holds, such as a
     file's runs on recompute); new runs are linked to other records of their session; the replan mark is
     written. Physically impossible runs are left out with their reason (``checked``: the caller has checked them
     already, as a file's store does for the whole file). Storing the same runs again changes
-    nothing and owes nothing."""
-    lock_athlete(session, athlete.id)
+    nothing and owes nothing. ``locked``: the caller took the athlete's lock in this transaction already
+    (``stridecare.db.athletes.lock_athlete``)."""
+    if not locked:
+        lock_athlete(session, athlete.id)
     out = Stored()
     moved: list[datetime] = []
     moved_runs: list[Run] = []
@@ -312,8 +322,9 @@ def store_parsed(
         return out
     session.flush()
     for run in inserted:
-        link_duplicate(session, athlete.id, run)  # the same session from another source: one primary, one prompt
-        _one_pair_per_session(session, run, gear_of.get(id(run)))
+        # The same session from another source: one primary, one prompt; and one pair for the session.
+        if _link(session, athlete.id, run)[1]:
+            _one_pair_per_session(session, run, gear_of.get(id(run)))
     for run in moved_runs:
         out.runs.extend(_relink(session, athlete.id, run))
     out.replan_owed = mark_stale(session, athlete, out.runs, since=min(moved) if moved else None)

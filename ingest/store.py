@@ -185,7 +185,7 @@ def _store_once(
         if result is None:
             # A file to read again stays where it is; only a damaged one is moved out of the inbox.
             return FileReport(path, status, reason, athlete_id=athlete.id), status == "rejected"
-        stored = store_parsed(session, athlete, result.runs, file_id=imported.id, checked=True)
+        stored = store_parsed(session, athlete, result.runs, file_id=imported.id, checked=True, locked=True)
         runs = sorted(stored.runs, key=lambda r: (r.start_time, r.id))
         report = FileReport(path, status, reason, [run_json(r) for r in runs], stored.replan_owed, athlete.id)
         return report, False
