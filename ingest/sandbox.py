@@ -380,10 +380,15 @@ def _serve(control: socket.socket) -> None:
                 except OSError:
                     message, fds = b"", []
                 if not message:
-                    # The caller is gone: idle children see their socket end and exit; busy ones finish their
-                    # file (or hit its limits) and exit.
+                    # The caller is gone: idle children see their socket end and exit (reaped here, so that no
+                    # idle child outlives its server and their CPU is the server's); busy ones finish their file
+                    # (or hit its limits) and exit on their own.
                     for child in children.values():
                         _hang_up(child)
+                    for pid, child in children.items():
+                        if child.status_fd is None:
+                            with contextlib.suppress(ChildProcessError):
+                                os.waitpid(pid, 0)
                     return
                 if len(fds) != 2:
                     for fd in fds:

@@ -5,6 +5,7 @@ is killed in the middle of a batch."""
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import threading
 import time
@@ -161,3 +162,26 @@ def test_a_child_killed_in_the_middle_of_a_batch_loses_no_other_file(tmp_path: P
     for path in runs:
         assert _same_outcome(out[path], decode_path(path, None, MAX_BYTES, DEFAULT_CONSTANTS)), path
     assert decode_sandboxed(runs[0], None, MAX_BYTES, limits, DEFAULT_CONSTANTS).result is not None
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds of process ``pid`` and of the children it reaped (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_closed_server_reaps_its_idle_children_so_their_cpu_is_counted(tmp_path: Path) -> None:
+    # `bench/bench_import_ratio.py` counts the CPU of the import's descendants as they are reaped: a child left
+    # idle when its server ends must be reaped by the server, not by init.
+    limits = Limits(1 << 30, 60, 60.0)
+    server = _server_without_children(limits, tmp_path)
+    busy = tiny_record_fit(tmp_path / "busy.fit", 40_000)  # a few tenths of a CPU second
+    assert decode_sandboxed(busy, None, MAX_BYTES, limits, DEFAULT_CONSTANTS).error is None
+    (child,) = _children(server)
+    child_cpu, server_cpu = _cpu_of(child), _cpu_of(server)
+    assert child_cpu > 0.1
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sandbox._server.close()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    counted = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    assert counted >= server_cpu + child_cpu - 0.05, (counted, server_cpu, child_cpu)
