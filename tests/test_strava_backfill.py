@@ -183,19 +183,19 @@ def test_streams_only_for_recent_foot_activities(fake: FakeStrava, settings: Set
 
 
 def test_read_limit_spreads_work_over_windows_without_429(fake: FakeStrava, settings: Settings, db: Database) -> None:
-    fake.limits = Limits(overall=(200, 2000), read=(100, 1000))
-    runs = history(fake, 298, NOW - timedelta(minutes=90), timedelta(hours=3))  # all within 42 days
+    fake.limits = Limits(overall=(100, 2000), read=(50, 1000))
+    runs = history(fake, 148, NOW - timedelta(minutes=90), timedelta(hours=3))  # all within 42 days
     account_id = connect(fake, settings, db)
     fake.reset_counts()
     sink = Sink()
     steps = run_until_done(fake, settings, db, account_id, sink)
 
     total = len(fake.requests)
-    print(f"\n298 runs with streams at 100 reads/15 min: {total} requests over {len(steps)} steps: {steps}")
+    print(f"\n148 runs with streams at 50 reads/15 min: {total} requests over {len(steps)} steps: {steps}")
     assert fake.count(status=429) == 0
-    assert fake.count("GET /api/v3/activities/{id}/streams") == 298
-    assert total >= 300
-    assert len(steps) == 4  # 100 reads per window: 4 windows for 300-odd requests
+    assert fake.count("GET /api/v3/activities/{id}/streams") == 148
+    assert total >= 150
+    assert len(steps) == 4  # 50 reads per window: 4 windows for 150-odd requests
     for step in steps[:-1]:
         assert step.resume_at is not None
         assert step.resume_at.minute % 15 == 0
@@ -203,15 +203,15 @@ def test_read_limit_spreads_work_over_windows_without_429(fake: FakeStrava, sett
     per_window = Counter(
         r.at.replace(minute=r.at.minute - r.at.minute % 15, second=0, microsecond=0) for r in fake.requests
     )
-    assert max(per_window.values()) <= 100
+    assert max(per_window.values()) <= 50
     assert set(sink.runs) == {str(a) for a in runs}
     assert max(sink.times.values()) == 1
     assert all(r.cadence_source is CadenceSource.STREAM for r in sink.runs.values())
 
 
 def test_daily_limit_defers_to_midnight_utc(fake: FakeStrava, settings: Settings, db: Database) -> None:
-    fake.limits = Limits(overall=(600, 6000), read=(100, 150))
-    history(fake, 180, NOW - timedelta(hours=1), timedelta(hours=4))
+    fake.limits = Limits(overall=(300, 3000), read=(50, 75))
+    history(fake, 90, NOW - timedelta(hours=1), timedelta(hours=4))
     account_id = connect(fake, settings, db)
     sink = Sink()
     first = backfill_step(db, settings, account_id, fake.clock.now(), sink)
@@ -225,7 +225,7 @@ def test_daily_limit_defers_to_midnight_utc(fake: FakeStrava, settings: Settings
     fake.clock.set(second.resume_at)
     assert backfill_step(db, settings, account_id, fake.clock.now(), sink).state == "done"
     assert fake.count(status=429) == 0
-    assert len(sink.runs) == 180
+    assert len(sink.runs) == 90
 
 
 def test_forced_429_defers_to_next_window_and_loses_nothing(fake: FakeStrava, settings: Settings, db: Database) -> None:
