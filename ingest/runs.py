@@ -44,6 +44,9 @@ class Stored:
     runs: list[Run] = field(default_factory=list)
     refused: list[tuple[ParsedRun, str]] = field(default_factory=list)
     replan_owed: bool = False
+    # The earliest start a changed run moved away from (its old day changes too): for a caller that writes the
+    # mark itself (``store_parsed(mark=False)``).
+    since: datetime | None = None
 
 
 def shoe_window(shoe: Shoe) -> PairWindow:
@@ -285,6 +288,7 @@ def store_parsed(
     existing: dict[str, Run] | None = None,
     checked: bool = False,
     locked: bool = False,
+    mark: bool = True,
 ) -> Stored:
     """Store ``parsed_runs`` for the athlete in the caller's transaction: each is inserted, or copied onto the
     stored run of the same source and key (``existing`` maps keys to runs a caller already holds, such as a
@@ -292,7 +296,9 @@ def store_parsed(
     written. Physically impossible runs are left out with their reason (``checked``: the caller has checked them
     already, as a file's store does for the whole file). Storing the same runs again changes
     nothing and owes nothing. ``locked``: the caller took the athlete's lock in this transaction already
-    (``stridecare.db.athletes.lock_athlete``)."""
+    (``stridecare.db.athletes.lock_athlete``). Without ``mark`` the replan mark is left to the caller, who writes
+    it in the same transaction with ``stridecare.db.marks.mark_stale`` over the stored runs and ``since`` (one
+    mark for several stores)."""
     if not locked:
         lock_athlete(session, athlete.id)
     out = Stored()
@@ -327,7 +333,9 @@ def store_parsed(
             _one_pair_per_session(session, run, gear_of.get(id(run)))
     for run in moved_runs:
         out.runs.extend(_relink(session, athlete.id, run))
-    out.replan_owed = mark_stale(session, athlete, out.runs, since=min(moved) if moved else None)
+    out.since = min(moved) if moved else None
+    if mark:
+        out.replan_owed = mark_stale(session, athlete, out.runs, since=out.since)
     return out
 
 

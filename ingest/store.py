@@ -4,6 +4,7 @@ planned by its caller (``recommender.planner.replan``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,10 +20,11 @@ from ingest.decode import Decoded
 from ingest.files import quarantine
 from ingest.origin import INBOX, Origin
 from ingest.originals import keep
-from ingest.runs import store_parsed
+from ingest.runs import Stored, store_parsed
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.engine import Database
-from stridecare.db.models import ImportedFile, Run, SeenFile
+from stridecare.db.marks import mark_stale
+from stridecare.db.models import Athlete, ImportedFile, Run, SeenFile
 from stridecare.db.run_json import run_json
 from stridecare.domain.plausibility import first_implausibility
 from stridecare.settings import Settings
@@ -125,6 +127,54 @@ def store_decoded(
     return report
 
 
+def store_decoded_batch(
+    db: Database,
+    settings: Settings,
+    athlete_name: str,
+    batch: Sequence[Decoded],
+    now: datetime,
+    *,
+    origin: Origin = INBOX,
+) -> list[FileReport]:
+    """:func:`store_decoded` for several files of one athlete (an archive's), in one transaction: one athlete
+    lock, one replan mark, one commit instead of one per file. Each file's rows are still there entirely or not
+    at all; a crash loses the batch, whose files the next import reads again. Nothing is quarantined (as
+    ``store_decoded`` without ``quarantine_dir``). A unique violation (a concurrent import stored one of the
+    files or runs first) rolls the batch back, and each file is then stored on its own by ``store_decoded``."""
+    reports: list[FileReport | None] = []
+    todo: list[tuple[int, Decoded, str | None]] = []
+    for decoded in batch:
+        digest = decoded.content_hash
+        if decoded.refused or digest is None:
+            reports.append(FileReport(str(decoded.path), "rejected", decoded.error))
+            continue
+        if decoded.result is not None and (implausible := first_implausibility(decoded.result.runs)):
+            decoded = replace(decoded, result=None, error=implausible)
+        original = keep(settings.data_home, decoded.path, digest) if decoded.result else None
+        todo.append((len(reports), decoded, original))
+        reports.append(None)
+    try:
+        with db.transaction() as session:
+            athlete = ensure_athlete(session, athlete_name, settings, lock=True)
+            changed: list[Run] = []
+            since: list[datetime] = []
+            storing: list[FileReport] = []
+            for index, decoded, original in todo:
+                report, _move, stored = _store_in(session, athlete, decoded, origin, original, now, mark=False)
+                reports[index] = report
+                if stored is not None and stored.runs:
+                    changed.extend(stored.runs)
+                    since.extend([stored.since] if stored.since is not None else [])
+                    storing.append(report)
+            if changed:
+                owed = mark_stale(session, athlete, changed, since=min(since) if since else None)
+                for report in storing:
+                    report.replan_owed = owed
+    except IntegrityError:
+        return [store_decoded(db, settings, athlete_name, decoded, now, origin=origin) for decoded in batch]
+    return [report for report in reports if report is not None]
+
+
 def retry_delay(attempts: int) -> timedelta:
     """How long a file whose reading did not finish ``attempts`` times waits before it is read again."""
     delay: timedelta = min(RETRY_FIRST * 2 ** (attempts - 1), RETRY_LONGEST)
@@ -140,52 +190,68 @@ def _store_once(
     original: str | None,
     now: datetime,
 ) -> tuple[FileReport, bool]:
-    path = str(decoded.path)
-    assert decoded.content_hash is not None and decoded.stat is not None
     with db.transaction() as session:
         athlete = ensure_athlete(session, athlete_name, settings, lock=True)
-        imported = session.scalar(
-            select(ImportedFile).where(
-                ImportedFile.athlete_id == athlete.id, ImportedFile.content_hash == decoded.content_hash
-            )
+        report, move, _stored = _store_in(session, athlete, decoded, origin, original, now, mark=True)
+        return report, move
+
+
+def _store_in(
+    session: Session,
+    athlete: Athlete,
+    decoded: Decoded,
+    origin: Origin,
+    original: str | None,
+    now: datetime,
+    *,
+    mark: bool,
+) -> tuple[FileReport, bool, Stored | None]:
+    """One file's rows in the caller's transaction, the athlete's lock held: the report, whether the file is to
+    be moved to the quarantine, and what the one writer stored (with ``mark``, the replan mark is written too)."""
+    path = str(decoded.path)
+    assert decoded.content_hash is not None and decoded.stat is not None
+    imported = session.scalar(
+        select(ImportedFile).where(
+            ImportedFile.athlete_id == athlete.id, ImportedFile.content_hash == decoded.content_hash
         )
-        if imported is not None and imported.status != RETRY:
-            remember_file(session, athlete.id, decoded)
-            return existing_report(session, path, imported), False
-        result = decoded.result
-        attempts = imported.attempts if imported is not None else 0
-        retry_at = None
-        reason: str | None
-        if result is None and decoded.retryable and attempts < MAX_ATTEMPTS:
-            attempts += 1
-            retry_at = now + retry_delay(attempts)
-            status = RETRY
-            reason = (
-                f"{decoded.error}; read again after {retry_at:%Y-%m-%d %H:%M} UTC with {2**attempts}× the time "
-                f"(`stridecare retry {path}` reads it now)"
-            )
-        elif result is None:
-            status, reason = "rejected", decoded.error
-            if decoded.retryable:
-                reason = f"{decoded.error} ({attempts + 1} times; `stridecare retry {path}` reads it again)"
-        elif result.runs:
-            status = "ingested"
-            reason = ("also skipped: " + "; ".join(s.reason for s in result.skipped)) if result.skipped else None
-        else:
-            status, reason = "skipped", "; ".join(s.reason for s in result.skipped) or "no foot sessions in file"
-        if imported is None:
-            imported = ImportedFile(athlete_id=athlete.id, content_hash=decoded.content_hash)
-            session.add(imported)
-        imported.path, imported.size, imported.status, imported.reason = path, decoded.stat.size, status, reason
-        imported.source = decoded.source or "unknown"
-        imported.origin, imported.origin_account, imported.origin_item = origin.kind, origin.account, origin.item_id
-        imported.original, imported.attempts, imported.retry_at = original, attempts, retry_at
-        session.flush()
+    )
+    if imported is not None and imported.status != RETRY:
         remember_file(session, athlete.id, decoded)
-        if result is None:
-            # A file to read again stays where it is; only a damaged one is moved out of the inbox.
-            return FileReport(path, status, reason, athlete_id=athlete.id), status == "rejected"
-        stored = store_parsed(session, athlete, result.runs, file_id=imported.id, checked=True, locked=True)
-        runs = sorted(stored.runs, key=lambda r: (r.start_time, r.id))
-        report = FileReport(path, status, reason, [run_json(r) for r in runs], stored.replan_owed, athlete.id)
-        return report, False
+        return existing_report(session, path, imported), False, None
+    result = decoded.result
+    attempts = imported.attempts if imported is not None else 0
+    retry_at = None
+    reason: str | None
+    if result is None and decoded.retryable and attempts < MAX_ATTEMPTS:
+        attempts += 1
+        retry_at = now + retry_delay(attempts)
+        status = RETRY
+        reason = (
+            f"{decoded.error}; read again after {retry_at:%Y-%m-%d %H:%M} UTC with {2**attempts}× the time "
+            f"(`stridecare retry {path}` reads it now)"
+        )
+    elif result is None:
+        status, reason = "rejected", decoded.error
+        if decoded.retryable:
+            reason = f"{decoded.error} ({attempts + 1} times; `stridecare retry {path}` reads it again)"
+    elif result.runs:
+        status = "ingested"
+        reason = ("also skipped: " + "; ".join(s.reason for s in result.skipped)) if result.skipped else None
+    else:
+        status, reason = "skipped", "; ".join(s.reason for s in result.skipped) or "no foot sessions in file"
+    if imported is None:
+        imported = ImportedFile(athlete_id=athlete.id, content_hash=decoded.content_hash)
+        session.add(imported)
+    imported.path, imported.size, imported.status, imported.reason = path, decoded.stat.size, status, reason
+    imported.source = decoded.source or "unknown"
+    imported.origin, imported.origin_account, imported.origin_item = origin.kind, origin.account, origin.item_id
+    imported.original, imported.attempts, imported.retry_at = original, attempts, retry_at
+    session.flush()
+    remember_file(session, athlete.id, decoded)
+    if result is None:
+        # A file to read again stays where it is; only a damaged one is moved out of the inbox.
+        return FileReport(path, status, reason, athlete_id=athlete.id), status == "rejected", None
+    stored = store_parsed(session, athlete, result.runs, file_id=imported.id, checked=True, locked=True, mark=mark)
+    runs = sorted(stored.runs, key=lambda r: (r.start_time, r.id))
+    report = FileReport(path, status, reason, [run_json(r) for r in runs], stored.replan_owed, athlete.id)
+    return report, False, stored

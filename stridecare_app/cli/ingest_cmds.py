@@ -19,7 +19,7 @@ from ingest.files import iter_files
 from ingest.retry import chosen, read_again
 from ingest.sandbox import SandboxUnavailable
 from ingest.service import CheckedFile, check, ingest_checked, ingest_path, read_guarded, sandboxed
-from ingest.store import FileReport, store_decoded
+from ingest.store import FileReport, store_decoded_batch
 from recommender.planner import replan
 from recommender.silence import outcomes_for_runs
 from stridecare.db.athletes import UnknownAthlete, ensure_athlete
@@ -247,9 +247,21 @@ def import_folder(
             # The same decode-attempt guard as the worker: a file that killed its reader twice is not read again.
             return read_guarded(rt.db, rt.settings, checked, now, decode)
 
+        # Stored a batch at a time: one transaction, athlete lock and replan mark per batch instead of per file.
+        batch: list[Decoded] = []
+
+        def store_batch() -> None:
+            if batch:
+                for report in store_decoded_batch(rt.db, rt.settings, athlete, batch, now):
+                    record(report)
+                    progress.advance(task)
+                batch.clear()
+
         for decoded in _decode_all(todo, workers, read):
-            record(store_decoded(rt.db, rt.settings, athlete, decoded, now))
-            progress.advance(task)
+            batch.append(decoded)
+            if len(batch) >= _STORE_BATCH:
+                store_batch()
+        store_batch()
         for checked in copies:
             report = ingest_checked(rt.db, rt.settings, athlete, checked, now, decode=decode)
             if report.status == "duplicate":
@@ -260,6 +272,10 @@ def import_folder(
     replan(rt.db, rt.settings, athlete_id, rt.now())
     return summary
 
+
+# Decoded files stored per transaction by `import` (a crash loses at most this many decodes, read again by the
+# next import; the files of a batch are still each stored entirely or not at all).
+_STORE_BATCH = 16
 
 # Why a duplicate was not read: said in the import summary, so that a re-import of a large archive shows its
 # files were recognised rather than parsed again.
