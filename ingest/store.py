@@ -1,5 +1,6 @@
 """Storing decoded files: the import log row, the kept original and the file's runs (through the one writer,
-``ingest.runs``), in one transaction. Planning follows the commit: a report whose ``replan_owed`` is set is
+``ingest.runs``), in one transaction (an archive's files several to a transaction, each still entirely or not
+at all: ``store_decoded_batch``). Planning follows the commit: a report whose ``replan_owed`` is set is
 planned by its caller (``recommender.planner.replan``)."""
 
 from __future__ import annotations
