@@ -37,7 +37,9 @@ caller sends one pickled request with two pipe write ends attached (SCM_RIGHTS):
 ``Decoded``) and ``status`` (the server writes ``pid <n>`` when a child has the file and ``exit <code>`` when the
 file is done: 0 when the child reported it done, else the child's exit status, negative for a signal, as
 ``Popen.returncode``). The server hands a file on to a child over the child's own seqpacket socket, with the
-``result`` end attached; the child answers ``done 1`` (it takes another file) or ``done 0`` (it exits).
+``result`` end attached; the child says ``start`` before it reads the file, and ``done 1`` (it takes another
+file) or ``done 0`` (it exits) after. A waiting child that dies before ``start`` (killed from outside) never
+had the file: the server, which kept it until then, hands it to a fresh child instead of blaming it.
 
 When the server dies (killed by an operator or the out-of-memory killer), every request it had not
 acknowledged is sent again to a fresh server, started once per death: ``_Server`` counts its starts
@@ -220,6 +222,12 @@ def _child_main(request: dict[str, object], result_fd: int, sock: socket.socket)
             return  # the server is gone (or said nothing sensible)
         # From our own server over a socketpair; it hands a child only files under the limits it started with.
         request, result_fd = pickle.loads(message), fds[0]  # noqa: S301
+        # Taken: from now on, a death of this child is this file's verdict. Before this word the server still
+        # holds the file, and hands it to a fresh child if this one dies (killed from outside while idle).
+        try:
+            sock.send(b"start")
+        except OSError:
+            return
 
 
 def _warm() -> None:
@@ -283,7 +291,9 @@ def warm_fit(records: int = 120) -> bytes:
 @dataclass(slots=True)
 class _Child:
     """The server's view of one decoding child: the socket it takes files over, the limits it was started with
-    (it takes only files under the same), and the status pipe of the file it decodes now (None: idle)."""
+    (it takes only files under the same), the status pipe of the file it decodes now (None: idle), and a file
+    handed to it that it has not yet said it took (``offered``: the request and the server's copy of its result
+    pipe)."""
 
     pid: int
     sock: socket.socket | None
@@ -292,6 +302,7 @@ class _Child:
     deadline: float = 0.0
     killed: bool = False
     idle_since: float = 0.0
+    offered: tuple[bytes, int] | None = None
 
 
 def _report(child: _Child, code: int) -> None:
@@ -324,6 +335,8 @@ def _fork_child(
                     other.sock.close()
                 if other.status_fd is not None:
                     os.close(other.status_fd)
+                if other.offered is not None:
+                    os.close(other.offered[1])
             os.close(status_fd)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             _child_main(request, result_fd, theirs)
@@ -339,13 +352,24 @@ def _fork_child(
 
 
 def _hand_over(
-    control: socket.socket, children: dict[int, _Child], message: bytes, result_fd: int, status_fd: int
+    control: socket.socket,
+    children: dict[int, _Child],
+    message: bytes,
+    result_fd: int,
+    status_fd: int,
+    *,
+    fresh: bool = False,
 ) -> None:
-    """Give one file to an idle child started under the same limits, or to a fresh child."""
+    """Give one file to an idle child started under the same limits (unless ``fresh``), or to a fresh child.
+
+    A fresh child has the file from its first instruction: its pid goes to the caller at once. An idle child has
+    it once it says ``start``: until then the server keeps the file (and its copy of the result pipe, so that the
+    caller sees no end of it), and a child that dies first, killed from outside while it waited, gives the file to
+    a fresh child instead of its death (:func:`_taken`, :func:`_serve`)."""
     request = pickle.loads(message)  # noqa: S301 - from our own parent over a private socketpair
     limits = request["limits"]
     chosen: _Child | None = None
-    for child in children.values():
+    for child in () if fresh else children.values():
         if child.sock is not None and child.status_fd is None and child.limits == limits:
             try:
                 socket.send_fds(child.sock, [message], [result_fd])
@@ -356,9 +380,40 @@ def _hand_over(
             break
     if chosen is None:
         chosen = _fork_child(control, children, request, result_fd, status_fd)
-    os.close(result_fd)
-    os.write(status_fd, f"pid {chosen.pid}\n".encode())
+        os.close(result_fd)
+        os.write(status_fd, f"pid {chosen.pid}\n".encode())
+    else:
+        chosen.offered = (message, result_fd)
     chosen.status_fd, chosen.deadline, chosen.killed = status_fd, time.monotonic() + limits.wall_s, False
+
+
+def _taken(child: _Child) -> None:
+    """The child said it took the file it was offered: from now on its death is that file's verdict."""
+    if child.offered is not None and child.status_fd is not None:
+        os.close(child.offered[1])
+        child.offered = None
+        with contextlib.suppress(OSError):  # the caller gave up on it already
+            os.write(child.status_fd, f"pid {child.pid}\n".encode())
+
+
+def _hear(child: _Child, wait: bool = True) -> None:
+    """Take one word from the child: ``start`` (it took the file it was offered), ``done 1`` or ``done 0`` (its
+    file is done; it takes another, or exits), or the end of its socket (it exited or died: its file's status is
+    its exit status, once reaped). ``wait=False``: when it has said nothing more, that is the end too."""
+    assert child.sock is not None
+    try:
+        said = child.sock.recv(64) if wait else child.sock.recv(64, socket.MSG_DONTWAIT)
+    except OSError:
+        said = b""
+    if said == b"start":
+        _taken(child)
+    elif said.startswith(b"done"):
+        _report(child, 0)
+        child.idle_since = time.monotonic()
+        if said != b"done 1":
+            _hang_up(child)  # it exits now
+    else:
+        _hang_up(child)
 
 
 def _serve(control: socket.socket) -> None:
@@ -396,18 +451,7 @@ def _serve(control: socket.socket) -> None:
                     continue
                 _hand_over(control, children, message, *fds)
                 continue
-            child = next(c for c in children.values() if c.sock is sock)
-            try:
-                said = sock.recv(64)
-            except OSError:
-                said = b""
-            if said.startswith(b"done"):
-                _report(child, 0)
-                child.idle_since = time.monotonic()
-                if said != b"done 1":
-                    _hang_up(child)  # it exits now
-            else:
-                _hang_up(child)  # it exited or died: its file's status is its exit status, once reaped
+            _hear(next(c for c in children.values() if c.sock is sock))
         now = time.monotonic()
         for child in children.values():
             if child.status_fd is not None and not child.killed and now > child.deadline:
@@ -426,7 +470,14 @@ def _serve(control: socket.socket) -> None:
             gone = children.pop(pid, None)
             if gone is None:
                 continue
-            _hang_up(gone)
+            while gone.sock is not None:  # what it said before it ended: whether it took its file, or finished it
+                _hear(gone, wait=False)
+            if gone.offered is not None and gone.status_fd is not None:
+                # It died before it took the file it was offered: the file goes to a fresh child, blameless.
+                (message, result_fd), status_fd = gone.offered, gone.status_fd
+                gone.offered, gone.status_fd = None, None
+                _hand_over(control, children, message, result_fd, status_fd, fresh=True)
+                continue
             _report(gone, -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
 
 

@@ -4,6 +4,7 @@ is killed in the middle of a batch."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -162,6 +163,40 @@ def test_a_child_killed_in_the_middle_of_a_batch_loses_no_other_file(tmp_path: P
     for path in runs:
         assert _same_outcome(out[path], decode_path(path, None, MAX_BYTES, DEFAULT_CONSTANTS)), path
     assert decode_sandboxed(runs[0], None, MAX_BYTES, limits, DEFAULT_CONSTANTS).result is not None
+
+
+def _pipes(pid: int) -> int:
+    """How many pipe ends process ``pid`` holds open."""
+    fds = Path(f"/proc/{pid}/fd")
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            count += os.readlink(fd).startswith("pipe:")
+    return count
+
+
+def test_a_waiting_child_killed_before_it_takes_its_file_leaves_the_file_to_a_fresh_child(tmp_path: Path) -> None:
+    # An idle child is killed from outside (the out-of-memory killer, an operator) just as the server hands it a
+    # file: the file was never read, so it must not take the child's death as its verdict.
+    limits = Limits(1 << 30, 60, 120.0)
+    server = _server_without_children(limits, tmp_path)
+    first, second = _runs(tmp_path / "runs", 2)
+    assert decode_sandboxed(first, None, MAX_BYTES, limits, DEFAULT_CONSTANTS).result is not None
+    (waiting,) = _children(server)
+    os.kill(waiting, signal.SIGSTOP)  # it cannot take the file it is about to be handed
+    idle_pipes = _pipes(server)
+    out: list[Decoded] = []
+    caller = threading.Thread(
+        target=lambda: out.append(decode_sandboxed(second, None, MAX_BYTES, limits, DEFAULT_CONSTANTS))
+    )
+    caller.start()
+    # The server holds the request's status pipe: it has handed the file to the stopped child, its only child.
+    wait_for(lambda: _pipes(server) > idle_pipes, timeout=30, what="the file handed to the waiting child")
+    os.kill(waiting, signal.SIGKILL)
+    caller.join(60)
+    assert out, "no answer"
+    assert _same_outcome(out[0], decode_path(second, None, MAX_BYTES, DEFAULT_CONSTANTS)), out[0].error
+    assert waiting not in _children(server)
 
 
 def _cpu_of(pid: int) -> float:
