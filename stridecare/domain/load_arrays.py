@@ -35,7 +35,7 @@ from stridecare.domain.steps import STANDING_SPEED_MPS, CadenceModel
 Floats = npt.NDArray[np.float64]
 
 
-def _column(values: list[float | None]) -> Floats:
+def float_column(values: Sequence[float | None]) -> Floats:
     """A sample series as floats, NaN where nothing was recorded (NumPy turns None into NaN for a float dtype)."""
     return np.array(values, dtype=np.float64)
 
@@ -107,19 +107,19 @@ def run_load_from_sample_arrays(
     """Load of a run from its sample series: :func:`stridecare.domain.load.run_load_from_samples`, vectorised."""
     t = np.array(samples.t, dtype=np.float64)
     weights = _weights(t, np.array(samples.timer_running, dtype=bool))
-    distance = _column(samples.distance_m)
+    distance = float_column(samples.distance_m)
     timed = weights > 0
 
     # Intervals: distance covered since the last recorded distance (the run starts at 0), speed from distance
     # where the sample has none, distance from speed where it has no distance.
     covered = np.maximum(0.0, distance - _last_before(distance, 0.0))
     dt = weights[timed]
-    dist, speed = covered[timed], _column(samples.speed_mps)[timed]
+    dist, speed = covered[timed], float_column(samples.speed_mps)[timed]
     with np.errstate(divide="ignore", invalid="ignore"):
         speed = np.where(np.isnan(speed) & ~np.isnan(dist), dist / dt, speed)
     dist = np.where(np.isnan(dist) & ~np.isnan(speed), speed * dt, dist)
     mid = distance[timed] - dist / 2
-    cadence = _column(samples.cadence_spm)[timed]
+    cadence = float_column(samples.cadence_spm)[timed]
 
     running_time = float(dt.sum())
     total_distance = float(np.nansum(dist))
@@ -173,7 +173,7 @@ def run_load_from_sample_arrays(
     sums.load = float((n * (force / constants.reference_force_bw) ** constants.exponent).sum())
     sums.stimulus = float((n / 2 * force**constants.exponent).sum())
 
-    d, alt = _profile(distance, _column(samples.altitude_m))
+    d, alt = _profile(distance, float_column(samples.altitude_m))
     grade_available = len(d) >= 2 and float(d[-1] - d[0]) >= GRADE_MIN_SPAN_M
     if grade_available:
         known = ~np.isnan(mid)

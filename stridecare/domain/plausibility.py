@@ -14,14 +14,14 @@ top of the estimate's range. So a session that passes cannot be stored with a lo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
 from stridecare.domain.load import DEFAULT_CONSTANTS, LoadConstants
-from stridecare.domain.load_arrays import run_load
+from stridecare.domain.load_arrays import float_column, run_load
 from stridecare.domain.run import ParsedRun, Samples
 from stridecare.domain.steps import interval_weights
 
@@ -86,10 +86,10 @@ class _Series:
         weights = interval_weights(samples)
         return cls(
             t=np.asarray(samples.t, dtype=np.float64),
-            distance=_floats(samples.distance_m),
-            speed=_floats(samples.speed_mps),
-            cadence=_floats(samples.cadence_spm),
-            altitude=_floats(samples.altitude_m),
+            distance=float_column(samples.distance_m),
+            speed=float_column(samples.speed_mps),
+            cadence=float_column(samples.cadence_spm),
+            altitude=float_column(samples.altitude_m),
             weights=np.asarray(weights, dtype=np.float64),
             timed_s=sum(weights),
         )
@@ -139,11 +139,6 @@ def _non_finite(run: ParsedRun, _b: PlausibilityBounds, _c: LoadConstants, serie
         if np.isinf(values).any():
             return f"a sample's {name} is infinite"
     return None
-
-
-def _floats(series: Sequence[float | None]) -> npt.NDArray[np.float64]:
-    """A sample series as floats, NaN where nothing was recorded (NumPy turns None into NaN for a float dtype)."""
-    return np.array(series, dtype=np.float64)
 
 
 def _negative(run: ParsedRun, _b: PlausibilityBounds, _c: LoadConstants, _s: _Series) -> str | None:
