@@ -106,15 +106,11 @@ def store_decoded(
     The import log row, the kept original, the runs and samples, their session identity and the athlete's
     replan mark are written in one transaction, so a crash leaves either all of them or none (and the file is
     then picked up again by the next scan). The report says whether the athlete's replan is owed."""
-    path = str(decoded.path)
-    digest = decoded.content_hash
-    if decoded.refused or digest is None:
-        return FileReport(path, "rejected", decoded.error)
-    if decoded.result is not None and (implausible := first_implausibility(decoded.result.runs)):
-        # Physically impossible content is rejected like a damaged file: logged, quarantined, never stored.
-        decoded = replace(decoded, result=None, error=implausible)
-    report, move = FileReport(path, "duplicate", "stored at the same time by a concurrent import"), False
-    original = keep(settings.data_home, decoded.path, digest) if decoded.result else None
+    prepared = _prepared(settings, decoded)
+    if isinstance(prepared, FileReport):
+        return prepared
+    decoded, original = prepared
+    report, move = FileReport(str(decoded.path), "duplicate", "stored at the same time by a concurrent import"), False
     for _attempt in range(2):
         try:
             report, move = _store_once(db, settings, athlete_name, decoded, origin, original, now)
@@ -145,14 +141,11 @@ def store_decoded_batch(
     reports: list[FileReport | None] = []
     todo: list[tuple[int, Decoded, str | None]] = []
     for decoded in batch:
-        digest = decoded.content_hash
-        if decoded.refused or digest is None:
-            reports.append(FileReport(str(decoded.path), "rejected", decoded.error))
+        prepared = _prepared(settings, decoded)
+        if isinstance(prepared, FileReport):
+            reports.append(prepared)
             continue
-        if decoded.result is not None and (implausible := first_implausibility(decoded.result.runs)):
-            decoded = replace(decoded, result=None, error=implausible)
-        original = keep(settings.data_home, decoded.path, digest) if decoded.result else None
-        todo.append((len(reports), decoded, original))
+        todo.append((len(reports), *prepared))
         reports.append(None)
     try:
         with db.transaction() as session:
@@ -174,6 +167,19 @@ def store_decoded_batch(
     except IntegrityError:
         return [store_decoded(db, settings, athlete_name, decoded, now, origin=origin) for decoded in batch]
     return [report for report in reports if report is not None]
+
+
+def _prepared(settings: Settings, decoded: Decoded) -> FileReport | tuple[Decoded, str | None]:
+    """What is settled before a file's transaction: a refused file's report; else the file, its physically
+    impossible content turned into a rejection, and its kept original (None when there is nothing to keep)."""
+    digest = decoded.content_hash
+    if decoded.refused or digest is None:
+        return FileReport(str(decoded.path), "rejected", decoded.error)
+    if decoded.result is not None and (implausible := first_implausibility(decoded.result.runs)):
+        # Physically impossible content is rejected like a damaged file: logged, quarantined, never stored.
+        decoded = replace(decoded, result=None, error=implausible)
+    original = keep(settings.data_home, decoded.path, digest) if decoded.result else None
+    return decoded, original
 
 
 def retry_delay(attempts: int) -> timedelta:
