@@ -173,7 +173,7 @@ def test_only_the_store_that_finds_the_mark_clear_owes_the_replan_unless_that_re
 
 def test_a_full_inbox_at_start_crosses_the_queue_in_a_few_messages(tmp_path: Path, e2e_clock: E2EClock) -> None:
     """20 files waiting when ``stridecare run`` starts: grouped into messages of at most 16 files, and planned by
-    one or two replans, not one ingest message and one replan per file."""
+    at most one replan per message, not one ingest message and one replan per file."""
     settings = make_settings(tmp_path / "home", default_athlete="me", **e2e_clock.overrides(tmp_path / "home"))
     inbox = settings.inbox_map()[0][1]
     files = burst_files(inbox, 20, e2e_clock.now())
@@ -187,4 +187,6 @@ def test_a_full_inbox_at_start_crosses_the_queue_in_a_few_messages(tmp_path: Pat
     ingests = sum("Task stridecare.ingest_file[" in line for line in received)
     replans = sum("Task stridecare.replan[" in line for line in received)
     assert 2 <= ingests <= 4, out[-4000:]
-    assert 1 <= replans <= 2, out[-4000:]
+    # Each ingest message owes at most one replan (the one that found the mark clear, or a redelivery whose runs
+    # still await theirs); a busy machine may let the planner catch up between two messages, never more often.
+    assert 1 <= replans <= ingests, out[-4000:]
