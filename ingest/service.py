@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -195,11 +195,15 @@ def unfinished_reads(db: Database, digest: str) -> int:
         return _unfinished(session, digest)
 
 
-def _unfinished(session: Session, digest: str) -> int:
-    found = session.scalar(
-        select(func.max(ImportedFile.attempts)).where(ImportedFile.content_hash == digest, ImportedFile.status == RETRY)
+def unfinished_query(digest: str) -> Select[tuple[int | None]]:
+    """The most unfinished reads any athlete's import log counts for this content (an index lookup by hash)."""
+    return select(func.max(ImportedFile.attempts)).where(
+        ImportedFile.content_hash == digest, ImportedFile.status == RETRY
     )
-    return int(found or 0)
+
+
+def _unfinished(session: Session, digest: str) -> int:
+    return int(session.scalar(unfinished_query(digest)) or 0)
 
 
 def read_guarded(db: Database, settings: Settings, checked: CheckedFile, now: datetime, decode: Decoder) -> Decoded:

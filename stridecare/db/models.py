@@ -121,7 +121,11 @@ class ImportedFile(Base):
     """The import log: one row per distinct file content per athlete, whatever its name or folder."""
 
     __tablename__ = "imported_files"
-    __table_args__ = (UniqueConstraint("athlete_id", "content_hash"),)
+    # The decode guard counts unfinished reads of one content across athletes: content_hash alone is looked up.
+    __table_args__ = (
+        UniqueConstraint("athlete_id", "content_hash"),
+        Index("ix_imported_files_content_hash", "content_hash"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     athlete_id: Mapped[int] = mapped_column(ForeignKey("athletes.id", ondelete="CASCADE"))
