@@ -158,10 +158,18 @@ def set_weekly_schedule(settings: Settings, athlete: str, weekday: int = 6, at: 
         rt.close()
 
 
+def _start_order(item: pytest.Item) -> int:
+    slow = item.get_closest_marker("slow")
+    if slow is None:
+        return 2
+    return 0 if slow.kwargs.get("longest") else 1
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Start the end-to-end tests first: each waits on real processes for up to a minute, and one of them
-    left for the end keeps a parallel worker busy alone while the others sit idle."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Start the end-to-end tests first, the longest of them (``slow(longest=True)``: 15 s to a minute each)
+    before the rest: each waits on real processes, and one of them left for the end keeps a parallel worker
+    busy alone while the others sit idle."""
+    items.sort(key=_start_order)
 
 
 def xdist_index() -> int:

@@ -136,7 +136,7 @@ def ticks_sent(beat: Proc) -> int:
     return beat.output().count("Sending due task tick")
 
 
-@pytest.mark.slow
+@pytest.mark.slow(longest=True)
 def test_two_beats_send_each_weekly_prompt_once(tmp_path: Path, pg_url: str) -> None:
     require_redis()
     import redis

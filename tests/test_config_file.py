@@ -147,7 +147,7 @@ def test_the_file_sits_below_the_environment_and_explicit_values(
     assert "Traceback" not in broken.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.slow(longest=True)
 def test_the_readme_flow_another_terminal_sees_the_settings_stridecare_run_was_started_with(tmp_path: Path) -> None:
     """`stridecare run` in one terminal; in another, `health`, `athlete set --email/--webhook` and `digest
     --preview` with nothing but the data home in their environment agree with it: SMTP is configured, the

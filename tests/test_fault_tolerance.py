@@ -56,7 +56,7 @@ from stridecare.runtime import Runtime
 from stridecare.settings import Settings
 from workers.queues import DELIVERY, QUEUES
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(longest=True)
 
 # A Wednesday noon: no weekly balance prompt is due, and athletes without quiet hours get prompts at once.
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)

@@ -35,7 +35,7 @@ from stridecare.crypto import new_webhook_secret
 from stridecare.db.models import Athlete, Delivery, Prompt, Run
 from stridecare.runtime import Runtime
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(longest=True)
 TZ = ZoneInfo("Europe/Berlin")
 FIRST_MONDAY = datetime(2026, 3, 2, tzinfo=TZ)  # a Monday; the weekly balance prompt is due Sundays 18:00
 
