@@ -195,7 +195,7 @@ def unfinished_reads(db: Database, digest: str) -> int:
         return _unfinished(session, digest)
 
 
-def unfinished_query(digest: str) -> Select[tuple[int | None]]:
+def unfinished_query(digest: str) -> Select[int]:
     """The most unfinished reads any athlete's import log counts for this content (an index lookup by hash)."""
     return select(func.max(ImportedFile.attempts)).where(
         ImportedFile.content_hash == digest, ImportedFile.status == RETRY
