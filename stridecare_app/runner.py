@@ -157,6 +157,22 @@ class _QuietWorker(Worker):  # type: ignore[misc]
         _stop_quietly()
 
 
+def _stop_beat(beat: Any, tick_s: float) -> None:
+    """Stop the beat thread, giving it its last sleep between ticks and the saving of its schedule, but no more.
+
+    Celery's own ``stop`` waits for a flag set only after the schedule is saved: when saving fails (a full disk,
+    the data folder removed under a running process) it waits forever, and Ctrl-C no longer stops anything.
+    The schedule is only a cache of when the tick last ran; losing it costs at most one early tick."""
+    beat.service.stop(wait=False)
+    beat.join(timeout=tick_s + _BEAT_SAVE_S)
+    if beat.is_alive():
+        log.warning("the scheduler did not stop within %.0f s; stopping without it", tick_s + _BEAT_SAVE_S)
+
+
+# Time for the beat to save its schedule once its last sleep has ended.
+_BEAT_SAVE_S = 5.0
+
+
 def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True, verbose: bool = False) -> None:
     """Everything in one process: a Celery worker (thread pool) with its beat, the watcher and the web app.
 
@@ -202,5 +218,5 @@ def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True, verbose: boo
         )
         worker.start()
     finally:
-        beat.stop()
+        _stop_beat(beat, rt.settings.relay_interval_s)
         watcher.stop()

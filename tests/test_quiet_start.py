@@ -65,3 +65,21 @@ main()
     assert "stopping: running work finishes, queued work waits for the next start" in text
     for noise in ("Hitting Ctrl+C", "Warm shutdown", "cold shutdown"):
         assert noise not in text, text
+
+
+def test_ctrl_c_stops_even_when_the_beat_cannot_save_its_schedule(tmp_path: Path) -> None:
+    """Celery's beat saves its schedule as it stops, and its stop waits until it did: with the schedule's data
+    file gone (a data folder cleaned under a running process; a full disk fails the same way) that wait never
+    ended, and neither a first nor a second Ctrl-C stopped ``stridecare run``."""
+    settings = make_settings(tmp_path, relay_interval_s=1.0)
+    proc = stridecare("run", ["run", "--no-web"], settings_env(settings), tmp_path / "logs")
+    schedule = settings.data_home / "celerybeat-schedule.dat"
+    with processes(proc):
+        wait_for(lambda: "new athlete" in proc.output(), timeout=60, what="the worker up")
+        wait_for(schedule.exists, timeout=30, what="the beat's schedule on disk")
+        schedule.unlink()
+        proc.popen.send_signal(signal.SIGINT)
+        code = proc.popen.wait(timeout=60)
+    out = proc.output()
+    assert code == 0, out
+    assert "stopping: running work finishes, queued work waits for the next start" in out
