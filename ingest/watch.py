@@ -6,7 +6,9 @@ content that it is whole (``known_complete``; FIT: the segment sizes tile the fi
 matches), or otherwise once its size and modification time have not changed for ``settle_seconds`` — a file
 still being copied from a watch is never read half. The content check runs at most once per size and mtime
 seen, and a file it does not vouch for simply waits to settle. Events make pick-up quick (an event wakes the
-loop at once); the rescan catches what events missed (network shares, a watcher restarted after a crash).
+loop at once); the rescan catches what events missed (network shares, a watcher restarted after a crash). An
+inbox folder removed and made again (a sync tool replacing it, a cleaned-up folder) is watched again within a
+second, and rescanned at once: events stop at a removed folder, and only the rescan would find its files.
 Files already read, with the same size and modification time, are skipped without hashing, which keeps the
 rescan of a large archive cheap.
 
@@ -21,13 +23,16 @@ taken back to where it came from. FIFOs, sockets and devices are refused (logged
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from watchdog.events import (
@@ -410,12 +415,26 @@ class FolderWatcher:
         # that is complete when its event arrives is handed on within milliseconds rather than up to poll_s.
         self._wake = threading.Event()
         self._observer: object | None = None
+        self._handler: FileSystemEventHandler | None = None
+        # Each inbox's watch and the identity (device, inode) of the folder it was set on; None: not there.
+        self._watches: dict[Path, tuple[object | None, tuple[int, int] | None]] = {}
+        self._next_look = 0.0
+        self._lost: set[Path] = set()  # inboxes whose watch reported the folder itself removed or moved
 
     def _start_events(self) -> None:
         watcher = self
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.is_directory and event.event_type in ("deleted", "moved"):
+                    # An inbox itself removed or moved away: its watch ends here. A folder made again in its
+                    # place may get the same inode, so this event, not only the identity, says to watch again.
+                    gone = Path(os.fsdecode(event.src_path))
+                    if gone in watcher._watches:
+                        with watcher._lock:
+                            watcher._lost.add(gone)
+                        watcher._next_look = 0.0
+                        watcher._wake.set()
                 if event.is_directory or isinstance(event, FileOpenedEvent | FileClosedNoWriteEvent):
                     return  # opening or reading changes nothing (and our own reads cause these)
                 if isinstance(event, FileClosedEvent):
@@ -433,9 +452,10 @@ class FolderWatcher:
                 watcher._wake.set()
 
         observer = Observer()
+        self._handler = Handler()
         for _athlete, root in self.scanner.inboxes:
             root.mkdir(parents=True, exist_ok=True)
-            observer.schedule(Handler(), str(root), recursive=True)
+            self._watches[root] = (observer.schedule(self._handler, str(root), recursive=True), _identity(root))
         observer.daemon = True
         observer.start()
         # inotify reports closes after writing; other observers (polling, FSEvents) do not, and there an open
@@ -443,12 +463,47 @@ class FolderWatcher:
         self.scanner.close_events = "inotify" in type(observer).__module__
         self._observer = observer
 
+    def _rewatch(self) -> bool:
+        """Watch again every inbox folder that was removed and made again since its watch was set (events stop
+        at a removed folder). True when one was: its files are for a rescan now."""
+        observer: Any = self._observer
+        if observer is None or self._handler is None:
+            return False
+        renewed = False
+        with self._lock:
+            lost, self._lost = self._lost, set()
+        for root, (watch, seen) in list(self._watches.items()):
+            now = _identity(root)
+            if now == seen and root not in lost:
+                continue
+            if watch is not None:
+                with contextlib.suppress(KeyError, OSError):  # its emitter may have ended with the folder
+                    observer.unschedule(watch)
+            if now is None:
+                if seen is not None:  # said once, not at every look while it stays away
+                    log.warning("inbox %s is gone; its files are read once it is back", root)
+                self._watches[root] = (None, None)
+                continue
+            try:
+                self._watches[root] = (observer.schedule(self._handler, str(root), recursive=True), now)
+            except OSError:
+                log.exception("could not watch %s again; its files are found by the rescan", root)
+                self._watches[root] = (None, now)
+            else:
+                log.info("inbox %s was made again; watching it", root)
+            renewed = True
+        return renewed
+
     def run(self) -> None:
         """Watch until ``stop()``; submission errors are logged and the file is retried at the next rescan."""
         self._start_events()
         next_rescan = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
+            if now >= self._next_look:
+                self._next_look = now + _LOOK_S
+                if self._rewatch():
+                    next_rescan = now
             with self._lock:
                 if now >= next_rescan:
                     try:
@@ -506,3 +561,16 @@ class FolderWatcher:
         """Ask the watch loop to end."""
         self._stop.set()
         self._wake.set()
+
+
+# How often the watcher checks that each inbox is still the folder its watch was set on (one stat per inbox).
+_LOOK_S = 1.0
+
+
+def _identity(root: Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder ``root``, None when it is not there (or not a folder)."""
+    try:
+        st = root.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None

@@ -399,3 +399,39 @@ def test_content_checks_are_spread_over_rounds_when_a_backlog_arrives(rt: Runtim
     rounds = [[c.path.name for c in scanner.ready()] for _ in range(4)]
     assert [len(r) for r in rounds] == [1, 1, 1, 0]
     assert sorted(name for r in rounds for name in r) == ["r0.fit", "r1.fit", "r2.fit"]
+
+
+def test_an_inbox_removed_and_made_again_is_watched_again_without_waiting_for_a_rescan(
+    rt: Runtime, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Events stop at a removed folder: a file dropped into the inbox made again in its place was found only by
+    the next rescan (a minute by default). The watcher notices the new folder within a second, watches it and
+    rescans it."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    handed: list[Path] = []
+    scanner = FolderScanner(rt.db, [("me", inbox)], 0.2)
+    # Rescans an hour apart: whatever is handed on in this test came through the renewed watch.
+    watcher = FolderWatcher(scanner, lambda c: handed.append(c.path), rescan_interval_s=3600.0, poll_s=0.1)
+    watcher.start_thread()
+    try:
+        wait_for(lambda: watcher._observer is not None, timeout=10, what="the event observer")
+        write_activity(inbox / "before.fit", start=START, duration_s=600)
+        wait_for(lambda: handed, timeout=10, what="a file in the first folder")
+        caplog.set_level("INFO", logger="ingest.watch")
+        (inbox / "before.fit").unlink()
+        inbox.rmdir()
+        wait_for(lambda: "is gone" in caplog.text, timeout=10, what="the removed inbox noticed")
+        inbox.mkdir()
+        wait_for(lambda: "was made again" in caplog.text, timeout=10, what="the new inbox watched")
+        # Written after the new watch was set: only an event (or the rescan the renewal runs) can find it.
+        write_activity(inbox / "after.fit", start=datetime(2026, 3, 3, 6, 30, tzinfo=UTC), duration_s=600)
+        wait_for(lambda: inbox / "after.fit" in handed, timeout=10, what="the file in the folder made again")
+        # Removed and made again between two looks: a new folder all the same.
+        (inbox / "after.fit").unlink()
+        inbox.rmdir()
+        inbox.mkdir()
+        write_activity(inbox / "third.fit", start=datetime(2026, 3, 4, 6, 30, tzinfo=UTC), duration_s=600)
+        wait_for(lambda: inbox / "third.fit" in handed, timeout=10, what="the file after a quick swap")
+    finally:
+        watcher.stop()
