@@ -8,6 +8,7 @@ follow or as JSON objects.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import re
@@ -92,8 +93,34 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+# Errors of the machine around the process, not of its code: a full disk, a database or broker that is down or
+# restarting. The console says their cause in one line (every tick would otherwise print a traceback while the
+# disk stays full); ``--verbose`` and JSON logs keep the traceback.
+_OUTAGE_NAMES = frozenset({"OperationalError", "InterfaceError", "DisconnectionError", "ConnectionError"})
+_OUTAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ECONNREFUSED, errno.ECONNRESET})
+
+
+def outage_cause(error: BaseException | None) -> BaseException | None:
+    """The innermost cause of ``error`` when it is an outage (see ``_OUTAGE_NAMES``), else None."""
+    chain: list[BaseException] = []
+    while error is not None and error not in chain and len(chain) < 20:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    for cause in reversed(chain):
+        if type(cause).__name__ in _OUTAGE_NAMES or isinstance(cause, ConnectionError | TimeoutError):
+            return cause
+        if isinstance(cause, OSError) and cause.errno in _OUTAGE_ERRNOS:
+            return cause
+    return None
+
+
 class ConsoleFormatter(logging.Formatter):
-    """``HH:MM:SS message`` for events; warnings and errors also say their level and where they come from."""
+    """``HH:MM:SS message`` for events; warnings and errors also say their level and where they come from. An
+    outage's traceback becomes one line naming its cause unless ``tracebacks``."""
+
+    def __init__(self, tracebacks: bool = False) -> None:
+        super().__init__()
+        self.tracebacks = tracebacks
 
     def format(self, record: logging.LogRecord) -> str:
         clock = datetime.fromtimestamp(record.created).astimezone().strftime("%H:%M:%S")
@@ -103,7 +130,14 @@ class ConsoleFormatter(logging.Formatter):
         else:
             line = f"{clock} {record.levelname} {record.name}: {message}"
         if record.exc_info:
-            line += "\n" + scrub(self.formatException(record.exc_info))
+            cause = None if self.tracebacks else outage_cause(record.exc_info[1])
+            if cause is not None:
+                # One line: some libraries append a stack of their own to the message (Celery's beat does).
+                said = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+                line = line.splitlines()[0] if line.strip() else line
+                line += scrub(f" ({type(cause).__name__}: {said})" if said else f" ({type(cause).__name__})")
+            else:
+                line += "\n" + scrub(self.formatException(record.exc_info))
         return line
 
 
@@ -183,7 +217,7 @@ def setup_console(settings: Settings, mode: ConsoleMode = "lines", *, verbose: b
         handler.setFormatter(JsonFormatter())
     else:
         handler = _LiveStreamHandler()
-        handler.setFormatter(JsonFormatter() if settings.log_json else ConsoleFormatter())
+        handler.setFormatter(JsonFormatter() if settings.log_json else ConsoleFormatter(tracebacks=verbose))
     handler.addFilter(ConsoleFilter(mode, verbose))
     handler.addFilter(ScrubFilter())
     root.addHandler(handler)
