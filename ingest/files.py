@@ -146,6 +146,10 @@ def quarantine(path: Path, quarantine_dir: Path, reason: str, when: datetime) ->
     try:
         shutil.move(str(path), target)
     except OSError:
+        # Across file systems a move is a copy and a removal: when the removal is refused (a watch mounted
+        # read-only) the copy is not a quarantined file, the original still is the file.
+        if path.exists():
+            target.unlink(missing_ok=True)
         reason_file(target).unlink(missing_ok=True)
         raise
     return target

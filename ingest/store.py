@@ -5,6 +5,7 @@ planned by its caller (``recommender.planner.replan``)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -120,7 +121,14 @@ def store_decoded(
             # as a duplicate; if that too meets a unique violation, the content is stored all the same.
             continue
     if move and quarantine_dir is not None and decoded.path.exists():
-        quarantine(decoded.path, quarantine_dir, report.reason or "damaged", now)
+        try:
+            quarantine(decoded.path, quarantine_dir, report.reason or "damaged", now)
+        except OSError as error:
+            # A folder that may not be changed (a watch mounted read-only, another user's folder): the file is
+            # recorded as rejected all the same and stays where it is; being in the import log, it is not read
+            # again however often the folder is scanned.
+            why = os.strerror(error.errno) if error.errno else str(error)
+            report.reason = f"{report.reason or 'damaged'}; left in place: it could not be moved out ({why.lower()})"
     return report
 
 
