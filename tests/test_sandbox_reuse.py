@@ -72,11 +72,14 @@ def test_one_child_decodes_files_in_turn_each_with_its_own_cpu_allowance(tmp_pat
     server = _server_without_children(limits, tmp_path)
     files = [tiny_record_fit(tmp_path / f"busy{i}.fit", 15_000 + i) for i in range(6)]
     files += _runs(tmp_path / "runs", 3)
+    # The references are decoded first: decoding one between two requests could, on a busy machine, keep the
+    # child waiting past _CHILD_IDLE_S, and the server rightly lets an idle child go.
+    expected = [decode_path(path, None, MAX_BYTES, DEFAULT_CONSTANTS) for path in files]
     seen: set[int] = set()
-    for path in files:
+    for path, reference in zip(files, expected, strict=True):
         decoded = decode_sandboxed(path, None, MAX_BYTES, limits, DEFAULT_CONSTANTS)
         assert decoded.error is None, decoded.error
-        assert _same_outcome(decoded, decode_path(path, None, MAX_BYTES, DEFAULT_CONSTANTS))
+        assert _same_outcome(decoded, reference)
         seen |= _children(server)
     assert len(seen) == 1  # one child, waiting idle between the files
 
