@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import warnings
 from typing import Any
@@ -173,8 +174,9 @@ def _stop_beat(beat: Any, tick_s: float) -> None:
 _BEAT_SAVE_S = 5.0
 
 
-def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True, verbose: bool = False) -> None:
-    """Everything in one process: a Celery worker (thread pool) with its beat, the watcher and the web app.
+def run_all(rt: Runtime, *, concurrency: int = 2, web: socket.socket | None = None, verbose: bool = False) -> None:
+    """Everything in one process: a Celery worker (thread pool) with its beat, the watcher and the web app
+    (served on ``web``, a socket from ``web.server.listen``; None: no web app).
 
     On the embedded default the broker is a SQLite file, so queued work survives a restart; the outbox and
     the import log in the database make every step idempotent.
@@ -191,8 +193,8 @@ def run_all(rt: Runtime, *, concurrency: int = 2, web: bool = True, verbose: boo
         log.debug("watching %s for %s", root, athlete)
     watcher = make_watcher(rt, use_broker=True, celery=celery, group_files=True)
     watcher.start_thread()
-    if web:
-        serve_in_thread(rt)
+    if web is not None:
+        serve_in_thread(rt, web)
         # The home page and the dashboards need the admin session: the link that opens one.
         announce_login(rt)
     # The beat runs as a thread: Celery's own embedded beat forks, and SQLite must never cross a fork.

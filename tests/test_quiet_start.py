@@ -4,6 +4,7 @@ warnings, and Ctrl-C stops it with one line of ours."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import tomllib
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, make_settings
-from harness import processes, settings_env, stridecare, wait_for
+from harness import BIN, processes, settings_env, stridecare, wait_for
 from webclient import free_port
 
 pytestmark = pytest.mark.slow
@@ -83,3 +84,21 @@ def test_ctrl_c_stops_even_when_the_beat_cannot_save_its_schedule(tmp_path: Path
     out = proc.output()
     assert code == 0, out
     assert "stopping: running work finishes, queued work waits for the next start" in out
+
+
+@pytest.mark.parametrize("command", [["run"], ["web"]])
+def test_a_taken_web_port_is_said_plainly_before_any_login_link(tmp_path: Path, command: list[str]) -> None:
+    """Another program on the port: before, ``stridecare run`` printed a login link to that port (which opens
+    the other program) and went on without its web app, uvicorn's error lost among the lines."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        settings = make_settings(tmp_path, web_port=port)
+        out = subprocess.run(
+            [str(BIN / "stridecare"), *command], env=settings_env(settings), capture_output=True, text=True, timeout=120
+        )
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text
+    assert f"cannot serve the web app on 127.0.0.1:{port}: address already in use" in text, text
+    assert "STRIDECARE_WEB_PORT" in text and "log in at" not in text and "Traceback" not in text, text

@@ -31,17 +31,23 @@ def run(
     """
     # deferred: start-up time of the command line (the runner brings Celery, the web server and the watcher)
     from stridecare_app.runner import run_all
+    from stridecare_app.web.server import PortTaken, listen
 
     rt = runtime()
     setup_console(rt.settings, "json" if as_json else "quiet" if quiet else "lines", verbose=state.verbose)
     s = rt.settings
+    try:
+        sock = listen(s.web_host, s.web_port) if web else None
+    except PortTaken as taken:
+        err.print(f"stridecare: {taken}")
+        raise typer.Exit(1) from None
     err.print(f"stridecare: data in {s.data_home}")
     for athlete, root in s.inbox_map():
         err.print(f"stridecare: inbox for {athlete}: {root}")
     err.print(f"stridecare: prompts without email or webhook are written to {s.data_home / 'prompts.log'}")
     if web:
         err.print(f"stridecare: web app on http://{s.web_host}:{s.web_port}/")
-    run_all(rt, concurrency=concurrency, web=web, verbose=state.verbose)
+    run_all(rt, concurrency=concurrency, web=sock, verbose=state.verbose)
 
 
 @app.command()
@@ -57,10 +63,15 @@ def web(
     port: Annotated[int | None, typer.Option(help="Port (default STRIDECARE_WEB_PORT).")] = None,
 ) -> None:
     """Serve the web app: done links, unsubscribe, Strava connect and webhooks, health and metrics."""
-    from stridecare_app.web.server import serve  # deferred: start-up time of the command line (uvicorn)
+    # deferred: start-up time of the command line (uvicorn)
+    from stridecare_app.web.server import PortTaken, serve
 
     rt = runtime()
-    serve(rt, host=host, port=port)
+    try:
+        serve(rt, host=host, port=port)
+    except PortTaken as taken:
+        err.print(f"stridecare: {taken}")
+        raise typer.Exit(1) from None
 
 
 @app.command("settings")
