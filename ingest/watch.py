@@ -454,7 +454,9 @@ class FolderWatcher:
         observer = Observer()
         self._handler = Handler()
         for _athlete, root in self.scanner.inboxes:
-            root.mkdir(parents=True, exist_ok=True)
+            if not make_inbox(root, say=False):
+                self._watches[root] = (None, None)  # watched once it appears (``_rewatch``)
+                continue
             self._watches[root] = (observer.schedule(self._handler, str(root), recursive=True), _identity(root))
         observer.daemon = True
         observer.start()
@@ -561,6 +563,20 @@ class FolderWatcher:
         """Ask the watch loop to end."""
         self._stop.set()
         self._wake.set()
+
+
+def make_inbox(root: Path, *, say: bool = True) -> bool:
+    """Make the inbox folder (and its parents) when it is not there. False when it cannot be made — a watch's
+    folder while the watch is not mounted, under a folder this user may not write; a read-only file system:
+    the watcher then watches it from the moment it appears, and (``say``) a warning tells so."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        if say:
+            why = (error.strerror or str(error)).lower()
+            log.warning("inbox %s is not there and cannot be made (%s); its files are read once it is there", root, why)
+        return False
+    return True
 
 
 # How often the watcher checks that each inbox is still the folder its watch was set on (one stat per inbox).

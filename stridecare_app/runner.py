@@ -20,7 +20,7 @@ from celery.worker import state as worker_state
 from sqlalchemy import select
 
 from ingest.service import ingest_path
-from ingest.watch import Candidate, FolderScanner, FolderWatcher
+from ingest.watch import Candidate, FolderScanner, FolderWatcher, make_inbox
 from stridecare.db.athletes import ensure_athlete
 from stridecare.db.models import Athlete
 from stridecare.logging import event
@@ -189,8 +189,8 @@ def run_all(rt: Runtime, *, concurrency: int = 2, web: socket.socket | None = No
     # The worker consumes every queue (workers.queues); the SQLite transport takes them by priority, so files,
     # replans and deliveries never wait behind queued Strava events.
     for athlete, root in rt.settings.inbox_map():
-        root.mkdir(parents=True, exist_ok=True)
-        log.debug("watching %s for %s", root, athlete)
+        if make_inbox(root):
+            log.debug("watching %s for %s", root, athlete)
     watcher = make_watcher(rt, use_broker=True, celery=celery, group_files=True)
     watcher.start_thread()
     if web is not None:

@@ -1,11 +1,12 @@
 """An inbox that may not be changed — a watch mounted read-only as USB storage, pointed at directly — is read
 like any other: a good file is stored, and a damaged one is recorded as rejected and left where it is, with a
 reason that says so, instead of failing its task on the move to the quarantine (and leaving a stray copy
-there)."""
+there). An inbox that cannot be made (the watch not mounted yet) is waited for, not a crash at start."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -13,10 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from conftest import make_settings
 from factories import ingest_planned
 from fitgen import write_activity
+from harness import processes, settings_env, stridecare, wait_for
 from sqlalchemy import select
 
+from ingest.watch import FolderScanner, FolderWatcher, make_inbox
 from stridecare.db.models import ImportedFile, Run
 from stridecare.runtime import Runtime
 
@@ -70,3 +74,49 @@ def test_a_damaged_file_in_a_read_only_inbox_is_rejected_in_place(
     # Scanned again (every rescan does): known by its content, not read or moved again.
     again = ingest_planned(rt.db, rt.settings, "me", damaged, rt.now(), root=inbox, quarantine_damaged=True)
     assert again.status != "ingested" and damaged.exists()
+
+
+def test_an_inbox_that_cannot_be_made_is_watched_once_it_appears(
+    rt: Runtime, tmp_path: Path, read_only_folder: tuple[Path, Callable[[], None]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A watch's folder named as the inbox while the watch is not mounted, somewhere this user may not write:
+    making it failed, and the exception ended ``stridecare run`` (and ``watch``) at start. Now a warning says so,
+    and the folder is watched from the moment it appears."""
+    mount, seal = read_only_folder
+    seal()
+    inbox = mount / "GARMIN" / "Activity"
+    handed: list[Path] = []
+    scanner = FolderScanner(rt.db, [("me", inbox)], 0.2)
+    # Rescans an hour apart: only the watch set when the folder appears (and the rescan it runs) can find files.
+    watcher = FolderWatcher(scanner, lambda c: handed.append(c.path), rescan_interval_s=3600.0, poll_s=0.1)
+    caplog.set_level("INFO", logger="ingest.watch")
+    assert not make_inbox(inbox)
+    assert "cannot be made (read-only file system)" in caplog.text
+    thread = watcher.start_thread()
+    try:
+        wait_for(lambda: watcher._observer is not None, timeout=10, what="the event observer")
+        time.sleep(0.3)
+        assert thread.is_alive() and not inbox.exists()
+        subprocess.run(["mount", "-o", "remount,rw", str(mount)], check=True, capture_output=True)
+        inbox.mkdir(parents=True)
+        write_activity(inbox / "A1.FIT", start=START, duration_s=600)
+        wait_for(lambda: inbox / "A1.FIT" in handed, timeout=10, what="the file in the folder that appeared")
+    finally:
+        watcher.stop()
+
+
+def test_stridecare_run_starts_with_an_inbox_it_cannot_make(
+    tmp_path: Path, read_only_folder: tuple[Path, Callable[[], None]]
+) -> None:
+    mount, seal = read_only_folder
+    seal()
+    inbox = mount / "GARMIN" / "Activity"
+    settings = make_settings(tmp_path / "home", inboxes=[f"me={inbox}"])
+    proc = stridecare("run", ["run", "--no-web"], settings_env(settings), tmp_path / "logs")
+    with processes(proc):
+        wait_for(lambda: "new athlete" in proc.output(), timeout=60, what="the worker up")
+        assert f"inbox {inbox} is not there and cannot be made (read-only file system)" in proc.output()
+        assert proc.popen.poll() is None, proc.output()
+        proc.popen.send_signal(signal.SIGINT)
+        assert proc.popen.wait(timeout=60) == 0, proc.output()
+    assert "Traceback" not in proc.output()

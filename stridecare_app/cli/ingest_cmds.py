@@ -399,12 +399,14 @@ def watch(
     any other file once it has not changed for STRIDECARE_SETTLE_SECONDS (a copy in progress is never read
     half). Damaged files move to the quarantine folder with a reason file.
     """
-    from stridecare_app.runner import run_watcher  # deferred: start-up time of the command line (Celery)
+    # deferred: start-up time of the command line (Celery, watchdog)
+    from ingest.watch import make_inbox
+    from stridecare_app.runner import run_watcher
 
     rt = runtime()
     if folders:
         rt.settings = rt.settings.model_copy(update={"inboxes": [str(f) for f in folders]})
     for athlete, root in rt.settings.inbox_map():
-        root.mkdir(parents=True, exist_ok=True)
+        make_inbox(root)
         err.print(f"watching {root} for {athlete}")
     run_watcher(rt, use_broker=not rt.settings.embedded)
