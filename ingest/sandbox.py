@@ -682,6 +682,10 @@ def decode_sandboxed(
     raise SandboxUnavailable(f"the decode server died {_MAX_TRIES} times before it took {path.name}")
 
 
+# How long a caller with a whole answer waits for the server's report of it (see ``_decode_once``).
+_REPORT_WAIT_S = 1.0
+
+
 def _decode_once(
     path: Path, root: Path | None, max_bytes: int, limits: Limits, constants: LoadConstants, known: Known | None
 ) -> tuple[Decoded | None, int]:
@@ -715,9 +719,14 @@ def _decode_once(
         data, finished = _read_until(result_r, deadline, stop_at_newline=False)
         result = _unpickled(data) if finished else None
         exitcode: int | None = 0
-        if result is None:
-            # No answer: only now does the exit status matter (a whole answer is taken without waiting for the
-            # server's report). Past the deadline the server kills the child (it alone knows whether the child
+        if result is not None:
+            # The server's report follows the child's ``done`` at once. Waiting for it (briefly: a whole answer
+            # stands without it) keeps the next request from arriving before the server knows the child is idle,
+            # which would fork a fresh child for it.
+            _read_until(status_r, time.monotonic() + _REPORT_WAIT_S, stop_at_newline=True)
+        else:
+            # No answer: only now does the exit status matter (a whole answer stands whatever the server
+            # reports). Past the deadline the server kills the child (it alone knows whether the child
             # is still on this file or already on another one) and reports it; only a server that does not
             # report within the grace is bypassed.
             line, _ = _read_until(status_r, time.monotonic() + (10.0 if finished else _KILL_GRACE_S), True)

@@ -84,6 +84,45 @@ def test_one_child_decodes_files_in_turn_each_with_its_own_cpu_allowance(tmp_pat
     assert len(seen) == 1  # one child, waiting idle between the files
 
 
+def _cpu_s(pid: int) -> float:
+    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_the_next_request_goes_to_the_same_child_when_the_server_is_slow_to_hear_it_is_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child writes its answer straight to the caller, then tells the server it is done. A caller that
+    went on as soon as it had the answer could send its next file before the server had heard that: the server
+    then saw a busy child and forked a fresh one (a busy machine did this now and then). Here the server is
+    stopped while the child decodes and resumed two seconds later: the next file still goes to the same child."""
+    monkeypatch.setattr(sandbox, "_REPORT_WAIT_S", 30.0)  # however late the server resumes here
+    limits = Limits(1 << 30, 30, 60.0)
+    server = _server_without_children(limits, tmp_path)
+    first, after = _runs(tmp_path / "runs", 2)
+    assert decode_sandboxed(first, None, MAX_BYTES, limits, DEFAULT_CONSTANTS).result is not None
+    (child,) = _children(server)
+    busy = tiny_record_fit(tmp_path / "busy.fit", 30_000)  # well over half a CPU second
+    outcome: list[Decoded] = []
+    caller = threading.Thread(
+        target=lambda: outcome.append(decode_sandboxed(busy, None, MAX_BYTES, limits, DEFAULT_CONSTANTS))
+    )
+    start = _cpu_s(child)
+    caller.start()
+    wait_for(lambda: _cpu_s(child) > start + 0.05, timeout=30, interval=0.01, what="the child decoding")
+    os.kill(server, signal.SIGSTOP)
+    resume = threading.Timer(2.0, os.kill, (server, signal.SIGCONT))
+    resume.start()
+    try:
+        caller.join(timeout=60)
+        assert outcome and outcome[0].error is None, outcome
+        assert decode_sandboxed(after, None, MAX_BYTES, limits, DEFAULT_CONSTANTS).result is not None
+    finally:
+        resume.join()
+        os.kill(server, signal.SIGCONT)
+    assert _children(server) == {child}
+
+
 def test_a_hostile_file_in_a_used_child_costs_that_child_and_only_its_own_file(tmp_path: Path) -> None:
     limits = Limits(1 << 30, 1, 60.0)
     server = _server_without_children(limits, tmp_path)
