@@ -306,10 +306,13 @@ class _Child:
 
 
 def _report(child: _Child, code: int) -> None:
-    """Tell the caller of the child's current file how it ended (``exit <code>``), once."""
+    """Tell the caller of the child's current file how it ended, once: ``exit <code>``, or ``timeout`` when this
+    server killed it at the file's wall-clock limit (a SIGKILL the caller must not take for the kernel's
+    out-of-memory killer: a slow file is read again later, not rejected)."""
     if child.status_fd is not None:
+        word = "timeout" if child.killed else f"exit {code}"
         with contextlib.suppress(OSError):  # the caller gave up on it already
-            os.write(child.status_fd, f"exit {code}\n".encode())
+            os.write(child.status_fd, f"{word}\n".encode())
         os.close(child.status_fd)
         child.status_fd = None
 
@@ -719,6 +722,7 @@ def _decode_once(
         data, finished = _read_until(result_r, deadline, stop_at_newline=False)
         result = _unpickled(data) if finished else None
         exitcode: int | None = 0
+        killed_at_limit = False
         if result is not None:
             # The server's report follows the child's ``done`` at once. Waiting for it (briefly: a whole answer
             # stands without it) keeps the next request from arriving before the server knows the child is idle,
@@ -735,6 +739,9 @@ def _decode_once(
                     os.kill(pid, signal.SIGKILL)
                 line, _ = _read_until(status_r, time.monotonic() + 10.0, stop_at_newline=True)
             exitcode = int(line.split()[1]) if line.startswith(b"exit ") else None
+            # Killed by the server at the file's limit: a timeout, even when its end reached us before our own
+            # deadline did (a caller slow to be scheduled).
+            killed_at_limit = line.startswith(b"timeout")
     finally:
         os.close(result_r)
         os.close(status_r)
@@ -742,9 +749,10 @@ def _decode_once(
         if result.stat is None and not result.refused and result.error:
             return _failed(path, root, max_bytes, result.error, known), generation  # ran out before it could hash
         return result, generation
-    reason = _death_reason(exitcode, not finished, limits)
+    timed_out = not finished or killed_at_limit
+    reason = _death_reason(exitcode, timed_out, limits)
     log.warning("decoding %s: %s", path.name, reason)
-    return replace(_failed(path, root, max_bytes, reason, known), retryable=not finished), generation
+    return replace(_failed(path, root, max_bytes, reason, known), retryable=timed_out), generation
 
 
 def decode_for(

@@ -123,6 +123,27 @@ def test_the_next_request_goes_to_the_same_child_when_the_server_is_slow_to_hear
     assert _children(server) == {child}
 
 
+def test_a_child_killed_at_its_limit_is_a_timeout_even_when_its_end_reaches_a_slow_caller_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server ends a file at its wall-clock limit; the caller's own deadline comes a little later. A caller
+    scheduled late (a busy machine) saw the killed child's end of file before its deadline, took the SIGKILL for
+    the kernel's out-of-memory killer and rejected the file for good, where a timeout is read again later. The
+    caller here waits three seconds past its deadline, as a descheduled thread would."""
+    real = sandbox._read_until
+
+    def slow_caller(fd: int, deadline: float, stop_at_newline: bool) -> tuple[bytes, bool]:
+        return real(fd, deadline + (0.0 if stop_at_newline else 3.0), stop_at_newline)
+
+    monkeypatch.setattr(sandbox, "_read_until", slow_caller)
+    limits = Limits(1 << 30, 60, 1.0)
+    _server_without_children(limits, tmp_path)
+    hostile = tiny_record_fit(tmp_path / "slow.fit", 300_000)
+    decoded = decode_sandboxed(hostile, None, MAX_BYTES, limits, DEFAULT_CONSTANTS)
+    assert decoded.result is None and (decoded.error or "").startswith("timed out"), decoded.error
+    assert decoded.retryable
+
+
 def test_a_hostile_file_in_a_used_child_costs_that_child_and_only_its_own_file(tmp_path: Path) -> None:
     limits = Limits(1 << 30, 1, 60.0)
     server = _server_without_children(limits, tmp_path)
