@@ -492,7 +492,7 @@ class FolderWatcher:
                 log.exception("could not watch %s again; its files are found by the rescan", root)
                 self._watches[root] = (None, now)
             else:
-                log.info("inbox %s was made again; watching it", root)
+                log.info("inbox %s is there (again); watching it", root)
             renewed = True
         return renewed
 

@@ -423,7 +423,7 @@ def test_an_inbox_removed_and_made_again_is_watched_again_without_waiting_for_a_
         inbox.rmdir()
         wait_for(lambda: "is gone" in caplog.text, timeout=10, what="the removed inbox noticed")
         inbox.mkdir()
-        wait_for(lambda: "was made again" in caplog.text, timeout=10, what="the new inbox watched")
+        wait_for(lambda: "is there (again)" in caplog.text, timeout=10, what="the new inbox watched")
         # Written after the new watch was set: only an event (or the rescan the renewal runs) can find it.
         write_activity(inbox / "after.fit", start=datetime(2026, 3, 3, 6, 30, tzinfo=UTC), duration_s=600)
         wait_for(lambda: inbox / "after.fit" in handed, timeout=10, what="the file in the folder made again")
