@@ -5,7 +5,6 @@ planned by its caller (``recommender.planner.replan``)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -127,8 +126,8 @@ def store_decoded(
             # A folder that may not be changed (a watch mounted read-only, another user's folder): the file is
             # recorded as rejected all the same and stays where it is; being in the import log, it is not read
             # again however often the folder is scanned.
-            why = os.strerror(error.errno) if error.errno else str(error)
-            report.reason = f"{report.reason or 'damaged'}; left in place: it could not be moved out ({why.lower()})"
+            why = str(error.strerror or error).lower()
+            report.reason = f"{report.reason or 'damaged'}; left in place: it could not be moved out ({why})"
     return report
 
 

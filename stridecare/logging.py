@@ -133,8 +133,8 @@ class ConsoleFormatter(logging.Formatter):
             cause = None if self.tracebacks else outage_cause(record.exc_info[1])
             if cause is not None:
                 # One line: some libraries append a stack of their own to the message (Celery's beat does).
-                said = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-                line = line.splitlines()[0] if line.strip() else line
+                said = next(iter(str(cause).strip().splitlines()), "")
+                line = next(iter(line.splitlines()), line)
                 line += scrub(f" ({type(cause).__name__}: {said})" if said else f" ({type(cause).__name__})")
             else:
                 line += "\n" + scrub(self.formatException(record.exc_info))

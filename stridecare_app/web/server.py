@@ -84,12 +84,10 @@ def serve(rt: Runtime, host: str | None = None, port: int | None = None) -> None
     server.run(sockets=[sock])
 
 
-def serve_in_thread(
-    rt: Runtime, sock: socket.socket, host: str | None = None, port: int | None = None
-) -> uvicorn.Server:
-    """Serve on ``sock`` (from :func:`listen`) from a daemon thread (the embedded runner); returns the server so
-    callers can stop it. Its console is for what happens to runs: uvicorn's start-up lines stay out of it
-    (warnings still show)."""
-    server = _server(rt, host, port, "warning")
+def serve_in_thread(rt: Runtime, sock: socket.socket) -> uvicorn.Server:
+    """Serve on ``sock`` (from :func:`listen`, which chose the address) from a daemon thread (the embedded
+    runner); returns the server so callers can stop it. Its console is for what happens to runs: uvicorn's
+    start-up lines stay out of it (warnings still show)."""
+    server = _server(rt, None, None, "warning")
     threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="stridecare-web", daemon=True).start()
     return server
