@@ -25,7 +25,6 @@ from stridecare.db.athletes import ensure_athlete
 from stridecare.db.models import Athlete
 from stridecare.logging import event
 from stridecare.runtime import Runtime
-from stridecare_app.web.server import announce_login, serve_in_thread
 from workers.announce import announce
 from workers.app import make_app
 from workers.queues import BACKLOG, FILES, BurstLanes
@@ -176,7 +175,7 @@ _BEAT_SAVE_S = 5.0
 
 def run_all(rt: Runtime, *, concurrency: int = 2, web: socket.socket | None = None, verbose: bool = False) -> None:
     """Everything in one process: a Celery worker (thread pool) with its beat, the watcher and the web app
-    (served on ``web``, a socket from ``web.server.listen``; None: no web app).
+    (served on ``web``, a socket from ``web.listen.listen``; None: no web app).
 
     On the embedded default the broker is a SQLite file, so queued work survives a restart; the outbox and
     the import log in the database make every step idempotent.
@@ -194,6 +193,10 @@ def run_all(rt: Runtime, *, concurrency: int = 2, web: socket.socket | None = No
     watcher = make_watcher(rt, use_broker=True, celery=celery, group_files=True)
     watcher.start_thread()
     if web is not None:
+        # deferred: start-up time (the web app, Starlette and uvicorn are about a fifth of a start; --no-web
+        # never loads them)
+        from stridecare_app.web.server import announce_login, serve_in_thread
+
         serve_in_thread(rt, web)
         # The home page and the dashboards need the admin session: the link that opens one.
         announce_login(rt)

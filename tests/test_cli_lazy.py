@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import json
 import pkgutil
+import socket
 import subprocess
 import sys
 from datetime import timedelta
@@ -219,25 +220,43 @@ print(json.dumps([before, "stravalib" in sys.modules, caught]))
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [False, True, "stravalib.exc"]
 
 
-def test_stridecare_run_starts_its_worker_without_celerys_command_line(tmp_path: Path) -> None:
+_WEB = ("stridecare_app.web.app", "stridecare_app.web.server", "uvicorn", "starlette")
+
+
+@pytest.mark.parametrize("web", [False, True], ids=["no-web", "web"])
+def test_stridecare_run_starts_its_worker_without_celerys_command_line(tmp_path: Path, web: bool) -> None:
     """``stridecare run`` builds its Celery worker itself: Celery's command line (click-repl, prompt_toolkit)
-    costs about 0.4 s of CPU at every start and sets nothing this process does not set. The worker's start is
-    replaced by a probe that records the options it got and what was imported, so the runner stops at once."""
+    costs about 0.4 s of CPU at every start and sets nothing this process does not set; with ``--no-web`` it
+    loads neither the web app nor its server (about a fifth of a start). The worker's start is replaced by a
+    probe that records the options it got and what was imported, so the runner stops at once."""
     probe = f"""
 import json, sys
 sys.path.insert(0, {str(ROOT)!r})
 import celery.apps.worker
 def start(self):
     print(json.dumps([sorted(m for m in sys.modules if m.startswith("celery.bin")), self.pool_cls.__name__,
-                      self.concurrency, self.hostname.split("@")[0]]))
+                      self.concurrency, self.hostname.split("@")[0], sorted(m for m in {_WEB!r} if m in sys.modules)]))
 celery.apps.worker.Worker.start = start
-sys.argv = ["stridecare", "run", "--no-web", "--concurrency", "3"]
+sys.argv = ["stridecare", "run", {"--web" if web else "--no-web"!r}, "--concurrency", "3"]
 from stridecare_app.cli.main import main
 main()
 """
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "STRIDECARE_DATA_HOME": str(tmp_path / "home")}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "STRIDECARE_DATA_HOME": str(tmp_path / "home"),
+        "STRIDECARE_WEB_PORT": str(_free_port()),
+    }
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
-    loaded, pool, concurrency, name = json.loads(out.stdout.strip().splitlines()[-1])
+    loaded, pool, concurrency, name, web_modules = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded == []
     assert (pool, concurrency, name) == ("TaskPool", 3, "stridecare")
+    # The probe proves itself: with the web app, every one of these is loaded.
+    assert web_modules == (sorted(_WEB) if web else [])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -29,9 +29,9 @@ def run(
     printed below; prompts go to the channels each athlete has (the console log by default). The console
     prints a line per file, per prompt (or why a run got none) and every warning and error.
     """
-    # deferred: start-up time of the command line (the runner brings Celery, the web server and the watcher)
+    # deferred: start-up time of the command line (the runner brings Celery and the watcher)
     from stridecare_app.runner import run_all
-    from stridecare_app.web.server import PortTaken, listen
+    from stridecare_app.web.listen import PortTaken, listen
 
     rt = runtime()
     setup_console(rt.settings, "json" if as_json else "quiet" if quiet else "lines", verbose=state.verbose)
@@ -64,7 +64,8 @@ def web(
 ) -> None:
     """Serve the web app: done links, unsubscribe, Strava connect and webhooks, health and metrics."""
     # deferred: start-up time of the command line (uvicorn)
-    from stridecare_app.web.server import PortTaken, serve
+    from stridecare_app.web.listen import PortTaken
+    from stridecare_app.web.server import serve
 
     rt = runtime()
     try:
