@@ -174,6 +174,10 @@ class Settings(BaseSettings):
     delivery_claim_s: float = 120.0
     # A delivery handed to the broker is handed again after this long if nobody claimed it (a lost message).
     redispatch_after_s: float = 60.0
+    # The beat's tick finishes an athlete's stale mark that neither a store nor a replan chunk touched for this
+    # long (its replan lost with the broker, or its task failed): ``workers.periodic.finish_stale_marks``. The
+    # default is the planner's own stall limit, ``stridecare.db.marks.REPLAN_STALL_S``.
+    replan_stall_s: float = 30.0
     default_timezone: str = "UTC"
 
     # Email

@@ -347,6 +347,8 @@ def fault_settings(tmp_path: Path, names: list[str], pg: str, broker: str, clock
         delivery_claim_s=8.0,
         redispatch_after_s=3.0,
         relay_interval_s=0.5,
+        # A replan lost with Redis is finished by the tick after 5 s rather than the production 30 s.
+        replan_stall_s=5.0,
         settle_seconds=0.3,
         rescan_interval_s=1.0,
         web_port=free_port(),

@@ -142,6 +142,26 @@ def test_the_periodic_pass_finishes_a_mark_left_by_a_crash_not_a_burst_or_a_repl
     assert [p[1] for p in after["prompts"]] == ["post_run"], "the fresh run's prompt comes from the finished replan"
 
 
+def test_a_deployment_takes_a_silent_replan_for_lost_after_its_own_stall_limit(tmp_path: Path) -> None:
+    """``replan_stall_s`` is the tick's limit: a mark untouched for 10 s is left alone under the default (30 s),
+    and finished where the setting is 5 s."""
+    settings = make_settings(tmp_path)
+    set_weekly_schedule(settings, "me")
+    rt = Runtime.open(settings)
+    for path in burst_files(tmp_path / "files", 2, rt.now()):
+        assert ingest_path(rt.db, settings, "me", path, rt.now()).status == "ingested"
+    ten_s_ago = datetime.now(UTC) - timedelta(seconds=10)
+    with rt.db.transaction() as s:
+        s.execute(update(Run).values(created_at=ten_s_ago))
+        s.execute(update(Athlete).values(replan_progress_at=ten_s_ago))
+    assert settings.replan_stall_s == REPLAN_STALL_S
+    assert finish_stale_marks(rt) == 0
+    assert figures(rt)["marks"] == 1
+    quick = Runtime.open(settings.model_copy(update={"replan_stall_s": 5.0}))
+    assert finish_stale_marks(quick) == 1
+    assert figures(rt)["marks"] == 0 and len(figures(rt)["runs"]) == 2
+
+
 def test_only_the_store_that_finds_the_mark_clear_owes_the_replan_unless_that_replan_was_lost(
     tmp_path: Path, e2e_clock: E2EClock
 ) -> None:

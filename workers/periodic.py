@@ -3,10 +3,10 @@ has due.
 
 A stale mark (``Athlete.replan_from``) is normally cleared by the ``replan`` task queued behind the write that
 set it; one left by a crash (between two chunks of a replan, or between a store and its enqueue) is finished
-here, so no athlete's figures wait for their next write. A mark touched in the last
-:data:`~stridecare.db.marks.REPLAN_STALL_S` seconds is left alone: either its athlete got a run (a burst is
-still arriving, and its own replan, queued behind it, recomputes once rather than once per tick) or a replan
-committed a chunk (it is running, and a second one would only redo its work).
+here, so no athlete's figures wait for their next write. A mark touched in the last ``replan_stall_s``
+seconds (a setting; by default :data:`~stridecare.db.marks.REPLAN_STALL_S`) is left alone: either its athlete
+got a run (a burst is still arriving, and its own replan, queued behind it, recomputes once rather than once per
+tick) or a replan committed a chunk (it is running, and a second one would only redo its work).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from ingest.strava.events import sweep
 from recommender.digest import weekly_digests
 from recommender.planner import replan
 from recommender.schedule import weekly_prompts
-from stridecare.db.marks import REPLAN_STALL_S
 from stridecare.db.models import Athlete, Run
 from stridecare.runtime import Runtime
 
@@ -72,10 +71,10 @@ def run_periodic(rt: Runtime, enqueue: Enqueue) -> None:
 
 
 def finish_stale_marks(rt: Runtime) -> int:
-    """Replan every athlete whose stale mark is set and untouched for ``REPLAN_STALL_S`` seconds of the wall
+    """Replan every athlete whose stale mark is set and untouched for ``replan_stall_s`` seconds of the wall
     clock: no run stored and no replan chunk committed since (both are stamped with it). Returns how many
     athletes were replanned."""
-    cutoff = datetime.now(UTC) - timedelta(seconds=REPLAN_STALL_S)
+    cutoff = datetime.now(UTC) - timedelta(seconds=rt.settings.replan_stall_s)
     with rt.db.read() as session:
         newest = (
             select(func.max(Run.created_at)).where(Run.athlete_id == Athlete.id).correlate(Athlete).scalar_subquery()
