@@ -26,8 +26,9 @@ from ingest.dedupe import find_matches, primary_of, same_session
 from stridecare.db.athletes import lock_athlete
 from stridecare.db.marks import mark_stale
 from stridecare.db.models import Athlete, Prompt, Run, RunSamples, Shoe
-from stridecare.db.samples import ENCODING, pack_samples
+from stridecare.db.samples import ENCODING, pack_columns, pack_samples
 from stridecare.domain.history import local_day
+from stridecare.domain.load_arrays import SampleColumns
 from stridecare.domain.plausibility import implausibility
 from stridecare.domain.run import ParsedRun
 from stridecare.domain.shoes import PairWindow
@@ -126,10 +127,19 @@ _FROM_SAMPLES = (
 )
 
 
-def apply(session: Session, athlete_id: int, run: Run | None, parsed: ParsedRun, *, file_id: int | None) -> Run | None:
+def apply(
+    session: Session,
+    athlete_id: int,
+    run: Run | None,
+    parsed: ParsedRun,
+    *,
+    file_id: int | None,
+    columns: SampleColumns | None = None,
+) -> Run | None:
     """Insert ``parsed`` as a new run (``run`` None) or copy every field of it onto ``run``; returns the run when
     it was inserted or anything changed, else None. A new run is counted on the pair the source names (gear),
-    else the athlete's default pair from its in-use-from day on (``stridecare.domain.shoes``).
+    else the athlete's default pair from its in-use-from day on (``stridecare.domain.shoes``). ``columns``:
+    ``parsed.samples`` already converted (``SampleColumns.of``), packed without converting them again.
 
     A summary (no samples) never replaces per-sample figures already stored."""
     values = _fields(parsed)
@@ -139,7 +149,8 @@ def apply(session: Session, athlete_id: int, run: Run | None, parsed: ParsedRun,
         for key, value in values.items():
             setattr(run, key, value)
         if len(parsed.samples):
-            run.samples = RunSamples(count=len(parsed.samples), encoding=ENCODING, data=pack_samples(parsed.samples))
+            data = pack_columns(columns) if columns is not None else pack_samples(parsed.samples)
+            run.samples = RunSamples(count=len(parsed.samples), encoding=ENCODING, data=data)
         session.add(run)
         return run
     keep_samples = not len(parsed.samples) and run.samples is not None
@@ -153,7 +164,7 @@ def apply(session: Session, athlete_id: int, run: Run | None, parsed: ParsedRun,
             setattr(run, key, value)
             changed = True
     if len(parsed.samples):
-        data = pack_samples(parsed.samples)
+        data = pack_columns(columns) if columns is not None else pack_samples(parsed.samples)
         if run.samples is None:
             run.samples = RunSamples(count=len(parsed.samples), encoding=ENCODING, data=data)
             changed = True
@@ -289,6 +300,7 @@ def store_parsed(
     checked: bool = False,
     locked: bool = False,
     mark: bool = True,
+    columns: Sequence[SampleColumns] | None = None,
 ) -> Stored:
     """Store ``parsed_runs`` for the athlete in the caller's transaction: each is inserted, or copied onto the
     stored run of the same source and key (``existing`` maps keys to runs a caller already holds, such as a
@@ -298,7 +310,8 @@ def store_parsed(
     nothing and owes nothing. ``locked``: the caller took the athlete's lock in this transaction already
     (``stridecare.db.athletes.lock_athlete``). Without ``mark`` the replan mark is left to the caller, who writes
     it in the same transaction with ``stridecare.db.marks.mark_stale`` over the stored runs and ``since`` (one
-    mark for several stores)."""
+    mark for several stores). ``columns``: each parsed run's samples already converted
+    (``SampleColumns.of``), in the order of ``parsed_runs``; they are not converted again."""
     if not locked:
         lock_athlete(session, athlete.id)
     out = Stored()
@@ -306,15 +319,16 @@ def store_parsed(
     moved_runs: list[Run] = []
     inserted: list[Run] = []
     gear_of: dict[int, str | None] = {}  # by id(run): the gear the new run's source named
-    for parsed in parsed_runs:
-        implausible = None if checked else implausibility(parsed)
+    for i, parsed in enumerate(parsed_runs):
+        converted = columns[i] if columns is not None else None
+        implausible = None if checked else implausibility(parsed, columns=converted)
         if implausible is not None:
             log.warning("%s %s not stored: %s", parsed.source, parsed.source_key, implausible)
             out.refused.append((parsed, implausible))
             continue
         run = (existing or {}).get(parsed.source_key) or find_run(session, athlete.id, parsed.source, parsed.source_key)
         was = run.start_time if run is not None else None
-        changed = apply(session, athlete.id, run, parsed, file_id=file_id)
+        changed = apply(session, athlete.id, run, parsed, file_id=file_id, columns=converted)
         if changed is None:
             continue
         out.runs.append(changed)

@@ -27,6 +27,7 @@ from stridecare.db.engine import Database
 from stridecare.db.marks import mark_stale
 from stridecare.db.models import Athlete, ImportedFile, Run, SeenFile
 from stridecare.db.run_json import run_json
+from stridecare.domain.load_arrays import SampleColumns
 from stridecare.domain.plausibility import first_implausibility
 from stridecare.settings import Settings
 
@@ -109,11 +110,11 @@ def store_decoded(
     prepared = _prepared(settings, decoded)
     if isinstance(prepared, FileReport):
         return prepared
-    decoded, original = prepared
+    decoded = prepared.decoded
     report, move = FileReport(str(decoded.path), "duplicate", "stored at the same time by a concurrent import"), False
     for _attempt in range(2):
         try:
-            report, move = _store_once(db, settings, athlete_name, decoded, origin, original, now)
+            report, move = _store_once(db, settings, athlete_name, prepared, origin, now)
             break
         except IntegrityError:
             # A concurrent import stored the same content (or the same run) first: the second pass reports it
@@ -146,13 +147,13 @@ def store_decoded_batch(
     ``store_decoded`` without ``quarantine_dir``). A unique violation (a concurrent import stored one of the
     files or runs first) rolls the batch back, and each file is then stored on its own by ``store_decoded``."""
     reports: list[FileReport | None] = []
-    todo: list[tuple[int, Decoded, str | None]] = []
+    todo: list[tuple[int, _Prepared]] = []
     for decoded in batch:
         prepared = _prepared(settings, decoded)
         if isinstance(prepared, FileReport):
             reports.append(prepared)
             continue
-        todo.append((len(reports), *prepared))
+        todo.append((len(reports), prepared))
         reports.append(None)
     try:
         with db.transaction() as session:
@@ -160,8 +161,8 @@ def store_decoded_batch(
             changed: list[Run] = []
             since: list[datetime] = []
             storing: list[FileReport] = []
-            for index, decoded, original in todo:
-                report, _move, stored = _store_in(session, athlete, decoded, origin, original, now, mark=False)
+            for index, prepared in todo:
+                report, _move, stored = _store_in(session, athlete, prepared, origin, now, mark=False)
                 reports[index] = report
                 if stored is not None and stored.runs:
                     changed.extend(stored.runs)
@@ -176,17 +177,31 @@ def store_decoded_batch(
     return [report for report in reports if report is not None]
 
 
-def _prepared(settings: Settings, decoded: Decoded) -> FileReport | tuple[Decoded, str | None]:
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A file ready for its transaction (:func:`_prepared`)."""
+
+    decoded: Decoded
+    original: str | None  # the kept original; None when there is nothing to keep
+    # Each run's samples as arrays, in the order of the runs: converted once, for the plausibility checks and
+    # then for packing the stored blob.
+    columns: list[SampleColumns] | None
+
+
+def _prepared(settings: Settings, decoded: Decoded) -> FileReport | _Prepared:
     """What is settled before a file's transaction: a refused file's report; else the file, its physically
-    impossible content turned into a rejection, and its kept original (None when there is nothing to keep)."""
+    impossible content turned into a rejection, and its kept original."""
     digest = decoded.content_hash
     if decoded.refused or digest is None:
         return FileReport(str(decoded.path), "rejected", decoded.error)
-    if decoded.result is not None and (implausible := first_implausibility(decoded.result.runs)):
-        # Physically impossible content is rejected like a damaged file: logged, quarantined, never stored.
-        decoded = replace(decoded, result=None, error=implausible)
+    columns = None
+    if decoded.result is not None:
+        columns = [SampleColumns.of(run.samples) for run in decoded.result.runs]
+        if implausible := first_implausibility(decoded.result.runs, columns=columns):
+            # Physically impossible content is rejected like a damaged file: logged, quarantined, never stored.
+            decoded, columns = replace(decoded, result=None, error=implausible), None
     original = keep(settings.data_home, decoded.path, digest) if decoded.result else None
-    return decoded, original
+    return _Prepared(decoded, original, columns)
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -199,29 +214,28 @@ def _store_once(
     db: Database,
     settings: Settings,
     athlete_name: str,
-    decoded: Decoded,
+    prepared: _Prepared,
     origin: Origin,
-    original: str | None,
     now: datetime,
 ) -> tuple[FileReport, bool]:
     with db.transaction() as session:
         athlete = ensure_athlete(session, athlete_name, settings, lock=True)
-        report, move, _stored = _store_in(session, athlete, decoded, origin, original, now, mark=True)
+        report, move, _stored = _store_in(session, athlete, prepared, origin, now, mark=True)
         return report, move
 
 
 def _store_in(
     session: Session,
     athlete: Athlete,
-    decoded: Decoded,
+    prepared: _Prepared,
     origin: Origin,
-    original: str | None,
     now: datetime,
     *,
     mark: bool,
 ) -> tuple[FileReport, bool, Stored | None]:
     """One file's rows in the caller's transaction, the athlete's lock held: the report, whether the file is to
     be moved to the quarantine, and what the one writer stored (with ``mark``, the replan mark is written too)."""
+    decoded, original = prepared.decoded, prepared.original
     path = str(decoded.path)
     assert decoded.content_hash is not None and decoded.stat is not None
     imported = session.scalar(
@@ -265,7 +279,16 @@ def _store_in(
     if result is None:
         # A file to read again stays where it is; only a damaged one is moved out of the inbox.
         return FileReport(path, status, reason, athlete_id=athlete.id), status == "rejected", None
-    stored = store_parsed(session, athlete, result.runs, file_id=imported.id, checked=True, locked=True, mark=mark)
+    stored = store_parsed(
+        session,
+        athlete,
+        result.runs,
+        file_id=imported.id,
+        checked=True,
+        locked=True,
+        mark=mark,
+        columns=prepared.columns,
+    )
     runs = sorted(stored.runs, key=lambda r: (r.start_time, r.id))
     report = FileReport(path, status, reason, [run_json(r) for r in runs], stored.replan_owed, athlete.id)
     return report, False, stored

@@ -31,7 +31,7 @@ from recommender.shoes import shoe_reminders
 from stridecare.db.athletes import lock_athlete
 from stridecare.db.engine import Database
 from stridecare.db.models import Athlete, DailyLoad, Prompt, Run, RunLoad, RunSamples, utcnow
-from stridecare.db.samples import unpack_samples
+from stridecare.db.samples import unpack_columns
 from stridecare.domain.flags import SPIKE_FLAGS, Flag, evaluate_flags
 from stridecare.domain.history import (
     DailyLoadRow,
@@ -52,7 +52,7 @@ from stridecare.domain.load import (
 )
 from stridecare.domain.load_arrays import run_load
 from stridecare.domain.long_run import LongRunDecision, classify_long_run
-from stridecare.domain.run import CadenceSource, ParsedRun, Samples
+from stridecare.domain.run import CadenceSource, ParsedRun
 from stridecare.settings import Settings
 
 HISTORY_DAYS = 90
@@ -79,9 +79,9 @@ def constants(settings: Settings) -> LoadConstants:
     return settings.load.constants
 
 
-def _parsed_from_row(run: Run, packed: bytes | None) -> ParsedRun:
-    """A stored run back in the domain's shape, samples included (``packed``: its stored sample blob, if any)."""
-    samples = unpack_samples(packed) if packed is not None else Samples.empty()
+def _parsed_from_row(run: Run) -> ParsedRun:
+    """A stored run's record back in the domain's shape, without its samples (the load model reads those as
+    columns straight from the stored blob: ``unpack_columns``)."""
     return ParsedRun(
         source=run.source,
         source_key=run.source_key,
@@ -98,7 +98,6 @@ def _parsed_from_row(run: Run, packed: bytes | None) -> ParsedRun:
         avg_cadence_spm=run.avg_cadence_spm,
         cadence_source=CadenceSource(run.cadence_source),
         device=run.device,
-        samples=samples,
         name=run.name,
     )
 
@@ -152,12 +151,14 @@ def _load_result(
 ) -> RunLoadResult:
     speed = run.distance_m / run.timer_s if run.timer_s > 0 else 0.0
     return run_load(
-        _parsed_from_row(run, packed),
+        _parsed_from_row(run),
         cadence_base_spm=baseline_cadence_spm(history, speed),
         cadence_history=history,
         sex=athlete.sex,
         mass_kg=athlete.body_mass_kg,
         constants=constants(settings),
+        # No blob: a summary-only run, whose load comes from its summary.
+        columns=unpack_columns(packed) if packed is not None else None,
     )
 
 

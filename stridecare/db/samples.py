@@ -11,9 +11,12 @@ import struct
 import sys
 import zlib
 from array import array
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stridecare.domain.run import Samples
+
+if TYPE_CHECKING:
+    from stridecare.domain.load_arrays import SampleColumns
 
 ENCODING = "f32z-v1"
 _COLUMNS = ("t", "distance_m", "speed_mps", "cadence_spm", "altitude_m", "timer_running")
@@ -25,19 +28,22 @@ _LEVEL = 1
 def pack_samples(samples: Samples) -> bytes:
     """Serialise ``samples`` into the compact column format (the same bytes as
     :func:`pack_samples_reference`, each column converted in one NumPy pass)."""
-    import numpy as np  # deferred: start-up time (NumPy costs 80 ms; only processes that store runs pack)
+    # deferred: start-up time (NumPy costs 80 ms; only processes that store runs pack)
+    from stridecare.domain.load_arrays import SampleColumns
 
-    n = len(samples)
-    parts = [_HEADER.pack(b"SCS1", n)]
+    return pack_columns(SampleColumns.of(samples))
+
+
+def pack_columns(columns: SampleColumns) -> bytes:
+    """:func:`pack_samples` of the samples ``columns`` holds (``SampleColumns.of``): for a caller that converted
+    them already, to check them before they are stored."""
+    import numpy as np  # deferred: start-up time (as in pack_samples)
+
+    parts = [_HEADER.pack(b"SCS1", len(columns))]
     with np.errstate(over="ignore"):  # a value past float32's range is stored as infinity, as array("f") does
         for name in _COLUMNS:
-            values = getattr(samples, name)
-            if name == "timer_running":
-                column = np.asarray(values, dtype=bool).astype("<f4")
-            else:
-                # None becomes NaN; the double is rounded to float32 as a C cast, like array("f").
-                column = np.asarray(values, dtype=np.float64).astype("<f4")
-            parts.append(column.tobytes())
+            # NaN stands for None; the double is rounded to float32 as a C cast, like array("f").
+            parts.append(getattr(columns, name).astype("<f4").tobytes())
     return zlib.compress(b"".join(parts), _LEVEL)
 
 
@@ -91,6 +97,32 @@ def unpack_samples(data: bytes) -> Samples:
         cadence_spm=opt(columns["cadence_spm"]),
         altitude_m=opt(columns["altitude_m"]),
         timer_running=(columns["timer_running"] >= 0.5).tolist(),
+    )
+
+
+def unpack_columns(data: bytes) -> SampleColumns:
+    """The series written by :func:`pack_samples` as columns: ``SampleColumns.of(unpack_samples(data))``, without
+    the lists in between (for the load model, which reads arrays)."""
+    import numpy as np  # deferred: start-up time (as in pack_samples)
+
+    from stridecare.domain.load_arrays import SampleColumns  # deferred: start-up time (it imports NumPy)
+
+    raw = zlib.decompress(data)
+    magic, n = _HEADER.unpack_from(raw, 0)
+    if magic != b"SCS1":
+        raise ValueError("not a stridecare sample blob")
+    if len(raw) < _HEADER.size + 4 * n * len(_COLUMNS):
+        raise ValueError("a stridecare sample blob cut short")
+    # float32 to float64 is exact, as float32 to a Python float is; NaN stays NaN (None, then NaN, in the lists).
+    floats = np.frombuffer(raw, dtype="<f4", count=n * len(_COLUMNS), offset=_HEADER.size).astype(np.float64)
+    columns = {name: floats[i * n : (i + 1) * n] for i, name in enumerate(_COLUMNS)}
+    return SampleColumns(
+        t=columns["t"],
+        distance_m=columns["distance_m"],
+        speed_mps=columns["speed_mps"],
+        cadence_spm=columns["cadence_spm"],
+        altitude_m=columns["altitude_m"],
+        timer_running=columns["timer_running"] >= 0.5,
     )
 
 

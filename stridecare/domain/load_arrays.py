@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -27,12 +28,14 @@ from stridecare.domain.load import (
     _finish,
     _Sums,
     is_female,
+    run_load_from_summary,
 )
 from stridecare.domain.load import run_load as reference_run_load
 from stridecare.domain.run import ParsedRun, Samples
-from stridecare.domain.steps import STANDING_SPEED_MPS, CadenceModel
+from stridecare.domain.steps import STANDING_SPEED_MPS, CadenceModel, fit_cadence_model
 
 Floats = npt.NDArray[np.float64]
+Bools = npt.NDArray[np.bool_]
 
 
 def float_column(values: Sequence[float | None]) -> Floats:
@@ -40,11 +43,47 @@ def float_column(values: Sequence[float | None]) -> Floats:
     return np.array(values, dtype=np.float64)
 
 
+@dataclass(frozen=True, slots=True)
+class SampleColumns:
+    """A run's :class:`~stridecare.domain.run.Samples` as NumPy columns: float64 with NaN where nothing was
+    recorded, the timer state as booleans.
+
+    Turning a long run's lists into arrays is a good part of what checking, storing and planning it costs, so a
+    caller that does several of those converts once (:meth:`of`) and hands the columns to each."""
+
+    t: Floats
+    distance_m: Floats
+    speed_mps: Floats
+    cadence_spm: Floats
+    altitude_m: Floats
+    timer_running: Bools
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    @classmethod
+    def of(cls, samples: Samples) -> SampleColumns:
+        """The columns of ``samples``, each series converted in one NumPy pass."""
+        return cls(
+            t=float_column(samples.t),
+            distance_m=float_column(samples.distance_m),
+            speed_mps=float_column(samples.speed_mps),
+            cadence_spm=float_column(samples.cadence_spm),
+            altitude_m=float_column(samples.altitude_m),
+            timer_running=np.array(samples.timer_running, dtype=bool),
+        )
+
+
 def _weights(t: Floats, running: npt.NDArray[np.bool_]) -> Floats:
     """``steps.interval_weights``: sample ``i`` covers ``(max(0, t[..i-1]), t[i]]`` while the timer runs."""
     before = np.maximum.accumulate(np.concatenate(([0.0], t[:-1]))) if len(t) else t
     dt = t - before
     return np.where(running & (dt > 0), dt, 0.0)
+
+
+def interval_weight_column(columns: SampleColumns) -> Floats:
+    """``steps.interval_weights`` of the run the columns hold, as an array (the same values)."""
+    return _weights(columns.t, columns.timer_running)
 
 
 def _last_before(values: Floats, initial: float) -> Floats:
@@ -105,21 +144,40 @@ def run_load_from_sample_arrays(
     constants: LoadConstants = DEFAULT_CONSTANTS,
 ) -> RunLoadResult:
     """Load of a run from its sample series: :func:`stridecare.domain.load.run_load_from_samples`, vectorised."""
-    t = np.array(samples.t, dtype=np.float64)
-    weights = _weights(t, np.array(samples.timer_running, dtype=bool))
-    distance = float_column(samples.distance_m)
+    return run_load_from_columns(
+        SampleColumns.of(samples),
+        cadence_base_spm=cadence_base_spm,
+        sex=sex,
+        mass_kg=mass_kg,
+        cadence_model=cadence_model,
+        constants=constants,
+    )
+
+
+def run_load_from_columns(
+    columns: SampleColumns,
+    *,
+    cadence_base_spm: float | None = None,
+    sex: str | None = None,
+    mass_kg: float | None = None,
+    cadence_model: CadenceModel | None = None,
+    constants: LoadConstants = DEFAULT_CONSTANTS,
+) -> RunLoadResult:
+    """:func:`run_load_from_sample_arrays` over series already converted (:class:`SampleColumns`)."""
+    weights = _weights(columns.t, columns.timer_running)
+    distance = columns.distance_m
     timed = weights > 0
 
     # Intervals: distance covered since the last recorded distance (the run starts at 0), speed from distance
     # where the sample has none, distance from speed where it has no distance.
     covered = np.maximum(0.0, distance - _last_before(distance, 0.0))
     dt = weights[timed]
-    dist, speed = covered[timed], float_column(samples.speed_mps)[timed]
+    dist, speed = covered[timed], columns.speed_mps[timed]
     with np.errstate(divide="ignore", invalid="ignore"):
         speed = np.where(np.isnan(speed) & ~np.isnan(dist), dist / dt, speed)
     dist = np.where(np.isnan(dist) & ~np.isnan(speed), speed * dt, dist)
     mid = distance[timed] - dist / 2
-    cadence = float_column(samples.cadence_spm)[timed]
+    cadence = columns.cadence_spm[timed]
 
     running_time = float(dt.sum())
     total_distance = float(np.nansum(dist))
@@ -173,7 +231,7 @@ def run_load_from_sample_arrays(
     sums.load = float((n * (force / constants.reference_force_bw) ** constants.exponent).sum())
     sums.stimulus = float((n / 2 * force**constants.exponent).sum())
 
-    d, alt = _profile(distance, float_column(samples.altitude_m))
+    d, alt = _profile(distance, columns.altitude_m)
     grade_available = len(d) >= 2 and float(d[-1] - d[0]) >= GRADE_MIN_SPAN_M
     if grade_available:
         known = ~np.isnan(mid)
@@ -201,14 +259,43 @@ def run_load(
     sex: str | None = None,
     mass_kg: float | None = None,
     constants: LoadConstants = DEFAULT_CONSTANTS,
+    columns: SampleColumns | None = None,
 ) -> RunLoadResult:
-    """:func:`stridecare.domain.load.run_load` with the samples integrated by :func:`run_load_from_sample_arrays`."""
-    return reference_run_load(
-        run,
+    """:func:`stridecare.domain.load.run_load` with the samples integrated by :func:`run_load_from_sample_arrays`.
+
+    ``columns``: the run's samples already converted (:class:`SampleColumns`); ``run.samples`` is then not read,
+    so a caller holding only the columns (a stored run's sample blob) passes a run without samples."""
+    if columns is None:
+        return reference_run_load(
+            run,
+            cadence_base_spm=cadence_base_spm,
+            cadence_history=cadence_history,
+            sex=sex,
+            mass_kg=mass_kg,
+            constants=constants,
+            from_samples=run_load_from_sample_arrays,
+        )
+    # The reference's choice between the samples and the summary, made on the columns.
+    model = fit_cadence_model(cadence_history, constants, constants.cadence_fit_min_runs)
+    if len(columns) > 0 and bool(columns.timer_running.any()):
+        result = run_load_from_columns(
+            columns,
+            cadence_base_spm=cadence_base_spm,
+            sex=sex,
+            mass_kg=mass_kg,
+            cadence_model=model,
+            constants=constants,
+        )
+        if result.steps > 0:
+            return result
+    return run_load_from_summary(
+        distance_m=run.distance_m,
+        timer_s=run.timer_s,
+        avg_cadence_spm=run.avg_cadence_spm,
+        steps=run.steps,
         cadence_base_spm=cadence_base_spm,
-        cadence_history=cadence_history,
         sex=sex,
         mass_kg=mass_kg,
+        cadence_model=model,
         constants=constants,
-        from_samples=run_load_from_sample_arrays,
     )

@@ -14,16 +14,15 @@ top of the estimate's range. So a session that passes cannot be stored with a lo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
 from stridecare.domain.load import DEFAULT_CONSTANTS, LoadConstants
-from stridecare.domain.load_arrays import float_column, run_load
-from stridecare.domain.run import ParsedRun, Samples
-from stridecare.domain.steps import interval_weights
+from stridecare.domain.load_arrays import SampleColumns, interval_weight_column, run_load
+from stridecare.domain.run import ParsedRun
 
 # A cadence baseline this high puts every running step's cadence factor at its clamp: the upper bound of
 # what any athlete history could make of the run.
@@ -58,10 +57,16 @@ DEFAULT_BOUNDS = PlausibilityBounds()
 
 
 def implausibility(
-    run: ParsedRun, *, bounds: PlausibilityBounds = DEFAULT_BOUNDS, constants: LoadConstants = DEFAULT_CONSTANTS
+    run: ParsedRun,
+    *,
+    bounds: PlausibilityBounds = DEFAULT_BOUNDS,
+    constants: LoadConstants = DEFAULT_CONSTANTS,
+    columns: SampleColumns | None = None,
 ) -> str | None:
-    """The plain reason ``run`` cannot be a real foot session, or None when it is within every bound."""
-    series = _Series.of(run.samples)
+    """The plain reason ``run`` cannot be a real foot session, or None when it is within every bound.
+
+    ``columns``: ``run.samples`` already converted (``SampleColumns.of``), for a caller that stores them next."""
+    series = _Series.of(columns if columns is not None else SampleColumns.of(run.samples))
     for check in (_non_finite, _negative, _duration, _speed, _cadence, _steps, _load):
         reason = check(run, bounds, constants, series)
         if reason is not None:
@@ -73,6 +78,7 @@ def implausibility(
 class _Series:
     """A run's sample series as arrays and its interval weights, built once for every check."""
 
+    columns: SampleColumns
     t: npt.NDArray[np.float64]
     distance: npt.NDArray[np.float64]
     speed: npt.NDArray[np.float64]
@@ -82,16 +88,18 @@ class _Series:
     timed_s: float  # Σ weights, summed in order as ``steps.timed_seconds`` does
 
     @classmethod
-    def of(cls, samples: Samples) -> _Series:
-        weights = interval_weights(samples)
+    def of(cls, columns: SampleColumns) -> _Series:
+        weights = interval_weight_column(columns)
         return cls(
-            t=np.asarray(samples.t, dtype=np.float64),
-            distance=float_column(samples.distance_m),
-            speed=float_column(samples.speed_mps),
-            cadence=float_column(samples.cadence_spm),
-            altitude=float_column(samples.altitude_m),
-            weights=np.asarray(weights, dtype=np.float64),
-            timed_s=sum(weights),
+            columns=columns,
+            t=columns.t,
+            distance=columns.distance_m,
+            speed=columns.speed_mps,
+            cadence=columns.cadence_spm,
+            altitude=columns.altitude_m,
+            weights=weights,
+            # Summed one value after another as Python does (``steps.timed_seconds``), not pairwise as NumPy does.
+            timed_s=sum(weights.tolist()),
         )
 
 
@@ -100,10 +108,14 @@ def first_implausibility(
     *,
     bounds: PlausibilityBounds = DEFAULT_BOUNDS,
     constants: LoadConstants = DEFAULT_CONSTANTS,
+    columns: Sequence[SampleColumns] | None = None,
 ) -> str | None:
-    """The reason of the first implausible run of ``runs`` (named by its start time), or None."""
-    for run in runs:
-        reason = implausibility(run, bounds=bounds, constants=constants)
+    """The reason of the first implausible run of ``runs`` (named by its start time), or None. ``columns``: each
+    run's samples already converted, in the order of ``runs``."""
+    for i, run in enumerate(runs):
+        reason = implausibility(
+            run, bounds=bounds, constants=constants, columns=columns[i] if columns is not None else None
+        )
         if reason is not None:
             return f"{reason} (session starting {run.start_time.isoformat()})"
     return None
@@ -196,20 +208,23 @@ def _steps(run: ParsedRun, b: PlausibilityBounds, _c: LoadConstants, series: _Se
     return None
 
 
-def worst_case_load(run: ParsedRun, constants: LoadConstants = DEFAULT_CONSTANTS) -> tuple[float, float]:
-    """``(load, timer seconds)`` of ``run`` at the highest its stored load could be (see the module doc)."""
+def worst_case_load(
+    run: ParsedRun, constants: LoadConstants = DEFAULT_CONSTANTS, columns: SampleColumns | None = None
+) -> tuple[float, float]:
+    """``(load, timer seconds)`` of ``run`` at the highest its stored load could be (see the module doc).
+    ``columns``: ``run.samples`` already converted."""
     top = replace(
         constants,
         default_cadence_intercept_spm=constants.default_cadence_max_spm,
         default_cadence_slope_spm_per_mps=0.0,
     )
-    result = run_load(run, cadence_base_spm=_WORST_BASELINE_SPM, constants=top)
+    result = run_load(run, cadence_base_spm=_WORST_BASELINE_SPM, constants=top, columns=columns)
     return result.load, max(run.timer_s, result.running_time_s)
 
 
-def _load(run: ParsedRun, b: PlausibilityBounds, constants: LoadConstants, _s: _Series) -> str | None:
+def _load(run: ParsedRun, b: PlausibilityBounds, constants: LoadConstants, series: _Series) -> str | None:
     try:
-        load, timer = worst_case_load(run, constants)
+        load, timer = worst_case_load(run, constants, series.columns)
     except OverflowError:
         return "its load is not a finite number"
     if not math.isfinite(load):
