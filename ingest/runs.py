@@ -19,8 +19,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ingest.dedupe import find_matches, primary_of, same_session
 from stridecare.db.athletes import lock_athlete
@@ -146,6 +147,8 @@ def apply(
     if run is None:
         shoe_id = _shoe_for(session, athlete_id, parsed.gear_id, parsed.start_time)
         run = Run(athlete_id=athlete_id, file_id=file_id, shoe_id=shoe_id)
+        # A new run has no load yet (the planner adds it): known without the query a first read of it would make.
+        set_committed_value(run, "load", None)
         for key, value in values.items():
             setattr(run, key, value)
         if len(parsed.samples):
@@ -174,11 +177,15 @@ def apply(
     return run if changed else None
 
 
+# Built once: it runs for every run stored, and building it (and its cache key) costs more than running it.
+_FIND_RUN = select(Run).where(
+    Run.athlete_id == bindparam("athlete_id"), Run.source == bindparam("source"), Run.source_key == bindparam("key")
+)
+
+
 def find_run(session: Session, athlete_id: int, source: str, source_key: str) -> Run | None:
     """The athlete's stored run of ``source``'s session ``source_key``, if any."""
-    return session.scalar(
-        select(Run).where(Run.athlete_id == athlete_id, Run.source == source, Run.source_key == source_key)
-    )
+    return session.scalar(_FIND_RUN, {"athlete_id": athlete_id, "source": source, "key": source_key})
 
 
 # -- session identity ----------------------------------------------------------------------------------------

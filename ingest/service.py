@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Select, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -39,6 +40,24 @@ from stridecare.settings import Settings
 _TOKEN = uuid.uuid4().hex[:12]
 INTERRUPTED = "interrupted: reading this file never finished, twice (the process reading it died each time)"
 MAX_INTERRUPTED = 2
+
+# The guard's statements, built once on the tables: the guard runs twice for every file read, and on SQLite
+# building a statement (and its cache key) and the ORM's unit of work cost more than running the SQL.
+_ATTEMPTS = cast(Table, DecodeAttempt.__table__)
+_IMPORTED = cast(Table, ImportedFile.__table__)
+_UNFINISHED = select(func.max(_IMPORTED.c.attempts)).where(
+    _IMPORTED.c.content_hash == bindparam("digest"), _IMPORTED.c.status == RETRY
+)
+_ATTEMPT = select(_ATTEMPTS.c.owner, _ATTEMPTS.c.started_at, _ATTEMPTS.c.attempts).where(
+    _ATTEMPTS.c.content_hash == bindparam("digest")
+)
+_START = insert(_ATTEMPTS)
+_RESTART = (
+    update(_ATTEMPTS)
+    .where(_ATTEMPTS.c.content_hash == bindparam("digest"))
+    .values(attempts=bindparam("n"), owner=bindparam("by"), started_at=bindparam("at"))
+)
+_END = delete(_ATTEMPTS).where(_ATTEMPTS.c.content_hash == bindparam("digest"))
 
 
 def _owner() -> str:
@@ -83,18 +102,18 @@ def _begin(db: Database, digest: str, path: Path, now: datetime, stale_after_s: 
         # One transaction: the row is read, and written when there is none.
         with db.transaction() as session:
             unfinished = _unfinished(session, digest)
-            row = session.get(DecodeAttempt, digest)
+            row = session.execute(_ATTEMPT, {"digest": digest}).first()
             if row is not None:
                 died = _alive(row.owner) is False or (now - row.started_at).total_seconds() > stale_after_s
                 if not died:
                     return unfinished  # someone is decoding it now; decoding twice is harmless (storing is idempotent)
                 if row.attempts >= MAX_INTERRUPTED:
                     return None
-                row.attempts += 1
-                row.owner, row.started_at = _owner(), now
+                session.execute(_RESTART, {"digest": digest, "n": row.attempts + 1, "by": _owner(), "at": now})
                 return unfinished
-            session.add(
-                DecodeAttempt(content_hash=digest, path=str(path)[:2000], owner=_owner(), started_at=now, attempts=1)
+            session.execute(
+                _START,
+                {"content_hash": digest, "path": str(path)[:2000], "owner": _owner(), "started_at": now, "attempts": 1},
             )
             return unfinished
     except IntegrityError:
@@ -105,7 +124,7 @@ def _begin(db: Database, digest: str, path: Path, now: datetime, stale_after_s: 
 def end_attempt(db: Database, digest: str) -> None:
     """The attempt on ``digest`` ended with an outcome on record."""
     with db.transaction() as session:
-        session.execute(delete(DecodeAttempt).where(DecodeAttempt.content_hash == digest))
+        session.execute(_END, {"digest": digest})
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,13 +216,11 @@ def unfinished_reads(db: Database, digest: str) -> int:
 
 def unfinished_query(digest: str) -> Select[int]:
     """The most unfinished reads any athlete's import log counts for this content (an index lookup by hash)."""
-    return select(func.max(ImportedFile.attempts)).where(
-        ImportedFile.content_hash == digest, ImportedFile.status == RETRY
-    )
+    return _UNFINISHED.params(digest=digest)
 
 
 def _unfinished(session: Session, digest: str) -> int:
-    return int(session.scalar(unfinished_query(digest)) or 0)
+    return int(session.scalar(_UNFINISHED, {"digest": digest}) or 0)
 
 
 def read_guarded(db: Database, settings: Settings, checked: CheckedFile, now: datetime, decode: Decoder) -> Decoded:

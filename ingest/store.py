@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -74,13 +74,22 @@ def remember_file(session: Session, athlete_id: int, decoded: Decoded) -> None:
         "mtime_ns": decoded.stat.mtime_ns,
         "content_hash": decoded.content_hash,
     }
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(SeenFile).values(**values)
-    statement = statement.on_conflict_do_update(
-        index_elements=[SeenFile.athlete_id, SeenFile.path],
-        set_={k: statement.excluded[k] for k in ("size", "mtime_ns", "content_hash")},
-    )
-    session.execute(statement)
+    session.execute(_remember_statement(session.get_bind().dialect.name), values)
+
+
+# The upsert of remember_file per dialect, built once (it runs for every file; the values are its parameters).
+_REMEMBER: dict[str, Any] = {}
+
+
+def _remember_statement(dialect: str) -> Any:
+    statement = _REMEMBER.get(dialect)
+    if statement is None:
+        insert = pg_insert(SeenFile) if dialect == "postgresql" else sqlite_insert(SeenFile)
+        statement = _REMEMBER[dialect] = insert.on_conflict_do_update(
+            index_elements=[SeenFile.athlete_id, SeenFile.path],
+            set_={k: insert.excluded[k] for k in ("size", "mtime_ns", "content_hash")},
+        )
+    return statement
 
 
 def existing_report(session: Session, path: str, imported: ImportedFile) -> FileReport:
@@ -224,6 +233,12 @@ def _store_once(
         return report, move
 
 
+# An athlete's import-log row of a content, built once (looked up for every file stored).
+_IMPORTED = select(ImportedFile).where(
+    ImportedFile.athlete_id == bindparam("athlete_id"), ImportedFile.content_hash == bindparam("digest")
+)
+
+
 def _store_in(
     session: Session,
     athlete: Athlete,
@@ -238,11 +253,7 @@ def _store_in(
     decoded, original = prepared.decoded, prepared.original
     path = str(decoded.path)
     assert decoded.content_hash is not None and decoded.stat is not None
-    imported = session.scalar(
-        select(ImportedFile).where(
-            ImportedFile.athlete_id == athlete.id, ImportedFile.content_hash == decoded.content_hash
-        )
-    )
+    imported = session.scalar(_IMPORTED, {"athlete_id": athlete.id, "digest": decoded.content_hash})
     if imported is not None and imported.status != RETRY:
         remember_file(session, athlete.id, decoded)
         return existing_report(session, path, imported), False, None
