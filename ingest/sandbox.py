@@ -70,13 +70,18 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ingest.decode import Decoded, Known, decode_path, known_digest, registered_sources
 from ingest.files import RefusedFile, check_file, content_hash
 from ingest.fit_integrity import fit_crc
 from stridecare.domain.load import DEFAULT_CONSTANTS, LoadConstants
 from stridecare.plugins import source_for
-from stridecare.settings import Settings
+
+if TYPE_CHECKING:
+    # Only named in annotations: the decode server, which imports this module, never loads the settings
+    # (pydantic-settings: ~40 ms of its start-up).
+    from stridecare.settings import Settings
 
 log = logging.getLogger(__name__)
 
