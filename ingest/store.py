@@ -203,12 +203,15 @@ def _prepared(settings: Settings, decoded: Decoded) -> FileReport | _Prepared:
     digest = decoded.content_hash
     if decoded.refused or digest is None:
         return FileReport(str(decoded.path), "rejected", decoded.error)
-    columns = None
+    columns: list[SampleColumns] | None = None
     if decoded.result is not None:
-        columns = [SampleColumns.of(run.samples) for run in decoded.result.runs]
-        if implausible := first_implausibility(decoded.result.runs, columns=columns):
-            # Physically impossible content is rejected like a damaged file: logged, quarantined, never stored.
-            decoded, columns = replace(decoded, result=None, error=implausible), None
+        columns = []
+        for run in decoded.result.runs:  # each run converted only once the runs before it passed
+            columns.append(SampleColumns.of(run.samples))
+            if implausible := first_implausibility([run], columns=columns[-1:]):
+                # Physically impossible content is rejected like a damaged file: logged, quarantined, never stored.
+                decoded, columns = replace(decoded, result=None, error=implausible), None
+                break
     original = keep(settings.data_home, decoded.path, digest) if decoded.result else None
     return _Prepared(decoded, original, columns)
 
