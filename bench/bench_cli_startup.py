@@ -56,10 +56,11 @@ COMMANDS: dict[str, list[str]] = {
 }
 
 
-def cpu_of(argv: list[str], env: dict[str, str]) -> float:
-    """CPU seconds (user + system) the command took, children included."""
+def cpu_of(argv: list[str], env: dict[str, str], cwd: str) -> float:
+    """CPU seconds (user + system) the command took, children included. Run in ``cwd``, not in the checkout:
+    ``python -c`` puts its working directory first on the path, ahead of a baseline's PYTHONPATH."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
@@ -88,7 +89,7 @@ def main() -> None:
         samples: dict[str, list[float]] = {name: [] for name, _, _ in commands}
         for _ in range(1 + args.repeat):  # the first round writes bytecode and warms the page cache: not counted
             for name, argv, command_env in commands:
-                samples[name].append(cpu_of(argv, command_env))
+                samples[name].append(cpu_of(argv, command_env, home))
         load = os.getloadavg()[0]
         samples = {name: values[1:] for name, values in samples.items()}
     limit = statistics.median(samples["python -c 'import sqlalchemy, celery' (limit)"])
