@@ -177,7 +177,7 @@ class Settings(BaseSettings):
     # The beat's tick finishes an athlete's stale mark that neither a store nor a replan chunk touched for this
     # long (its replan lost with the broker, or its task failed): ``workers.periodic.finish_stale_marks``. The
     # default is the planner's own stall limit, ``stridecare.db.marks.REPLAN_STALL_S``.
-    replan_stall_s: float = 30.0
+    replan_stall_s: float = Field(default=30.0, gt=0)
     default_timezone: str = "UTC"
 
     # Email

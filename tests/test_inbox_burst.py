@@ -12,6 +12,7 @@ import pytest
 from conftest import E2EClock, make_settings, set_weekly_schedule
 from fitgen import write_activity
 from harness import BIN, processes, settings_env, stridecare, wait_for
+from pydantic import ValidationError
 from sqlalchemy import func, select, update
 
 from ingest.service import ingest_path
@@ -19,6 +20,7 @@ from recommender.planner import ChunkDone, replan
 from stridecare.db.marks import REPLAN_STALL_S
 from stridecare.db.models import Athlete, Prompt, Run, RunLoad
 from stridecare.runtime import Runtime
+from stridecare.settings import Settings
 from workers.periodic import Enqueue, finish_stale_marks, run_periodic
 
 N = 30
@@ -160,6 +162,9 @@ def test_a_deployment_takes_a_silent_replan_for_lost_after_its_own_stall_limit(t
     quick = Runtime.open(settings.model_copy(update={"replan_stall_s": 5.0}))
     assert finish_stale_marks(quick) == 1
     assert figures(rt)["marks"] == 0 and len(figures(rt)["runs"]) == 2
+    # Zero or less would replan every marked athlete at every tick, a burst still arriving included.
+    with pytest.raises(ValidationError, match="replan_stall_s"):
+        Settings(data_home=tmp_path / "other", replan_stall_s=0)
 
 
 def test_only_the_store_that_finds_the_mark_clear_owes_the_replan_unless_that_replan_was_lost(
