@@ -68,16 +68,22 @@ def pack_samples_reference(samples: Samples) -> bytes:
     return zlib.compress(bytes(blob), _LEVEL)
 
 
-def unpack_samples(data: bytes) -> Samples:
-    """Restore the series written by :func:`pack_samples` (each column converted in one NumPy pass)."""
-    import numpy as np  # deferred: start-up time (as in pack_samples)
-
+def _opened(data: bytes) -> tuple[bytes, int]:
+    """The decompressed blob and its sample count; ``ValueError`` when it is not one or is cut short."""
     raw = zlib.decompress(data)
     magic, n = _HEADER.unpack_from(raw, 0)
     if magic != b"SCS1":
         raise ValueError("not a stridecare sample blob")
     if len(raw) < _HEADER.size + 4 * n * len(_COLUMNS):
         raise ValueError("a stridecare sample blob cut short")
+    return raw, int(n)
+
+
+def unpack_samples(data: bytes) -> Samples:
+    """Restore the series written by :func:`pack_samples` (each column converted in one NumPy pass)."""
+    import numpy as np  # deferred: start-up time (as in pack_samples)
+
+    raw, n = _opened(data)
     columns = {
         name: np.frombuffer(raw, dtype="<f4", count=n, offset=_HEADER.size + 4 * n * i)
         for i, name in enumerate(_COLUMNS)
@@ -107,12 +113,7 @@ def unpack_columns(data: bytes) -> SampleColumns:
 
     from stridecare.domain.load_arrays import SampleColumns  # deferred: start-up time (it imports NumPy)
 
-    raw = zlib.decompress(data)
-    magic, n = _HEADER.unpack_from(raw, 0)
-    if magic != b"SCS1":
-        raise ValueError("not a stridecare sample blob")
-    if len(raw) < _HEADER.size + 4 * n * len(_COLUMNS):
-        raise ValueError("a stridecare sample blob cut short")
+    raw, n = _opened(data)
     # float32 to float64 is exact, as float32 to a Python float is; NaN stays NaN (None, then NaN, in the lists).
     floats = np.frombuffer(raw, dtype="<f4", count=n * len(_COLUMNS), offset=_HEADER.size).astype(np.float64)
     columns = {name: floats[i * n : (i + 1) * n] for i, name in enumerate(_COLUMNS)}

@@ -550,10 +550,35 @@ def run_load(
     integrates the samples: this module's reference loop by default, the array version in the pipeline
     (``stridecare.domain.load_arrays.run_load``).
     """
+    return load_from_samples_or_summary(
+        run,
+        timed=len(run.samples) > 0 and any(run.samples.timer_running),
+        integrate=lambda **figures: from_samples(run.samples, **figures),
+        cadence_base_spm=cadence_base_spm,
+        cadence_history=cadence_history,
+        sex=sex,
+        mass_kg=mass_kg,
+        constants=constants,
+    )
+
+
+def load_from_samples_or_summary(
+    run: ParsedRun,
+    *,
+    timed: bool,
+    integrate: Callable[..., RunLoadResult],
+    cadence_base_spm: float | None = None,
+    cadence_history: Sequence[tuple[float, float]] = (),
+    sex: str | None = None,
+    mass_kg: float | None = None,
+    constants: LoadConstants = DEFAULT_CONSTANTS,
+) -> RunLoadResult:
+    """The choice :func:`run_load` makes, whatever holds the samples: ``integrate`` (called with the athlete's
+    figures and cadence model) when the samples hold timed steps (``timed``) and it counts some, else the load
+    from ``run``'s summary."""
     model = fit_cadence_model(cadence_history, constants, constants.cadence_fit_min_runs)
-    if len(run.samples) > 0 and any(run.samples.timer_running):
-        result = from_samples(
-            run.samples,
+    if timed:
+        result = integrate(
             cadence_base_spm=cadence_base_spm,
             sex=sex,
             mass_kg=mass_kg,

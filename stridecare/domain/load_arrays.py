@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -28,11 +29,11 @@ from stridecare.domain.load import (
     _finish,
     _Sums,
     is_female,
-    run_load_from_summary,
+    load_from_samples_or_summary,
 )
 from stridecare.domain.load import run_load as reference_run_load
 from stridecare.domain.run import ParsedRun, Samples
-from stridecare.domain.steps import STANDING_SPEED_MPS, CadenceModel, fit_cadence_model
+from stridecare.domain.steps import STANDING_SPEED_MPS, CadenceModel
 
 Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
@@ -276,26 +277,13 @@ def run_load(
             from_samples=run_load_from_sample_arrays,
         )
     # The reference's choice between the samples and the summary, made on the columns.
-    model = fit_cadence_model(cadence_history, constants, constants.cadence_fit_min_runs)
-    if len(columns) > 0 and bool(columns.timer_running.any()):
-        result = run_load_from_columns(
-            columns,
-            cadence_base_spm=cadence_base_spm,
-            sex=sex,
-            mass_kg=mass_kg,
-            cadence_model=model,
-            constants=constants,
-        )
-        if result.steps > 0:
-            return result
-    return run_load_from_summary(
-        distance_m=run.distance_m,
-        timer_s=run.timer_s,
-        avg_cadence_spm=run.avg_cadence_spm,
-        steps=run.steps,
+    return load_from_samples_or_summary(
+        run,
+        timed=len(columns) > 0 and bool(columns.timer_running.any()),
+        integrate=partial(run_load_from_columns, columns),
         cadence_base_spm=cadence_base_spm,
+        cadence_history=cadence_history,
         sex=sex,
         mass_kg=mass_kg,
-        cadence_model=model,
         constants=constants,
     )
