@@ -43,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from stridecare.db.models import Run
@@ -157,17 +157,27 @@ def primary_of(runs: Sequence[Run]) -> Run:
     return min(runs, key=lambda r: (tuple(-x for x in richness(r)), r.source, r.source_key))
 
 
+# The primaries that could be the same session, built once: every stored run asks (on SQLite, building the
+# statement costs more than running it).
+_NEAR = select(Run).where(
+    Run.athlete_id == bindparam("athlete"),
+    Run.duplicate_of_id.is_(None),
+    Run.id != bindparam("run"),
+    Run.start_time >= bindparam("earliest"),
+    Run.start_time <= bindparam("latest"),
+)
+
+
 def find_matches(session: Session, athlete_id: int, run: Run) -> list[Run]:
     """The athlete's other primary runs that are the same session as ``run``, best overlap first."""
     start, end = span(run)
-    query = select(Run).where(
-        Run.athlete_id == athlete_id,
-        Run.duplicate_of_id.is_(None),
-        Run.id != run.id,
-        Run.start_time >= start - MAX_SESSION - timedelta(hours=MAX_SHIFT_HOURS),
-        Run.start_time <= end + START_TOLERANCE + timedelta(hours=MAX_SHIFT_HOURS),
-    )
-    matches = [other for other in session.scalars(query) if same_session(other, run)]
+    window = {
+        "athlete": athlete_id,
+        "run": run.id if run.id is not None else 0,  # ids start at 1: a run not yet flushed excludes none
+        "earliest": start - MAX_SESSION - timedelta(hours=MAX_SHIFT_HOURS),
+        "latest": end + START_TOLERANCE + timedelta(hours=MAX_SHIFT_HOURS),
+    }
+    matches = [other for other in session.scalars(_NEAR, window) if same_session(other, run)]
     return sorted(matches, key=lambda other: (-overlap_fraction(other, run), abs(other.start_time - run.start_time)))
 
 
