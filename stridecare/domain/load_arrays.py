@@ -31,7 +31,6 @@ from stridecare.domain.load import (
     is_female,
     load_from_samples_or_summary,
 )
-from stridecare.domain.load import run_load as reference_run_load
 from stridecare.domain.run import ParsedRun, Samples
 from stridecare.domain.steps import STANDING_SPEED_MPS, CadenceModel
 
@@ -262,20 +261,12 @@ def run_load(
     constants: LoadConstants = DEFAULT_CONSTANTS,
     columns: SampleColumns | None = None,
 ) -> RunLoadResult:
-    """:func:`stridecare.domain.load.run_load` with the samples integrated by :func:`run_load_from_sample_arrays`.
+    """:func:`stridecare.domain.load.run_load`, the samples integrated on NumPy columns (:func:`run_load_from_columns`).
 
     ``columns``: the run's samples already converted (:class:`SampleColumns`); ``run.samples`` is then not read,
     so a caller holding only the columns (a stored run's sample blob) passes a run without samples."""
     if columns is None:
-        return reference_run_load(
-            run,
-            cadence_base_spm=cadence_base_spm,
-            cadence_history=cadence_history,
-            sex=sex,
-            mass_kg=mass_kg,
-            constants=constants,
-            from_samples=run_load_from_sample_arrays,
-        )
+        columns = SampleColumns.of(run.samples)
     # The reference's choice between the samples and the summary, made on the columns.
     return load_from_samples_or_summary(
         run,

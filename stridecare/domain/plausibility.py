@@ -79,11 +79,6 @@ class _Series:
     """A run's sample series as arrays and its interval weights, built once for every check."""
 
     columns: SampleColumns
-    t: npt.NDArray[np.float64]
-    distance: npt.NDArray[np.float64]
-    speed: npt.NDArray[np.float64]
-    cadence: npt.NDArray[np.float64]
-    altitude: npt.NDArray[np.float64]
     weights: npt.NDArray[np.float64]
     timed_s: float  # Σ weights, summed in order as ``steps.timed_seconds`` does
 
@@ -92,11 +87,6 @@ class _Series:
         weights = interval_weight_column(columns)
         return cls(
             columns=columns,
-            t=columns.t,
-            distance=columns.distance_m,
-            speed=columns.speed_mps,
-            cadence=columns.cadence_spm,
-            altitude=columns.altitude_m,
             weights=weights,
             # Summed one value after another as Python does (``steps.timed_seconds``), not pairwise as NumPy does.
             timed_s=sum(weights.tolist()),
@@ -139,14 +129,14 @@ def _non_finite(run: ParsedRun, _b: PlausibilityBounds, _c: LoadConstants, serie
     for name, value in summary.items():
         if value is not None and not math.isfinite(value):
             return f"its {name} is not a finite number ({value})"
-    if not np.isfinite(series.t).all():
+    if not np.isfinite(series.columns.t).all():
         return "a sample's time is not a finite number"
     # NaN stands for "not recorded" in sample series; an infinity is a broken value.
     for name, values in (
-        ("distance", series.distance),
-        ("speed", series.speed),
-        ("cadence", series.cadence),
-        ("altitude", series.altitude),
+        ("distance", series.columns.distance_m),
+        ("speed", series.columns.speed_mps),
+        ("cadence", series.columns.cadence_spm),
+        ("altitude", series.columns.altitude_m),
     ):
         if np.isinf(values).any():
             return f"a sample's {name} is infinite"
@@ -189,8 +179,8 @@ def _speed(run: ParsedRun, b: PlausibilityBounds, _c: LoadConstants, series: _Se
 def _cadence(run: ParsedRun, b: PlausibilityBounds, _c: LoadConstants, series: _Series) -> str | None:
     if run.avg_cadence_spm is not None and run.avg_cadence_spm > b.max_cadence_spm:
         return f"average cadence {run.avg_cadence_spm:.0f} steps/min is over {b.max_cadence_spm:g}"
-    recorded = ~np.isnan(series.cadence)
-    worst = _worst_window_mean(series.cadence[recorded], series.weights[recorded], b.cadence_window_s)
+    recorded = ~np.isnan(series.columns.cadence_spm)
+    worst = _worst_window_mean(series.columns.cadence_spm[recorded], series.weights[recorded], b.cadence_window_s)
     if worst is not None and worst > b.max_cadence_spm:
         return f"cadence {worst:.0f} steps/min sustained over {b.cadence_window_s:g} s is over {b.max_cadence_spm:g}"
     return None
@@ -248,7 +238,7 @@ def _speed_intervals(series: _Series) -> tuple[npt.NDArray[np.float64], npt.NDAr
     """Speed and seconds of each timed interval: the speed field, else the distance covered since the last
     recorded distance."""
     weights = series.weights
-    distance = series.distance
+    distance = series.columns.distance_m
     n = len(distance)
     recorded = np.where(~np.isnan(distance), np.arange(n), -1)
     last = np.maximum.accumulate(np.concatenate(([-1], recorded[:-1]))) if n else recorded
@@ -256,7 +246,7 @@ def _speed_intervals(series: _Series) -> tuple[npt.NDArray[np.float64], npt.NDAr
     timed = weights > 0
     with np.errstate(divide="ignore", invalid="ignore"):
         from_distance = np.maximum(0.0, distance - previous) / np.where(timed, weights, 1.0)
-    speed = np.where(np.isnan(series.speed), from_distance, series.speed)
+    speed = np.where(np.isnan(series.columns.speed_mps), from_distance, series.columns.speed_mps)
     keep = timed & ~np.isnan(speed)
     return speed[keep], weights[keep]
 
