@@ -428,9 +428,12 @@ def _serve(control: socket.socket) -> None:
     """Hand each request to a child until the caller closes the socket; report each file's child pid and how it
     ended (a child's report ``done``: 0; its death: its exit status). A child that outlives its file's wall-clock
     limit is killed here, by the one process that knows which file it is on."""
+    # The warm-up builds long-lived objects only: collecting while it runs would walk them for nothing.
+    gc.disable()
     _warm()
     # What the warm-up built is never collected: no child's collections touch (and so copy) those pages.
     gc.freeze()
+    gc.enable()
     children: dict[int, _Child] = {}  # pid -> child, until reaped
     while True:
         busy = any(c.status_fd is not None or c.sock is None for c in children.values())

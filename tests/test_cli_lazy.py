@@ -230,12 +230,13 @@ def test_stridecare_run_starts_its_worker_without_celerys_command_line(tmp_path:
     loads neither the web app nor its server (about a fifth of a start). The worker's start is replaced by a
     probe that records the options it got and what was imported, so the runner stops at once."""
     probe = f"""
-import json, sys
+import gc, json, sys
 sys.path.insert(0, {str(ROOT)!r})
 import celery.apps.worker
 def start(self):
     print(json.dumps([sorted(m for m in sys.modules if m.startswith("celery.bin")), self.pool_cls.__name__,
-                      self.concurrency, self.hostname.split("@")[0], sorted(m for m in {_WEB!r} if m in sys.modules)]))
+                      self.concurrency, self.hostname.split("@")[0], sorted(m for m in {_WEB!r} if m in sys.modules),
+                      gc.isenabled(), gc.get_freeze_count()]))
 celery.apps.worker.Worker.start = start
 sys.argv = ["stridecare", "run", {"--web" if web else "--no-web"!r}, "--concurrency", "3"]
 from stridecare_app.cli.main import main
@@ -249,11 +250,29 @@ main()
     }
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
-    loaded, pool, concurrency, name, web_modules = json.loads(out.stdout.strip().splitlines()[-1])
+    loaded, pool, concurrency, name, web_modules, collecting, frozen = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded == []
+    # The entry point held the collector off while the command started; the worker serves with it running, and
+    # what the start built (hundreds of thousands of objects) is out of its collections.
+    assert collecting
+    assert frozen > 100_000
     assert (pool, concurrency, name) == ("TaskPool", 3, "stridecare")
     # The probe proves itself: with the web app, every one of these is loaded.
     assert web_modules == (sorted(_WEB) if web else [])
+
+
+def test_the_command_line_called_in_process_leaves_the_collector_as_it_found_it(tmp_path: Path) -> None:
+    """Only the console script holds the collector while a command starts: a program (or a test) that calls the
+    application in-process keeps collecting, and nothing of its own is frozen out of its collections."""
+    import gc
+
+    frozen = gc.get_freeze_count()
+    result = CliRunner().invoke(app, ["settings"], env={"STRIDECARE_DATA_HOME": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    # The command read its settings: the point where a held start is released.
+    assert "STRIDECARE_DATA_HOME" in result.output
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen
 
 
 def _free_port() -> int:

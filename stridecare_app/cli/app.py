@@ -19,6 +19,7 @@ import typer
 from typer.core import TyperGroup
 
 from stridecare.handles import InvalidHandle
+from stridecare_app.cli import collector
 from stridecare_app.cli.commands import COMMANDS
 
 if TYPE_CHECKING:
@@ -144,6 +145,7 @@ def settings() -> Settings:
     if state.verbose:
         s = s.model_copy(update={"log_level": "DEBUG"})
     setup_logging(s)
+    collector.release()  # the command's work begins here
     return s
 
 

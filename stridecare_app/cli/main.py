@@ -7,6 +7,7 @@ module of its own, imported only when one of its commands runs (``commands.py`` 
 
 from __future__ import annotations
 
+from stridecare_app.cli import collector
 from stridecare_app.cli.app import app
 
 __all__ = ["app", "main"]
@@ -14,6 +15,7 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Console-script entry point."""
+    collector.hold()
     app()
 
 
