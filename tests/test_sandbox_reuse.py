@@ -151,7 +151,8 @@ def test_a_hostile_file_in_a_used_child_costs_that_child_and_only_its_own_file(t
     assert decode_sandboxed(first, None, MAX_BYTES, limits, DEFAULT_CONSTANTS).result is not None
     used = _children(server)
     assert len(used) == 1
-    hostile = tiny_record_fit(tmp_path / "slow.fit", 200_000)  # several CPU seconds
+    # About 10 s of CPU here: far past the file's allowance of 1 s, rounded up to 2 s in a used child, on any machine.
+    hostile = tiny_record_fit(tmp_path / "slow.fit", MAX_FIT_MESSAGES - 10)
     decoded = decode_sandboxed(hostile, None, MAX_BYTES, limits, DEFAULT_CONSTANTS)
     assert decoded.result is None and "CPU" in (decoded.error or "")
     assert not (used & _children(server))  # that child is gone
