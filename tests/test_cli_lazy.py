@@ -4,6 +4,7 @@ reads through SQLAlchemy Core, without the ORM or the models, and prints what th
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import pkgutil
@@ -264,8 +265,6 @@ main()
 def test_the_command_line_called_in_process_leaves_the_collector_as_it_found_it(tmp_path: Path) -> None:
     """Only the console script holds the collector while a command starts: a program (or a test) that calls the
     application in-process keeps collecting, and nothing of its own is frozen out of its collections."""
-    import gc
-
     frozen = gc.get_freeze_count()
     result = CliRunner().invoke(app, ["settings"], env={"STRIDECARE_DATA_HOME": str(tmp_path)})
     assert result.exit_code == 0, result.output
